@@ -7,4 +7,7 @@
 //!   captures provider usage, counts relayed output, and emits exactly one [`meter::Settlement`]
 //!   when the stream ends, fails or is dropped by a departing client.
 
+pub mod meter;
 pub mod tokens;
+
+pub use meter::{MeterOptions, MeteredStream, Settlement};

@@ -1,1 +1,180 @@
-//! placeholder
+//! Provider adapters: the last stage before the network.
+//!
+//! Every adapter implements [`Provider`]. The gateway hands it a canonical request — an OpenAI
+//! Chat Completions (or Embeddings) body, already rewritten for the deployment's upstream model —
+//! and gets back a canonical answer: a complete OpenAI-shaped response with its [`Usage`], or a
+//! stream of OpenAI `chat.completion.chunk` payloads. Adapters for OpenAI-shaped upstreams pass
+//! bytes through untouched; adapters for other wire formats (Anthropic, Gemini, Bedrock) translate
+//! in both directions inside their own module.
+//!
+//! **Architecture invariant:** this crate knows nothing about tenants, budgets, prices or the
+//! ledger. It maps canonical ↔ wire, enforces the provider's timeouts, and reports usage and
+//! errors with their origin and retryability ([`UpstreamError`]).
+//!
+//! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server) and
+//! [`azure`] (Azure OpenAI deployments). `anthropic`, `gemini` and `bedrock` join through the same
+//! trait; [`Capabilities`] lets the gateway refuse what an adapter cannot do before calling it.
+
+pub mod azure;
+pub mod error;
+pub mod http;
+pub mod openai;
+pub mod sse;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+use tollgate_types::{ProviderKind, Usage};
+
+pub use error::{TimeoutPhase, UpstreamError, UpstreamErrorKind};
+
+/// What an adapter can serve. The gateway checks these before routing a request to it, and the
+/// conformance suite runs only the cases an adapter declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub chat: bool,
+    pub streaming: bool,
+    pub tools: bool,
+    pub images: bool,
+    pub json_schema: bool,
+    pub embeddings: bool,
+}
+
+/// Timeouts for one upstream exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (+TLS) connect.
+    pub connect: Duration,
+    /// From sending the request to receiving response headers.
+    pub first_byte: Duration,
+    /// Longest silence between two body chunks.
+    pub idle: Duration,
+    /// Whole exchange, streams included.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Everything needed to build an adapter, resolved from config (secrets already interpolated).
+#[derive(Clone)]
+pub struct ProviderSettings {
+    /// Name from config (`providers.<name>`); appears in errors and the ledger.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL following the provider SDK's convention (OpenAI: ends in `/v1`).
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// Azure `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Extra static headers sent on every request.
+    pub headers: Vec<(String, String)>,
+    pub timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    // Hand-written so the API key can never reach a log line through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "********"))
+            .field("api_version", &self.api_version)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+/// A canonical chat call: an OpenAI Chat Completions body whose `model` is already the upstream
+/// model name. Adapters may add what their wire needs (e.g. `stream_options.include_usage`).
+#[derive(Debug, Clone)]
+pub struct ChatCall {
+    pub body: Arc<Map<String, Value>>,
+    pub stream: bool,
+}
+
+/// A canonical embeddings call (OpenAI Embeddings body, `model` already upstream).
+#[derive(Debug, Clone)]
+pub struct EmbeddingsCall {
+    pub body: Arc<Map<String, Value>>,
+}
+
+/// A complete, successful upstream answer in canonical (OpenAI) form.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Response body to send to the client as is.
+    pub body: Bytes,
+    /// Provider-reported usage, normalised; `None` when the provider reported none.
+    pub usage: Option<Usage>,
+    /// The provider's own request id, for support tickets.
+    pub upstream_request_id: Option<String>,
+}
+
+/// One OpenAI `chat.completion.chunk` JSON payload (no SSE framing).
+pub type Chunk = Bytes;
+
+/// Canonical chunk stream. Ends after the upstream's end-of-stream marker; an error item ends it
+/// early (cut connection, idle timeout, in-stream provider error translated by the adapter).
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, UpstreamError>> + Send>>;
+
+/// A chat answer: complete, or streaming (response headers received, body not yet).
+pub enum ChatResponse {
+    Complete(Completion),
+    Stream {
+        chunks: ChunkStream,
+        upstream_request_id: Option<String>,
+    },
+}
+
+/// The one interface every provider adapter implements.
+///
+/// Methods return boxed futures so adapters can live behind `Arc<dyn Provider>` and be chosen
+/// per request by the router.
+pub trait Provider: Send + Sync {
+    /// Name from config, for errors and the ledger.
+    fn name(&self) -> &str;
+    fn kind(&self) -> ProviderKind;
+    fn capabilities(&self) -> Capabilities;
+    /// Chat Completions, streaming when `call.stream`.
+    fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatResponse, UpstreamError>>;
+    /// Embeddings.
+    fn embeddings(&self, call: EmbeddingsCall) -> BoxFuture<'_, Result<Completion, UpstreamError>>;
+}
+
+/// Builds the adapter for a provider from its settings.
+pub fn build(settings: ProviderSettings) -> Result<Arc<dyn Provider>, BuildError> {
+    match settings.kind {
+        ProviderKind::Openai => Ok(Arc::new(openai::OpenAi::new(settings)?)),
+        ProviderKind::Azure => Ok(Arc::new(azure::new(settings)?)),
+        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock) => {
+            Err(BuildError::Unsupported(kind))
+        }
+    }
+}
+
+/// Why an adapter could not be built (a startup error, never a request error).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("provider kind '{}' is not supported by this build yet", .0.as_str())]
+    Unsupported(ProviderKind),
+    #[error("invalid base_url '{url}': {reason}")]
+    BaseUrl { url: String, reason: String },
+    #[error("invalid header '{0}'")]
+    Header(String),
+    #[error("HTTP client: {0}")]
+    Client(String),
+}

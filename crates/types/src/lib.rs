@@ -5,6 +5,7 @@
 //! error codes ([`ErrorCode`]) every client-facing error is built from.
 
 pub mod attribution;
+pub mod canonical;
 pub mod error;
 pub mod ids;
 pub mod money;

@@ -1,0 +1,209 @@
+//! Upstream failures: what went wrong, where, and whether another attempt could help.
+//!
+//! An [`UpstreamError`] carries its origin (always the upstream), whether a retry or fallback
+//! may succeed, and enough detail to build the client-facing [`ApiError`] — which names the
+//! provider and never contains the provider's key (see [`UpstreamError::to_api_error`]).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tollgate_types::{ApiError, ErrorCode};
+
+/// Which timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    Connect,
+    FirstByte,
+    Idle,
+    Total,
+}
+
+impl TimeoutPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::FirstByte => "first byte",
+            TimeoutPhase::Idle => "idle between chunks",
+            TimeoutPhase::Total => "total",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamErrorKind {
+    /// Could not connect (refused, DNS, TLS).
+    Connect(String),
+    /// The connection broke (reset, closed mid-body).
+    Broken(String),
+    Timeout(TimeoutPhase),
+    /// The provider answered with a non-success status.
+    Status {
+        status: u16,
+        body: Bytes,
+        retry_after: Option<Duration>,
+    },
+    /// An error event inside a stream that had already started.
+    InStream { message: String },
+    /// The provider's answer could not be read (bad JSON, stream without its end marker).
+    Protocol(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("provider '{provider}': {kind:?}")]
+pub struct UpstreamError {
+    pub provider: String,
+    pub kind: UpstreamErrorKind,
+}
+
+impl UpstreamError {
+    pub fn new(provider: &str, kind: UpstreamErrorKind) -> Self {
+        UpstreamError {
+            provider: provider.to_string(),
+            kind,
+        }
+    }
+
+    /// True when another attempt (retry or fallback) may succeed: connect failures, timeouts,
+    /// broken connections, 408, 409, 429 and 5xx (including Anthropic's 529).
+    pub fn retryable(&self) -> bool {
+        match &self.kind {
+            UpstreamErrorKind::Connect(_)
+            | UpstreamErrorKind::Broken(_)
+            | UpstreamErrorKind::Timeout(_) => true,
+            UpstreamErrorKind::Status { status, .. } => {
+                matches!(status, 408 | 409 | 429) || *status >= 500
+            }
+            UpstreamErrorKind::InStream { .. } | UpstreamErrorKind::Protocol(_) => false,
+        }
+    }
+
+    /// The client-facing error. `secrets` are scrubbed from any provider text we relay
+    /// (providers echo keys back in 401 messages).
+    pub fn to_api_error(&self, secrets: &[&str]) -> ApiError {
+        let p = &self.provider;
+        match &self.kind {
+            UpstreamErrorKind::Connect(why) => ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("provider '{p}' could not be reached: {}", scrub(why, secrets)),
+            ),
+            UpstreamErrorKind::Broken(why) => ApiError::new(
+                ErrorCode::UpstreamError,
+                format!("provider '{p}' connection failed: {}", scrub(why, secrets)),
+            ),
+            UpstreamErrorKind::Timeout(phase) => ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                format!("provider '{p}' timed out ({} timeout)", phase.as_str()),
+            ),
+            UpstreamErrorKind::InStream { message } => ApiError::new(
+                ErrorCode::UpstreamError,
+                format!("provider '{p}' failed mid-stream: {}", scrub(message, secrets)),
+            ),
+            UpstreamErrorKind::Protocol(why) => ApiError::new(
+                ErrorCode::UpstreamError,
+                format!("provider '{p}' sent an unreadable response: {}", scrub(why, secrets)),
+            ),
+            UpstreamErrorKind::Status {
+                status,
+                body,
+                retry_after,
+            } => {
+                let detail = scrub(&describe_body(body), secrets);
+                let (code, status_out) = match status {
+                    401 | 403 => (ErrorCode::UpstreamAuthFailed, None),
+                    429 => (ErrorCode::UpstreamRateLimited, None),
+                    400 | 413 | 422 => (ErrorCode::UpstreamBadRequest, Some(*status)),
+                    503 | 529 => (ErrorCode::UpstreamUnavailable, None),
+                    _ => (ErrorCode::UpstreamError, None),
+                };
+                let mut e = ApiError::new(
+                    code,
+                    format!("provider '{p}' returned HTTP {status}: {detail}"),
+                );
+                if let Some(s) = status_out {
+                    e = e.with_status(s);
+                }
+                if let Some(ra) = retry_after {
+                    e = e.with_retry_after(ra.as_secs().max(1));
+                }
+                e
+            }
+        }
+    }
+}
+
+/// A short description of a provider error body: its `error.message` (and `code`) when it is
+/// OpenAI- or Anthropic-shaped JSON, otherwise the first 200 characters of the text.
+fn describe_body(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        let err = v.get("error").unwrap_or(&v);
+        let msg = err
+            .get("message")
+            .and_then(|m| m.as_str())
+            .or_else(|| err.as_str());
+        if let Some(msg) = msg {
+            return match err.get("code").and_then(|c| c.as_str()) {
+                Some(code) => format!("{msg} (code: {code})"),
+                None => msg.to_string(),
+            };
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let trimmed: String = text.trim().chars().take(200).collect();
+    if trimmed.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        trimmed
+    }
+}
+
+/// Removes every occurrence of each secret (and of its last 4+ characters, which providers
+/// print in masked form) from `text`.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 8) {
+        out = out.replace(s, "[redacted]");
+        let tail = &s[s.len() - 6..];
+        if s.is_char_boundary(s.len() - 6) {
+            out = out.replace(tail, "[redacted]");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubs_keys_and_masked_tails() {
+        let key = "sk-live-abcdefghijklmnop";
+        let msg = format!("Incorrect API key provided: sk-live-***********klmnop. Key {key}");
+        let out = scrub(&msg, &[key]);
+        assert!(!out.contains("klmnop"), "{out}");
+        assert!(!out.contains(key));
+    }
+
+    #[test]
+    fn maps_statuses() {
+        let mk = |status: u16| {
+            UpstreamError::new(
+                "sim",
+                UpstreamErrorKind::Status {
+                    status,
+                    body: Bytes::from_static(br#"{"error":{"message":"nope","code":"x"}}"#),
+                    retry_after: Some(Duration::from_secs(3)),
+                },
+            )
+        };
+        assert_eq!(mk(401).to_api_error(&[]).status(), 502);
+        assert_eq!(mk(429).to_api_error(&[]).status(), 429);
+        assert_eq!(mk(429).to_api_error(&[]).retry_after_secs, Some(3));
+        assert_eq!(mk(400).to_api_error(&[]).status(), 400);
+        assert_eq!(mk(500).to_api_error(&[]).status(), 502);
+        assert_eq!(mk(503).to_api_error(&[]).status(), 503);
+        assert!(mk(500).retryable());
+        assert!(!mk(400).retryable());
+        assert!(mk(500).to_api_error(&[]).message.contains("provider 'sim'"));
+        assert!(mk(500).to_api_error(&[]).message.contains("nope (code: x)"));
+    }
+}

@@ -1,0 +1,224 @@
+//! The pooled upstream HTTP client and the four timeouts.
+//!
+//! One `reqwest::Client` per provider: a keep-alive pool per host, HTTP/1.1 and HTTP/2 (ALPN over
+//! rustls with the `ring` provider, so no system OpenSSL and no C toolchain beyond `ring`'s).
+//! Timeouts are enforced here rather than through reqwest's single `timeout`, because streams
+//! need them split: *connect*, *first byte* (until response headers), *idle* (longest gap between
+//! body chunks) and *total* (the whole exchange, streaming included).
+
+use std::pin::Pin;
+use std::sync::Once;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{TimeoutPhase, UpstreamError, UpstreamErrorKind};
+use crate::{BuildError, Timeouts};
+
+static CRYPTO: Once = Once::new();
+
+/// Installs rustls' `ring` crypto provider for the process (idempotent).
+pub fn install_crypto_provider() {
+    CRYPTO.call_once(|| {
+        // Err means another provider was installed first, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A client for one provider.
+pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, BuildError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        // Never follow redirects: a provider redirect would re-send our credentials elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| BuildError::Client(e.to_string()))
+}
+
+/// Sends `req`, waiting at most the first-byte timeout (and what remains of the total) for
+/// response headers.
+pub async fn send(
+    provider: &str,
+    req: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+    deadline: Instant,
+) -> Result<reqwest::Response, UpstreamError> {
+    let first_byte = Instant::now() + timeouts.first_byte;
+    let (limit, phase) = if first_byte <= deadline {
+        (first_byte, TimeoutPhase::FirstByte)
+    } else {
+        (deadline, TimeoutPhase::Total)
+    };
+    match tokio::time::timeout_at(limit, req.send()).await {
+        Err(_) => Err(UpstreamError::new(provider, UpstreamErrorKind::Timeout(phase))),
+        Ok(Err(e)) => Err(classify(provider, &e)),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+/// Maps a reqwest error to an upstream error kind without leaking URLs with credentials
+/// (reqwest errors may include the URL; we never put secrets in URLs except Gemini keys, which
+/// the Gemini adapter sends as a header instead).
+pub fn classify(provider: &str, e: &reqwest::Error) -> UpstreamError {
+    let kind = if e.is_connect() {
+        if is_timeout(e) {
+            UpstreamErrorKind::Timeout(TimeoutPhase::Connect)
+        } else {
+            UpstreamErrorKind::Connect(root_cause(e))
+        }
+    } else if e.is_timeout() {
+        UpstreamErrorKind::Timeout(TimeoutPhase::Total)
+    } else {
+        UpstreamErrorKind::Broken(root_cause(e))
+    };
+    UpstreamError::new(provider, kind)
+}
+
+fn is_timeout(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.to_string().to_ascii_lowercase().contains("timed out") {
+            return true;
+        }
+        src = s.source();
+    }
+    e.is_timeout()
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
+}
+
+/// Reads a whole (non-streaming) body within the idle and total timeouts.
+pub async fn read_body(
+    provider: &str,
+    resp: reqwest::Response,
+    timeouts: &Timeouts,
+    deadline: Instant,
+    max_bytes: usize,
+) -> Result<Bytes, UpstreamError> {
+    let mut body = body_stream(provider, resp, timeouts, deadline);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if buf.len() + chunk.len() > max_bytes {
+            return Err(UpstreamError::new(
+                provider,
+                UpstreamErrorKind::Protocol(format!("response body larger than {max_bytes} bytes")),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The response body as a stream of byte chunks, with idle and total timeouts applied.
+pub fn body_stream(
+    provider: &str,
+    resp: reqwest::Response,
+    timeouts: &Timeouts,
+    deadline: Instant,
+) -> TimedBody {
+    TimedBody {
+        provider: provider.to_string(),
+        inner: Box::pin(resp.bytes_stream()),
+        idle: timeouts.idle,
+        idle_timer: Box::pin(tokio::time::sleep(timeouts.idle)),
+        total_timer: Box::pin(tokio::time::sleep_until(deadline)),
+        done: false,
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// A body stream that fails with a timeout error when the upstream goes silent for longer than
+/// the idle timeout or the exchange outlives the total timeout.
+pub struct TimedBody {
+    provider: String,
+    inner: ByteStream,
+    idle: std::time::Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    total_timer: Pin<Box<Sleep>>,
+    done: bool,
+}
+
+impl Stream for TimedBody {
+    type Item = Result<Bytes, UpstreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                let next = Instant::now() + self.idle;
+                self.idle_timer.as_mut().reset(next);
+                return Poll::Ready(Some(Ok(b)));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                return Poll::Ready(Some(Err(classify(&self.provider, &e))));
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        let phase = if self.total_timer.as_mut().poll(cx).is_ready() {
+            Some(TimeoutPhase::Total)
+        } else if self.idle_timer.as_mut().poll(cx).is_ready() {
+            Some(TimeoutPhase::Idle)
+        } else {
+            None
+        };
+        match phase {
+            Some(phase) => {
+                self.done = true;
+                Poll::Ready(Some(Err(UpstreamError::new(
+                    &self.provider,
+                    UpstreamErrorKind::Timeout(phase),
+                ))))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Parses a `Retry-After` / `retry-after-ms` header pair into a duration (seconds form only for
+/// `Retry-After`; HTTP dates are ignored).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    {
+        return Some(std::time::Duration::from_millis(ms as u64));
+    }
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(std::time::Duration::from_secs_f64)
+}
+
+/// The provider's request id header, if any.
+pub fn upstream_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    ["x-request-id", "request-id", "apim-request-id"]
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
