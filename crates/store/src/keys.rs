@@ -1,0 +1,230 @@
+//! Virtual keys (`tg-…`) and the `keys_version` change counter.
+//!
+//! Only the SHA-256 hash of a key is stored (plus a short display prefix); the key itself is
+//! shown once by whoever created it. Every change to `keys` bumps `meta.keys_version` in the
+//! **same transaction**, so a running gateway can poll [`Store::keys_version`] (one indexed
+//! read) and reload its in-memory key index when the CLI changed keys from another process:
+//! if it sees the new version, it is guaranteed to see the change.
+
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::{Store, StoreError};
+
+/// A virtual key as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// `key_…`.
+    pub id: String,
+    /// Unique among non-revoked keys.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the full key.
+    pub key_hash: String,
+    /// The key's first characters, for display (`tg-ab12c`).
+    pub key_prefix: String,
+    /// Default tenant for requests made with this key.
+    pub tenant: Option<String>,
+    /// Default team.
+    pub team: Option<String>,
+    /// Logical models the key may use; empty means all.
+    pub models: Vec<String>,
+    /// Whether the caller may set the tenant per request (`x-tollgate-tenant`).
+    pub allow_tenant_header: bool,
+    /// When non-empty, the only tenants the header may name.
+    pub allowed_tenants: Vec<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    /// Free-form JSON supplied at creation.
+    pub metadata: serde_json::Value,
+}
+
+const KEY_COLUMNS: &str = "id, name, key_hash, key_prefix, tenant, team, models, \
+    allow_tenant_header, allowed_tenants, created_at_ms, expires_at_ms, revoked_at_ms, metadata";
+
+fn bump_keys_version(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO meta (k, v) VALUES ('keys_version', 1) \
+         ON CONFLICT (k) DO UPDATE SET v = v + 1",
+        [],
+    )?;
+    Ok(())
+}
+
+fn validate(k: &StoredKey) -> Result<(), StoreError> {
+    let bad = |m: String| Err(StoreError::InvalidInput(m));
+    if !k.id.starts_with("key_") || k.id.len() <= 4 {
+        return bad(format!("key id '{}' must look like key_…", k.id));
+    }
+    if k.name.trim().is_empty() {
+        return bad("key name must not be empty".into());
+    }
+    if k.key_hash.len() != 64
+        || !k
+            .key_hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return bad("key_hash must be 64 lower-case hex characters (SHA-256)".into());
+    }
+    Ok(())
+}
+
+fn json_text<T: Serialize>(v: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::InvalidInput(format!("{what}: {e}")))
+}
+
+fn decode_key(r: &rusqlite::Row<'_>) -> Result<StoredKey, StoreError> {
+    let id: String = r.get(0)?;
+    let json = |i: usize, what: &str| -> Result<serde_json::Value, StoreError> {
+        let text: String = r.get(i)?;
+        serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("key {id}: {what}: {e}")))
+    };
+    let list = |v: serde_json::Value, what: &str| -> Result<Vec<String>, StoreError> {
+        serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("key {id}: {what}: {e}")))
+    };
+    Ok(StoredKey {
+        name: r.get(1)?,
+        key_hash: r.get(2)?,
+        key_prefix: r.get(3)?,
+        tenant: r.get(4)?,
+        team: r.get(5)?,
+        models: list(json(6, "models")?, "models")?,
+        allow_tenant_header: r.get(7)?,
+        allowed_tenants: list(json(8, "allowed_tenants")?, "allowed_tenants")?,
+        created_at_ms: r.get(9)?,
+        expires_at_ms: r.get(10)?,
+        revoked_at_ms: r.get(11)?,
+        metadata: json(12, "metadata")?,
+        id,
+    })
+}
+
+impl Store {
+    /// Stores a new key. [`StoreError::Conflict`] if an active key has the same name, or the id
+    /// or hash is already stored; [`StoreError::InvalidInput`] for a malformed id/name/hash.
+    pub fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        validate(key)?;
+        let models = json_text(&key.models, "models")?;
+        let allowed = json_text(&key.allowed_tenants, "allowed_tenants")?;
+        let metadata = json_text(&key.metadata, "metadata")?;
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Checked first for a clear message; the partial unique index enforces it anyway.
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM keys WHERE name = ?1 AND revoked_at_ms IS NULL",
+                    [&key.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = taken {
+                return Err(StoreError::Conflict(format!(
+                    "an active key named '{}' already exists ({other})",
+                    key.name
+                )));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO keys ({KEY_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ),
+                rusqlite::params![
+                    key.id,
+                    key.name,
+                    key.key_hash,
+                    key.key_prefix,
+                    key.tenant,
+                    key.team,
+                    models,
+                    key.allow_tenant_header,
+                    allowed,
+                    key.created_at_ms,
+                    key.expires_at_ms,
+                    key.revoked_at_ms,
+                    metadata,
+                ],
+            )
+            .map_err(|e| StoreError::from_sqlite(e, "insert key (duplicate id or key hash)"))?;
+            bump_keys_version(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// All keys, oldest first; revoked ones only when asked.
+    pub fn list_keys(&self, include_revoked: bool) -> Result<Vec<StoredKey>, StoreError> {
+        let sql = if include_revoked {
+            format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at_ms, id")
+        } else {
+            format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE revoked_at_ms IS NULL \
+                 ORDER BY created_at_ms, id"
+            )
+        };
+        self.query_keys(&sql, &[])
+    }
+
+    /// Keys usable at `now_ms`: not revoked and not expired.
+    pub fn load_active_keys(&self, now_ms: i64) -> Result<Vec<StoredKey>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE revoked_at_ms IS NULL \
+             AND (expires_at_ms IS NULL OR expires_at_ms > ?1) ORDER BY created_at_ms, id"
+        );
+        self.query_keys(&sql, &[&now_ms])
+    }
+
+    /// One key by id (revoked or not); [`StoreError::NotFound`] if unknown.
+    pub fn get_key(&self, id: &str) -> Result<StoredKey, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1");
+        self.query_keys(&sql, &[&id])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::NotFound(format!("key {id}")))
+    }
+
+    /// Revokes a key at `now_ms`. `Ok(false)` if the id is unknown or already revoked (nothing
+    /// changes and `keys_version` is not bumped).
+    pub fn revoke_key(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE keys SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+                rusqlite::params![id, now_ms],
+            )?;
+            if changed > 0 {
+                bump_keys_version(&tx)?;
+            }
+            tx.commit()?;
+            Ok(changed > 0)
+        })
+    }
+
+    /// The key-change counter: strictly increases with every committed key change.
+    pub fn keys_version(&self) -> Result<i64, StoreError> {
+        self.with_conn(|conn| {
+            let v: Option<i64> = conn
+                .prepare_cached("SELECT v FROM meta WHERE k = 'keys_version'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok(v.unwrap_or(0))
+        })
+    }
+
+    fn query_keys(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(decode_key(r)?);
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! Schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. They run at open inside one
+//! `BEGIN IMMEDIATE` transaction (so two processes opening a fresh file at once cannot both
+//! apply them: the second waits, re-reads the version and finds nothing to do). Never edit a
+//! released migration; append a new one.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // v1: ledger, keys, meta.
+    r#"
+    CREATE TABLE requests (
+        request_id               TEXT PRIMARY KEY NOT NULL,
+        started_at_ms            INTEGER NOT NULL,
+        endpoint                 TEXT NOT NULL,
+        stream                   INTEGER NOT NULL,
+        key_id                   TEXT,
+        key_name                 TEXT,
+        team                     TEXT,
+        tenant                   TEXT,
+        feature                  TEXT,
+        "user"                   TEXT,
+        tags                     TEXT NOT NULL DEFAULT '{}',
+        requested_model          TEXT,
+        served_model             TEXT,
+        provider                 TEXT,
+        deployment               TEXT,
+        attempts                 INTEGER NOT NULL,
+        input_tokens             INTEGER NOT NULL,
+        cached_input_tokens      INTEGER NOT NULL,
+        cache_write_input_tokens INTEGER NOT NULL,
+        output_tokens            INTEGER NOT NULL,
+        reasoning_tokens         INTEGER NOT NULL,
+        usage_source             TEXT NOT NULL,
+        list_cost                INTEGER NOT NULL,
+        effective_cost           INTEGER NOT NULL,
+        price_version            TEXT,
+        unpriced                 INTEGER NOT NULL,
+        policy_actions           TEXT NOT NULL,
+        cache_status             TEXT,
+        status                   INTEGER NOT NULL,
+        outcome                  TEXT NOT NULL,
+        error_code               TEXT,
+        error_origin             TEXT,
+        latency_us               INTEGER NOT NULL,
+        ttft_us                  INTEGER
+    ) STRICT;
+    CREATE INDEX requests_started_at ON requests (started_at_ms);
+    CREATE INDEX requests_tenant ON requests (tenant, started_at_ms);
+    CREATE INDEX requests_key ON requests (key_id, started_at_ms);
+
+    CREATE TABLE keys (
+        id                  TEXT PRIMARY KEY NOT NULL,
+        name                TEXT NOT NULL,
+        key_hash            TEXT NOT NULL UNIQUE,
+        key_prefix          TEXT NOT NULL,
+        tenant              TEXT,
+        team                TEXT,
+        models              TEXT NOT NULL DEFAULT '[]',
+        allow_tenant_header INTEGER NOT NULL DEFAULT 0,
+        allowed_tenants     TEXT NOT NULL DEFAULT '[]',
+        created_at_ms       INTEGER NOT NULL,
+        expires_at_ms       INTEGER,
+        revoked_at_ms       INTEGER,
+        metadata            TEXT NOT NULL DEFAULT '{}'
+    ) STRICT;
+    -- A name identifies one *active* key; a revoked key's name may be reused.
+    CREATE UNIQUE INDEX keys_active_name ON keys (name) WHERE revoked_at_ms IS NULL;
+
+    CREATE TABLE meta (
+        k TEXT PRIMARY KEY NOT NULL,
+        v INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO meta (k, v) VALUES ('keys_version', 0);
+    "#,
+];
+
+/// The schema version this build writes.
+pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > CURRENT_VERSION {
+        return Err(StoreError::Schema(format!(
+            "database schema version {version} is newer than this build's {CURRENT_VERSION}; \
+             upgrade Tollgate instead of downgrading"
+        )));
+    }
+    if version < 0 {
+        return Err(StoreError::Schema(format!(
+            "invalid schema version {version}"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tracing::info!(to_version = i + 1, "applying schema migration");
+        tx.execute_batch(sql)?;
+    }
+    if version != CURRENT_VERSION {
+        tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,712 @@
+//! Store tests against real SQLite files in temp dirs (and `sqlite::memory:` for proptests).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use proptest::prelude::*;
+use tollgate_store::*;
+use tollgate_types::{Attribution, Usage, UsageSource};
+
+const DAY_MS: i64 = 86_400_000;
+/// 2025-01-01T00:00:00Z.
+const T0: i64 = 1_735_689_600_000;
+
+fn file_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let store = Store::open(&url).unwrap();
+    (dir, store)
+}
+
+/// A deterministic, varied row. `i` drives every field so groups overlap in many ways.
+fn row(i: u64) -> LedgerRow {
+    let mut r = LedgerRow::start(
+        format!("req_{i:032x}"),
+        T0 + (i as i64 % 5) * DAY_MS + i as i64,
+        "/v1/chat/completions",
+    );
+    let pick = |opts: &[&str], k: u64| -> Option<String> {
+        let v = opts[(k % opts.len() as u64) as usize];
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    r.stream = i.is_multiple_of(2);
+    r.attribution = Attribution {
+        key_id: pick(&["key_a", "key_b", ""], i),
+        key_name: pick(&["alpha", "beta", ""], i),
+        team: pick(&["search", "", "ml"], i / 2),
+        tenant: pick(&["acme", "globex", ""], i / 3),
+        feature: pick(&["chat", "summarise", ""], i / 5),
+        user: pick(&["u1", "u2", "u3", ""], i / 7),
+        tags: if i.is_multiple_of(4) {
+            BTreeMap::from([
+                ("env".to_string(), "prod".to_string()),
+                ("k".to_string(), i.to_string()),
+            ])
+        } else {
+            BTreeMap::new()
+        },
+    };
+    r.requested_model = pick(&["gpt-4o", "claude", ""], i / 11);
+    r.served_model = pick(&["gpt-4o-2024", "claude-3", ""], i / 11);
+    r.provider = pick(&["openai", "anthropic", ""], i / 13);
+    r.deployment = pick(&["openai/gpt-4o", "anthropic/claude-3", ""], i / 13);
+    if i.is_multiple_of(3) {
+        r.endpoint = "/v1/embeddings".into();
+    }
+    r.attempts = (i % 3) as u32;
+    r.usage = Usage {
+        input_tokens: 1000 + i * 7,
+        cached_input_tokens: i % 100,
+        cache_write_input_tokens: i % 10,
+        output_tokens: 50 + i * 3,
+        reasoning_tokens: i % 20,
+    };
+    r.usage_source = [
+        UsageSource::Provider,
+        UsageSource::Estimated,
+        UsageSource::None,
+    ][(i % 3) as usize];
+    r.list_cost = NanoUsd((i as i64) * 1_234_567 + 89);
+    r.effective_cost = NanoUsd((i as i64) * 1_000_003 + 7);
+    r.price_version = pick(&["builtin-2025-01-01", ""], i);
+    r.unpriced = i.is_multiple_of(17);
+    r.policy_actions = if i.is_multiple_of(9) {
+        "cap_max_tokens=120".into()
+    } else {
+        String::new()
+    };
+    r.cache_status = pick(&["hit", "miss", ""], i);
+    r.status = [200, 429, 502, 499][(i % 4) as usize];
+    r.outcome = [
+        Outcome::Ok,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::Cancelled,
+    ][(i % 4) as usize];
+    r.error_code = (!i.is_multiple_of(4)).then(|| "budget_exceeded".to_string());
+    r.error_origin = (!i.is_multiple_of(4)).then(|| "gateway".to_string());
+    r.latency_us = 1000 + i;
+    r.ttft_us = (i.is_multiple_of(2)).then_some(500 + i);
+    r
+}
+
+/// The dims map a report line would carry for `r` under `dims`, computed in Rust.
+fn expected_dims(r: &LedgerRow, dims: &[Dim]) -> BTreeMap<String, String> {
+    let none = |v: &Option<String>| v.clone().unwrap_or_else(|| NONE_LABEL.to_string());
+    let mut m = BTreeMap::new();
+    for d in dims {
+        match d {
+            Dim::Key => {
+                m.insert("key_id".into(), none(&r.attribution.key_id));
+                m.insert("key_name".into(), none(&r.attribution.key_name));
+            }
+            Dim::Team => {
+                m.insert("team".into(), none(&r.attribution.team));
+            }
+            Dim::Tenant => {
+                m.insert("tenant".into(), r.attribution.tenant_label().to_string());
+            }
+            Dim::Feature => {
+                m.insert("feature".into(), none(&r.attribution.feature));
+            }
+            Dim::User => {
+                m.insert("user".into(), none(&r.attribution.user));
+            }
+            Dim::Model => {
+                m.insert("model".into(), none(&r.requested_model));
+            }
+            Dim::ServedModel => {
+                m.insert("served_model".into(), none(&r.served_model));
+            }
+            Dim::Provider => {
+                m.insert("provider".into(), none(&r.provider));
+            }
+            Dim::Deployment => {
+                m.insert("deployment".into(), none(&r.deployment));
+            }
+            Dim::Endpoint => {
+                m.insert("endpoint".into(), r.endpoint.clone());
+            }
+            Dim::Outcome => {
+                m.insert("outcome".into(), r.outcome.as_str().to_string());
+            }
+            Dim::Day => {
+                m.insert("day".into(), utc_day(r.started_at_ms));
+            }
+        }
+    }
+    m
+}
+
+/// Civil date from Unix ms (Howard Hinnant's algorithm), independent of the SQL under test.
+fn utc_day(ms: i64) -> String {
+    let z = ms.div_euclid(DAY_MS) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Reference aggregation in Rust (i128 so the reference itself cannot overflow).
+fn expected_spend(
+    rows: &[LedgerRow],
+    dims: &[Dim],
+) -> BTreeMap<BTreeMap<String, String>, SpendRow> {
+    let mut out: BTreeMap<BTreeMap<String, String>, SpendRow> = BTreeMap::new();
+    for r in rows {
+        let k = expected_dims(r, dims);
+        let e = out.entry(k.clone()).or_insert_with(|| SpendRow {
+            dims: k,
+            requests: 0,
+            input_tokens: 0,
+            cached_input_tokens: 0,
+            cache_write_input_tokens: 0,
+            output_tokens: 0,
+            reasoning_tokens: 0,
+            list_cost: NanoUsd::ZERO,
+            effective_cost: NanoUsd::ZERO,
+            estimated_rows: 0,
+        });
+        e.requests += 1;
+        e.input_tokens += r.usage.input_tokens;
+        e.cached_input_tokens += r.usage.cached_input_tokens;
+        e.cache_write_input_tokens += r.usage.cache_write_input_tokens;
+        e.output_tokens += r.usage.output_tokens;
+        e.reasoning_tokens += r.usage.reasoning_tokens;
+        e.list_cost =
+            NanoUsd(i64::try_from(e.list_cost.0 as i128 + r.list_cost.0 as i128).unwrap());
+        e.effective_cost = NanoUsd(
+            i64::try_from(e.effective_cost.0 as i128 + r.effective_cost.0 as i128).unwrap(),
+        );
+        e.estimated_rows += u64::from(r.usage_source == UsageSource::Estimated);
+    }
+    out
+}
+
+fn check_spend(store: &Store, rows: &[LedgerRow], dims: &[Dim]) {
+    let got = store
+        .spend(&SpendQuery {
+            group_by: dims.to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    // Ordered by effective cost, descending.
+    for w in got.windows(2) {
+        assert!(
+            w[0].effective_cost >= w[1].effective_cost,
+            "order for {dims:?}"
+        );
+    }
+    let got_map: BTreeMap<_, _> = got.into_iter().map(|r| (r.dims.clone(), r)).collect();
+    assert_eq!(got_map, expected_spend(rows, dims), "group by {dims:?}");
+}
+
+#[test]
+fn insert_is_idempotent_and_round_trips() {
+    let (_dir, store) = file_store();
+    let rows: Vec<_> = (0..50).map(row).collect();
+    assert_eq!(store.insert_rows(&rows).unwrap(), 50);
+    assert_eq!(store.insert_rows(&rows).unwrap(), 0, "re-insert is a no-op");
+    assert_eq!(store.insert_rows(&rows[10..20]).unwrap(), 0);
+    assert_eq!(store.insert_rows(&[]).unwrap(), 0);
+    let (listed, next) = store
+        .list_requests(&RowFilter::default(), Page::first(1000))
+        .unwrap();
+    assert!(next.is_none());
+    let mut expected = rows.clone();
+    expected.reverse(); // newest (largest id) first
+    assert_eq!(listed, expected, "every field round-trips");
+    let (n, sum) = store.totals(&RowFilter::default()).unwrap();
+    assert_eq!(n, 50);
+    assert_eq!(sum, rows.iter().map(|r| r.effective_cost).sum::<NanoUsd>());
+}
+
+#[test]
+fn reopen_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    {
+        let s = Store::open(&url).unwrap();
+        s.insert_rows(&[row(1), row(2)]).unwrap();
+    }
+    let s = Store::open(&url).unwrap();
+    let s2 = Store::open(&url).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 1);
+    assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
+    assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
+
+    // A database from a newer build is refused, not silently used.
+    let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(matches!(Store::open(&url), Err(StoreError::Schema(_))));
+}
+
+#[test]
+fn memory_store_works() {
+    let s = Store::open("sqlite::memory:").unwrap();
+    s.insert_rows(&[row(1)]).unwrap();
+    assert_eq!(s.clone().totals(&RowFilter::default()).unwrap().0, 1);
+    // Each memory store is private.
+    let other = Store::open("sqlite::memory:").unwrap();
+    assert_eq!(other.totals(&RowFilter::default()).unwrap().0, 0);
+}
+
+#[test]
+fn spend_group_by_every_dim() {
+    let (_dir, store) = file_store();
+    let rows: Vec<_> = (0..300).map(row).collect();
+    store.insert_rows(&rows).unwrap();
+    check_spend(&store, &rows, &[]);
+    for d in Dim::ALL {
+        check_spend(&store, &rows, &[*d]);
+    }
+    check_spend(&store, &rows, &[Dim::Tenant, Dim::Model, Dim::Day]);
+    check_spend(&store, &rows, Dim::ALL);
+
+    // The unattributed label and the key's two columns.
+    let by_tenant = store
+        .spend(&SpendQuery {
+            group_by: vec![Dim::Tenant],
+            ..Default::default()
+        })
+        .unwrap();
+    let labels: BTreeSet<_> = by_tenant.iter().map(|r| r.dims["tenant"].clone()).collect();
+    assert_eq!(
+        labels,
+        BTreeSet::from(["(unattributed)".into(), "acme".into(), "globex".into()])
+    );
+    let by_key = store
+        .spend(&SpendQuery {
+            group_by: vec![Dim::Key],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        by_key
+            .iter()
+            .all(|r| r.dims.contains_key("key_id") && r.dims.contains_key("key_name"))
+    );
+    let days: BTreeSet<_> = store
+        .spend(&SpendQuery {
+            group_by: vec![Dim::Day],
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.dims["day"].clone())
+        .collect();
+    assert_eq!(days.first().map(String::as_str), Some("2025-01-01"));
+    assert_eq!(days.len(), 5);
+
+    // Drilling into the unattributed line with its label finds exactly those rows.
+    let unattributed = by_tenant
+        .iter()
+        .find(|r| r.dims["tenant"] == UNATTRIBUTED)
+        .unwrap();
+    let f = RowFilter {
+        tenant: Some(UNATTRIBUTED.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.totals(&f).unwrap(),
+        (unattributed.requests, unattributed.effective_cost)
+    );
+}
+
+#[test]
+fn spend_time_range_and_filters() {
+    let (_dir, store) = file_store();
+    let rows: Vec<_> = (0..200).map(row).collect();
+    store.insert_rows(&rows).unwrap();
+    let from = T0 + DAY_MS;
+    let to = T0 + 3 * DAY_MS; // exclusive
+    let in_range: Vec<_> = rows
+        .iter()
+        .filter(|r| r.started_at_ms >= from && r.started_at_ms < to)
+        .cloned()
+        .collect();
+    assert!(!in_range.is_empty() && in_range.len() < rows.len());
+    let got = store
+        .spend(&SpendQuery {
+            group_by: vec![Dim::Tenant],
+            from_ms: Some(from),
+            to_ms: Some(to),
+            ..Default::default()
+        })
+        .unwrap();
+    let got: BTreeMap<_, _> = got.into_iter().map(|r| (r.dims.clone(), r)).collect();
+    assert_eq!(got, expected_spend(&in_range, &[Dim::Tenant]));
+
+    // Row filters: each field narrows exactly like the Rust predicate.
+    let f = RowFilter {
+        tenant: Some("acme".into()),
+        outcome: Some(Outcome::Ok),
+        provider: Some("openai".into()),
+        ..Default::default()
+    };
+    let want: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            r.attribution.tenant.as_deref() == Some("acme")
+                && r.outcome == Outcome::Ok
+                && r.provider.as_deref() == Some("openai")
+        })
+        .collect();
+    let (n, sum) = store.totals(&f).unwrap();
+    assert_eq!(n, want.len() as u64);
+    assert_eq!(sum, want.iter().map(|r| r.effective_cost).sum::<NanoUsd>());
+    let f = RowFilter {
+        status: Some(429),
+        key_id: Some("key_b".into()),
+        ..Default::default()
+    };
+    let want = rows
+        .iter()
+        .filter(|r| r.status == 429 && r.attribution.key_id.as_deref() == Some("key_b"))
+        .count();
+    assert_eq!(store.totals(&f).unwrap().0, want as u64);
+
+    // Empty range: empty report, zero totals.
+    let empty = store
+        .spend(&SpendQuery {
+            from_ms: Some(0),
+            to_ms: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(
+        store
+            .totals(&RowFilter {
+                to_ms: Some(1),
+                ..Default::default()
+            })
+            .unwrap(),
+        (0, NanoUsd::ZERO)
+    );
+}
+
+#[test]
+fn overflowing_sums_are_errors_not_wrong_numbers() {
+    let (_dir, store) = file_store();
+    let mut a = row(1);
+    a.effective_cost = NanoUsd(i64::MAX - 10);
+    let mut b = row(2);
+    b.effective_cost = NanoUsd(11);
+    store.insert_rows(&[a, b]).unwrap();
+    assert!(matches!(
+        store.spend(&SpendQuery::default()),
+        Err(StoreError::Overflow(_))
+    ));
+    assert!(matches!(
+        store.totals(&RowFilter::default()),
+        Err(StoreError::Overflow(_))
+    ));
+}
+
+#[test]
+fn pagination_covers_every_row_once() {
+    let (_dir, store) = file_store();
+    let rows: Vec<_> = (0..2345).map(row).collect();
+    for chunk in rows.chunks(500) {
+        store.insert_rows(chunk).unwrap();
+    }
+    for (filter, limit) in [
+        (RowFilter::default(), 100),
+        (RowFilter::default(), 1),
+        (RowFilter::default(), 5000), // clamped to 1000
+        (
+            RowFilter {
+                tenant: Some("acme".into()),
+                ..Default::default()
+            },
+            77,
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut page = Page::first(limit);
+        let mut pages = 0;
+        loop {
+            let (batch, next) = store.list_requests(&filter, page.clone()).unwrap();
+            assert!(batch.len() <= limit.min(MAX_PAGE_LIMIT));
+            seen.extend(batch.into_iter().map(|r| r.request_id));
+            pages += 1;
+            match next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut want: Vec<_> = rows
+            .iter()
+            .filter(|r| filter.tenant.is_none() || r.attribution.tenant == filter.tenant)
+            .map(|r| r.request_id.clone())
+            .collect();
+        want.sort();
+        want.reverse();
+        assert_eq!(seen, want, "limit {limit}");
+        assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
+        if limit == 5000 {
+            assert_eq!(pages, 3);
+        }
+    }
+    let bad = Page {
+        limit: 10,
+        cursor: Some("not-a-cursor".into()),
+    };
+    assert!(matches!(
+        store.list_requests(&RowFilter::default(), bad),
+        Err(StoreError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn corrupt_database_values_are_errors_not_panics() {
+    let (dir, store) = file_store();
+    store.insert_rows(&[row(1), row(2)]).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("tollgate.db")).unwrap();
+    conn.execute(
+        "UPDATE requests SET outcome = 'exploded' WHERE request_id = ?1",
+        [&row(1).request_id],
+    )
+    .unwrap();
+    drop(conn);
+    assert!(matches!(
+        store.list_requests(&RowFilter::default(), Page::default()),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn concurrent_writers_on_one_file() {
+    let (_dir, store) = file_store();
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                for c in 0..10u64 {
+                    let rows: Vec<_> = (0..50).map(|i| row(t * 100_000 + c * 1000 + i)).collect();
+                    s.insert_rows(&rows).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(store.totals(&RowFilter::default()).unwrap().0, 2000);
+}
+
+fn key(id: &str, name: &str, hash_byte: u8) -> StoredKey {
+    StoredKey {
+        id: id.into(),
+        name: name.into(),
+        key_hash: format!("{hash_byte:02x}").repeat(32),
+        key_prefix: "tg-ab12c".into(),
+        tenant: Some("acme".into()),
+        team: None,
+        models: vec!["gpt-4o".into()],
+        allow_tenant_header: true,
+        allowed_tenants: vec!["acme".into(), "globex".into()],
+        created_at_ms: T0 + i64::from(hash_byte),
+        expires_at_ms: None,
+        revoked_at_ms: None,
+        metadata: serde_json::json!({"owner": "ops", "n": 1}),
+    }
+}
+
+#[test]
+fn key_crud_revocation_and_version() {
+    let (_dir, store) = file_store();
+    assert_eq!(store.keys_version().unwrap(), 0);
+    let k1 = key("key_1", "backend", 1);
+    store.insert_key(&k1).unwrap();
+    assert_eq!(store.keys_version().unwrap(), 1);
+    assert_eq!(store.get_key("key_1").unwrap(), k1);
+    assert!(matches!(
+        store.get_key("key_nope"),
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Same name while active: conflict, version unchanged.
+    assert!(matches!(
+        store.insert_key(&key("key_2", "backend", 2)),
+        Err(StoreError::Conflict(_))
+    ));
+    // Same hash or same id: conflict too.
+    assert!(matches!(
+        store.insert_key(&key("key_3", "other", 1)),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.insert_key(&key("key_1", "other", 3)),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.keys_version().unwrap(), 1);
+    // Malformed input.
+    let mut bad = key("key_9", "x", 9);
+    bad.key_hash = "XYZ".into();
+    assert!(matches!(
+        store.insert_key(&bad),
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.insert_key(&key("nokey", "y", 8)),
+        Err(StoreError::InvalidInput(_))
+    ));
+
+    let mut k4 = key("key_4", "expiring", 4);
+    k4.expires_at_ms = Some(T0 + 1000);
+    k4.tenant = None;
+    k4.models = vec![];
+    k4.metadata = serde_json::Value::Null;
+    store.insert_key(&k4).unwrap();
+    assert_eq!(store.keys_version().unwrap(), 2);
+    assert_eq!(store.get_key("key_4").unwrap(), k4);
+
+    let active: Vec<_> = store
+        .load_active_keys(T0)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(active, vec!["key_1", "key_4"]);
+    let active: Vec<_> = store
+        .load_active_keys(T0 + 1000)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(active, vec!["key_1"], "expired key not active");
+
+    assert!(store.revoke_key("key_1", T0 + 5).unwrap());
+    assert_eq!(store.keys_version().unwrap(), 3);
+    assert!(
+        !store.revoke_key("key_1", T0 + 6).unwrap(),
+        "already revoked"
+    );
+    assert!(!store.revoke_key("key_unknown", T0 + 6).unwrap());
+    assert_eq!(
+        store.keys_version().unwrap(),
+        3,
+        "no-op revokes do not bump"
+    );
+    assert_eq!(store.get_key("key_1").unwrap().revoked_at_ms, Some(T0 + 5));
+    assert!(
+        store
+            .load_active_keys(T0)
+            .unwrap()
+            .iter()
+            .all(|k| k.id != "key_1")
+    );
+
+    // The name is free again once its key is revoked.
+    store.insert_key(&key("key_5", "backend", 5)).unwrap();
+    assert_eq!(store.keys_version().unwrap(), 4);
+    let all: Vec<_> = store
+        .list_keys(true)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(all, vec!["key_1", "key_4", "key_5"]);
+    let live: Vec<_> = store
+        .list_keys(false)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(live, vec!["key_4", "key_5"]);
+}
+
+#[test]
+fn keys_version_is_visible_across_processes() {
+    // Two independent Store handles on one file stand in for the gateway and the CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let gateway = Store::open(&url).unwrap();
+    let cli = Store::open(&url).unwrap();
+    let before = gateway.keys_version().unwrap();
+    cli.insert_key(&key("key_1", "a", 1)).unwrap();
+    assert!(gateway.keys_version().unwrap() > before);
+    assert_eq!(gateway.load_active_keys(T0).unwrap().len(), 1);
+}
+
+fn arb_row() -> impl Strategy<Value = LedgerRow> {
+    (
+        any::<u64>(),
+        0i64..(10 * DAY_MS),
+        prop::option::of(prop::sample::select(vec!["acme", "globex", "initech"])),
+        prop::option::of(prop::sample::select(vec!["gpt-4o", "claude"])),
+        prop::sample::select(vec![Outcome::Ok, Outcome::Failed, Outcome::Rejected]),
+        (0u64..1 << 40, 0u64..1 << 30, 0u64..1 << 40),
+        (-(1i64 << 50)..(1i64 << 50), 0i64..(1i64 << 50)),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(id, t, tenant, model, outcome, (inp, cached, out), (list, eff), est)| {
+                let mut r =
+                    LedgerRow::start(format!("req_{id:032x}"), T0 + t, "/v1/chat/completions");
+                r.attribution.tenant = tenant.map(String::from);
+                r.requested_model = model.map(String::from);
+                r.outcome = outcome;
+                r.usage = Usage {
+                    input_tokens: inp,
+                    cached_input_tokens: cached,
+                    cache_write_input_tokens: 0,
+                    output_tokens: out,
+                    reasoning_tokens: out / 3,
+                };
+                r.list_cost = NanoUsd(list);
+                r.effective_cost = NanoUsd(eff);
+                r.usage_source = if est {
+                    UsageSource::Estimated
+                } else {
+                    UsageSource::Provider
+                };
+                r
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn spend_sums_are_exact(
+        rows in prop::collection::vec(arb_row(), 0..80),
+        dims in prop::sample::subsequence(vec![Dim::Tenant, Dim::Model, Dim::Outcome, Dim::Day], 0..=3),
+    ) {
+        // Dedupe ids the way the primary key will.
+        let mut seen = HashSet::new();
+        let rows: Vec<_> = rows.into_iter().filter(|r| seen.insert(r.request_id.clone())).collect();
+        let store = Store::open("sqlite::memory:").unwrap();
+        store.insert_rows(&rows).unwrap();
+        let got = store.spend(&SpendQuery { group_by: dims.clone(), ..Default::default() }).unwrap();
+        let got: BTreeMap<_, _> = got.into_iter().map(|r| (r.dims.clone(), r)).collect();
+        prop_assert_eq!(got, expected_spend(&rows, &dims));
+        let (n, sum) = store.totals(&RowFilter::default()).unwrap();
+        prop_assert_eq!(n, rows.len() as u64);
+        prop_assert_eq!(sum.0 as i128, rows.iter().map(|r| r.effective_cost.0 as i128).sum::<i128>());
+    }
+}
+
+#[test]
+fn edge_values_day_before_epoch_and_huge_counters() {
+    let (_dir, store) = file_store();
+    let mut a = row(1);
+    a.started_at_ms = -1;
+    a.usage.output_tokens = u64::MAX; // saturated to i64::MAX, never rejected
+    store.insert_rows(&[a]).unwrap();
+    let r = store
+        .spend(&SpendQuery {
+            group_by: vec![Dim::Day],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r[0].dims["day"], "1969-12-31");
+    assert_eq!(r[0].output_tokens, i64::MAX as u64);
+}
