@@ -1,0 +1,256 @@
+//! Virtual keys.
+//!
+//! A key is `tg-` followed by 48 hex characters (192 random bits from the OS RNG). Because keys
+//! are high-entropy, a single SHA-256 is the right hash: a slow password KDF would add
+//! milliseconds per request and buys nothing against brute force of 192 bits.
+//!
+//! Lookup: the presented key is hashed and the hash is looked up in a map; the stored hash is
+//! then compared to the computed one with a constant-time comparison. Timing of the map lookup
+//! depends only on the hash, which reveals nothing usable about any key.
+//!
+//! The index is an immutable map behind an `ArcSwap`: reads on the request path take no lock.
+//! Writers (admin API, the store-version poller) build a new map and swap it in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arc_swap::ArcSwap;
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tollgate_store::{Store, StoreError, StoredKey};
+
+/// Prefix of every key Tollgate issues.
+pub const KEY_PREFIX: &str = "tg-";
+
+/// What a caller asks for when creating a key (the JSON of `POST /admin/v1/keys`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Logical models the key may use; empty or absent = all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub allow_tenant_header: bool,
+    #[serde(default)]
+    pub allowed_tenants: Vec<String>,
+    /// Expiry as Unix milliseconds.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A freshly issued key: the plain text (shown once, never stored) and its stored record.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub key: String,
+    pub record: StoredKey,
+}
+
+/// Generates a key and its record. Persisting it is the caller's job (`Store::insert_key`).
+pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
+    let mut secret = [0u8; 24];
+    rand::rng().fill_bytes(&mut secret);
+    let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
+    let mut id_bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut id_bytes);
+    let record = StoredKey {
+        id: format!("key_{}", hex::encode(id_bytes)),
+        name: new.name.trim().to_string(),
+        key_hash: hash_hex(&key),
+        key_prefix: key.chars().take(KEY_PREFIX.len() + 6).collect(),
+        tenant: new.tenant,
+        team: new.team,
+        models: new.models,
+        allow_tenant_header: new.allow_tenant_header,
+        allowed_tenants: new.allowed_tenants,
+        created_at_ms: now_ms,
+        expires_at_ms: new.expires_at_ms,
+        revoked_at_ms: None,
+        metadata: new.metadata.unwrap_or(serde_json::Value::Null),
+    };
+    IssuedKey { key, record }
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Lower-case hex SHA-256, the form stored in the `keys` table.
+pub fn hash_hex(key: &str) -> String {
+    hex::encode(hash(key))
+}
+
+/// Why a presented key was refused. All map to `401 invalid_api_key`; the distinction is for
+/// the message and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no API key provided: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")]
+    Missing,
+    #[error("invalid API key")]
+    Unknown,
+    #[error("the API key has expired")]
+    Expired,
+}
+
+/// The in-memory index of active keys.
+pub struct KeyIndex {
+    map: ArcSwap<HashMap<[u8; 32], Arc<StoredKey>>>,
+    version: AtomicI64,
+}
+
+impl KeyIndex {
+    /// An index holding the store's active keys.
+    pub fn load(store: &Store, now_ms: i64) -> Result<KeyIndex, StoreError> {
+        let idx = KeyIndex {
+            map: ArcSwap::from_pointee(HashMap::new()),
+            version: AtomicI64::new(i64::MIN),
+        };
+        idx.reload(store, now_ms)?;
+        Ok(idx)
+    }
+
+    /// Rebuilds the index from the store. Cheap enough to call after every admin change.
+    pub fn reload(&self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
+        // Read the version first: a change committed after it is caught by the next poll.
+        let version = store.keys_version()?;
+        let keys = store.load_active_keys(now_ms)?;
+        let mut map = HashMap::with_capacity(keys.len());
+        for k in keys {
+            let mut h = [0u8; 32];
+            if hex::decode_to_slice(&k.key_hash, &mut h).is_ok() {
+                map.insert(h, Arc::new(k));
+            }
+        }
+        self.map.store(Arc::new(map));
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reloads only when the store's key version moved since the last load.
+    pub fn refresh_if_changed(&self, store: &Store, now_ms: i64) -> Result<bool, StoreError> {
+        if store.keys_version()? == self.version.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.reload(store, now_ms)?;
+        Ok(true)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Authenticates a presented key.
+    pub fn authenticate(&self, presented: &str, now_ms: i64) -> Result<Arc<StoredKey>, AuthFailure> {
+        if presented.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        let h = hash(presented);
+        let map = self.map.load();
+        let Some(k) = map.get(&h) else {
+            return Err(AuthFailure::Unknown);
+        };
+        let mut stored = [0u8; 32];
+        if hex::decode_to_slice(&k.key_hash, &mut stored).is_err()
+            || !bool::from(stored.ct_eq(&h))
+        {
+            return Err(AuthFailure::Unknown);
+        }
+        if k.revoked_at_ms.is_some() {
+            return Err(AuthFailure::Unknown);
+        }
+        if k.expires_at_ms.is_some_and(|e| e <= now_ms) {
+            return Err(AuthFailure::Expired);
+        }
+        Ok(k.clone())
+    }
+}
+
+/// The key presented on a request: `Authorization: Bearer <key>` or `x-api-key: <key>`.
+pub fn presented_key(headers: &http::HeaderMap) -> &str {
+    if let Some(v) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        if let Some(rest) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+            return rest.trim();
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_store_authenticate_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let issued = issue(
+            NewKey {
+                name: "backend".into(),
+                tenant: Some("acme".into()),
+                ..NewKey::default()
+            },
+            1_000,
+        );
+        assert!(issued.key.starts_with("tg-"));
+        assert_eq!(issued.key.len(), 3 + 48);
+        assert!(!issued.record.key_hash.contains(&issued.key));
+        store.insert_key(&issued.record).unwrap();
+        let idx = KeyIndex::load(&store, 2_000).unwrap();
+        let k = idx.authenticate(&issued.key, 2_000).unwrap();
+        assert_eq!(k.tenant.as_deref(), Some("acme"));
+        assert_eq!(idx.authenticate("tg-nope", 2_000), Err(AuthFailure::Unknown));
+        assert_eq!(idx.authenticate("", 2_000), Err(AuthFailure::Missing));
+        assert!(store.revoke_key(&issued.record.id, 3_000).unwrap());
+        assert!(idx.refresh_if_changed(&store, 3_000).unwrap());
+        assert_eq!(idx.authenticate(&issued.key, 3_000), Err(AuthFailure::Unknown));
+        assert!(!idx.refresh_if_changed(&store, 3_000).unwrap());
+    }
+
+    #[test]
+    fn expired_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let issued = issue(
+            NewKey {
+                name: "tmp".into(),
+                expires_at_ms: Some(5_000),
+                ..NewKey::default()
+            },
+            1_000,
+        );
+        store.insert_key(&issued.record).unwrap();
+        let idx = KeyIndex::load(&store, 2_000).unwrap();
+        assert!(idx.authenticate(&issued.key, 4_999).is_ok());
+        assert_eq!(idx.authenticate(&issued.key, 5_000), Err(AuthFailure::Expired));
+    }
+
+    #[test]
+    fn presented_key_sources() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-api-key", "tg-abc".parse().unwrap());
+        assert_eq!(presented_key(&h), "tg-abc");
+        h.insert(http::header::AUTHORIZATION, "Bearer tg-xyz".parse().unwrap());
+        assert_eq!(presented_key(&h), "tg-xyz");
+    }
+}
