@@ -1,1 +1,96 @@
-//! placeholder
+//! The HTTP server: where a request enters and its row leaves.
+//!
+//! Life of a data-plane request (`POST /v1/chat/completions`):
+//!
+//! 1. [`record::PendingRow`] is opened: from here on, one ledger row is guaranteed — recorded
+//!    explicitly on every exit, or by its `Drop` if the client vanishes mid-handler.
+//! 2. authentication (virtual key → `StoredKey`) — `401 invalid_api_key`;
+//! 3. body read under `server.max_body_bytes` (`413`) and validated by `tollgate-ingress`;
+//! 4. attribution (`tollgate-attribution::resolve`);
+//! 5. model resolution and key permission (`404` / `403`), deployment pick (`tollgate-router`);
+//! 6. pricing resolution, fail-closed (`400 model_not_priced`);
+//! 7. the provider call (`tollgate-providers`): non-streaming calls run on a tracked task so a
+//!    departing client cannot stop the bill from being recorded; streams are wrapped in a
+//!    [`tollgate_metering::MeteredStream`] and relayed chunk by chunk;
+//! 8. settlement: cost from usage (`tollgate-pricing`), row to the ledger (`tollgate-ledger`).
+//!
+//! Admin routes (`/admin/v1/…`) need the master key. `/healthz`, `/readyz` and `/metrics` are
+//! open. Every error, including unknown routes and panics, is OpenAI-shaped.
+
+mod admin;
+mod chat;
+mod embeddings;
+mod error;
+mod health;
+mod metrics;
+mod models;
+mod pipeline;
+mod record;
+mod routes;
+mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use error::ErrorResponse;
+pub use state::{Gateway, GatewayParts, ServerSettings};
+
+/// Serves until `shutdown` resolves, then drains: stops accepting, lets in-flight requests
+/// (streams included) finish within `shutdown_grace`, waits for detached billing tasks, and
+/// flushes the ledger. Requests still running when the grace period ends are cut; their rows
+/// are recorded as cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<ShutdownSummary> {
+    let grace = gateway.settings().shutdown_grace;
+    let draining = gateway.draining_token();
+    let app = routes::app(gateway.clone());
+    let poller = gateway.spawn_key_poller();
+
+    let drain_signal = draining.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("shutdown requested: draining in-flight requests");
+        drain_signal.cancel();
+    });
+
+    let cut = tokio::select! {
+        r = server => { r?; false }
+        () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!(grace_secs = grace.as_secs(), "grace period over: cutting remaining requests");
+            true
+        }
+    };
+    poller.abort();
+    let tasks = gateway.tasks();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+        warn!("detached billing tasks did not finish in 5s");
+    }
+    let ledger = gateway.ledger().clone();
+    drop(gateway);
+    let report = tokio::task::spawn_blocking(move || ledger.shutdown())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    info!(rows_written = report.rows_written, rows_spilled = report.rows_spilled, "ledger flushed");
+    Ok(ShutdownSummary {
+        cut_in_flight: cut,
+        rows_written: report.rows_written,
+        rows_spilled: report.rows_spilled,
+    })
+}
+
+/// What happened at shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownSummary {
+    /// True when the grace period ended with requests still in flight.
+    pub cut_in_flight: bool,
+    pub rows_written: u64,
+    pub rows_spilled: u64,
+}

@@ -86,6 +86,8 @@ error_codes! {
         "No such route or resource."),
     MethodNotAllowed => ("method_not_allowed", 405, "invalid_request_error", Client,
         "The route exists but not for this HTTP method."),
+    Conflict => ("conflict", 409, "invalid_request_error", Client,
+        "The resource already exists (e.g. an active key with the same name)."),
     UnsupportedMediaType => ("unsupported_media_type", 415, "invalid_request_error", Client,
         "The body must be `application/json`."),
     ModelNotPriced => ("model_not_priced", 400, "invalid_request_error", Gateway,

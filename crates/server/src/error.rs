@@ -1,0 +1,55 @@
+//! Client-facing errors as HTTP responses, always in the OpenAI shape.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tollgate_types::{ApiError, ErrorCode};
+
+pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
+
+/// An [`ApiError`] bound to a request id, ready to send.
+#[derive(Debug)]
+pub struct ErrorResponse {
+    pub error: ApiError,
+    pub request_id: Option<String>,
+}
+
+impl ErrorResponse {
+    pub fn new(error: ApiError) -> Self {
+        ErrorResponse {
+            error,
+            request_id: None,
+        }
+    }
+}
+
+impl From<ApiError> for ErrorResponse {
+    fn from(error: ApiError) -> Self {
+        ErrorResponse::new(error)
+    }
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = self.error.openai_body().to_string();
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(id) = self.request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            h.insert(REQUEST_ID_HEADER, id);
+        }
+        if let Some(secs) = self.error.retry_after_secs {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        // SDKs retry 429 and 5xx by default; tell them not to where retrying cannot help.
+        let should_retry = match self.error.code {
+            ErrorCode::BudgetExceeded | ErrorCode::ShuttingDown => Some("false"),
+            _ => None,
+        };
+        if let Some(v) = should_retry {
+            h.insert("x-should-retry", HeaderValue::from_static(v));
+        }
+        resp
+    }
+}

@@ -1,0 +1,93 @@
+//! The pending ledger row of one request.
+//!
+//! **Invariant: one request, one row.** A [`PendingRow`] is opened before anything else
+//! happens and consumed by exactly one of its finishing methods; if it is dropped unfinished —
+//! the client disconnected and axum dropped the handler future — its `Drop` records the row as
+//! `cancelled`. There is no path that leaves a request without a row.
+
+use std::time::Instant;
+
+use tollgate_ledger::Ledger;
+use tollgate_types::{ApiError, LedgerRow, Outcome, RequestId};
+
+use crate::metrics::{Endpoint, Metrics};
+use crate::state::now_ms;
+
+/// Status recorded for requests whose client went away (nginx's convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
+pub struct PendingRow {
+    row: Option<LedgerRow>,
+    ledger: Ledger,
+    started: Instant,
+    endpoint: Endpoint,
+    gw: std::sync::Arc<crate::state::Inner>,
+}
+
+impl PendingRow {
+    pub(crate) fn open(gw: &crate::Gateway, endpoint: Endpoint) -> PendingRow {
+        gw.0.metrics.in_flight(1);
+        PendingRow {
+            row: Some(LedgerRow::start(
+                RequestId::new().to_string(),
+                now_ms(),
+                endpoint.path(),
+            )),
+            ledger: gw.0.ledger.clone(),
+            started: Instant::now(),
+            endpoint,
+            gw: gw.0.clone(),
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.row.as_ref().map_or("", |r| r.request_id.as_str())
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Mutable access to the row being built.
+    pub fn row(&mut self) -> &mut LedgerRow {
+        // The row is only taken by `finish`, which consumes `self`.
+        self.row.get_or_insert_with(|| LedgerRow::start(String::new(), 0, ""))
+    }
+
+    /// Records a request refused or failed with `error`.
+    pub fn fail(mut self, error: &ApiError, outcome: Outcome) {
+        let row = self.row();
+        row.status = error.status();
+        row.outcome = outcome;
+        row.error_code = Some(error.code.as_str().to_string());
+        row.error_origin = Some(error.code.origin().as_str().to_string());
+        self.finish();
+    }
+
+    /// Records the row as it stands (status and outcome already set by the caller).
+    pub fn finish(mut self) {
+        self.record();
+    }
+
+    fn record(&mut self) {
+        if let Some(mut row) = self.row.take() {
+            row.latency_us = self.started.elapsed().as_micros() as u64;
+            let m: &Metrics = &self.gw.metrics;
+            m.observe(self.endpoint, &row);
+            m.in_flight(-1);
+            self.ledger.record(row);
+        }
+    }
+}
+
+impl Drop for PendingRow {
+    fn drop(&mut self) {
+        if let Some(row) = self.row.as_mut() {
+            row.outcome = Outcome::Cancelled;
+            row.status = CLIENT_CLOSED;
+            row.error_code = Some("client_closed_request".into());
+            row.error_origin = Some("client".into());
+        }
+        self.record();
+    }
+}
