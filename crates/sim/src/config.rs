@@ -1,0 +1,152 @@
+//! The simulator's knobs ([`SimConfig`]): CLI flags for `tollgate mock-provider`, the argument
+//! of [`crate::spawn`], and the JSON accepted by `POST /_sim/config`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Latency, length and fault knobs. See the crate documentation for what each one does.
+///
+/// Deserialisation fills absent fields with their defaults; `POST /_sim/config` instead
+/// overlays the posted fields on the *current* configuration ([`SimConfig::merged`]).
+#[derive(Debug, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Delay before the response headers / first chunk, ms.
+    #[arg(long, default_value_t = 0)]
+    pub ttft_ms: u64,
+    /// Delay between stream chunks, ms.
+    #[arg(long, default_value_t = 0)]
+    pub chunk_delay_ms: u64,
+    /// Number of content chunks a streamed answer is split into (0 = one chunk per token).
+    #[arg(long, default_value_t = 0)]
+    pub chunks: u32,
+    /// Completion length in tokens when the request sets no max_tokens/max_completion_tokens.
+    #[arg(long, default_value_t = 16)]
+    pub completion_tokens: u32,
+    /// Share of requests (0..=1) answered with `fail_status` and an OpenAI error body.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// HTTP status of injected failures.
+    #[arg(long, default_value_t = 500)]
+    pub fail_status: u16,
+    /// Retry-After seconds sent with 429/503 faults.
+    #[arg(long)]
+    pub retry_after_secs: Option<u64>,
+    /// Share of requests that never answer (hang until the client gives up).
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Share of requests whose connection is reset without any response.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Share of streams cut mid-way (connection dropped after about half the chunks: no
+    /// finish chunk, no usage, no [DONE]).
+    #[arg(long, default_value_t = 0.0)]
+    pub cut_rate: f64,
+    /// When false, streams never carry the usage chunk even if asked (an upstream that ignores
+    /// include_usage).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub stream_usage: bool,
+    /// If set, requests must carry `Authorization: Bearer <key>` (or `api-key: <key>` on Azure
+    /// paths).
+    #[arg(long)]
+    pub api_key: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            ttft_ms: 0,
+            chunk_delay_ms: 0,
+            chunks: 0,
+            completion_tokens: 16,
+            fail_rate: 0.0,
+            fail_status: 500,
+            retry_after_secs: None,
+            hang_rate: 0.0,
+            reset_rate: 0.0,
+            cut_rate: 0.0,
+            stream_usage: true,
+            api_key: None,
+        }
+    }
+}
+
+/// Why a partial configuration update was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigUpdateError {
+    #[error("the configuration update must be a JSON object")]
+    NotAnObject,
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+impl SimConfig {
+    /// This configuration with the fields present in `patch` replaced; absent fields keep
+    /// their current value (plain deserialisation would reset them to defaults). Unknown
+    /// fields are rejected so a typo in a script does not silently do nothing.
+    pub fn merged(&self, patch: &Value) -> Result<SimConfig, ConfigUpdateError> {
+        let patch = patch.as_object().ok_or(ConfigUpdateError::NotAnObject)?;
+        let mut current = serde_json::to_value(self)?;
+        if let Some(obj) = current.as_object_mut() {
+            for (k, v) in patch {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(serde_json::from_value(current)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimConfig,
+    }
+
+    #[test]
+    fn clap_defaults_match_default() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.sim, SimConfig::default());
+        let cli = Cli::try_parse_from([
+            "x",
+            "--ttft-ms",
+            "5",
+            "--stream-usage",
+            "false",
+            "--api-key",
+            "k",
+            "--fail-rate",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(cli.sim.ttft_ms, 5);
+        assert!(!cli.sim.stream_usage);
+        assert_eq!(cli.sim.api_key.as_deref(), Some("k"));
+        assert_eq!(cli.sim.fail_rate, 0.5);
+    }
+
+    #[test]
+    fn serde_defaults_and_partial_merge() {
+        let c: SimConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, SimConfig::default());
+        let base = SimConfig {
+            ttft_ms: 7,
+            api_key: Some("k".into()),
+            ..SimConfig::default()
+        };
+        let m = base.merged(&json!({"fail_rate": 0.25})).unwrap();
+        assert_eq!(m.ttft_ms, 7);
+        assert_eq!(m.fail_rate, 0.25);
+        assert_eq!(m.api_key.as_deref(), Some("k"));
+        let m = base.merged(&json!({"api_key": null})).unwrap();
+        assert_eq!(m.api_key, None);
+        assert!(base.merged(&json!({"ttft": 1})).is_err());
+        assert!(base.merged(&json!({"ttft_ms": "x"})).is_err());
+        assert!(base.merged(&json!([1])).is_err());
+    }
+}

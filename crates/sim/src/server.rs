@@ -1,0 +1,199 @@
+//! The listener and connection handling: hyper 1 with the hyper-util "auto" server (HTTP/1.1
+//! and HTTP/2 cleartext on the same port), the shared state every request sees, and the
+//! [`SimHandle`] used to control an in-process simulator.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::config::SimConfig;
+use crate::faults::FaultCounters;
+use crate::stats::{SimStats, Stats};
+
+/// How long connections get to finish in-flight responses after shutdown starts. Requests
+/// left hanging by fault injection end at once; paced streams are cut at this deadline.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// State shared by all connections.
+pub(crate) struct Shared {
+    /// Swapped atomically by `set_config` / `POST /_sim/config`; each request loads one
+    /// snapshot and uses it throughout, so a change never mixes two configurations.
+    pub config: ArcSwap<SimConfig>,
+    pub stats: Arc<Stats>,
+    pub faults: FaultCounters,
+    /// Flips to `true` when shutdown starts (hung requests watch it).
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn new(cfg: SimConfig) -> Arc<Self> {
+        Arc::new(Shared {
+            config: ArcSwap::from_pointee(cfg),
+            stats: Arc::new(Stats::default()),
+            faults: FaultCounters::default(),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// Replaces the configuration and restarts the fault sequences.
+    pub fn set_config(&self, cfg: SimConfig) {
+        self.config.store(Arc::new(cfg));
+        self.faults.reset();
+    }
+}
+
+/// A simulator serving in the background. Dropping the handle stops the server too (without
+/// waiting); [`SimHandle::shutdown`] stops it and waits until every connection has closed.
+pub struct SimHandle {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl SimHandle {
+    /// The OpenAI base URL, `http://ADDR/v1` (Azure clients use `http://ADDR`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Replaces every knob at runtime. Fault sequences restart from request 0.
+    pub fn set_config(&self, cfg: SimConfig) {
+        self.shared.set_config(cfg);
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> SimConfig {
+        SimConfig::clone(&self.shared.config.load())
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops accepting, lets in-flight responses finish (up to a short grace period) and
+    /// waits for the server task to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "simulator ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "simulator task failed"),
+        }
+    }
+}
+
+/// Binds `listen` and serves in the background on the current tokio runtime.
+pub async fn spawn(listen: SocketAddr, cfg: SimConfig) -> io::Result<SimHandle> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let shared = Shared::new(cfg);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, shared.clone(), async move {
+        // Resolves on an explicit stop and when the handle is dropped.
+        let _ = stopped.await;
+    }));
+    Ok(SimHandle {
+        addr,
+        shared,
+        stop,
+        task,
+    })
+}
+
+/// Serves on `listener` until `shutdown` resolves (used by `tollgate mock-provider`).
+pub async fn run(
+    listener: TcpListener,
+    cfg: SimConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve(listener, Shared::new(cfg), shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let tracker = TaskTracker::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "simulated provider listening");
+    }
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Per-connection errors (peer reset before accept) are harmless; resource
+                // exhaustion (EMFILE) is retried after a pause instead of spinning.
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                continue;
+            }
+        };
+        // Small SSE chunks must leave immediately, and Nagle would add latency to every
+        // small response in benchmarks.
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let builder = builder.clone();
+        tracker.spawn(async move {
+            let mut stop = shared.shutdown.subscribe();
+            let svc_shared = shared.clone();
+            let service = service_fn(move |req| crate::router::handle(svc_shared.clone(), req));
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        // Injected resets and cuts end up here by design.
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
+        });
+    }
+
+    drop(listener);
+    shared.shutdown.send_replace(true);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}

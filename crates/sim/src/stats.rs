@@ -1,0 +1,113 @@
+//! Counters the simulator keeps about itself ([`SimStats`]), readable through
+//! [`crate::SimHandle::stats`] and `GET /_sim/stats`. Tests of the gateway compare these with
+//! what the gateway recorded (attempts, retries, tokens).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of the simulator's counters. Control requests (`/_sim/…`) are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Every request on a non-control route, whatever its outcome.
+    pub requests: u64,
+    /// `POST …/chat/completions` (OpenAI and Azure paths).
+    pub chat_completions: u64,
+    /// `POST …/embeddings` (OpenAI and Azure paths).
+    pub embeddings: u64,
+    /// `GET …/models`.
+    pub models: u64,
+    /// Requests to routes that do not exist (or with the wrong method).
+    pub unknown_routes: u64,
+    /// Requests refused with a 4xx before any answer: auth, validation, unknown route.
+    pub client_errors: u64,
+    /// Streamed answers started (cut ones included).
+    pub streams: u64,
+    /// Connections reset without a response.
+    pub faults_reset: u64,
+    /// Requests left hanging.
+    pub faults_hang: u64,
+    /// Requests answered with the `fail_status` error.
+    pub faults_fail: u64,
+    /// Streams cut mid-way.
+    pub streams_cut: u64,
+    /// Data-plane requests currently being served (a stream counts until its body ends or the
+    /// client goes away).
+    pub in_flight: u64,
+    /// Prompt tokens of complete answers (not counting failed, hung, reset or cut requests),
+    /// counted when the answer is produced, whether or not the client reads all of it.
+    pub prompt_tokens: u64,
+    /// Completion tokens of complete answers, as reported in their usage.
+    pub completion_tokens: u64,
+}
+
+/// Live counters behind [`SimStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub requests: AtomicU64,
+    pub chat_completions: AtomicU64,
+    pub embeddings: AtomicU64,
+    pub models: AtomicU64,
+    pub unknown_routes: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub streams: AtomicU64,
+    pub faults_reset: AtomicU64,
+    pub faults_hang: AtomicU64,
+    pub faults_fail: AtomicU64,
+    pub streams_cut: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+}
+
+/// Relaxed everywhere: these are independent counters read for reporting, never used to
+/// synchronise memory.
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> SimStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SimStats {
+            requests: g(&self.requests),
+            chat_completions: g(&self.chat_completions),
+            embeddings: g(&self.embeddings),
+            models: g(&self.models),
+            unknown_routes: g(&self.unknown_routes),
+            client_errors: g(&self.client_errors),
+            streams: g(&self.streams),
+            faults_reset: g(&self.faults_reset),
+            faults_hang: g(&self.faults_hang),
+            faults_fail: g(&self.faults_fail),
+            streams_cut: g(&self.streams_cut),
+            in_flight: g(&self.in_flight),
+            prompt_tokens: g(&self.prompt_tokens),
+            completion_tokens: g(&self.completion_tokens),
+        }
+    }
+}
+
+/// Counts one request as in flight for as long as it lives. Dropped when the handler future
+/// finishes or is dropped (client gone), or — for streams — moved into the body and dropped
+/// when the body ends, so hung and cut requests are accounted for correctly.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Stats>);
+
+impl InFlight {
+    pub fn new(stats: Arc<Stats>) -> Self {
+        bump(&stats.in_flight);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
