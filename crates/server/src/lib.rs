@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use error::ErrorResponse;
+pub use admin::{parse_time, validate_new_key_models};
 pub use state::{Gateway, GatewayParts, ServerSettings};
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, lets in-flight requests

@@ -1,0 +1,116 @@
+//! From a validated [`Config`] to a running gateway's parts: store, ledger, provider adapters,
+//! router, price table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tollgate_config::{Config, LedgerUrl};
+use tollgate_ledger::{Ledger, LedgerOptions};
+use tollgate_providers::{ProviderSettings, Timeouts};
+use tollgate_router::{Deployment, LogicalModel, Router};
+use tollgate_server::{GatewayParts, ServerSettings};
+use tollgate_store::Store;
+
+/// Opens the ledger database named by the config.
+pub fn open_store(cfg: &Config) -> Result<Store> {
+    let url = cfg.storage.ledger.to_string();
+    Store::open(&url).with_context(|| format!("opening the ledger database {url}"))
+}
+
+fn spill_path(cfg: &Config) -> PathBuf {
+    if let Some(p) = &cfg.storage.spill_path {
+        return p.clone();
+    }
+    match &cfg.storage.ledger {
+        LedgerUrl::Sqlite { path } => {
+            let mut s = path.clone().into_os_string();
+            s.push(".spill");
+            PathBuf::from(s)
+        }
+        LedgerUrl::SqliteMemory => {
+            std::env::temp_dir().join(format!("tollgate-{}.spill", std::process::id()))
+        }
+    }
+}
+
+/// Builds the router: one adapter per provider, shared by every deployment that uses it.
+pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
+    let mut adapters = std::collections::BTreeMap::new();
+    let mut secrets = Vec::new();
+    for (name, p) in &cfg.providers {
+        let settings = ProviderSettings {
+            name: name.clone(),
+            kind: p.kind,
+            base_url: p.base_url.clone(),
+            api_key: p.api_key.as_ref().map(|s| s.expose().to_string()),
+            api_version: p.api_version.clone(),
+            headers: p
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
+            timeouts: Timeouts {
+                connect: p.timeouts.connect(),
+                first_byte: p.timeouts.first_byte(),
+                idle: p.timeouts.idle(),
+                total: p.timeouts.total(),
+            },
+        };
+        if let Some(k) = &settings.api_key {
+            secrets.push(k.clone());
+        }
+        secrets.extend(settings.headers.iter().map(|(_, v)| v.clone()));
+        let adapter = tollgate_providers::build(settings)
+            .with_context(|| format!("providers.{name}"))?;
+        adapters.insert(name.clone(), adapter);
+    }
+    let mut models = Vec::new();
+    for (name, m) in &cfg.models {
+        let deployments = m
+            .deployments
+            .iter()
+            .map(|d| {
+                let provider = adapters
+                    .get(&d.provider)
+                    .cloned()
+                    .with_context(|| format!("models.{name}: unknown provider '{}'", d.provider))?;
+                Ok(Deployment {
+                    provider,
+                    provider_name: d.provider.clone(),
+                    model: d.model.clone(),
+                    label: d.label(),
+                    weight: d.weight,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm = LogicalModel::new(name.clone(), deployments)
+            .with_context(|| format!("models.{name}: no deployment with a positive weight"))?;
+        models.push(lm);
+    }
+    secrets.retain(|s| !s.is_empty());
+    Ok((Router::new(models), secrets))
+}
+
+/// Everything `tollgate serve` needs, started (the ledger writer thread runs from here on).
+pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
+    let store = open_store(cfg)?;
+    let ledger = Ledger::start(store.clone(), LedgerOptions::new(spill_path(cfg)))
+        .context("starting the ledger writer")?;
+    let (router, secrets) = router(cfg)?;
+    let prices = cfg.price_table().context("pricing")?;
+    Ok(GatewayParts {
+        settings: ServerSettings {
+            listen: cfg.server.listen,
+            master_key: cfg.server.master_key.as_ref().map(|s| s.expose().to_string()),
+            max_body_bytes: usize::try_from(cfg.server.max_body_bytes).unwrap_or(usize::MAX),
+            shutdown_grace: cfg.server.shutdown_grace(),
+            key_poll_interval: Duration::from_secs(1),
+        },
+        router,
+        prices,
+        store,
+        ledger,
+        secrets,
+    })
+}

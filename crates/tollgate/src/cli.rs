@@ -1,0 +1,322 @@
+//! Command-line interface (PRODUCT.md §4 "CLI").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tollgate_attribution::keys::{self, NewKey};
+use tollgate_config::{Config, Loaded, ProcessEnv};
+use tollgate_store::{Dim, SpendQuery};
+
+use crate::{assemble, demo, report};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "An AI gateway with economic governance in the request path")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+impl Cli {
+    /// Commands whose output is for people keep the log at `warn` unless RUST_LOG says more.
+    pub fn quiet_logs(&self) -> bool {
+        !matches!(self.command, Command::Serve(_) | Command::MockProvider(_))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Simulated providers, the gateway and multi-tenant traffic, then a spend report.
+    /// No API keys, no network.
+    Demo(DemoArgs),
+    /// Run the simulated upstream provider.
+    MockProvider(MockArgs),
+    /// Manage virtual keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Spend report from the ledger.
+    Spend(SpendArgs),
+    /// Validate configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// YAML config file; without it, the embedded defaults.
+    #[arg(long, short = 'c', env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Requests to send in the traffic burst.
+    #[arg(long, default_value_t = 120)]
+    pub requests: usize,
+    /// Keep the gateway running after the report (Ctrl-C to stop) so you can try it by hand.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+#[derive(Args)]
+struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    sim: tollgate_sim::SimConfig,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (shown once).
+    Create(CreateKey),
+    /// List keys (never the keys themselves).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Include revoked keys.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a key by id; takes effect on the next request (a running gateway notices within
+    /// a second).
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Args)]
+struct CreateKey {
+    #[arg(long)]
+    name: String,
+    /// Default tenant of requests made with the key.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    team: Option<String>,
+    /// Comma-separated logical models the key may use (default: all).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Let callers set the tenant per request with `x-tollgate-tenant`.
+    #[arg(long)]
+    allow_tenant_header: bool,
+    /// Comma-separated tenants the header may name (default: any).
+    #[arg(long, value_delimiter = ',')]
+    allowed_tenants: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+struct SpendArgs {
+    /// Comma-separated dimensions: key, team, tenant, feature, user, model, served_model,
+    /// provider, deployment, endpoint, outcome, day.
+    #[arg(long, default_value = "tenant,model")]
+    by: String,
+    /// Start (inclusive): RFC 3339, YYYY-MM-DD, or Unix ms.
+    #[arg(long)]
+    from: Option<String>,
+    /// End (exclusive).
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config and print what it resolves to, secrets masked.
+    Check(ConfigArg),
+}
+
+fn load(config: &ConfigArg) -> Result<Loaded> {
+    let loaded = Config::load(config.config.as_deref(), &ProcessEnv).map_err(|e| {
+        let origin = match &config.config {
+            Some(p) => format!("invalid config {}", p.display()),
+            None => "invalid embedded defaults".to_string(),
+        };
+        anyhow::anyhow!("{origin}:\n{e}")
+    })?;
+    Ok(loaded)
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    tollgate_providers::http::install_crypto_provider();
+    match cli.command {
+        Command::Serve(c) => serve(c).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::MockProvider(m) => {
+            let listener = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("binding {}", m.listen))?;
+            eprintln!("tollgate mock-provider listening on http://{}/v1", listener.local_addr()?);
+            tollgate_sim::run(listener, m.sim, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(k) => keys_command(k),
+        Command::Spend(s) => spend(s),
+        Command::Config(ConfigCommand::Check(c)) => {
+            let loaded = load(&c)?;
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", loaded.config.to_masked_yaml());
+            eprintln!("config OK");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(c: ConfigArg) -> Result<ExitCode> {
+    let loaded = load(&c)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = loaded.config;
+    if cfg.models.is_empty() {
+        tracing::warn!(
+            "no models configured: set OPENAI_API_KEY or pass --config (see README); \
+             every request will get model_not_found"
+        );
+    }
+    let parts = assemble::gateway_parts(&cfg)?;
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("binding server.listen {}", cfg.server.listen))?;
+    let gw = tollgate_server::Gateway::new(parts).context("loading virtual keys")?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        ledger = %cfg.storage.ledger,
+        models = cfg.models.len(),
+        admin = cfg.server.master_key.is_some(),
+        "tollgate listening"
+    );
+    let summary = tollgate_server::serve(listener, gw, shutdown_signal()).await?;
+    if summary.rows_spilled > 0 {
+        tracing::warn!(rows = summary.rows_spilled, "some ledger rows were spilled to disk; they are replayed at the next start");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn keys_command(k: KeysCommand) -> Result<ExitCode> {
+    match k {
+        KeysCommand::Create(c) => {
+            let cfg = load(&c.config)?.config;
+            let new = NewKey {
+                name: c.name,
+                tenant: c.tenant,
+                team: c.team,
+                models: c.models,
+                allow_tenant_header: c.allow_tenant_header,
+                allowed_tenants: c.allowed_tenants,
+                expires_at_ms: None,
+                metadata: None,
+            };
+            tollgate_server::validate_new_key_models(&|m| cfg.models.contains_key(m), &new)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let store = assemble::open_store(&cfg)?;
+            let issued = keys::issue(new, now_ms());
+            store.insert_key(&issued.record)?;
+            println!("{}", issued.key);
+            eprintln!(
+                "created key {} ('{}'); the key above is shown only once",
+                issued.record.id, issued.record.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List { config, all } => {
+            let cfg = load(&config)?.config;
+            let store = assemble::open_store(&cfg)?;
+            let keys = store.list_keys(all)?;
+            let header = ["id", "name", "prefix", "tenant", "team", "models", "status"];
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id.clone(),
+                        k.name.clone(),
+                        k.key_prefix.clone(),
+                        k.tenant.clone().unwrap_or_default(),
+                        k.team.clone().unwrap_or_default(),
+                        if k.models.is_empty() { "*".into() } else { k.models.join(",") },
+                        if k.revoked_at_ms.is_some() { "revoked".into() } else { "active".into() },
+                    ]
+                })
+                .collect();
+            print!("{}", report::table(&header, &rows));
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke { id, config } => {
+            let cfg = load(&config)?.config;
+            let store = assemble::open_store(&cfg)?;
+            if store.revoke_key(&id, now_ms())? {
+                eprintln!("revoked {id}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!("no active key with id '{id}'")
+            }
+        }
+    }
+}
+
+fn spend(s: SpendArgs) -> Result<ExitCode> {
+    let cfg = load(&s.config)?.config;
+    let group_by = Dim::parse_list(&s.by)?;
+    let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>> {
+        v.as_deref()
+            .map(|v| tollgate_server::parse_time(name, v).map_err(|e| anyhow::anyhow!("{}", e.message)))
+            .transpose()
+    };
+    let q = SpendQuery {
+        group_by: group_by.clone(),
+        from_ms: parse("from", &s.from)?,
+        to_ms: parse("to", &s.to)?,
+        filter: Default::default(),
+    };
+    let store = assemble::open_store(&cfg)?;
+    let rows = store.spend(&q)?;
+    print!("{}", report::spend(&group_by, &rows, s.format));
+    Ok(ExitCode::SUCCESS)
+}
