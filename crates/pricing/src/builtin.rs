@@ -3,7 +3,7 @@
 //! The table is data, not code, so a price update is a reviewable diff of one file. It is
 //! parsed once, at first use, and checked then (every price passes [`crate::validate_price`],
 //! the version matches [`BUILTIN_VERSION`]). A defect is returned as
-//! [`PriceError::Builtin`](crate::PriceError::Builtin) instead of panicking; the crate's tests
+//! [`crate::PriceError::Builtin`] instead of panicking; the crate's tests
 //! make sure that never happens in a release.
 //!
 //! Each version is immutable: ledger rows name the version that priced them, so a price change

@@ -19,6 +19,10 @@ const TOKENS_PER_PRICE_UNIT: i128 = 1_000_000;
 /// cache reads cost `cached_input` (or `input`), cache writes `cache_write` (or `input`);
 /// `output_tokens` already includes reasoning tokens, which are not billed again.
 ///
+/// A provider that reports more cache-read + cache-write tokens than input tokens is
+/// inconsistent; the reported cache counts are then billed as given and no uncached tokens are
+/// billed (`uncached_input_tokens` saturates at zero) — never a negative quantity.
+///
 /// The result is never negative (a negative price could only come from an unvalidated
 /// [`ModelPrice`]; it is clamped to zero rather than credited) and saturates at `i64::MAX`.
 pub fn cost(usage: &Usage, price: &ModelPrice) -> NanoUsd {

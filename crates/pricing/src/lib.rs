@@ -3,12 +3,12 @@
 //!
 //! This crate is pure (no I/O, no async). It owns:
 //! - [`ModelPrice`], the price of one model in USD per 1M tokens (the shape config files use);
-//! - the built-in table ([`builtin`]): a YAML file embedded in the binary, dated and versioned
+//! - the built-in table ([`mod@builtin`]): a YAML file embedded in the binary, dated and versioned
 //!   (`builtin-2026-07-24`), with the lookup rules that map a requested model id onto an entry
 //!   ([`names`]);
 //! - [`PriceTable`]: built-in table + config overrides, answering "what does this deployment of
 //!   this logical model cost, and by which rule" ([`table`]);
-//! - [`cost`] / [`worst_case_cost`]: integer cost arithmetic with a single rounding ([`mod@cost`]);
+//! - [`cost()`] / [`worst_case_cost`]: integer cost arithmetic with a single rounding ([`mod@cost`]);
 //! - [`validate_price`]: the sanity rules every price passes, built-in or configured
 //!   ([`validate`]).
 //!

@@ -1,0 +1,265 @@
+//! The validated configuration: what the rest of Tollgate reads.
+//!
+//! These docs are the config reference: each field names its YAML key, default and
+//! constraints. Values here are already checked (see the `validate` module), defaults are filled
+//! in, and secrets are [`Secret`]s.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use tollgate_pricing::{ModelPrice, UnknownModel};
+use tollgate_types::ProviderKind;
+
+use crate::Secret;
+
+/// The whole configuration (PRODUCT.md §4, "Config").
+///
+/// Top-level YAML sections: `server`, `storage`, `providers`, `models`, `pricing`. The
+/// contract's `tenants`, `budgets`, `policies`, `rate_limits`, `cache` and `guardrails` are
+/// rejected by this build ("section 'budgets' is not supported by this build yet").
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    /// `providers`: upstream API accounts by name (`[A-Za-z0-9_-]+`).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// `models`: logical model names clients send, each mapped to deployments.
+    pub models: BTreeMap<String, ModelConfig>,
+    pub pricing: PricingConfig,
+}
+
+/// Default `server.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+/// Default `server.max_body_bytes`: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Default `server.shutdown_grace_secs`.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// `server`: the listening gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// `listen`: address of the data plane, admin API and ops endpoints, `IP:PORT`
+    /// (`localhost:PORT` is accepted as `127.0.0.1:PORT`). Default `127.0.0.1:4000`.
+    pub listen: SocketAddr,
+    /// `master_key`: the admin credential (`Authorization: Bearer <master key>` on
+    /// `/admin/v1/…`). Optional: without it the admin API is disabled. Usually
+    /// `${TOLLGATE_MASTER_KEY}`. An empty string counts as unset; surrounding whitespace is
+    /// an error (a pasted newline would lock the operator out); shorter than 16 characters
+    /// draws a warning.
+    pub master_key: Option<Secret>,
+    /// `max_body_bytes`: largest request body accepted; bigger ones get 413. Default 8 MiB
+    /// (8388608); 1 byte to 1 GiB.
+    pub max_body_bytes: u64,
+    /// `shutdown_grace_secs`: on SIGTERM/SIGINT, how long in-flight requests (streams included)
+    /// may run before they are cut. Default 30; at most 3600; 0 cuts at once.
+    pub shutdown_grace_secs: u64,
+    /// `request_timeout_secs`: optional cap on a whole request, all upstream attempts included.
+    /// Unset: each provider's `timeouts.total_ms` governs each attempt. Must be > 0.
+    pub request_timeout_secs: Option<u64>,
+}
+
+impl ServerConfig {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout_secs.map(Duration::from_secs)
+    }
+}
+
+/// `storage`: where the ledger lives.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageConfig {
+    /// `ledger`: `sqlite://PATH` (relative paths are relative to the working directory;
+    /// `sqlite:///abs/path` for absolute ones) or `"sqlite::memory:"` (tests; lost on exit;
+    /// quote it, since a plain YAML scalar cannot end with `:`).
+    /// `postgres://…` is part of the contract but not supported by this build yet.
+    /// Default `sqlite://./tollgate.db`.
+    pub ledger: LedgerUrl,
+    /// `spill_path`: file the ledger writer appends rows to when the database is slow or down,
+    /// replayed on recovery (rows are never dropped). Default: the ledger file path plus
+    /// `.spill` (`./tollgate.db.spill`); none for an in-memory ledger unless set.
+    pub spill_path: Option<PathBuf>,
+    /// `counters`: where live budget counters are kept. `memory` (default). `redis://…` is
+    /// part of the contract but not supported by this build yet.
+    pub counters: Counters,
+}
+
+/// A ledger location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerUrl {
+    /// `sqlite://PATH`.
+    Sqlite { path: PathBuf },
+    /// `sqlite::memory:`.
+    SqliteMemory,
+}
+
+impl fmt::Display for LedgerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerUrl::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
+            LedgerUrl::SqliteMemory => f.write_str("sqlite::memory:"),
+        }
+    }
+}
+
+impl Serialize for LedgerUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Where budget counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Counters {
+    /// In process, rebuilt from the ledger at start (single replica).
+    #[default]
+    Memory,
+}
+
+/// Default `timeouts.connect_ms`.
+pub const DEFAULT_CONNECT_MS: u64 = 5_000;
+/// Default `timeouts.first_byte_ms`.
+pub const DEFAULT_FIRST_BYTE_MS: u64 = 60_000;
+/// Default `timeouts.idle_ms`.
+pub const DEFAULT_IDLE_MS: u64 = 60_000;
+/// Default `timeouts.total_ms`.
+pub const DEFAULT_TOTAL_MS: u64 = 600_000;
+/// Default `base_url` of kind `openai`.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// `providers.<name>`: one upstream API account.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderConfig {
+    /// `kind`: `openai` (OpenAI or any OpenAI-compatible server), `azure`, `anthropic`,
+    /// `gemini`, `bedrock`. This build serves `openai` and `azure`; the others are rejected
+    /// with "provider kind 'anthropic' is not supported by this build yet".
+    pub kind: ProviderKind,
+    /// `base_url`: API root, `http` or `https`, no credentials, query or fragment; stored
+    /// without a trailing `/`. Kind `openai`: default `https://api.openai.com/v1`, or e.g.
+    /// `http://127.0.0.1:9000/v1` for a local server. Kind `azure`: required, the resource
+    /// URL `https://{resource}.openai.azure.com`.
+    pub base_url: String,
+    /// `api_key`: the provider credential, usually `${OPENAI_API_KEY}`. An empty string counts
+    /// as unset. Required for `azure` and for `api.openai.com`; optional for other
+    /// OpenAI-compatible servers.
+    pub api_key: Option<Secret>,
+    /// `api_version`: Azure `api-version` query parameter (e.g. `2024-10-21`). Required for
+    /// `azure`, rejected for other kinds.
+    pub api_version: Option<String>,
+    /// `headers`: extra static headers sent upstream on every request (names lower-cased,
+    /// values treated as secrets). `host`, `content-length`, `transfer-encoding` and
+    /// `connection` are managed by the gateway and rejected; `authorization`, `api-key` and
+    /// `x-api-key` are rejected when `api_key` is set.
+    pub headers: BTreeMap<String, Secret>,
+    /// `timeouts`: upstream time limits.
+    pub timeouts: Timeouts,
+}
+
+/// `providers.<name>.timeouts`, all in milliseconds, all > 0 and none above `total_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timeouts {
+    /// `connect_ms`: TCP + TLS connect. Default 5000.
+    pub connect_ms: u64,
+    /// `first_byte_ms`: from sending the request to the first response byte (for streams, the
+    /// first event). Default 60000.
+    pub first_byte_ms: u64,
+    /// `idle_ms`: longest gap between two chunks of a streamed response. Default 60000.
+    pub idle_ms: u64,
+    /// `total_ms`: one upstream attempt, start to last byte. Default 600000.
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: DEFAULT_CONNECT_MS,
+            first_byte_ms: DEFAULT_FIRST_BYTE_MS,
+            idle_ms: DEFAULT_IDLE_MS,
+            total_ms: DEFAULT_TOTAL_MS,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+    pub fn total(&self) -> Duration {
+        Duration::from_millis(self.total_ms)
+    }
+}
+
+/// How a model's deployments share traffic (`models.<name>.strategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Random choice in proportion to `weight` (the default and only strategy of this build).
+    #[default]
+    Weighted,
+}
+
+/// `models.<name>`: a logical model (the name clients send).
+///
+/// Names: 1–256 characters, no whitespace or control characters (`/`, `.`, `:` allowed).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConfig {
+    /// `deployments`: where requests for this model go; at least one.
+    pub deployments: Vec<DeploymentConfig>,
+    /// `price`: price override for this logical model, USD per 1M tokens
+    /// (`{input, cached_input?, cache_write?, output}`). Beats the built-in table, loses to a
+    /// deployment's own `price`. Setting it both here and in `pricing.models` is an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<ModelPrice>,
+    /// `max_output_tokens`: default output cap applied when a request sets none. > 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// `strategy`: `weighted` (default). `fallbacks` (other models to try) is part of the
+    /// contract but rejected by this build.
+    pub strategy: Strategy,
+}
+
+/// `models.<name>.deployments[i]`: one provider + upstream model.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentConfig {
+    /// `provider`: a name from `providers`.
+    pub provider: String,
+    /// `model`: upstream model name (for Azure, the deployment name). Non-empty, no
+    /// whitespace. The pair `provider/model` must be unique within a logical model.
+    pub model: String,
+    /// `weight`: share of traffic under `weighted`. Default 1; > 0.
+    pub weight: u32,
+    /// `price`: price override for this deployment only; beats everything else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<ModelPrice>,
+}
+
+impl DeploymentConfig {
+    /// `provider/model`, the label the ledger records and price overrides are keyed by.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+}
+
+/// `pricing`: price overrides and the unknown-model rule.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PricingConfig {
+    /// `unknown_model`: `reject` (default: requests for a model with no price fail with
+    /// `model_not_priced`) or `allow` (served, cost 0, ledger row flagged `unpriced`).
+    pub unknown_model: UnknownModel,
+    /// `models`: logical model name → price, the same as `models.<name>.price` (use one or the
+    /// other). Every name must be a model in `models`.
+    pub models: BTreeMap<String, ModelPrice>,
+}

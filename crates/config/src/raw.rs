@@ -1,0 +1,104 @@
+//! The config file as written: every field optional where it has a default, unknown fields
+//! rejected. The `validate` module turns this into [`crate::Config`]; the field documentation for
+//! users lives on the validated types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tollgate_pricing::{ModelPrice, UnknownModel};
+use tollgate_types::ProviderKind;
+
+use crate::Secret;
+
+/// Sections PRODUCT.md names that this build does not implement. Present → validation error,
+/// never silently ignored.
+pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &[
+    "tenants",
+    "budgets",
+    "policies",
+    "rate_limits",
+    "cache",
+    "guardrails",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub server: Option<RawServer>,
+    #[serde(default)]
+    pub storage: Option<RawStorage>,
+    #[serde(default)]
+    pub providers: Option<BTreeMap<String, RawProvider>>,
+    #[serde(default)]
+    pub models: Option<BTreeMap<String, RawModel>>,
+    #[serde(default)]
+    pub pricing: Option<RawPricing>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Option<String>,
+    pub master_key: Option<Secret>,
+    pub max_body_bytes: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStorage {
+    pub ledger: Option<String>,
+    pub spill_path: Option<String>,
+    pub counters: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProvider {
+    pub kind: ProviderKind,
+    pub base_url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    pub timeouts: Option<RawTimeouts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub connect_ms: Option<u64>,
+    pub first_byte_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+    pub total_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModel {
+    pub deployments: Vec<RawDeployment>,
+    pub price: Option<ModelPrice>,
+    pub max_output_tokens: Option<u32>,
+    pub strategy: Option<crate::Strategy>,
+    /// In the contract, not implemented: rejected when non-empty.
+    pub fallbacks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeployment {
+    pub provider: String,
+    pub model: String,
+    pub weight: Option<u32>,
+    pub price: Option<ModelPrice>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPricing {
+    pub unknown_model: Option<UnknownModel>,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelPrice>,
+}

@@ -1,0 +1,639 @@
+//! Raw config → [`Config`]: defaults filled in, every rule checked, every problem collected
+//! with its path. Rules are documented on the fields of [`crate::model`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use tollgate_pricing::{
+    DeploymentRef, ModelPrice, PriceTable, Resolution, UnknownModel, validate_price,
+};
+use tollgate_types::ProviderKind;
+
+use crate::error::{ConfigWarning, Issues};
+use crate::model::*;
+use crate::raw::*;
+use crate::{Config, Secret};
+
+const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+const MAX_SHUTDOWN_GRACE_SECS: u64 = 3600;
+const MAX_MODEL_NAME_LEN: usize = 256;
+const SHORT_MASTER_KEY: usize = 16;
+
+/// Headers the HTTP client owns; a static value would corrupt framing or routing.
+const MANAGED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
+/// Headers that carry the provider credential; set via `api_key` instead.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "api-key", "x-api-key"];
+
+pub(crate) fn validate(
+    raw: RawConfig,
+    issues: &mut Issues,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Option<Config> {
+    let server = server(raw.server.unwrap_or_default(), issues, warnings);
+    let storage = storage(raw.storage.unwrap_or_default(), issues);
+    let raw_providers = raw.providers.unwrap_or_default();
+    let provider_names: Vec<String> = raw_providers.keys().cloned().collect();
+    let providers = providers(raw_providers, issues);
+    let raw_pricing = raw.pricing.unwrap_or_default();
+    let models = models(
+        raw.models.unwrap_or_default(),
+        &provider_names,
+        &raw_pricing,
+        issues,
+    );
+    let pricing = pricing(raw_pricing, &models, issues);
+
+    if !issues.is_empty() {
+        return None;
+    }
+    let config = Config {
+        server,
+        storage,
+        providers,
+        models,
+        pricing,
+    };
+    price_warnings(&config, issues, warnings);
+    if !issues.is_empty() {
+        return None;
+    }
+    if config.models.is_empty() {
+        warnings.push(ConfigWarning {
+            path: "models".into(),
+            message: "no models configured: every data-plane request will be refused".into(),
+        });
+    }
+    Some(config)
+}
+
+// ---- server ---------------------------------------------------------------------------------
+
+fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>) -> ServerConfig {
+    let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000);
+    let listen = match raw.listen.as_deref() {
+        None => default_listen,
+        Some(s) => parse_listen(s).unwrap_or_else(|reason| {
+            issues.push("server.listen", reason);
+            default_listen
+        }),
+    };
+
+    let master_key = raw.master_key.filter(|k| !k.is_empty());
+    if let Some(k) = &master_key {
+        if k.expose().trim() != k.expose() {
+            issues.push(
+                "server.master_key",
+                "has leading or trailing whitespace (a pasted newline?)",
+            );
+        } else if k.expose().chars().count() < SHORT_MASTER_KEY {
+            warnings.push(ConfigWarning {
+                path: "server.master_key".into(),
+                message: format!(
+                    "shorter than {SHORT_MASTER_KEY} characters; use a long random value"
+                ),
+            });
+        }
+    }
+
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 || max_body_bytes > MAX_BODY_BYTES_LIMIT {
+        issues.push(
+            "server.max_body_bytes",
+            format!("must be between 1 and {MAX_BODY_BYTES_LIMIT} (1 GiB), got {max_body_bytes}"),
+        );
+    }
+    let shutdown_grace_secs = raw
+        .shutdown_grace_secs
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS);
+    if shutdown_grace_secs > MAX_SHUTDOWN_GRACE_SECS {
+        issues.push(
+            "server.shutdown_grace_secs",
+            format!("must be at most {MAX_SHUTDOWN_GRACE_SECS}, got {shutdown_grace_secs}"),
+        );
+    }
+    if raw.request_timeout_secs == Some(0) {
+        issues.push(
+            "server.request_timeout_secs",
+            "must be > 0 (omit it for no cap)",
+        );
+    }
+
+    ServerConfig {
+        listen,
+        master_key,
+        max_body_bytes,
+        shutdown_grace_secs,
+        request_timeout_secs: raw.request_timeout_secs,
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = s.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    Err(format!(
+        "'{s}' is not a socket address (expected IP:PORT, e.g. 127.0.0.1:4000 or [::1]:4000)"
+    ))
+}
+
+// ---- storage --------------------------------------------------------------------------------
+
+fn storage(raw: RawStorage, issues: &mut Issues) -> StorageConfig {
+    let ledger = match raw.ledger.as_deref() {
+        None => LedgerUrl::Sqlite {
+            path: PathBuf::from("./tollgate.db"),
+        },
+        Some(s) => parse_ledger(s).unwrap_or_else(|reason| {
+            issues.push("storage.ledger", reason);
+            LedgerUrl::SqliteMemory
+        }),
+    };
+    let spill_path = match raw.spill_path {
+        Some(p) if p.is_empty() => {
+            issues.push("storage.spill_path", "is empty");
+            None
+        }
+        Some(p) => Some(PathBuf::from(p)),
+        None => match &ledger {
+            LedgerUrl::Sqlite { path } => {
+                let mut p = path.clone().into_os_string();
+                p.push(".spill");
+                Some(PathBuf::from(p))
+            }
+            LedgerUrl::SqliteMemory => None,
+        },
+    };
+    let counters = match raw.counters.as_deref() {
+        None | Some("memory") => Counters::Memory,
+        Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+            // The URL may hold a password: never echo it.
+            issues.push(
+                "storage.counters",
+                "redis counters are part of the contract but not supported by this build yet \
+                 (use 'memory')",
+            );
+            Counters::Memory
+        }
+        Some(_) => {
+            issues.push("storage.counters", "expected 'memory' or 'redis://…'");
+            Counters::Memory
+        }
+    };
+    StorageConfig {
+        ledger,
+        spill_path,
+        counters,
+    }
+}
+
+fn parse_ledger(s: &str) -> Result<LedgerUrl, String> {
+    if s == "sqlite::memory:" || s == "sqlite://:memory:" {
+        return Ok(LedgerUrl::SqliteMemory);
+    }
+    if let Some(path) = s.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("sqlite:// needs a file path, e.g. sqlite://./tollgate.db".into());
+        }
+        if path.contains('?') {
+            return Err("query parameters on sqlite:// URLs are not supported".into());
+        }
+        return Ok(LedgerUrl::Sqlite {
+            path: PathBuf::from(path),
+        });
+    }
+    // Database URLs can carry passwords: describe, never echo.
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        return Err(
+            "postgres ledgers are part of the contract but not supported by this build yet \
+             (use sqlite://PATH)"
+                .into(),
+        );
+    }
+    Err("unsupported ledger URL: expected sqlite://PATH or sqlite::memory:".into())
+}
+
+// ---- providers ------------------------------------------------------------------------------
+
+fn valid_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn providers(
+    raw: BTreeMap<String, RawProvider>,
+    issues: &mut Issues,
+) -> BTreeMap<String, ProviderConfig> {
+    let mut out = BTreeMap::new();
+    for (name, p) in raw {
+        let path = format!("providers.{name}");
+        if !valid_provider_name(&name) {
+            issues.push(
+                &path,
+                "invalid provider name (letters, digits, '_' and '-' only)",
+            );
+            continue;
+        }
+        if let Some(cfg) = provider(&path, p, issues) {
+            out.insert(name, cfg);
+        }
+    }
+    out
+}
+
+fn provider(path: &str, p: RawProvider, issues: &mut Issues) -> Option<ProviderConfig> {
+    match p.kind {
+        ProviderKind::Openai | ProviderKind::Azure => {}
+        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock) => {
+            issues.push(
+                format!("{path}.kind"),
+                format!(
+                    "provider kind '{}' is not supported by this build yet",
+                    kind.as_str()
+                ),
+            );
+            return None;
+        }
+    }
+    let before = issues.0.len();
+
+    let base_url = match (p.kind, p.base_url.as_deref()) {
+        (ProviderKind::Azure, None) => {
+            issues.push(
+                format!("{path}.base_url"),
+                "required for kind 'azure' (https://{resource}.openai.azure.com)",
+            );
+            String::new()
+        }
+        (_, None) => OPENAI_BASE_URL.to_string(),
+        (_, Some(s)) => parse_base_url(s).unwrap_or_else(|reason| {
+            issues.push(format!("{path}.base_url"), reason);
+            String::new()
+        }),
+    };
+
+    let api_key = p.api_key.filter(|k| !k.is_empty());
+    if let Some(k) = &api_key
+        && k.expose().trim() != k.expose()
+    {
+        issues.push(
+            format!("{path}.api_key"),
+            "has leading or trailing whitespace (a pasted newline?)",
+        );
+    }
+    if api_key.is_none() {
+        if p.kind == ProviderKind::Azure {
+            issues.push(format!("{path}.api_key"), "required for kind 'azure'");
+        } else if is_official_openai(&base_url) {
+            issues.push(
+                format!("{path}.api_key"),
+                "required for api.openai.com (set it, e.g. api_key: ${OPENAI_API_KEY})",
+            );
+        }
+    }
+
+    let api_version = match (p.kind, p.api_version) {
+        (ProviderKind::Azure, None) => {
+            issues.push(
+                format!("{path}.api_version"),
+                "required for kind 'azure' (e.g. 2024-10-21)",
+            );
+            None
+        }
+        (ProviderKind::Azure, Some(v)) => {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                issues.push(
+                    format!("{path}.api_version"),
+                    "expected an Azure api-version such as 2024-10-21 or 2025-04-01-preview",
+                );
+            }
+            Some(v)
+        }
+        (_, Some(_)) => {
+            issues.push(
+                format!("{path}.api_version"),
+                "only used by kind 'azure'; remove it",
+            );
+            None
+        }
+        (_, None) => None,
+    };
+
+    let mut headers = BTreeMap::new();
+    for (name, value) in p.headers {
+        let hpath = format!("{path}.headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if !valid_header_name(&name) {
+            issues.push(&hpath, "not a valid HTTP header name");
+            continue;
+        }
+        if MANAGED_HEADERS.contains(&lower.as_str()) {
+            issues.push(&hpath, "set by the gateway itself; remove it");
+            continue;
+        }
+        if api_key.is_some() && CREDENTIAL_HEADERS.contains(&lower.as_str()) {
+            issues.push(
+                &hpath,
+                "carries the credential, which api_key already sets; use one or the other",
+            );
+            continue;
+        }
+        if !valid_header_value(&value) {
+            // Never echo the value: header values are treated as secrets.
+            issues.push(&hpath, "value contains control characters (CR, LF, NUL, …)");
+            continue;
+        }
+        if headers.insert(lower, value).is_some() {
+            issues.push(&hpath, "duplicate header (names are case-insensitive)");
+        }
+    }
+
+    let t = p.timeouts.unwrap_or_default();
+    let d = Timeouts::default();
+    let timeouts = Timeouts {
+        connect_ms: t.connect_ms.unwrap_or(d.connect_ms),
+        first_byte_ms: t.first_byte_ms.unwrap_or(d.first_byte_ms),
+        idle_ms: t.idle_ms.unwrap_or(d.idle_ms),
+        total_ms: t.total_ms.unwrap_or(d.total_ms),
+    };
+    for (field, v) in [
+        ("connect_ms", timeouts.connect_ms),
+        ("first_byte_ms", timeouts.first_byte_ms),
+        ("idle_ms", timeouts.idle_ms),
+        ("total_ms", timeouts.total_ms),
+    ] {
+        let fpath = format!("{path}.timeouts.{field}");
+        if v == 0 {
+            issues.push(fpath, "must be > 0");
+        } else if field != "total_ms" && v > timeouts.total_ms {
+            issues.push(
+                fpath,
+                format!(
+                    "{v} is above total_ms ({}), so it could never fire",
+                    timeouts.total_ms
+                ),
+            );
+        }
+    }
+
+    if issues.0.len() != before {
+        return None;
+    }
+    Some(ProviderConfig {
+        kind: p.kind,
+        base_url,
+        api_key,
+        api_version,
+        headers,
+        timeouts,
+    })
+}
+
+fn parse_base_url(s: &str) -> Result<String, String> {
+    // The URL is not echoed: it may have come from the environment with credentials in it.
+    let u = url::Url::parse(s).map_err(|e| format!("not a valid URL: {e}"))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(format!(
+            "not a valid URL: scheme must be http or https, not '{}'",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("not a valid URL: no host".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("must not contain credentials; use api_key".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err("must not have a query string or fragment".into());
+    }
+    Ok(u.as_str().trim_end_matches('/').to_string())
+}
+
+fn is_official_openai(base_url: &str) -> bool {
+    url::Url::parse(base_url)
+        .ok()
+        .is_some_and(|u| u.host_str() == Some("api.openai.com"))
+}
+
+fn valid_header_name(name: &str) -> bool {
+    // RFC 9110 token.
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn valid_header_value(value: &Secret) -> bool {
+    value
+        .expose()
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+}
+
+// ---- models ---------------------------------------------------------------------------------
+
+fn valid_model_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty model name");
+    }
+    if name.chars().count() > MAX_MODEL_NAME_LEN {
+        return Err("model name longer than 256 characters");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("model name contains whitespace or control characters");
+    }
+    Ok(())
+}
+
+fn check_price(path: &str, price: &ModelPrice, issues: &mut Issues) {
+    if let Err(e) = validate_price(price) {
+        issues.push(format!("{path}.{}", e.field), e.reason);
+    }
+}
+
+fn models(
+    raw: BTreeMap<String, RawModel>,
+    provider_names: &[String],
+    raw_pricing: &RawPricing,
+    issues: &mut Issues,
+) -> BTreeMap<String, ModelConfig> {
+    let mut out = BTreeMap::new();
+    for (name, m) in raw {
+        let path = format!("models.{name}");
+        if let Err(reason) = valid_model_name(&name) {
+            issues.push(&path, reason);
+            continue;
+        }
+        if m.deployments.is_empty() {
+            issues.push(
+                format!("{path}.deployments"),
+                "at least one deployment is required",
+            );
+        }
+        if m.fallbacks.as_ref().is_some_and(|f| !f.is_empty()) {
+            issues.push(
+                format!("{path}.fallbacks"),
+                "model fallbacks are part of the contract but not supported by this build yet",
+            );
+        }
+        if let Some(price) = &m.price {
+            check_price(&format!("{path}.price"), price, issues);
+            if raw_pricing.models.contains_key(&name) {
+                issues.push(
+                    format!("pricing.models.{name}"),
+                    format!("conflicts with {path}.price; set the price in one place"),
+                );
+            }
+        }
+        if m.max_output_tokens == Some(0) {
+            issues.push(format!("{path}.max_output_tokens"), "must be > 0");
+        }
+
+        let mut deployments: Vec<DeploymentConfig> = Vec::with_capacity(m.deployments.len());
+        for (i, d) in m.deployments.into_iter().enumerate() {
+            let dpath = format!("{path}.deployments[{i}]");
+            if !provider_names.contains(&d.provider) {
+                let known = if provider_names.is_empty() {
+                    "no providers are configured".to_string()
+                } else {
+                    format!("known: {}", provider_names.join(", "))
+                };
+                issues.push(
+                    format!("{dpath}.provider"),
+                    format!("unknown provider '{}' ({known})", d.provider),
+                );
+            }
+            if let Err(reason) = valid_model_name(&d.model) {
+                issues.push(format!("{dpath}.model"), reason);
+            }
+            if d.weight == Some(0) {
+                issues.push(format!("{dpath}.weight"), "must be > 0");
+            }
+            if let Some(price) = &d.price {
+                check_price(&format!("{dpath}.price"), price, issues);
+            }
+            if let Some(j) = deployments
+                .iter()
+                .position(|o| o.provider == d.provider && o.model == d.model)
+            {
+                issues.push(
+                    &dpath,
+                    format!(
+                        "duplicate deployment '{}/{}' (same as deployments[{j}]); raise its \
+                         weight instead",
+                        d.provider, d.model
+                    ),
+                );
+            }
+            deployments.push(DeploymentConfig {
+                provider: d.provider,
+                model: d.model,
+                weight: d.weight.unwrap_or(1),
+                price: d.price,
+            });
+        }
+
+        out.insert(
+            name,
+            ModelConfig {
+                deployments,
+                price: m.price,
+                max_output_tokens: m.max_output_tokens,
+                strategy: m.strategy.unwrap_or_default(),
+            },
+        );
+    }
+    out
+}
+
+// ---- pricing --------------------------------------------------------------------------------
+
+fn pricing(
+    raw: RawPricing,
+    models: &BTreeMap<String, ModelConfig>,
+    issues: &mut Issues,
+) -> PricingConfig {
+    for (name, price) in &raw.models {
+        let path = format!("pricing.models.{name}");
+        if !models.contains_key(name) {
+            issues.push(
+                &path,
+                format!(
+                    "no model '{name}' in models (pricing.models prices logical models; use \
+                     models.<name>.deployments[i].price to price one deployment)"
+                ),
+            );
+        }
+        check_price(&path, price, issues);
+    }
+    PricingConfig {
+        unknown_model: raw.unknown_model.unwrap_or_default(),
+        models: raw.models,
+    }
+}
+
+/// Builds the price table once (catching anything the per-field checks missed) and warns
+/// about deployments no price covers, so the operator learns at startup rather than from
+/// refused requests.
+fn price_warnings(config: &Config, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>) {
+    let table = match PriceTable::new(config.pricing_overrides()) {
+        Ok(t) => t,
+        Err(e) => {
+            issues.push("pricing", e.to_string());
+            return;
+        }
+    };
+    for (name, m) in &config.models {
+        for (i, d) in m.deployments.iter().enumerate() {
+            let dep = DeploymentRef {
+                provider: &d.provider,
+                model: &d.model,
+            };
+            if let Resolution::Unpriced { allowed } = table.resolve(name, &dep) {
+                let consequence = if allowed {
+                    "requests will be served unpriced (cost recorded as 0, row flagged)"
+                } else {
+                    "requests will be refused with model_not_priced"
+                };
+                warnings.push(ConfigWarning {
+                    path: format!("models.{name}.deployments[{i}]"),
+                    message: format!(
+                        "no price for '{}' (not in config, not in the built-in table {}); {consequence}. \
+                         Set models.{name}.price or this deployment's price",
+                        d.label(),
+                        table.builtin_version()
+                    ),
+                });
+            }
+            if let (Some(cap), Some(limit)) = (
+                m.max_output_tokens,
+                table.limits(name, &dep).max_output_tokens,
+            ) && u64::from(cap) > limit
+            {
+                warnings.push(ConfigWarning {
+                    path: format!("models.{name}.max_output_tokens"),
+                    message: format!(
+                        "{cap} is above the {limit}-token output limit of '{}' in the built-in table",
+                        d.model
+                    ),
+                });
+            }
+        }
+    }
+    if config.pricing.unknown_model == UnknownModel::Allow {
+        warnings.push(ConfigWarning {
+            path: "pricing.unknown_model".into(),
+            message: "allow: models without a price are served and recorded at cost 0 \
+                      (budgets do not see their spend)"
+                .into(),
+        });
+    }
+}

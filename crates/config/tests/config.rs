@@ -1,0 +1,854 @@
+//! Behaviour of config loading as a user sees it: the documented example, path-naming errors,
+//! interpolation, secrets, embedded defaults, unsupported parts of the contract.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tollgate_config::{Config, ConfigError, LedgerUrl, Loaded};
+use tollgate_pricing::{DeploymentRef, PriceSource, Resolution, UnknownModel};
+use tollgate_types::{NanoUsd, ProviderKind};
+
+const EXAMPLE: &str = r#"
+server:
+  listen: 127.0.0.1:4000
+  master_key: ${TOLLGATE_MASTER_KEY}
+storage:
+  ledger: sqlite://tollgate.db
+providers:
+  sim:
+    kind: openai
+    base_url: http://127.0.0.1:9000/v1
+    api_key: ${SIM_KEY}
+models:
+  gpt-4o-mini:
+    deployments:
+      - provider: sim
+        model: gpt-4o-mini
+"#;
+
+const SIM_KEY: &str = "sk-sim-0123456789-secret";
+const MASTER_KEY: &str = "tg-master-abcdefghijklmnop";
+
+fn env() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("SIM_KEY".to_string(), SIM_KEY.to_string()),
+        ("TOLLGATE_MASTER_KEY".to_string(), MASTER_KEY.to_string()),
+    ])
+}
+
+fn load(yaml: &str) -> Result<Loaded, ConfigError> {
+    Config::from_yaml_str(yaml, &env())
+}
+
+fn usd(s: &str) -> NanoUsd {
+    NanoUsd::parse_usd(s).unwrap()
+}
+
+/// The example with `extra` YAML appended under the given top-level section text.
+fn with(extra: &str) -> String {
+    format!("{EXAMPLE}{extra}")
+}
+
+/// Loads `yaml`, expects failure, and returns the rendered issues.
+fn errors(yaml: &str) -> Vec<String> {
+    match load(yaml) {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(e) => {
+            let issues: Vec<String> = e.issues().iter().map(|i| i.to_string()).collect();
+            assert!(!issues.is_empty(), "no issues in {e}");
+            issues
+        }
+    }
+}
+
+#[track_caller]
+fn assert_error(yaml: &str, expected: &str) {
+    let errs = errors(yaml);
+    assert!(
+        errs.iter().any(|e| e.contains(expected)),
+        "expected an issue containing {expected:?}, got {errs:#?}"
+    );
+}
+
+#[test]
+fn the_documented_example_loads() {
+    let Loaded { config, warnings } = load(EXAMPLE).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    assert_eq!(
+        config.server.listen,
+        "127.0.0.1:4000".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        config.server.master_key.as_ref().unwrap().expose(),
+        MASTER_KEY
+    );
+    assert_eq!(config.server.max_body_bytes, 8 * 1024 * 1024);
+    assert_eq!(config.server.shutdown_grace_secs, 30);
+    assert_eq!(config.server.request_timeout_secs, None);
+
+    assert_eq!(
+        config.storage.ledger,
+        LedgerUrl::Sqlite {
+            path: "tollgate.db".into()
+        }
+    );
+    assert_eq!(
+        config.storage.spill_path,
+        Some(PathBuf::from("tollgate.db.spill"))
+    );
+
+    let sim = &config.providers["sim"];
+    assert_eq!(sim.kind, ProviderKind::Openai);
+    assert_eq!(sim.base_url, "http://127.0.0.1:9000/v1");
+    assert_eq!(sim.api_key.as_ref().unwrap().expose(), SIM_KEY);
+    assert_eq!(sim.timeouts.connect_ms, 5_000);
+    assert_eq!(sim.timeouts.first_byte_ms, 60_000);
+    assert_eq!(sim.timeouts.idle_ms, 60_000);
+    assert_eq!(sim.timeouts.total_ms, 600_000);
+
+    let m = &config.models["gpt-4o-mini"];
+    assert_eq!(m.deployments.len(), 1);
+    assert_eq!(m.deployments[0].provider, "sim");
+    assert_eq!(m.deployments[0].model, "gpt-4o-mini");
+    assert_eq!(m.deployments[0].weight, 1);
+    assert_eq!(m.deployments[0].label(), "sim/gpt-4o-mini");
+
+    assert_eq!(config.pricing.unknown_model, UnknownModel::Reject);
+    // Built-in price by upstream model name.
+    let table = config.price_table().unwrap();
+    let r = table.resolve(
+        "gpt-4o-mini",
+        &DeploymentRef {
+            provider: "sim",
+            model: "gpt-4o-mini",
+        },
+    );
+    assert!(matches!(
+        r,
+        Resolution::Priced { source: PriceSource::BuiltinUpstream { id: "gpt-4o-mini" }, ref version, .. }
+            if &**version == "builtin-2026-07-24"
+    ));
+}
+
+#[test]
+fn all_fields_round_trip() {
+    let yaml = r#"
+server:
+  listen: "[::1]:8080"
+  max_body_bytes: 1024
+  shutdown_grace_secs: 0
+  request_timeout_secs: 120
+storage:
+  ledger: sqlite:///var/lib/tollgate/ledger.db
+  spill_path: /var/lib/tollgate/spill
+  counters: memory
+providers:
+  az:
+    kind: azure
+    base_url: https://acme.openai.azure.com/
+    api_key: ${SIM_KEY}
+    api_version: 2024-10-21
+    headers:
+      X-Team: finops
+    timeouts: {connect_ms: 1000, first_byte_ms: 2000, idle_ms: 3000, total_ms: 4000}
+models:
+  chat:
+    strategy: weighted
+    max_output_tokens: 4096
+    price: {input: 1, output: 2}
+    deployments:
+      - {provider: az, model: prod-gpt4o, weight: 3, price: {input: 2.5, cached_input: 1.25, output: 10}}
+      - {provider: az, model: backup}
+pricing:
+  unknown_model: allow
+"#;
+    let Loaded { config, .. } = load(yaml).unwrap();
+    assert_eq!(
+        config.server.listen,
+        "[::1]:8080".parse::<SocketAddr>().unwrap()
+    );
+    assert!(config.server.master_key.is_none());
+    assert_eq!(config.server.max_body_bytes, 1024);
+    assert_eq!(config.server.shutdown_grace_secs, 0);
+    assert_eq!(config.server.request_timeout_secs, Some(120));
+    assert_eq!(
+        config.storage.ledger,
+        LedgerUrl::Sqlite {
+            path: "/var/lib/tollgate/ledger.db".into()
+        }
+    );
+    assert_eq!(
+        config.storage.spill_path,
+        Some("/var/lib/tollgate/spill".into())
+    );
+    let az = &config.providers["az"];
+    assert_eq!(az.kind, ProviderKind::Azure);
+    assert_eq!(az.base_url, "https://acme.openai.azure.com");
+    assert_eq!(az.api_version.as_deref(), Some("2024-10-21"));
+    assert_eq!(az.headers["x-team"].expose(), "finops");
+    assert_eq!(az.timeouts.total().as_millis(), 4000);
+    let chat = &config.models["chat"];
+    assert_eq!(chat.max_output_tokens, Some(4096));
+    assert_eq!(chat.deployments[0].weight, 3);
+    assert_eq!(chat.deployments[1].weight, 1);
+
+    // Overrides reach the price table with the documented precedence and version.
+    let table = config.price_table().unwrap();
+    let dep = |model| DeploymentRef {
+        provider: "az",
+        model,
+    };
+    match table.resolve("chat", &dep("prod-gpt4o")) {
+        Resolution::Priced {
+            price,
+            version,
+            source,
+        } => {
+            assert_eq!(source, PriceSource::Deployment);
+            assert_eq!(price.input, usd("2.5"));
+            assert_eq!(&*version, "builtin-2026-07-24+config");
+        }
+        r => panic!("{r:?}"),
+    }
+    match table.resolve("chat", &dep("backup")) {
+        Resolution::Priced { price, source, .. } => {
+            assert_eq!(source, PriceSource::LogicalModel);
+            assert_eq!(price.output, usd("2"));
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        table.resolve("other", &dep("nothing")),
+        Resolution::Unpriced { allowed: true }
+    );
+}
+
+#[test]
+fn validation_errors_name_path_and_reason() {
+    let cases: &[(&str, &str)] = &[
+        (
+            &EXAMPLE.replace("http://127.0.0.1:9000/v1", "not a url"),
+            "providers.sim.base_url: not a valid URL: ",
+        ),
+        (
+            &EXAMPLE.replace("- provider: sim", "- provider: simm"),
+            "models.gpt-4o-mini.deployments[0].provider: unknown provider 'simm' (known: sim)",
+        ),
+        (
+            &EXAMPLE.replace("http://127.0.0.1", "ftp://127.0.0.1"),
+            "providers.sim.base_url: not a valid URL: scheme must be http or https",
+        ),
+        (
+            &EXAMPLE.replace("http://127.0.0.1", "http://user:pw@127.0.0.1"),
+            "providers.sim.base_url: must not contain credentials",
+        ),
+        (
+            &EXAMPLE.replace("listen: 127.0.0.1:4000", "listen: nowhere"),
+            "server.listen: 'nowhere' is not a socket address",
+        ),
+        (
+            &EXAMPLE.replace("sqlite://tollgate.db", "mysql://db"),
+            "storage.ledger: unsupported ledger URL",
+        ),
+        (
+            &EXAMPLE.replace("sqlite://tollgate.db", "sqlite://"),
+            "storage.ledger: sqlite:// needs a file path",
+        ),
+        (
+            &EXAMPLE.replace("  sim:\n", "  bad.name:\n"),
+            "providers.bad.name: invalid provider name",
+        ),
+        (
+            &EXAMPLE.replace("kind: openai", "kind: openia"),
+            "providers.sim.kind: unknown variant `openia`",
+        ),
+        (
+            &EXAMPLE.replace("listen: 127.0.0.1:4000", "max_body_bytes: lots"),
+            "server.max_body_bytes: invalid type",
+        ),
+        (
+            &EXAMPLE.replace("listen: 127.0.0.1:4000", "max_body_bytes: 0"),
+            "server.max_body_bytes: must be between 1 and",
+        ),
+        (
+            &EXAMPLE.replace("listen: 127.0.0.1:4000", "shutdown_grace_secs: 100000"),
+            "server.shutdown_grace_secs: must be at most 3600",
+        ),
+        (
+            &EXAMPLE.replace("listen: 127.0.0.1:4000", "request_timeout_secs: 0"),
+            "server.request_timeout_secs: must be > 0",
+        ),
+        (
+            &EXAMPLE.replace(
+                "        model: gpt-4o-mini\n",
+                "        model: gpt-4o-mini\n        weight: 0\n",
+            ),
+            "models.gpt-4o-mini.deployments[0].weight: must be > 0",
+        ),
+        (
+            &with("    max_output_tokens: 0\n"),
+            "models.gpt-4o-mini.max_output_tokens: must be > 0",
+        ),
+        (
+            &with("      - provider: sim\n        model: gpt-4o-mini\n"),
+            "models.gpt-4o-mini.deployments[1]: duplicate deployment 'sim/gpt-4o-mini'",
+        ),
+        (
+            &with("  empty:\n    deployments: []\n"),
+            "models.empty.deployments: at least one deployment is required",
+        ),
+        (
+            &with("  bad name:\n    deployments: [{provider: sim, model: x}]\n"),
+            "models.bad name: model name contains whitespace",
+        ),
+        (
+            &with("  m2:\n    deployments: [{provider: sim, model: ''}]\n"),
+            "models.m2.deployments[0].model: empty model name",
+        ),
+        (
+            &with("    price: {input: 1, cached_input: 2, output: 3}\n"),
+            "models.gpt-4o-mini.price.cached_input: ",
+        ),
+        (
+            &with("    price: {input: 0.00000015, output: 0.6}\n"),
+            "models.gpt-4o-mini.price.input: ",
+        ),
+        (
+            &EXAMPLE.replace(
+                "        model: gpt-4o-mini\n",
+                "        model: gpt-4o-mini\n        price: {input: 1, output: 5000}\n",
+            ),
+            "models.gpt-4o-mini.deployments[0].price.output: ",
+        ),
+        (
+            &with("    price: {input: 1, output: -2}\n"),
+            "models.gpt-4o-mini.price.output: -2 is negative",
+        ),
+        (
+            &with(
+                "    price: {input: 1, output: 2}\npricing:\n  models:\n    gpt-4o-mini: {input: 1, output: 2}\n",
+            ),
+            "pricing.models.gpt-4o-mini: conflicts with models.gpt-4o-mini.price",
+        ),
+        (
+            &with("pricing:\n  models:\n    nope: {input: 1, output: 2}\n"),
+            "pricing.models.nope: no model 'nope' in models",
+        ),
+        (
+            &with("pricing:\n  unknown_model: maybe\n"),
+            "pricing.unknown_model: unknown variant `maybe`",
+        ),
+        (
+            &with("    fallbacks: [gpt-4o]\n"),
+            "models.gpt-4o-mini.fallbacks: model fallbacks are part of the contract but not supported by this build yet",
+        ),
+        (
+            &with("    strategy: fastest\n"),
+            "models.gpt-4o-mini.strategy: unknown variant `fastest`",
+        ),
+        (
+            &EXAMPLE.replace(
+                "    api_key: ${SIM_KEY}\n",
+                "    api_key: ${SIM_KEY}\n    api_version: 2024-10-21\n",
+            ),
+            "providers.sim.api_version: only used by kind 'azure'",
+        ),
+        (
+            &EXAMPLE.replace(
+                "    api_key: ${SIM_KEY}\n",
+                "    api_key: ${SIM_KEY}\n    headers: {Host: x}\n",
+            ),
+            "providers.sim.headers.Host: set by the gateway itself",
+        ),
+        (
+            &EXAMPLE.replace(
+                "    api_key: ${SIM_KEY}\n",
+                "    api_key: ${SIM_KEY}\n    headers: {Authorization: Bearer x}\n",
+            ),
+            "providers.sim.headers.Authorization: carries the credential",
+        ),
+        (
+            &EXAMPLE.replace(
+                "    api_key: ${SIM_KEY}\n",
+                "    api_key: ${SIM_KEY}\n    headers: {X-A: \"a\\r\\nX-Evil: 1\"}\n",
+            ),
+            "providers.sim.headers.X-A: value contains control characters",
+        ),
+        (
+            &EXAMPLE.replace(
+                "    api_key: ${SIM_KEY}\n",
+                "    api_key: ${SIM_KEY}\n    headers: {\"bad header\": x}\n",
+            ),
+            "providers.sim.headers.bad header: not a valid HTTP header name",
+        ),
+        (
+            &EXAMPLE.replace(
+                "    api_key: ${SIM_KEY}\n",
+                "    api_key: ${SIM_KEY}\n    timeouts: {connect_ms: 0}\n",
+            ),
+            "providers.sim.timeouts.connect_ms: must be > 0",
+        ),
+        (
+            &EXAMPLE.replace(
+                "    api_key: ${SIM_KEY}\n",
+                "    api_key: ${SIM_KEY}\n    timeouts: {idle_ms: 700000}\n",
+            ),
+            "providers.sim.timeouts.idle_ms: 700000 is above total_ms (600000)",
+        ),
+        (
+            &EXAMPLE.replace("    api_key: ${SIM_KEY}\n", "    api_key: '  padded  '\n"),
+            "providers.sim.api_key: has leading or trailing whitespace",
+        ),
+        (
+            "providers:\n  oa:\n    kind: openai\n",
+            "providers.oa.api_key: required for api.openai.com",
+        ),
+        (
+            "providers:\n  az:\n    kind: azure\n",
+            "providers.az.base_url: required for kind 'azure'",
+        ),
+        (
+            "providers:\n  az:\n    kind: azure\n    base_url: https://x.openai.azure.com\n",
+            "providers.az.api_version: required for kind 'azure'",
+        ),
+        (
+            "providers:\n  az:\n    kind: azure\n    base_url: https://x.openai.azure.com\n",
+            "providers.az.api_key: required for kind 'azure'",
+        ),
+        ("- just\n- a list\n", ".: expected a mapping of sections"),
+        ("server: 3\n", "server: invalid type"),
+    ];
+    for (yaml, expected) in cases {
+        assert_error(yaml, expected);
+    }
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let yaml = EXAMPLE
+        .replace("listen: 127.0.0.1:4000", "listen: nowhere")
+        .replace("http://127.0.0.1:9000/v1", "'::'")
+        .replace("- provider: sim", "- provider: other");
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    let rendered = load(&yaml).unwrap_err().to_string();
+    assert!(rendered.starts_with("3 problems in config:"), "{rendered}");
+    // Unsupported sections do not hide the other problems.
+    let errs = errors(&format!("{yaml}budgets: {{}}\n"));
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+}
+
+#[test]
+fn unknown_fields_are_errors_with_their_full_path() {
+    assert_error(
+        &EXAMPLE.replace(
+            "        model: gpt-4o-mini\n",
+            "        model: gpt-4o-mini\n        priority: 1\n",
+        ),
+        "models.gpt-4o-mini.deployments[0].priority: unknown field `priority`",
+    );
+    assert_error(
+        &EXAMPLE.replace(
+            "    api_key: ${SIM_KEY}\n",
+            "    api_key: ${SIM_KEY}\n    timeouts: {conect_ms: 1}\n",
+        ),
+        "providers.sim.timeouts.conect_ms: unknown field `conect_ms`",
+    );
+    assert_error(
+        &with("    price: {input: 1, output: 2, batch: 1}\n"),
+        "models.gpt-4o-mini.price.batch: unknown field `batch`",
+    );
+    assert_error(&with("logging: {}\n"), "logging: unknown field `logging`");
+    assert_error(
+        &EXAMPLE.replace("  listen:", "  listn:"),
+        "server.listn: unknown field `listn`",
+    );
+}
+
+#[test]
+fn unsupported_sections_and_kinds_are_refused() {
+    for section in [
+        "tenants",
+        "budgets",
+        "policies",
+        "rate_limits",
+        "cache",
+        "guardrails",
+    ] {
+        // Even an empty section is refused: never silently ignored.
+        for body in [format!("{section}:\n"), format!("{section}: {{x: 1}}\n")] {
+            assert_error(
+                &with(&body),
+                &format!("{section}: section '{section}' is not supported by this build yet"),
+            );
+        }
+    }
+    for kind in ["anthropic", "gemini", "bedrock"] {
+        assert_error(
+            &EXAMPLE.replace("kind: openai", &format!("kind: {kind}")),
+            &format!(
+                "providers.sim.kind: provider kind '{kind}' is not supported by this build yet"
+            ),
+        );
+    }
+    assert_error(
+        &EXAMPLE.replace(
+            "sqlite://tollgate.db",
+            "postgres://u:hunter2-password@db/tollgate",
+        ),
+        "storage.ledger: postgres ledgers are part of the contract but not supported by this build yet",
+    );
+    let errs =
+        errors(&EXAMPLE.replace("sqlite://tollgate.db", "postgres://u:hunter2-password@db/x"));
+    assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:?}");
+    assert_error(
+        &EXAMPLE.replace(
+            "  ledger: sqlite://tollgate.db\n",
+            "  ledger: sqlite://tollgate.db\n  counters: redis://:pw-secret@r:6379\n",
+        ),
+        "storage.counters: redis counters are part of the contract but not supported by this build yet",
+    );
+}
+
+#[test]
+fn missing_env_var_names_path_and_variable() {
+    let err = Config::from_yaml_str(EXAMPLE, &[("TOLLGATE_MASTER_KEY", MASTER_KEY)]).unwrap_err();
+    assert_eq!(err.issues().len(), 1, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "providers.sim.api_key: environment variable 'SIM_KEY' is not set \
+         (use ${SIM_KEY:-default} to give a default)"
+    );
+    // Inside a list too.
+    let yaml = EXAMPLE.replace("model: gpt-4o-mini\n", "model: ${UPSTREAM}\n");
+    assert_error(
+        &yaml,
+        "models.gpt-4o-mini.deployments[0].model: environment variable 'UPSTREAM' is not set",
+    );
+}
+
+#[test]
+fn interpolation_defaults_and_escapes() {
+    let yaml = EXAMPLE
+        .replace("${SIM_KEY}", "pa$$word-${SIM_KEY}")
+        .replace(
+            "http://127.0.0.1:9000/v1",
+            "${SIM_URL:-http://127.0.0.1:9100/v1}",
+        )
+        .replace(
+            "listen: 127.0.0.1:4000",
+            "listen: ${LISTEN:-127.0.0.1:4001}",
+        );
+    let c = load(&yaml).unwrap().config;
+    assert_eq!(
+        c.providers["sim"].api_key.as_ref().unwrap().expose(),
+        format!("pa$word-{SIM_KEY}")
+    );
+    assert_eq!(c.providers["sim"].base_url, "http://127.0.0.1:9100/v1");
+    assert_eq!(c.server.listen.port(), 4001);
+
+    // A literal `${…}` through `$$`.
+    let yaml = EXAMPLE.replace("${SIM_KEY}", "$${SIM_KEY}");
+    let c = load(&yaml).unwrap().config;
+    assert_eq!(
+        c.providers["sim"].api_key.as_ref().unwrap().expose(),
+        "${SIM_KEY}"
+    );
+
+    // A closure works as an environment.
+    let env = |name: &str| match name {
+        "SIM_KEY" => Some("k-closure".to_string()),
+        _ => None,
+    };
+    let c = Config::from_yaml_str(
+        &EXAMPLE.replace("  master_key: ${TOLLGATE_MASTER_KEY}\n", ""),
+        &env,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.providers["sim"].api_key.as_ref().unwrap().expose(),
+        "k-closure"
+    );
+    assert!(c.server.master_key.is_none());
+}
+
+#[test]
+fn env_values_cannot_inject_yaml() {
+    let evil = "x\nmodels: {}\nbudgets: {a: 1}";
+    let env = [("SIM_KEY", evil), ("TOLLGATE_MASTER_KEY", MASTER_KEY)];
+    let c = Config::from_yaml_str(EXAMPLE, &env).unwrap().config;
+    assert_eq!(c.providers["sim"].api_key.as_ref().unwrap().expose(), evil);
+    assert_eq!(c.models.len(), 1);
+    // Keys are not interpolated either.
+    let yaml = EXAMPLE.replace("  sim:\n", "  ${SIM_KEY}:\n");
+    assert_error(&yaml, "providers.${SIM_KEY}: invalid provider name");
+}
+
+#[test]
+fn secrets_never_appear_in_debug_masked_yaml_or_errors() {
+    let yaml = EXAMPLE.replace(
+        "    api_key: ${SIM_KEY}\n",
+        "    api_key: ${SIM_KEY}\n    headers: {X-Proxy-Token: \"${SIM_KEY}-hdr\"}\n",
+    );
+    let loaded = load(&yaml).unwrap();
+    let debug = format!("{loaded:?}");
+    let masked = loaded.config.to_masked_yaml();
+    for out in [&debug, &masked] {
+        assert!(!out.contains(SIM_KEY), "{out}");
+        assert!(!out.contains(MASTER_KEY), "{out}");
+        assert!(!out.contains("sk-sim"), "{out}");
+        assert!(!out.contains("tg-master"), "{out}");
+        assert!(out.contains("********"), "{out}");
+    }
+    assert!(masked.contains("api_key: '********'"), "{masked}");
+    assert!(masked.contains("master_key: '********'"), "{masked}");
+    assert!(masked.contains("x-proxy-token: '********'"), "{masked}");
+
+    // A secret landing in a typed field: serde would quote it in "invalid type" errors.
+    let yaml = EXAMPLE.replace("listen: 127.0.0.1:4000", "max_body_bytes: ${SIM_KEY}");
+    let err = load(&yaml).unwrap_err().to_string();
+    assert!(err.contains("server.max_body_bytes"), "{err}");
+    assert!(!err.contains(SIM_KEY), "{err}");
+    let yaml = EXAMPLE.replace("listen: 127.0.0.1:4000", "listen: ${TOLLGATE_MASTER_KEY}");
+    let err = load(&yaml).unwrap_err().to_string();
+    assert!(err.contains("server.listen"), "{err}");
+    assert!(!err.contains(MASTER_KEY), "{err}");
+    // A non-string secret is refused without being echoed.
+    let yaml = EXAMPLE.replace("${SIM_KEY}", "31415.92653");
+    let err = load(&yaml).unwrap_err().to_string();
+    assert!(err.contains("providers.sim.api_key"), "{err}");
+    assert!(!err.contains("31415"), "{err}");
+}
+
+#[test]
+fn masked_yaml_shows_resolved_defaults() {
+    let masked = load(EXAMPLE).unwrap().config.to_masked_yaml();
+    for needle in [
+        "listen: 127.0.0.1:4000",
+        "max_body_bytes: 8388608",
+        "shutdown_grace_secs: 30",
+        "ledger: sqlite://tollgate.db",
+        "spill_path: tollgate.db.spill",
+        "base_url: http://127.0.0.1:9000/v1",
+        "connect_ms: 5000",
+        "total_ms: 600000",
+        "weight: 1",
+        "unknown_model: reject",
+    ] {
+        assert!(masked.contains(needle), "missing {needle:?} in\n{masked}");
+    }
+}
+
+#[test]
+fn embedded_defaults_with_openai_key() {
+    let env = [
+        ("OPENAI_API_KEY", "sk-openai-xyz-123456"),
+        ("TOLLGATE_MASTER_KEY", MASTER_KEY),
+    ];
+    let Loaded { config, warnings } = Config::load(None, &env).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        config.server.listen,
+        "127.0.0.1:4000".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        config.server.master_key.as_ref().unwrap().expose(),
+        MASTER_KEY
+    );
+    assert_eq!(
+        config.storage.ledger,
+        LedgerUrl::Sqlite {
+            path: "./tollgate.db".into()
+        }
+    );
+    assert_eq!(
+        config.storage.spill_path,
+        Some("./tollgate.db.spill".into())
+    );
+    let openai = &config.providers["openai"];
+    assert_eq!(openai.kind, ProviderKind::Openai);
+    assert_eq!(openai.base_url, "https://api.openai.com/v1");
+    assert_eq!(
+        openai.api_key.as_ref().unwrap().expose(),
+        "sk-openai-xyz-123456"
+    );
+    let names: Vec<&str> = config.models.keys().map(String::as_str).collect();
+    let mut expected = tollgate_config::DEFAULT_OPENAI_MODELS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    // Every default model is priced by the built-in table.
+    let table = config.price_table().unwrap();
+    for (name, m) in &config.models {
+        let d = &m.deployments[0];
+        let dep = DeploymentRef {
+            provider: &d.provider,
+            model: &d.model,
+        };
+        assert!(
+            matches!(table.resolve(name, &dep), Resolution::Priced { .. }),
+            "{name}"
+        );
+    }
+    assert!(!config.to_masked_yaml().contains("sk-openai"));
+}
+
+#[test]
+fn embedded_defaults_without_keys() {
+    let Loaded { config, warnings } = Config::load(None, &[("OPENAI_API_KEY", "")]).unwrap();
+    assert!(config.providers.is_empty());
+    assert!(config.models.is_empty());
+    assert!(config.server.master_key.is_none());
+    let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter().any(|w| w.starts_with("OPENAI_API_KEY: not set")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("models: no models configured")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn embedded_defaults_warn_about_unsupported_provider_keys() {
+    let env = [
+        ("OPENAI_API_KEY", "sk-openai-xyz-123456"),
+        ("ANTHROPIC_API_KEY", "sk-ant-secret-999999"),
+        ("GEMINI_API_KEY", "AIza-secret-999999"),
+    ];
+    let Loaded { config, warnings } = Config::load(None, &env).unwrap();
+    assert_eq!(config.providers.len(), 1);
+    let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert!(w.contains(&"ANTHROPIC_API_KEY: set, but provider kind 'anthropic' is not supported by this build yet; ignored".to_string()), "{w:?}");
+    assert!(w.contains(&"GEMINI_API_KEY: set, but provider kind 'gemini' is not supported by this build yet; ignored".to_string()), "{w:?}");
+    assert!(w.iter().all(|w| !w.contains("secret-999999")));
+}
+
+#[test]
+fn warns_about_unpriced_deployments_and_caps() {
+    let yaml = with(
+        "    max_output_tokens: 50000\n  mystery:\n    deployments: [{provider: sim, model: mystery-7b}]\n",
+    );
+    let Loaded { warnings, .. } = load(&yaml).unwrap();
+    let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter().any(|w| w
+            .starts_with("models.mystery.deployments[0]: no price for 'sim/mystery-7b'")
+            && w.contains("model_not_priced")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(
+            |w| w.starts_with("models.gpt-4o-mini.max_output_tokens: 50000 is above the 16384")
+        ),
+        "{w:?}"
+    );
+    // Priced through config: no warning.
+    let yaml = with(
+        "  mystery:\n    price: {input: 0.1, output: 0.2}\n    deployments: [{provider: sim, model: mystery-7b}]\n",
+    );
+    assert!(load(&yaml).unwrap().warnings.is_empty());
+    // Through pricing.models too.
+    let yaml = with(
+        "  mystery:\n    deployments: [{provider: sim, model: mystery-7b}]\npricing:\n  models:\n    mystery: {input: 0.1, output: 0.2}\n",
+    );
+    let loaded = load(&yaml).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let o = loaded.config.pricing_overrides();
+    assert_eq!(o.models["mystery"].input, usd("0.1"));
+}
+
+#[test]
+fn short_master_key_warns() {
+    let env = [("SIM_KEY", SIM_KEY), ("TOLLGATE_MASTER_KEY", "short")];
+    let Loaded { warnings, .. } = Config::from_yaml_str(EXAMPLE, &env).unwrap();
+    assert!(
+        warnings.iter().any(|w| w.path == "server.master_key"),
+        "{warnings:?}"
+    );
+    // Empty counts as unset: the admin API is off.
+    let env = [("SIM_KEY", SIM_KEY), ("TOLLGATE_MASTER_KEY", "")];
+    let c = Config::from_yaml_str(EXAMPLE, &env).unwrap().config;
+    assert!(c.server.master_key.is_none());
+}
+
+#[test]
+fn yaml_syntax_duplicates_merges_and_empty_files() {
+    assert!(matches!(
+        load("server: [unclosed\n"),
+        Err(ConfigError::Syntax(_))
+    ));
+    let dup = format!("{EXAMPLE}  gpt-4o-mini:\n    deployments: [{{provider: sim, model: x}}]\n");
+    let err = load(&dup).unwrap_err();
+    assert!(err.to_string().contains("duplicate"), "{err}");
+
+    let merged = r#"
+x-common: &common
+  kind: openai
+  api_key: ${SIM_KEY}
+providers:
+  a: {<<: *common, base_url: "http://127.0.0.1:9001/v1"}
+  b: {<<: *common, base_url: "http://127.0.0.1:9002/v1"}
+"#;
+    // `x-common` is not a section: still an unknown-field error, named.
+    assert_error(merged, "x-common: unknown field `x-common`");
+    let merged = r#"
+providers:
+  a: &a {kind: openai, api_key: "${SIM_KEY}", base_url: "http://127.0.0.1:9001/v1"}
+  b: {<<: *a, base_url: "http://127.0.0.1:9002/v1"}
+"#;
+    let c = load(merged).unwrap().config;
+    assert_eq!(c.providers["b"].base_url, "http://127.0.0.1:9002/v1");
+    assert_eq!(c.providers["b"].api_key.as_ref().unwrap().expose(), SIM_KEY);
+
+    let Loaded { config, warnings } = load("").unwrap();
+    assert!(config.models.is_empty());
+    assert_eq!(config.server.listen.port(), 4000);
+    assert!(warnings.iter().any(|w| w.path == "models"));
+}
+
+#[test]
+fn ledger_url_forms() {
+    let ledger = |url: &str| {
+        load(&EXAMPLE.replace("sqlite://tollgate.db", url))
+            .unwrap()
+            .config
+            .storage
+    };
+    // Quoted: a plain YAML scalar cannot end with ':'.
+    let s = ledger("'sqlite::memory:'");
+    assert_eq!(s.ledger, LedgerUrl::SqliteMemory);
+    assert_eq!(s.spill_path, None);
+    assert_eq!(
+        ledger("'sqlite://:memory:'").ledger,
+        LedgerUrl::SqliteMemory
+    );
+    assert_eq!(
+        ledger("sqlite://./data/t.db").spill_path,
+        Some(PathBuf::from("./data/t.db.spill"))
+    );
+    assert_eq!(
+        ledger("sqlite://./data/t.db").ledger.to_string(),
+        "sqlite://./data/t.db"
+    );
+}
+
+#[test]
+fn load_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, EXAMPLE).unwrap();
+    let c = Config::load(Some(&path), &env()).unwrap().config;
+    assert_eq!(c.providers.len(), 1);
+
+    let missing = Config::load(Some(Path::new("/nonexistent/tollgate.yaml")), &env()).unwrap_err();
+    assert!(matches!(missing, ConfigError::Read { .. }));
+    assert!(
+        missing.to_string().contains("/nonexistent/tollgate.yaml"),
+        "{missing}"
+    );
+}
