@@ -228,11 +228,12 @@ impl Store {
         if let Some(c) = &page.cursor {
             w.push("request_id < ?", Value::Text(decode_cursor(c)?));
         }
+        // LIMIT as a parameter so the statement text (and its cache entry) does not vary.
         let sql = format!(
-            "SELECT {COLUMNS} FROM requests{} ORDER BY request_id DESC LIMIT {}",
-            w.sql(),
-            limit + 1
+            "SELECT {COLUMNS} FROM requests{} ORDER BY request_id DESC LIMIT ?",
+            w.sql()
         );
+        w.params.push(Value::Integer((limit + 1) as i64));
         let mut rows = self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut q = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
