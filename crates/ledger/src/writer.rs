@@ -1,0 +1,249 @@
+//! The writer thread: receives rows, commits them in batches, drains the spill file, answers
+//! flush barriers.
+//!
+//! A dedicated OS thread, not a tokio task: SQLite calls block, and a blocked runtime worker
+//! would stall unrelated requests. The loop exits only when the channel reports
+//! `Disconnected`, which `std::sync::mpsc` does only after every buffered message has been
+//! received — so shutdown drains the channel by construction.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use tollgate_types::LedgerRow;
+
+use crate::{Msg, Shared, lock};
+
+/// How often an idle writer wakes up to retry a failed spill drain.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+/// Wait before retrying a failed spill drain (flushes retry immediately).
+const DRAIN_RETRY: Duration = Duration::from_secs(1);
+const BACKOFF_START: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>) {
+    let _guard = FailWaitersOnExit(shared.clone());
+    let mut w = Writer {
+        batch: Vec::with_capacity(shared.opts.max_batch),
+        shared,
+        rx,
+        open: true,
+        next_drain: None,
+        last_error: None,
+    };
+    w.run();
+}
+
+/// If the thread ever unwinds, pending flushes must not hang: dropping their senders makes
+/// them fail with `WriterGone`. On a normal exit the list is already empty.
+struct FailWaitersOnExit(Arc<Shared>);
+
+impl Drop for FailWaitersOnExit {
+    fn drop(&mut self) {
+        lock(&self.0.flush_waiters).clear();
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    batch: Vec<LedgerRow>,
+    /// False once the channel reported `Disconnected`.
+    open: bool,
+    /// Earliest time to retry a failed spill drain.
+    next_drain: Option<Instant>,
+    /// Why the last batch or drain could not reach the database (reported to flushes).
+    last_error: Option<String>,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        while self.open {
+            match self.rx.recv_timeout(IDLE_TICK) {
+                Ok(msg) => {
+                    self.accept(msg);
+                    self.fill_batch();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.open = false,
+            }
+            self.commit_batch();
+            self.drain_spill(false);
+            self.answer_flushes();
+        }
+        // Shutdown: the channel is empty and closed. Write the rest, replay the spill file.
+        self.commit_batch();
+        self.drain_spill(true);
+        self.answer_flushes();
+    }
+
+    fn accept(&mut self, msg: Msg) {
+        match msg {
+            Msg::Row(row) => {
+                self.shared
+                    .counters
+                    .queue_depth
+                    .fetch_sub(1, Ordering::Relaxed);
+                self.batch.push(*row);
+            }
+            // Only wakes the loop; waiters are checked after every batch.
+            Msg::Wake => {}
+        }
+    }
+
+    /// Collects rows until the batch is full or `linger` has passed since the first one.
+    fn fill_batch(&mut self) {
+        let max = self.shared.opts.max_batch;
+        let deadline = Instant::now() + self.shared.opts.linger;
+        while self.batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(msg) => self.accept(msg),
+                Err(TryRecvError::Disconnected) => {
+                    self.open = false;
+                    return;
+                }
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline || self.batch.is_empty() {
+                        return;
+                    }
+                    match self.rx.recv_timeout(deadline - now) {
+                        Ok(msg) => self.accept(msg),
+                        Err(RecvTimeoutError::Timeout) => return,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            self.open = false;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the batch. On failure: retry with backoff, keeping the rows in memory; after
+    /// `retry_window` spill them and move on. If even the spill fails, keep retrying both —
+    /// the rows are never discarded. Returns whether the rows reached the database.
+    fn commit_batch(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        let mut backoff = BACKOFF_START;
+        let c = &self.shared.counters;
+        loop {
+            match self.shared.store.insert_rows(&self.batch) {
+                Ok(inserted) => {
+                    c.rows_written.fetch_add(inserted as u64, Ordering::Relaxed);
+                    self.batch.clear();
+                    return true;
+                }
+                Err(e) => {
+                    c.write_errors.fetch_add(1, Ordering::Relaxed);
+                    self.last_error = Some(e.to_string());
+                    if started.elapsed() >= self.shared.opts.retry_window {
+                        match self.shared.spill.append(&self.batch) {
+                            Ok(()) => {
+                                tracing::error!(error = %e, rows = self.batch.len(),
+                                    "ledger database writes keep failing; batch spilled to disk");
+                                c.rows_spilled
+                                    .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+                                self.batch.clear();
+                                // Do not hammer a failing database with a drain right away.
+                                self.next_drain = Some(Instant::now() + DRAIN_RETRY);
+                                return false;
+                            }
+                            Err(se) => tracing::error!(error = %e, spill_error = %se,
+                                rows = self.batch.len(),
+                                "ledger cannot write to the database or the spill file; \
+                                 keeping the batch in memory and retrying"),
+                        }
+                    } else {
+                        tracing::warn!(error = %e, rows = self.batch.len(),
+                            retry_in_ms = backoff.as_millis() as u64,
+                            "ledger batch write failed; retrying");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Replays the spill file into the database. `force` ignores the retry delay after a
+    /// failure (flush and shutdown want a fresh attempt). Returns whether the spill file is
+    /// now empty.
+    fn drain_spill(&mut self, force: bool) -> bool {
+        if !force && self.next_drain.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let c = &self.shared.counters;
+        match self
+            .shared
+            .spill
+            .drain_into(&self.shared.store, self.shared.opts.max_batch)
+        {
+            Ok(r) => {
+                c.rows_written.fetch_add(r.inserted, Ordering::Relaxed);
+                c.spill_corrupt_lines
+                    .fetch_add(r.corrupt, Ordering::Relaxed);
+                if r.replayed > 0 {
+                    tracing::debug!(
+                        replayed = r.replayed,
+                        inserted = r.inserted,
+                        "drained the ledger spill file"
+                    );
+                }
+                self.next_drain = None;
+                true
+            }
+            Err(e) => {
+                c.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot drain the ledger spill file yet; will retry");
+                self.last_error = Some(e.to_string());
+                self.next_drain = Some(Instant::now() + DRAIN_RETRY);
+                false
+            }
+        }
+    }
+
+    /// Answers pending flush barriers. Every row recorded before a waiter registered is, at
+    /// this point, already handled, in the spill file, or among the next `channel_capacity`
+    /// messages in the channel (FIFO, never more than that many buffered) — so take at most
+    /// that many, write them, replay the spill file, then answer.
+    fn answer_flushes(&mut self) {
+        let waiters = std::mem::take(&mut *lock(&self.shared.flush_waiters));
+        if waiters.is_empty() {
+            return;
+        }
+        let mut committed = true;
+        let mut budget = self.shared.opts.channel_capacity;
+        while budget > 0 && self.open {
+            match self.rx.try_recv() {
+                Ok(msg) => {
+                    budget -= 1;
+                    self.accept(msg);
+                    if self.batch.len() >= self.shared.opts.max_batch {
+                        committed &= self.commit_batch();
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+        committed &= self.commit_batch();
+        committed &= self.drain_spill(true);
+        let answer = if committed {
+            Ok(())
+        } else {
+            Err(self
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "database write failed".into()))
+        };
+        for w in waiters {
+            // The caller may have given up waiting; that is fine.
+            let _ = w.send(answer.clone());
+        }
+    }
+}
