@@ -40,10 +40,7 @@ impl Decoder {
     /// Feeds bytes; appends every event they complete to `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), EventTooLarge> {
         self.buf.extend_from_slice(bytes);
-        loop {
-            let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                break;
-            };
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
             // A lone '\r' at the end of the buffer may be the first half of "\r\n".
             if self.buf[pos] == b'\r' && pos + 1 == self.buf.len() {
                 break;
