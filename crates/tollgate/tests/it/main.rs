@@ -1,0 +1,14 @@
+//! Tollgate's integration tests over real HTTP: a simulated provider and the gateway run
+//! in-process on ephemeral loopback ports (see [`harness`]); every test has its own ledger.
+
+mod harness;
+
+mod attribution;
+mod azure;
+mod chat;
+mod cli;
+mod endpoints;
+mod errors;
+mod ledger;
+mod streaming;
+mod upstream;
