@@ -39,7 +39,7 @@ pub struct SimConfig {
     #[arg(long, default_value_t = 0.0)]
     pub reset_rate: f64,
     /// Share of streams cut mid-way (connection dropped after about half the chunks: no
-    /// finish chunk, no usage, no [DONE]).
+    /// finish chunk, no usage, no `[DONE]`).
     #[arg(long, default_value_t = 0.0)]
     pub cut_rate: f64,
     /// When false, streams never carry the usage chunk even if asked (an upstream that ignores

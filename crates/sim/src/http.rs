@@ -31,6 +31,10 @@ pub enum SimError {
     Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// How long a cut stream pauses after its last frame so it reaches the client before the
+/// connection (or HTTP/2 stream) is torn down.
+const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(10);
+
 /// Every response body the simulator sends.
 pub type SimBody = UnsyncBoxBody<Bytes, SimError>;
 
@@ -79,6 +83,7 @@ pub struct PacedBody {
     waiting: bool,
     sent: usize,
     cut_after: Option<usize>,
+    cut_armed: bool,
     done: bool,
     _in_flight: InFlight,
 }
@@ -97,6 +102,7 @@ impl PacedBody {
             waiting: false,
             sent: 0,
             cut_after,
+            cut_armed: false,
             done: false,
             _in_flight: in_flight,
         }
@@ -116,6 +122,25 @@ impl Body for PacedBody {
             return Poll::Ready(None);
         }
         if this.cut_after.is_some_and(|n| this.sent >= n) {
+            // Pause briefly before failing: failing at once would make hyper drop the
+            // connection with the headers and first half still in its write buffer (HTTP/1),
+            // or reset the stream with DATA frames still queued (HTTP/2, where the connection
+            // is driven by another task), and the client would see no response at all
+            // instead of a stream cut mid-way.
+            if !this.cut_armed {
+                this.cut_armed = true;
+                this.waiting = false;
+                let deadline = Instant::now() + CUT_FLUSH_PAUSE;
+                match this.sleep.as_mut() {
+                    Some(s) => s.as_mut().reset(deadline),
+                    None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
+            if let Some(s) = this.sleep.as_mut()
+                && s.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
+            }
             this.done = true;
             return Poll::Ready(Some(Err(SimError::Cut)));
         }

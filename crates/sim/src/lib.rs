@@ -40,10 +40,22 @@
 //! | `api_key` | none | when set, requests need `Authorization: Bearer <key>` (`api-key: <key>` on Azure deployment paths); otherwise 401 `invalid_api_key` |
 //!
 //! Faults apply to chat completions and embeddings that passed auth and validation (never to
-//! `/v1/models` or control routes), and are exact rather than random: see [`faults`](crate)
-//! — the `k`-th request evaluated for a kind (0-based) is faulted iff
-//! `floor((k+1)·rate) > floor(k·rate)`, in the order reset, hang, fail, cut. Changing the
-//! configuration restarts the sequences.
+//! `/v1/models` or control routes), and are exact rather than random: the `k`-th request
+//! evaluated for a kind (0-based, one counter per kind) is faulted iff
+//! `floor((k+1)·rate) > floor(k·rate)`, so `fail_rate: 0.3` fails exactly 3 of the first 10
+//! requests (the 4th, 7th and 10th). Kinds are evaluated in the order reset, hang, fail, then
+//! cut (streams only); a request taken by one kind is not counted by the later ones.
+//! Replacing the configuration (either way) restarts the sequences. A failure is sent after
+//! `ttft_ms`; a reset happens at once; a hung request ends when the client disconnects or the
+//! simulator shuts down.
+//!
+//! # Running it
+//!
+//! In-process: [`spawn`] on `127.0.0.1:0`, then [`SimHandle::base_url`],
+//! [`SimHandle::set_config`], [`SimHandle::stats`], [`SimHandle::shutdown`] (dropping the
+//! handle also stops the server). Standalone: [`run`] with a listener and a shutdown future
+//! (what `tollgate mock-provider` does; see `examples/mock_provider.rs`). Shutdown stops
+//! accepting, closes idle connections, and gives in-flight responses up to one second.
 //!
 //! # Answers
 //!

@@ -1,0 +1,27 @@
+//! Runs the simulator standalone, the way `tollgate mock-provider --listen ADDR` does:
+//!
+//! ```text
+//! cargo run --example mock_provider -p tollgate-sim -- --listen 127.0.0.1:9000 --ttft-ms 50
+//! ```
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    sim: tollgate_sim::SimConfig,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let cli = Cli::parse();
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    eprintln!("simulated provider on http://{}/v1", listener.local_addr()?);
+    tollgate_sim::run(listener, cli.sim, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
