@@ -153,7 +153,11 @@ impl KeyIndex {
     }
 
     /// Authenticates a presented key.
-    pub fn authenticate(&self, presented: &str, now_ms: i64) -> Result<Arc<StoredKey>, AuthFailure> {
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        now_ms: i64,
+    ) -> Result<Arc<StoredKey>, AuthFailure> {
         if presented.is_empty() {
             return Err(AuthFailure::Missing);
         }
@@ -163,8 +167,7 @@ impl KeyIndex {
             return Err(AuthFailure::Unknown);
         };
         let mut stored = [0u8; 32];
-        if hex::decode_to_slice(&k.key_hash, &mut stored).is_err()
-            || !bool::from(stored.ct_eq(&h))
+        if hex::decode_to_slice(&k.key_hash, &mut stored).is_err() || !bool::from(stored.ct_eq(&h))
         {
             return Err(AuthFailure::Unknown);
         }
@@ -185,7 +188,10 @@ pub fn presented_key(headers: &http::HeaderMap) -> &str {
         .and_then(|v| v.to_str().ok())
     {
         let v = v.trim();
-        if let Some(rest) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+        if let Some(rest) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
             return rest.trim();
         }
     }
@@ -203,7 +209,8 @@ mod tests {
     #[test]
     fn issue_store_authenticate_revoke() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
         let issued = issue(
             NewKey {
                 name: "backend".into(),
@@ -219,18 +226,25 @@ mod tests {
         let idx = KeyIndex::load(&store, 2_000).unwrap();
         let k = idx.authenticate(&issued.key, 2_000).unwrap();
         assert_eq!(k.tenant.as_deref(), Some("acme"));
-        assert_eq!(idx.authenticate("tg-nope", 2_000), Err(AuthFailure::Unknown));
+        assert_eq!(
+            idx.authenticate("tg-nope", 2_000),
+            Err(AuthFailure::Unknown)
+        );
         assert_eq!(idx.authenticate("", 2_000), Err(AuthFailure::Missing));
         assert!(store.revoke_key(&issued.record.id, 3_000).unwrap());
         assert!(idx.refresh_if_changed(&store, 3_000).unwrap());
-        assert_eq!(idx.authenticate(&issued.key, 3_000), Err(AuthFailure::Unknown));
+        assert_eq!(
+            idx.authenticate(&issued.key, 3_000),
+            Err(AuthFailure::Unknown)
+        );
         assert!(!idx.refresh_if_changed(&store, 3_000).unwrap());
     }
 
     #[test]
     fn expired_keys_fail() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
         let issued = issue(
             NewKey {
                 name: "tmp".into(),
@@ -242,7 +256,10 @@ mod tests {
         store.insert_key(&issued.record).unwrap();
         let idx = KeyIndex::load(&store, 2_000).unwrap();
         assert!(idx.authenticate(&issued.key, 4_999).is_ok());
-        assert_eq!(idx.authenticate(&issued.key, 5_000), Err(AuthFailure::Expired));
+        assert_eq!(
+            idx.authenticate(&issued.key, 5_000),
+            Err(AuthFailure::Expired)
+        );
     }
 
     #[test]
@@ -250,7 +267,10 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-api-key", "tg-abc".parse().unwrap());
         assert_eq!(presented_key(&h), "tg-abc");
-        h.insert(http::header::AUTHORIZATION, "Bearer tg-xyz".parse().unwrap());
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Bearer tg-xyz".parse().unwrap(),
+        );
         assert_eq!(presented_key(&h), "tg-xyz");
     }
 }

@@ -80,12 +80,17 @@ pub fn resolve(
                 ));
             }
         } else if !key.allowed_tenants.is_empty() && !key.allowed_tenants.contains(&t) {
-            return Err(invalid(TENANT_HEADER, "tenant not in this key's allowed_tenants"));
+            return Err(invalid(
+                TENANT_HEADER,
+                "tenant not in this key's allowed_tenants",
+            ));
         }
         a.tenant = Some(t);
     }
 
-    let metadata = body.and_then(|b| b.get("metadata")).and_then(Value::as_object);
+    let metadata = body
+        .and_then(|b| b.get("metadata"))
+        .and_then(Value::as_object);
     if let Some(md) = metadata {
         for (k, v) in md {
             if let Value::String(s) = v {
@@ -99,7 +104,10 @@ pub fn resolve(
 
     a.feature = match header(headers, FEATURE_HEADER)? {
         Some(f) => Some(check_value(FEATURE_HEADER, f)?),
-        None => match metadata.and_then(|m| m.get("feature")).and_then(Value::as_str) {
+        None => match metadata
+            .and_then(|m| m.get("feature"))
+            .and_then(Value::as_str)
+        {
             Some(f) => Some(check_value("metadata.feature", f)?),
             None => None,
         },
@@ -182,10 +190,9 @@ mod tests {
 
     #[test]
     fn defaults_from_key_and_body() {
-        let body: Map<String, Value> = serde_json::from_str(
-            r#"{"user":"u-1","metadata":{"feature":"search","env":"prod"}}"#,
-        )
-        .unwrap();
+        let body: Map<String, Value> =
+            serde_json::from_str(r#"{"user":"u-1","metadata":{"feature":"search","env":"prod"}}"#)
+                .unwrap();
         let a = resolve(&key(false, &[]), &headers(&[]), Some(&body)).unwrap();
         assert_eq!(a.tenant.as_deref(), Some("acme"));
         assert_eq!(a.team.as_deref(), Some("growth"));

@@ -47,9 +47,10 @@ fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiErr
 fn opt_uint(body: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            bad(key, format!("'{key}' must be a non-negative integer"))
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(key, format!("'{key}' must be a non-negative integer"))),
     }
 }
 
@@ -69,7 +70,10 @@ impl ChatRequest {
                 }
             }
             Some(Value::Array(_)) => {
-                return Err(bad("messages", "'messages' must contain at least one message"));
+                return Err(bad(
+                    "messages",
+                    "'messages' must contain at least one message",
+                ));
             }
             Some(_) => return Err(bad("messages", "'messages' must be an array")),
             None => return Err(bad("messages", "you must provide a messages parameter")),
@@ -160,10 +164,19 @@ mod tests {
             (r#"{"model":"m"}"#, "messages"),
             (r#"{"model":"m","messages":[]}"#, "messages"),
             (r#"{"model":"m","messages":[1]}"#, "messages[0]"),
-            (r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{}}"#, "stream_options"),
-            (r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#, "max_tokens"),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{}}"#,
+                "stream_options",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#,
+                "max_tokens",
+            ),
             (r#"{"model":"m","messages":[{"role":"user"}],"n":0}"#, "n"),
-            (r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, "stream"),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#,
+                "stream",
+            ),
         ];
         for (body, param) in cases {
             let e = ChatRequest::parse(obj(body)).unwrap_err();

@@ -257,7 +257,10 @@ mod tests {
             .collect()
     }
 
-    fn capture() -> (Arc<Mutex<Vec<Settlement>>>, impl FnOnce(Settlement) + Send + 'static) {
+    fn capture() -> (
+        Arc<Mutex<Vec<Settlement>>>,
+        impl FnOnce(Settlement) + Send + 'static,
+    ) {
         let store = Arc::new(Mutex::new(Vec::new()));
         let s2 = store.clone();
         (store, move |s| s2.lock().unwrap().push(s))
@@ -293,7 +296,12 @@ mod tests {
     #[tokio::test]
     async fn missing_usage_is_estimated_not_zero() {
         let (settled, f) = capture();
-        run(MeteredStream::new(chunks(vec![Ok(TEXT), Ok(FIN)]), opts(false), f)).await;
+        run(MeteredStream::new(
+            chunks(vec![Ok(TEXT), Ok(FIN)]),
+            opts(false),
+            f,
+        ))
+        .await;
         let s = settled.lock().unwrap();
         assert_eq!(s[0].usage_source, UsageSource::Estimated);
         assert_eq!(s[0].usage.output_tokens, 1);
@@ -307,7 +315,12 @@ mod tests {
             "sim",
             UpstreamErrorKind::Broken("reset by sk-secret-123456".into()),
         );
-        let out = run(MeteredStream::new(chunks(vec![Ok(TEXT), Err(err)]), opts(false), f)).await;
+        let out = run(MeteredStream::new(
+            chunks(vec![Ok(TEXT), Err(err)]),
+            opts(false),
+            f,
+        ))
+        .await;
         assert!(out.contains(r#""error""#));
         assert!(!out.contains("sk-secret"));
         assert!(!out.contains("[DONE]"));

@@ -124,7 +124,10 @@ pub fn count_content(enc: Encoding, content: &Value) -> u64 {
         Value::Array(parts) => parts
             .iter()
             .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => p.get("text").and_then(Value::as_str).map_or(0, |s| enc.count(s)),
+                Some("text") => p
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map_or(0, |s| enc.count(s)),
                 Some("refusal") => p
                     .get("refusal")
                     .and_then(Value::as_str)
@@ -172,8 +175,14 @@ mod tests {
         assert_eq!(Encoding::for_model("gpt-4o-mini"), Encoding::O200k);
         assert_eq!(Encoding::for_model("openai/gpt-5"), Encoding::O200k);
         assert_eq!(Encoding::for_model("gpt-4-turbo"), Encoding::Cl100k);
-        assert_eq!(Encoding::for_model("text-embedding-3-small"), Encoding::Cl100k);
-        assert_eq!(Encoding::for_model("claude-sonnet-4-5"), Encoding::Approximate);
+        assert_eq!(
+            Encoding::for_model("text-embedding-3-small"),
+            Encoding::Cl100k
+        );
+        assert_eq!(
+            Encoding::for_model("claude-sonnet-4-5"),
+            Encoding::Approximate
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub enum UpstreamErrorKind {
         retry_after: Option<Duration>,
     },
     /// An error event inside a stream that had already started.
-    InStream { message: String },
+    InStream {
+        message: String,
+    },
     /// The provider's answer could not be read (bad JSON, stream without its end marker).
     Protocol(String),
 }
@@ -84,7 +86,10 @@ impl UpstreamError {
         match &self.kind {
             UpstreamErrorKind::Connect(why) => ApiError::new(
                 ErrorCode::UpstreamUnavailable,
-                format!("provider '{p}' could not be reached: {}", scrub(why, secrets)),
+                format!(
+                    "provider '{p}' could not be reached: {}",
+                    scrub(why, secrets)
+                ),
             ),
             UpstreamErrorKind::Broken(why) => ApiError::new(
                 ErrorCode::UpstreamError,
@@ -96,11 +101,17 @@ impl UpstreamError {
             ),
             UpstreamErrorKind::InStream { message } => ApiError::new(
                 ErrorCode::UpstreamError,
-                format!("provider '{p}' failed mid-stream: {}", scrub(message, secrets)),
+                format!(
+                    "provider '{p}' failed mid-stream: {}",
+                    scrub(message, secrets)
+                ),
             ),
             UpstreamErrorKind::Protocol(why) => ApiError::new(
                 ErrorCode::UpstreamError,
-                format!("provider '{p}' sent an unreadable response: {}", scrub(why, secrets)),
+                format!(
+                    "provider '{p}' sent an unreadable response: {}",
+                    scrub(why, secrets)
+                ),
             ),
             UpstreamErrorKind::Status {
                 status,

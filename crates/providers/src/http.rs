@@ -56,7 +56,10 @@ pub async fn send(
         (deadline, TimeoutPhase::Total)
     };
     match tokio::time::timeout_at(limit, req.send()).await {
-        Err(_) => Err(UpstreamError::new(provider, UpstreamErrorKind::Timeout(phase))),
+        Err(_) => Err(UpstreamError::new(
+            provider,
+            UpstreamErrorKind::Timeout(phase),
+        )),
         Ok(Err(e)) => Err(classify(provider, &e)),
         Ok(Ok(resp)) => Ok(resp),
     }

@@ -22,8 +22,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
-use tollgate_types::canonical::{ResponsePeek, WireUsage};
 use tollgate_types::ProviderKind;
+use tollgate_types::canonical::{ResponsePeek, WireUsage};
 
 use crate::error::{UpstreamError, UpstreamErrorKind};
 use crate::http::{self, TimedBody};
@@ -78,8 +78,8 @@ impl OpenAi {
             HeaderValue::from_static("application/json"),
         );
         for (k, v) in &settings.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| BuildError::Header(k.clone()))?;
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| BuildError::Header(k.clone()))?;
             let value = HeaderValue::from_str(v).map_err(|_| BuildError::Header(k.clone()))?;
             headers.insert(name, value);
         }
@@ -88,8 +88,8 @@ impl OpenAi {
                 Flavor::OpenAi => (reqwest::header::AUTHORIZATION, format!("Bearer {key}")),
                 Flavor::Azure { .. } => (HeaderName::from_static("api-key"), key.clone()),
             };
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| BuildError::Header("api_key".into()))?;
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| BuildError::Header("api_key".into()))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -365,7 +365,9 @@ impl Stream for SseChunks {
             }
             if self.body_ended {
                 // Everything that arrived was delivered and no [DONE] came: the stream was cut.
-                return self.fail(UpstreamErrorKind::Broken("stream ended before [DONE]".into()));
+                return self.fail(UpstreamErrorKind::Broken(
+                    "stream ended before [DONE]".into(),
+                ));
             }
             match Pin::new(&mut self.body).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,

@@ -33,7 +33,10 @@ fn check_master(gw: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     };
     let presented = keys::presented_key(headers);
     if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(master.as_bytes())) {
-        return Err(ApiError::new(ErrorCode::InvalidApiKey, "invalid master key"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "invalid master key",
+        ));
     }
     Ok(())
 }
@@ -45,7 +48,10 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::InvalidInput(what) => ApiError::new(ErrorCode::InvalidRequest, what),
         other => {
             tracing::error!(error = %other, "store error");
-            ApiError::new(ErrorCode::InternalError, "database error; see the gateway log")
+            ApiError::new(
+                ErrorCode::InternalError,
+                "database error; see the gateway log",
+            )
         }
     }
 }
@@ -87,7 +93,10 @@ pub async fn create_key(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
     check_master(&gw, &headers)?;
     let bytes = pipeline::read_body(body, 64 * 1024).await?;
     let new: NewKey = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(ErrorCode::InvalidRequest, format!("invalid key request: {e}"))
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid key request: {e}"),
+        )
     })?;
     validate_new_key(&gw, &new)?;
     let issued = keys::issue(new, now_ms());
@@ -105,7 +114,9 @@ pub async fn create_key(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
 /// Checks shared by the admin API and the CLI.
 pub fn validate_new_key_models(known: &dyn Fn(&str) -> bool, new: &NewKey) -> Result<(), ApiError> {
     if new.name.trim().is_empty() {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, "'name' must not be empty").with_param("name"));
+        return Err(
+            ApiError::new(ErrorCode::InvalidRequest, "'name' must not be empty").with_param("name"),
+        );
     }
     if let Some(m) = new.models.iter().find(|m| !known(m)) {
         return Err(ApiError::new(
@@ -127,26 +138,41 @@ pub async fn list_keys(
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
     check_master(&gw, &headers)?;
-    let include = q.get("include_revoked").is_some_and(|v| v == "true" || v == "1");
+    let include = q
+        .get("include_revoked")
+        .is_some_and(|v| v == "true" || v == "1");
     let store = gw.store().clone();
     let keys = blocking(move || store.list_keys(include)).await?;
-    Ok(Json(json!({"object": "list", "data": keys.iter().map(key_view).collect::<Vec<_>>()})).into_response())
+    Ok(
+        Json(json!({"object": "list", "data": keys.iter().map(key_view).collect::<Vec<_>>()}))
+            .into_response(),
+    )
 }
 
-pub async fn get_key(State(gw): State<Gateway>, headers: HeaderMap, Path(id): Path<String>) -> AdminResult {
+pub async fn get_key(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AdminResult {
     check_master(&gw, &headers)?;
     let store = gw.store().clone();
     let k = blocking(move || store.get_key(&id)).await?;
     Ok(Json(key_view(&k)).into_response())
 }
 
-pub async fn revoke_key(State(gw): State<Gateway>, headers: HeaderMap, Path(id): Path<String>) -> AdminResult {
+pub async fn revoke_key(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AdminResult {
     check_master(&gw, &headers)?;
     let store = gw.store().clone();
     let id2 = id.clone();
     let revoked = blocking(move || store.revoke_key(&id2, now_ms())).await?;
     if !revoked {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("no active key with id '{id}'")).into());
+        return Err(
+            ApiError::new(ErrorCode::NotFound, format!("no active key with id '{id}'")).into(),
+        );
     }
     gw.reload_keys().await;
     Ok(Json(json!({"id": id, "revoked": true})).into_response())
@@ -178,14 +204,18 @@ fn row_filter(q: &HashMap<String, String>) -> Result<RowFilter, ApiError> {
     let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
     let outcome = match get("outcome") {
         Some(o) => Some(Outcome::parse(&o).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidRequest, "'outcome' must be ok, rejected, failed or cancelled")
-                .with_param("outcome")
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "'outcome' must be ok, rejected, failed or cancelled",
+            )
+            .with_param("outcome")
         })?),
         None => None,
     };
     let status = match get("status") {
         Some(s) => Some(s.parse::<u16>().map_err(|_| {
-            ApiError::new(ErrorCode::InvalidRequest, "'status' must be an HTTP status").with_param("status")
+            ApiError::new(ErrorCode::InvalidRequest, "'status' must be an HTTP status")
+                .with_param("status")
         })?),
         None => None,
     };
@@ -245,7 +275,10 @@ pub async fn spend(
             m.insert("requests".into(), r.requests.into());
             m.insert("input_tokens".into(), r.input_tokens.into());
             m.insert("cached_input_tokens".into(), r.cached_input_tokens.into());
-            m.insert("cache_write_input_tokens".into(), r.cache_write_input_tokens.into());
+            m.insert(
+                "cache_write_input_tokens".into(),
+                r.cache_write_input_tokens.into(),
+            );
             m.insert("output_tokens".into(), r.output_tokens.into());
             m.insert("reasoning_tokens".into(), r.reasoning_tokens.into());
             m.insert("list_cost_usd".into(), r.list_cost.to_usd_string().into());
@@ -272,7 +305,11 @@ pub async fn requests(
     let filter = row_filter(&q)?;
     let limit = match q.get("limit") {
         Some(l) => l.parse::<usize>().map_err(|_| {
-            ApiError::new(ErrorCode::InvalidRequest, "'limit' must be a positive integer").with_param("limit")
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "'limit' must be a positive integer",
+            )
+            .with_param("limit")
         })?,
         None => 100,
     };

@@ -66,7 +66,12 @@ async fn admit(
     Ok((req, routed))
 }
 
-pub(crate) fn reject(rec: PendingRow, e: ApiError, request_id: String, outcome: Outcome) -> Response {
+pub(crate) fn reject(
+    rec: PendingRow,
+    e: ApiError,
+    request_id: String,
+    outcome: Outcome,
+) -> Response {
     rec.fail(&e, outcome);
     ErrorResponse {
         error: e,
@@ -108,7 +113,10 @@ async fn complete(
             Ok(ChatResponse::Complete(c)) => {
                 let (usage, source) = match c.usage {
                     Some(u) => (u, UsageSource::Provider),
-                    None => (estimate_complete(&routed, &request, &c.body), UsageSource::Estimated),
+                    None => (
+                        estimate_complete(&routed, &request, &c.body),
+                        UsageSource::Estimated,
+                    ),
                 };
                 let row = rec.row();
                 pipeline::settle_usage(row, usage, source, &routed);
@@ -242,7 +250,10 @@ async fn stream(
     let mut resp = Response::new(Body::from_stream(metered));
     let h = resp.headers_mut();
     h.extend(headers);
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style intermediaries not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));

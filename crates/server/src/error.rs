@@ -35,8 +35,14 @@ impl IntoResponse for ErrorResponse {
         let body = self.error.openai_body().to_string();
         let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(id) = self.request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(id) = self
+            .request_id
+            .and_then(|id| HeaderValue::from_str(&id).ok())
+        {
             h.insert(REQUEST_ID_HEADER, id);
         }
         if let Some(secs) = self.error.retry_after_secs {

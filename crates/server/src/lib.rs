@@ -35,8 +35,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-pub use error::ErrorResponse;
 pub use admin::{parse_time, validate_new_key_models};
+pub use error::ErrorResponse;
 pub use state::{Gateway, GatewayParts, ServerSettings};
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, lets in-flight requests
@@ -70,7 +70,10 @@ pub async fn serve(
     poller.abort();
     let tasks = gateway.tasks();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
         warn!("detached billing tasks did not finish in 5s");
     }
     let ledger = gateway.ledger().clone();
@@ -79,7 +82,11 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other)?
         .map_err(std::io::Error::other)?;
-    info!(rows_written = report.rows_written, rows_spilled = report.rows_spilled, "ledger flushed");
+    info!(
+        rows_written = report.rows_written,
+        rows_spilled = report.rows_spilled,
+        "ledger flushed"
+    );
     Ok(ShutdownSummary {
         cut_in_flight: cut,
         rows_written: report.rows_written,

@@ -69,7 +69,10 @@ impl Metrics {
 
     pub fn render(&self, ledger: &tollgate_ledger::LedgerStats) -> String {
         let mut s = String::with_capacity(4096);
-        let _ = writeln!(s, "# HELP tollgate_requests_total Data-plane requests by endpoint and outcome.");
+        let _ = writeln!(
+            s,
+            "# HELP tollgate_requests_total Data-plane requests by endpoint and outcome."
+        );
         let _ = writeln!(s, "# TYPE tollgate_requests_total counter");
         for ep in Endpoint::ALL {
             for o in OUTCOMES {
@@ -83,10 +86,26 @@ impl Metrics {
             }
         }
         let families: [(&str, &str, &[AtomicU64; 3]); 4] = [
-            ("tollgate_cost_nano_usd_total", "Effective cost recorded, nano-USD.", &self.cost_nanos),
-            ("tollgate_input_tokens_total", "Input tokens recorded.", &self.input_tokens),
-            ("tollgate_output_tokens_total", "Output tokens recorded.", &self.output_tokens),
-            ("tollgate_request_latency_microseconds_sum", "Sum of request latencies in the gateway.", &self.latency_us_sum),
+            (
+                "tollgate_cost_nano_usd_total",
+                "Effective cost recorded, nano-USD.",
+                &self.cost_nanos,
+            ),
+            (
+                "tollgate_input_tokens_total",
+                "Input tokens recorded.",
+                &self.input_tokens,
+            ),
+            (
+                "tollgate_output_tokens_total",
+                "Output tokens recorded.",
+                &self.output_tokens,
+            ),
+            (
+                "tollgate_request_latency_microseconds_sum",
+                "Sum of request latencies in the gateway.",
+                &self.latency_us_sum,
+            ),
         ];
         for (name, help, vals) in families {
             let _ = writeln!(s, "# HELP {name} {help}");
@@ -100,9 +119,16 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(s, "# HELP tollgate_requests_in_flight Requests being handled.");
+        let _ = writeln!(
+            s,
+            "# HELP tollgate_requests_in_flight Requests being handled."
+        );
         let _ = writeln!(s, "# TYPE tollgate_requests_in_flight gauge");
-        let _ = writeln!(s, "tollgate_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        let _ = writeln!(
+            s,
+            "tollgate_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
         let ledger_counters = [
             ("tollgate_ledger_rows_recorded_total", ledger.rows_recorded),
             ("tollgate_ledger_rows_written_total", ledger.rows_written),

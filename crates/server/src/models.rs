@@ -21,7 +21,11 @@ pub async fn list(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
     answer(gw, headers, None)
 }
 
-pub async fn get(State(gw): State<Gateway>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     answer(gw, headers, Some(id))
 }
 
@@ -59,7 +63,8 @@ fn answer(gw: Gateway, headers: HeaderMap, one: Option<String>) -> Response {
     rec.finish();
     let mut resp = Json(body).into_response();
     if let Ok(v) = request_id.parse() {
-        resp.headers_mut().insert(crate::error::REQUEST_ID_HEADER, v);
+        resp.headers_mut()
+            .insert(crate::error::REQUEST_ID_HEADER, v);
     }
     resp
 }

@@ -30,8 +30,7 @@ pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<StoredKey>,
             "the gateway is shutting down; retry on another instance",
         ));
     }
-    gw.0
-        .keys
+    gw.0.keys
         .authenticate(presented_key(headers), now_ms())
         .map_err(|f| {
             let msg = match f {
@@ -104,10 +103,7 @@ pub fn route(gw: &Gateway, key: &StoredKey, model: &str) -> Result<Routed, ApiEr
             .with_param("model"));
         }
     };
-    Ok(Routed {
-        deployment,
-        price,
-    })
+    Ok(Routed { deployment, price })
 }
 
 /// Fills the routing columns of a row.
@@ -150,7 +146,10 @@ pub fn routed_headers(headers: &mut HeaderMap, request_id: &str, routed: &Routed
 pub fn json_response(body: Bytes, request_id: &str, routed: &Routed, row: &LedgerRow) -> Response {
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     routed_headers(h, request_id, routed);
     if let Ok(v) = HeaderValue::from_str(&row.effective_cost.to_usd_string()) {
         h.insert(COST_HEADER, v);

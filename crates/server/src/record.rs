@@ -51,7 +51,8 @@ impl PendingRow {
     /// Mutable access to the row being built.
     pub fn row(&mut self) -> &mut LedgerRow {
         // The row is only taken by `finish`, which consumes `self`.
-        self.row.get_or_insert_with(|| LedgerRow::start(String::new(), 0, ""))
+        self.row
+            .get_or_insert_with(|| LedgerRow::start(String::new(), 0, ""))
     }
 
     /// Records a request refused or failed with `error`.

@@ -22,14 +22,22 @@ pub fn app(gw: Gateway) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/admin/v1/keys", post(admin::create_key).get(admin::list_keys))
-        .route("/admin/v1/keys/{id}", get(admin::get_key).delete(admin::revoke_key))
+        .route(
+            "/admin/v1/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/admin/v1/keys/{id}",
+            get(admin::get_key).delete(admin::revoke_key),
+        )
         .route("/admin/v1/spend", get(admin::spend))
         .route("/admin/v1/requests", get(admin::requests))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     api.with_state(gw)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
 }
 
 async fn not_found() -> Response {

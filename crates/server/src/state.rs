@@ -106,7 +106,8 @@ impl Gateway {
     /// Reloads the key index now (after an admin change).
     pub(crate) async fn reload_keys(&self) {
         let gw = self.clone();
-        let res = tokio::task::spawn_blocking(move || gw.0.keys.reload(&gw.0.store, now_ms())).await;
+        let res =
+            tokio::task::spawn_blocking(move || gw.0.keys.reload(&gw.0.store, now_ms())).await;
         if !matches!(res, Ok(Ok(()))) {
             tracing::error!("reloading the key index failed; the poller will retry");
         }

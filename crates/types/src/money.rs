@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(NanoUsd(12_500_000_000).to_usd_string(), "12.5");
         assert_eq!(NanoUsd(0).to_usd_string(), "0");
         assert_eq!(NanoUsd(-1).to_usd_string(), "-0.000000001");
-        assert_eq!(NanoUsd::parse_usd("50.00").unwrap(), NanoUsd(50_000_000_000));
+        assert_eq!(
+            NanoUsd::parse_usd("50.00").unwrap(),
+            NanoUsd(50_000_000_000)
+        );
         assert_eq!(NanoUsd::parse_usd("0.075").unwrap(), NanoUsd(75_000_000));
         assert!(NanoUsd::parse_usd("0.0000000001").is_err());
         assert!(NanoUsd::parse_usd("1e3").is_err());
