@@ -277,6 +277,15 @@ impl Ledger {
         &self.inner.shared.store
     }
 
+    /// True while the writer thread is alive and accepting rows (false after `shutdown`, or if
+    /// the thread died). Readiness probes use it: rows still never get lost when it is false —
+    /// they spill — but a gateway without a writer should not take new traffic.
+    pub fn is_running(&self) -> bool {
+        lock(&self.inner.thread)
+            .as_ref()
+            .is_some_and(|h| !h.is_finished())
+    }
+
     /// The spill file path.
     pub fn spill_path(&self) -> &Path {
         self.inner.shared.spill.path()

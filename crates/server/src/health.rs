@@ -16,10 +16,12 @@ pub async fn healthz() -> Response {
         .into_response()
 }
 
-/// Ready to take traffic: not draining.
+/// Ready to take traffic: not draining, and the ledger writer is alive.
 pub async fn readyz(State(gw): State<Gateway>) -> Response {
     let (status, body) = if gw.0.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+    } else if !gw.0.ledger.is_running() {
+        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"ledger_unavailable"}"#)
     } else {
         (StatusCode::OK, r#"{"status":"ready"}"#)
     };
