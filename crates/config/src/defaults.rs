@@ -34,58 +34,91 @@ fn non_empty(env: &dyn EnvSource, name: &str) -> Option<String> {
     env.var(name).filter(|v| !v.is_empty())
 }
 
+/// Logical models exposed by the default `anthropic` provider.
+pub const DEFAULT_ANTHROPIC_MODELS: &[&str] = &[
+    "claude-haiku-4-5",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-6",
+    "claude-opus-4-1",
+    "claude-opus-4-7",
+];
+
+/// Logical models exposed by the default `gemini` provider.
+pub const DEFAULT_GEMINI_MODELS: &[&str] = &[
+    "gemini-2.0-flash",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.5-pro",
+];
+
 pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>) -> RawConfig {
     let mut providers = BTreeMap::new();
     let mut models = BTreeMap::new();
 
-    match non_empty(env, "OPENAI_API_KEY") {
-        Some(key) => {
-            providers.insert(
-                "openai".to_string(),
-                RawProvider {
-                    kind: ProviderKind::Openai,
-                    base_url: None,
-                    api_key: Some(Secret::new(key)),
-                    api_version: None,
-                    headers: BTreeMap::new(),
-                    timeouts: None,
+    let sources: [(&str, &str, ProviderKind, &[&str]); 3] = [
+        (
+            "OPENAI_API_KEY",
+            "openai",
+            ProviderKind::Openai,
+            DEFAULT_OPENAI_MODELS,
+        ),
+        (
+            "ANTHROPIC_API_KEY",
+            "anthropic",
+            ProviderKind::Anthropic,
+            DEFAULT_ANTHROPIC_MODELS,
+        ),
+        (
+            "GEMINI_API_KEY",
+            "gemini",
+            ProviderKind::Gemini,
+            DEFAULT_GEMINI_MODELS,
+        ),
+    ];
+    for (var, provider, kind, names) in sources {
+        let Some(key) = non_empty(env, var) else {
+            continue;
+        };
+        providers.insert(
+            provider.to_string(),
+            RawProvider {
+                kind,
+                base_url: None,
+                api_key: Some(Secret::new(key)),
+                api_version: None,
+                headers: BTreeMap::new(),
+                timeouts: None,
+                region: None,
+                aws_access_key_id: None,
+                aws_secret_access_key: None,
+                aws_session_token: None,
+            },
+        );
+        for name in names {
+            models.insert(
+                (*name).to_string(),
+                RawModel {
+                    deployments: vec![RawDeployment {
+                        provider: provider.to_string(),
+                        model: (*name).to_string(),
+                        weight: None,
+                        price: None,
+                    }],
+                    price: None,
+                    max_output_tokens: None,
+                    strategy: None,
+                    fallbacks: None,
                 },
             );
-            for name in DEFAULT_OPENAI_MODELS {
-                models.insert(
-                    (*name).to_string(),
-                    RawModel {
-                        deployments: vec![RawDeployment {
-                            provider: "openai".to_string(),
-                            model: (*name).to_string(),
-                            weight: None,
-                            price: None,
-                        }],
-                        price: None,
-                        max_output_tokens: None,
-                        strategy: None,
-                        fallbacks: None,
-                    },
-                );
-            }
         }
-        None => warnings.push(ConfigWarning {
-            path: "OPENAI_API_KEY".into(),
-            message: "not set: no providers configured (set it, or pass --config FILE)".into(),
-        }),
     }
-    for (var, kind) in [
-        ("ANTHROPIC_API_KEY", "anthropic"),
-        ("GEMINI_API_KEY", "gemini"),
-    ] {
-        if non_empty(env, var).is_some() {
-            warnings.push(ConfigWarning {
-                path: var.into(),
-                message: format!(
-                    "set, but provider kind '{kind}' is not supported by this build yet; ignored"
-                ),
-            });
-        }
+    if providers.is_empty() {
+        warnings.push(ConfigWarning {
+            path: "OPENAI_API_KEY".into(),
+            message: "none of OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY is set: no \
+                      providers configured (set one, or pass --config FILE)"
+                .into(),
+        });
     }
 
     RawConfig {

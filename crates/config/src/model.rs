@@ -133,22 +133,29 @@ pub const DEFAULT_IDLE_MS: u64 = 60_000;
 pub const DEFAULT_TOTAL_MS: u64 = 600_000;
 /// Default `base_url` of kind `openai`.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Default `base_url` of kind `anthropic`.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// Default `base_url` of kind `gemini`.
+pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 
 /// `providers.<name>`: one upstream API account.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderConfig {
     /// `kind`: `openai` (OpenAI or any OpenAI-compatible server), `azure`, `anthropic`,
-    /// `gemini`, `bedrock`. This build serves `openai` and `azure`; the others are rejected
-    /// with "provider kind 'anthropic' is not supported by this build yet".
+    /// `gemini`, `bedrock`.
     pub kind: ProviderKind,
     /// `base_url`: API root, `http` or `https`, no credentials, query or fragment; stored
-    /// without a trailing `/`. Kind `openai`: default `https://api.openai.com/v1`, or e.g.
-    /// `http://127.0.0.1:9000/v1` for a local server. Kind `azure`: required, the resource
-    /// URL `https://{resource}.openai.azure.com`.
+    /// without a trailing `/`. It follows the convention of each provider's official SDK (no
+    /// version suffix except OpenAI's `/v1`), so it can point at the simulated provider or a
+    /// corporate proxy. Defaults: `openai` `https://api.openai.com/v1`; `anthropic`
+    /// `https://api.anthropic.com`; `gemini` `https://generativelanguage.googleapis.com`;
+    /// `bedrock` `https://bedrock-runtime.{region}.amazonaws.com`. Kind `azure`: required,
+    /// the resource URL `https://{resource}.openai.azure.com`.
     pub base_url: String,
     /// `api_key`: the provider credential, usually `${OPENAI_API_KEY}`. An empty string counts
-    /// as unset. Required for `azure` and for `api.openai.com`; optional for other
-    /// OpenAI-compatible servers.
+    /// as unset. Required for `azure` and for the official OpenAI, Anthropic and Gemini
+    /// endpoints; optional for other servers. Bedrock: a Bedrock API key (sent as a bearer
+    /// token) instead of AWS access keys.
     pub api_key: Option<Secret>,
     /// `api_version`: Azure `api-version` query parameter (e.g. `2024-10-21`). Required for
     /// `azure`, rejected for other kinds.
@@ -160,6 +167,19 @@ pub struct ProviderConfig {
     pub headers: BTreeMap<String, Secret>,
     /// `timeouts`: upstream time limits.
     pub timeouts: Timeouts,
+    /// `region`: AWS region of a `bedrock` provider (e.g. `us-east-1`); required there,
+    /// rejected elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `aws_access_key_id` / `aws_secret_access_key` / `aws_session_token`: SigV4 credentials of
+    /// a `bedrock` provider, usually `${AWS_ACCESS_KEY_ID}` etc. The key id and secret go
+    /// together; either they or `api_key` are required for kind `bedrock`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_session_token: Option<Secret>,
 }
 
 /// `providers.<name>.timeouts`, all in milliseconds, all > 0 and none above `total_ms`.

@@ -64,6 +64,10 @@ pub(crate) struct RawProvider {
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     pub timeouts: Option<RawTimeouts>,
+    pub region: Option<String>,
+    pub aws_access_key_id: Option<Secret>,
+    pub aws_secret_access_key: Option<Secret>,
+    pub aws_session_token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -249,20 +249,60 @@ fn providers(
 }
 
 fn provider(path: &str, p: RawProvider, issues: &mut Issues) -> Option<ProviderConfig> {
-    match p.kind {
-        ProviderKind::Openai | ProviderKind::Azure => {}
-        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock) => {
-            issues.push(
-                format!("{path}.kind"),
-                format!(
-                    "provider kind '{}' is not supported by this build yet",
-                    kind.as_str()
-                ),
-            );
-            return None;
-        }
-    }
     let before = issues.0.len();
+
+    let region = match (p.kind, p.region) {
+        (ProviderKind::Bedrock, None) => {
+            issues.push(
+                format!("{path}.region"),
+                "required for kind 'bedrock' (e.g. us-east-1)",
+            );
+            None
+        }
+        (ProviderKind::Bedrock, Some(r)) => {
+            if r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                issues.push(
+                    format!("{path}.region"),
+                    "expected an AWS region such as us-east-1",
+                );
+            }
+            Some(r)
+        }
+        (_, Some(_)) => {
+            issues.push(
+                format!("{path}.region"),
+                "only used by kind 'bedrock'; remove it",
+            );
+            None
+        }
+        (_, None) => None,
+    };
+    let aws_key_id = p.aws_access_key_id.filter(|k| !k.is_empty());
+    let aws_secret = p.aws_secret_access_key.filter(|k| !k.is_empty());
+    let aws_token = p.aws_session_token.filter(|k| !k.is_empty());
+    if p.kind != ProviderKind::Bedrock {
+        for (field, set) in [
+            ("aws_access_key_id", aws_key_id.is_some()),
+            ("aws_secret_access_key", aws_secret.is_some()),
+            ("aws_session_token", aws_token.is_some()),
+        ] {
+            if set {
+                issues.push(
+                    format!("{path}.{field}"),
+                    "only used by kind 'bedrock'; remove it",
+                );
+            }
+        }
+    } else if aws_key_id.is_some() != aws_secret.is_some() {
+        issues.push(
+            format!("{path}.aws_secret_access_key"),
+            "aws_access_key_id and aws_secret_access_key go together",
+        );
+    }
 
     let base_url = match (p.kind, p.base_url.as_deref()) {
         (ProviderKind::Azure, None) => {
@@ -272,7 +312,13 @@ fn provider(path: &str, p: RawProvider, issues: &mut Issues) -> Option<ProviderC
             );
             String::new()
         }
-        (_, None) => OPENAI_BASE_URL.to_string(),
+        (ProviderKind::Openai, None) => OPENAI_BASE_URL.to_string(),
+        (ProviderKind::Anthropic, None) => ANTHROPIC_BASE_URL.to_string(),
+        (ProviderKind::Gemini, None) => GEMINI_BASE_URL.to_string(),
+        (ProviderKind::Bedrock, None) => format!(
+            "https://bedrock-runtime.{}.amazonaws.com",
+            region.as_deref().unwrap_or("us-east-1")
+        ),
         (_, Some(s)) => parse_base_url(s).unwrap_or_else(|reason| {
             issues.push(format!("{path}.base_url"), reason);
             String::new()
@@ -291,10 +337,22 @@ fn provider(path: &str, p: RawProvider, issues: &mut Issues) -> Option<ProviderC
     if api_key.is_none() {
         if p.kind == ProviderKind::Azure {
             issues.push(format!("{path}.api_key"), "required for kind 'azure'");
-        } else if is_official_openai(&base_url) {
+        } else if p.kind == ProviderKind::Bedrock {
+            if aws_key_id.is_none() {
+                issues.push(
+                    format!("{path}.api_key"),
+                    "kind 'bedrock' needs aws_access_key_id + aws_secret_access_key, or a Bedrock api_key",
+                );
+            }
+        } else if let Some(host) = official_host(&base_url) {
+            let var = match p.kind {
+                ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+                ProviderKind::Gemini => "GEMINI_API_KEY",
+                _ => "OPENAI_API_KEY",
+            };
             issues.push(
                 format!("{path}.api_key"),
-                "required for api.openai.com (set it, e.g. api_key: ${OPENAI_API_KEY})",
+                format!("required for {host} (set it, e.g. api_key: ${{{var}}})"),
             );
         }
     }
@@ -393,6 +451,10 @@ fn provider(path: &str, p: RawProvider, issues: &mut Issues) -> Option<ProviderC
         api_version,
         headers,
         timeouts,
+        region,
+        aws_access_key_id: aws_key_id,
+        aws_secret_access_key: aws_secret,
+        aws_session_token: aws_token,
     })
 }
 
@@ -417,10 +479,14 @@ fn parse_base_url(s: &str) -> Result<String, String> {
     Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
-fn is_official_openai(base_url: &str) -> bool {
-    url::Url::parse(base_url)
-        .ok()
-        .is_some_and(|u| u.host_str() == Some("api.openai.com"))
+/// The host of an official provider endpoint, which always needs a key.
+fn official_host(base_url: &str) -> Option<String> {
+    let host = url::Url::parse(base_url).ok()?.host_str()?.to_string();
+    matches!(
+        host.as_str(),
+        "api.openai.com" | "api.anthropic.com" | "generativelanguage.googleapis.com"
+    )
+    .then_some(host)
 }
 
 fn valid_header_name(name: &str) -> bool {

@@ -468,7 +468,7 @@ fn unknown_fields_are_errors_with_their_full_path() {
 }
 
 #[test]
-fn unsupported_sections_and_kinds_are_refused() {
+fn unsupported_sections_are_refused() {
     for section in [
         "tenants",
         "budgets",
@@ -484,14 +484,6 @@ fn unsupported_sections_and_kinds_are_refused() {
                 &format!("{section}: section '{section}' is not supported by this build yet"),
             );
         }
-    }
-    for kind in ["anthropic", "gemini", "bedrock"] {
-        assert_error(
-            &EXAMPLE.replace("kind: openai", &format!("kind: {kind}")),
-            &format!(
-                "providers.sim.kind: provider kind '{kind}' is not supported by this build yet"
-            ),
-        );
     }
     assert_error(
         &EXAMPLE.replace(
@@ -703,7 +695,8 @@ fn embedded_defaults_without_keys() {
     assert!(config.server.master_key.is_none());
     let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     assert!(
-        w.iter().any(|w| w.starts_with("OPENAI_API_KEY: not set")),
+        w.iter()
+            .any(|w| w.starts_with("OPENAI_API_KEY: none of OPENAI_API_KEY")),
         "{w:?}"
     );
     assert!(
@@ -714,18 +707,81 @@ fn embedded_defaults_without_keys() {
 }
 
 #[test]
-fn embedded_defaults_warn_about_unsupported_provider_keys() {
+fn embedded_defaults_add_anthropic_and_gemini_from_their_keys() {
     let env = [
         ("OPENAI_API_KEY", "sk-openai-xyz-123456"),
         ("ANTHROPIC_API_KEY", "sk-ant-secret-999999"),
         ("GEMINI_API_KEY", "AIza-secret-999999"),
     ];
-    let Loaded { config, warnings } = Config::load(None, &env).unwrap();
-    assert_eq!(config.providers.len(), 1);
-    let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-    assert!(w.contains(&"ANTHROPIC_API_KEY: set, but provider kind 'anthropic' is not supported by this build yet; ignored".to_string()), "{w:?}");
-    assert!(w.contains(&"GEMINI_API_KEY: set, but provider kind 'gemini' is not supported by this build yet; ignored".to_string()), "{w:?}");
-    assert!(w.iter().all(|w| !w.contains("secret-999999")));
+    let Loaded { config, .. } = Config::load(None, &env).unwrap();
+    assert_eq!(config.providers.len(), 3);
+    assert_eq!(
+        config.providers["anthropic"].base_url,
+        "https://api.anthropic.com"
+    );
+    assert_eq!(
+        config.providers["gemini"].base_url,
+        "https://generativelanguage.googleapis.com"
+    );
+    assert_eq!(
+        config.models["claude-sonnet-4-5"].deployments[0].provider,
+        "anthropic"
+    );
+    assert_eq!(
+        config.models["gemini-2.5-flash"].deployments[0].provider,
+        "gemini"
+    );
+    let masked = config.to_masked_yaml();
+    assert!(!masked.contains("secret-999999"));
+}
+
+#[test]
+fn provider_kinds_validate_their_own_fields() {
+    // Official endpoints need a key; the error says which variable to use.
+    assert_error(
+        "providers:\n  a:\n    kind: anthropic\n",
+        "providers.a.api_key: required for api.anthropic.com (set it, e.g. api_key: ${ANTHROPIC_API_KEY})",
+    );
+    assert_error(
+        "providers:\n  g:\n    kind: gemini\n",
+        "providers.g.api_key: required for generativelanguage.googleapis.com (set it, e.g. api_key: ${GEMINI_API_KEY})",
+    );
+    // A local simulator needs none.
+    let ok = Config::from_yaml_str(
+        "providers:\n  a:\n    kind: anthropic\n    base_url: http://127.0.0.1:9/\n",
+        &[("X", "y")],
+    )
+    .unwrap();
+    assert_eq!(ok.config.providers["a"].base_url, "http://127.0.0.1:9");
+    // Bedrock: region required, credentials required, access key id and secret go together.
+    assert_error(
+        "providers:\n  b:\n    kind: bedrock\n    api_key: k\n",
+        "providers.b.region: required for kind 'bedrock' (e.g. us-east-1)",
+    );
+    assert_error(
+        "providers:\n  b:\n    kind: bedrock\n    region: us-east-1\n",
+        "providers.b.api_key: kind 'bedrock' needs aws_access_key_id + aws_secret_access_key, or a Bedrock api_key",
+    );
+    assert_error(
+        "providers:\n  b:\n    kind: bedrock\n    region: us-east-1\n    aws_access_key_id: AKIDEXAMPLE\n",
+        "providers.b.aws_secret_access_key: aws_access_key_id and aws_secret_access_key go together",
+    );
+    let b = Config::from_yaml_str(
+        "providers:\n  b:\n    kind: bedrock\n    region: eu-west-1\n    aws_access_key_id: AKIDEXAMPLE\n    aws_secret_access_key: wJalrXUtnFEMI-secret\n",
+        &[("X", "y")],
+    )
+    .unwrap();
+    let p = &b.config.providers["b"];
+    assert_eq!(
+        p.base_url,
+        "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    );
+    assert!(!b.config.to_masked_yaml().contains("wJalrXUtnFEMI"));
+    // Fields of one kind are refused on another.
+    assert_error(
+        "providers:\n  o:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\n    region: us-east-1\n",
+        "providers.o.region: only used by kind 'bedrock'; remove it",
+    );
 }
 
 #[test]

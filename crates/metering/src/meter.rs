@@ -184,14 +184,12 @@ impl Stream for MeteredStream {
                     }
                     if let Some(raw) = in_stream_error {
                         // The adapter normally turns these into errors; if one slips through,
-                        // relay it as is (it is already OpenAI-shaped) and end the stream.
-                        this.done = true;
-                        let api = ApiError::new(
-                            tollgate_types::ErrorCode::UpstreamError,
-                            format!("provider error mid-stream: {raw}"),
+                        // it gets the same treatment: Tollgate's code, provider text scrubbed.
+                        let e = UpstreamError::new(
+                            "upstream",
+                            tollgate_providers::UpstreamErrorKind::InStream { message: raw },
                         );
-                        this.settle(Outcome::Failed, Some(api));
-                        return this.relay(sse_frame(&chunk));
+                        return this.upstream_failed(&e);
                     }
                     if skip {
                         continue;

@@ -83,6 +83,54 @@ pub struct ProviderSettings {
     /// Extra static headers sent on every request.
     pub headers: Vec<(String, String)>,
     pub timeouts: Timeouts,
+    /// AWS region (Bedrock).
+    pub region: Option<String>,
+    /// AWS SigV4 credentials (Bedrock).
+    pub aws: Option<AwsCredentials>,
+}
+
+/// Static AWS credentials for SigV4 signing.
+#[derive(Clone)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AwsCredentials(********)")
+    }
+}
+
+impl ProviderSettings {
+    /// Settings with only the essentials; other fields at their defaults.
+    pub fn new(name: &str, kind: ProviderKind, base_url: &str) -> Self {
+        ProviderSettings {
+            name: name.to_string(),
+            kind,
+            base_url: base_url.to_string(),
+            api_key: None,
+            api_version: None,
+            headers: Vec::new(),
+            timeouts: Timeouts::default(),
+            region: None,
+            aws: None,
+        }
+    }
+
+    /// Every credential in these settings, for scrubbing provider text relayed to clients.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.api_key.iter().cloned().collect();
+        out.extend(self.headers.iter().map(|(_, v)| v.clone()));
+        if let Some(a) = &self.aws {
+            out.push(a.access_key_id.clone());
+            out.push(a.secret_access_key.clone());
+            out.extend(a.session_token.iter().cloned());
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -95,6 +143,8 @@ impl std::fmt::Debug for ProviderSettings {
             .field("api_key", &self.api_key.as_ref().map(|_| "********"))
             .field("api_version", &self.api_version)
             .field("timeouts", &self.timeouts)
+            .field("region", &self.region)
+            .field("aws", &self.aws)
             .finish()
     }
 }
@@ -140,6 +190,31 @@ pub enum ChatResponse {
     },
 }
 
+/// A native Anthropic Messages call (`POST /v1/messages` served by an Anthropic deployment):
+/// the client's body, `model` already upstream, passed through without a lossy round trip
+/// through the canonical format.
+#[derive(Debug, Clone)]
+pub struct MessagesCall {
+    pub body: Arc<Map<String, Value>>,
+    pub stream: bool,
+    /// Client headers the Messages API defines (`anthropic-version`, `anthropic-beta`), to be
+    /// forwarded as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Raw server-sent events of a native stream (Anthropic event names and payloads as sent).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<sse::Event, UpstreamError>> + Send>>;
+
+/// The answer to a [`MessagesCall`].
+pub enum MessagesResponse {
+    /// An Anthropic Messages JSON body, with its usage normalised to canonical semantics.
+    Complete(Completion),
+    Stream {
+        events: EventStream,
+        upstream_request_id: Option<String>,
+    },
+}
+
 /// The one interface every provider adapter implements.
 ///
 /// Methods return boxed futures so adapters can live behind `Arc<dyn Provider>` and be chosen
@@ -153,6 +228,15 @@ pub trait Provider: Send + Sync {
     fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatResponse, UpstreamError>>;
     /// Embeddings.
     fn embeddings(&self, call: EmbeddingsCall) -> BoxFuture<'_, Result<Completion, UpstreamError>>;
+    /// Native Anthropic Messages. `None` for adapters that do not speak it natively; the
+    /// gateway then translates through [`Provider::chat`].
+    fn messages(
+        &self,
+        call: MessagesCall,
+    ) -> Option<BoxFuture<'_, Result<MessagesResponse, UpstreamError>>> {
+        let _ = call;
+        None
+    }
 }
 
 /// Builds the adapter for a provider from its settings.

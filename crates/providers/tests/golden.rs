@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tollgate_providers::{
-    ChatCall, ChatResponse, ProviderSettings, Timeouts, UpstreamErrorKind, build,
-};
+use tollgate_providers::{ChatCall, ChatResponse, ProviderSettings, UpstreamErrorKind, build};
 use tollgate_types::ProviderKind;
 
 fn fixture(name: &str) -> String {
@@ -92,13 +90,10 @@ async fn canned_upstream(
 
 fn settings(kind: ProviderKind, base_url: String) -> ProviderSettings {
     ProviderSettings {
-        name: "up".into(),
-        kind,
-        base_url,
         api_key: Some("sk-golden-secret-0123456789".into()),
         api_version: (kind == ProviderKind::Azure).then(|| "2024-10-21".to_string()),
         headers: vec![("x-extra".into(), "1".into())],
-        timeouts: Timeouts::default(),
+        ..ProviderSettings::new("up", kind, &base_url)
     }
 }
 

@@ -104,19 +104,15 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_providers::{ProviderSettings, Timeouts};
+    use tollgate_providers::ProviderSettings;
     use tollgate_types::ProviderKind;
 
     fn dep(weight: u32, label: &str) -> Deployment {
-        let provider = tollgate_providers::build(ProviderSettings {
-            name: "p".into(),
-            kind: ProviderKind::Openai,
-            base_url: "http://127.0.0.1:9/v1".into(),
-            api_key: None,
-            api_version: None,
-            headers: vec![],
-            timeouts: Timeouts::default(),
-        })
+        let provider = tollgate_providers::build(ProviderSettings::new(
+            "p",
+            ProviderKind::Openai,
+            "http://127.0.0.1:9/v1",
+        ))
         .unwrap();
         Deployment {
             provider,

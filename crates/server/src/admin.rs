@@ -91,12 +91,14 @@ fn key_view(k: &StoredKey) -> Value {
 
 pub async fn create_key(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> AdminResult {
     check_master(&gw, &headers)?;
-    let bytes = pipeline::read_body(body, 64 * 1024).await?;
+    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
     let new: NewKey = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("invalid key request: {e}"),
-        )
+        let code = if e.is_syntax() || e.is_eof() {
+            ErrorCode::InvalidJson
+        } else {
+            ErrorCode::InvalidRequest
+        };
+        ApiError::new(code, format!("invalid key request: {e}"))
     })?;
     validate_new_key(&gw, &new)?;
     let issued = keys::issue(new, now_ms());
@@ -203,7 +205,7 @@ pub fn parse_time(param: &str, s: &str) -> Result<i64, ApiError> {
 fn row_filter(q: &HashMap<String, String>) -> Result<RowFilter, ApiError> {
     let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
     let outcome = match get("outcome") {
-        Some(o) => Some(Outcome::parse(&o).ok_or_else(|| {
+        Some(o) => Some(Outcome::parse(&o.to_ascii_lowercase()).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
                 "'outcome' must be ok, rejected, failed or cancelled",
@@ -248,9 +250,18 @@ pub async fn spend(
 ) -> AdminResult {
     check_master(&gw, &headers)?;
     let group_by = match q.get("group_by").filter(|s| !s.is_empty()) {
-        Some(s) => Dim::parse_list(s).map_err(|e| {
-            ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_param("group_by")
-        })?,
+        Some(s) => {
+            let mut dims = Dim::parse_list(s).map_err(|e| {
+                ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_param("group_by")
+            })?;
+            let mut seen = Vec::new();
+            dims.retain(|d| {
+                let first = !seen.contains(d);
+                seen.push(*d);
+                first
+            });
+            dims
+        }
         None => Vec::new(),
     };
     let filter = row_filter(&q)?;
@@ -303,11 +314,11 @@ pub async fn requests(
 ) -> AdminResult {
     check_master(&gw, &headers)?;
     let filter = row_filter(&q)?;
-    let limit = match q.get("limit") {
-        Some(l) => l.parse::<usize>().map_err(|_| {
+    let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+        Some(l) => l.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
-                "'limit' must be a positive integer",
+                "'limit' must be a positive integer (at most 1000 rows are returned per page)",
             )
             .with_param("limit")
         })?,

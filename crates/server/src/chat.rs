@@ -1,13 +1,18 @@
 //! `POST /v1/chat/completions`, streaming and not.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::Stream;
 use serde_json::{Map, Value};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tollgate_ingress::openai::ChatRequest;
 use tollgate_metering::tokens::{self, Encoding};
 use tollgate_metering::{MeterOptions, MeteredStream, Settlement};
@@ -49,13 +54,7 @@ async fn admit(
     body: Body,
 ) -> Result<(ChatRequest, Routed), ApiError> {
     let key = pipeline::authenticate(gw, headers)?;
-    {
-        let a = &mut rec.row().attribution;
-        a.key_id = Some(key.id.clone());
-        a.key_name = Some(key.name.clone());
-        a.tenant = key.tenant.clone();
-        a.team = key.team.clone();
-    }
+    pipeline::note_key(rec.row(), &key);
     let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
     let req = ChatRequest::parse(tollgate_ingress::parse_object(&bytes)?)?;
     rec.row().requested_model = Some(req.model.clone());
@@ -227,6 +226,7 @@ async fn stream(
         request,
         secrets: gw.0.secrets.clone(),
     };
+    let cut = gw.0.cut.clone();
     let metered = MeteredStream::new(chunks, opts, move |s: Settlement| {
         let row = rec.row();
         pipeline::settle_usage(row, s.usage, s.usage_source, &routed);
@@ -239,6 +239,11 @@ async fn stream(
                 row.error_code = Some(e.code.as_str().into());
                 row.error_origin = Some(e.code.origin().as_str().into());
             }
+            (None, Outcome::Cancelled) if cut.is_cancelled() => {
+                let code = ErrorCode::ShuttingDown;
+                row.error_code = Some(code.as_str().into());
+                row.error_origin = Some(code.origin().as_str().into());
+            }
             (None, Outcome::Cancelled) => {
                 row.error_code = Some("client_closed_request".into());
                 row.error_origin = Some("client".into());
@@ -247,7 +252,11 @@ async fn stream(
         }
         rec.finish();
     });
-    let mut resp = Response::new(Body::from_stream(metered));
+    let body = CutOnShutdown {
+        inner: Some(metered),
+        cut: Box::pin(gw.0.cut.clone().cancelled_owned()),
+    };
+    let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
     h.extend(headers);
     h.insert(
@@ -258,4 +267,38 @@ async fn stream(
     // Tell nginx-style intermediaries not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// Ends a relayed stream when the shutdown grace period is over (`serve` cancels the gateway's
+/// `cut` token): the metered stream is dropped at once — closing the upstream call and
+/// settling the row as cancelled, billed for what was relayed — and the client gets an
+/// OpenAI-shaped `shutting_down` error event instead of `[DONE]`.
+struct CutOnShutdown {
+    inner: Option<MeteredStream>,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Stream for CutOnShutdown {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if this.cut.as_mut().poll(cx).is_ready() {
+            this.inner = None;
+            let e = ApiError::new(
+                ErrorCode::ShuttingDown,
+                "the gateway shut down before the stream finished",
+            );
+            let frame = tollgate_metering::meter::sse_frame(e.openai_body().to_string().as_bytes());
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let next = Pin::new(inner).poll_next(cx);
+        if let Poll::Ready(None) = next {
+            this.inner = None;
+        }
+        next
+    }
 }

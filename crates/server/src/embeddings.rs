@@ -84,8 +84,7 @@ async fn admit(
     body: Body,
 ) -> Result<(EmbeddingsRequest, Routed), ApiError> {
     let key = pipeline::authenticate(gw, headers)?;
-    rec.row().attribution.key_id = Some(key.id.clone());
-    rec.row().attribution.key_name = Some(key.name.clone());
+    pipeline::note_key(rec.row(), &key);
     let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
     let req = EmbeddingsRequest::parse(tollgate_ingress::parse_object(&bytes)?)?;
     rec.row().requested_model = Some(req.model.clone());

@@ -30,6 +30,9 @@ impl From<ApiError> for ErrorResponse {
 
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
+        if self.error.code == ErrorCode::InternalError {
+            tracing::error!(request_id = ?self.request_id, message = %self.error.message, "internal error");
+        }
         let status =
             StatusCode::from_u16(self.error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.error.openai_body().to_string();
@@ -39,11 +42,14 @@ impl IntoResponse for ErrorResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(id) = self
+        // Errors outside the data plane (unknown routes, admin, panics) get a fresh id so every
+        // error a client reports can be found in the logs.
+        let id = self
             .request_id
-            .and_then(|id| HeaderValue::from_str(&id).ok())
-        {
-            h.insert(REQUEST_ID_HEADER, id);
+            .clone()
+            .unwrap_or_else(|| tollgate_types::RequestId::new().to_string());
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            h.insert(REQUEST_ID_HEADER, v);
         }
         if let Some(secs) = self.error.retry_after_secs {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

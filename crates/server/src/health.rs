@@ -21,7 +21,10 @@ pub async fn readyz(State(gw): State<Gateway>) -> Response {
     let (status, body) = if gw.0.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
     } else if !gw.0.ledger.is_running() {
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"ledger_unavailable"}"#)
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"ledger_unavailable"}"#,
+        )
     } else {
         (StatusCode::OK, r#"{"status":"ready"}"#)
     };

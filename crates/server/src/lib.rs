@@ -64,17 +64,22 @@ pub async fn serve(
         r = server => { r?; false }
         () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(grace_secs = grace.as_secs(), "grace period over: cutting remaining requests");
+            // Dropping the `axum::serve` future does not stop the connections it spawned, so
+            // running streams must be told to end; each then records its row.
+            gateway.0.cut.cancel();
             true
         }
     };
     poller.abort();
+    // Every pending row holds a token of this tracker (as do detached billing tasks), so this
+    // waits until every request still in flight has recorded its row.
     let tasks = gateway.tasks();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await
         .is_err()
     {
-        warn!("detached billing tasks did not finish in 5s");
+        warn!("in-flight requests did not finish in 5s; their rows go to the spill file");
     }
     let ledger = gateway.ledger().clone();
     drop(gateway);

@@ -36,10 +36,7 @@ fn answer(gw: Gateway, headers: HeaderMap, one: Option<String>) -> Response {
         Ok(k) => k,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected),
     };
-    rec.row().attribution.key_id = Some(key.id.clone());
-    rec.row().attribution.key_name = Some(key.name.clone());
-    rec.row().attribution.tenant = key.tenant.clone();
-    rec.row().attribution.team = key.team.clone();
+    pipeline::note_key(rec.row(), &key);
     let allowed = |m: &str| key.models.is_empty() || key.models.iter().any(|k| k == m);
     let body = match one {
         None => json!({
@@ -48,10 +45,18 @@ fn answer(gw: Gateway, headers: HeaderMap, one: Option<String>) -> Response {
         }),
         Some(id) => {
             rec.row().requested_model = Some(id.clone());
-            if gw.0.router.get(&id).is_none() || !allowed(&id) {
+            if gw.0.router.get(&id).is_none() {
                 let e = ApiError::new(
                     ErrorCode::ModelNotFound,
-                    format!("the model '{id}' does not exist or is not available to this key"),
+                    format!("the model '{id}' does not exist or is not configured"),
+                )
+                .with_param("model");
+                return reject(rec, e, request_id, Outcome::Rejected);
+            }
+            if !allowed(&id) {
+                let e = ApiError::new(
+                    ErrorCode::ModelNotAllowed,
+                    format!("this key may not use the model '{id}'"),
                 )
                 .with_param("model");
                 return reject(rec, e, request_id, Outcome::Rejected);

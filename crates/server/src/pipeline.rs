@@ -106,6 +106,16 @@ pub fn route(gw: &Gateway, key: &StoredKey, model: &str) -> Result<Routed, ApiEr
     Ok(Routed { deployment, price })
 }
 
+/// Fills the key's attribution defaults into a row as soon as the key is known, so even a
+/// request rejected later is attributed to its key's tenant and team.
+pub fn note_key(row: &mut LedgerRow, key: &StoredKey) {
+    let a = &mut row.attribution;
+    a.key_id = Some(key.id.clone());
+    a.key_name = Some(key.name.clone());
+    a.tenant = key.tenant.clone();
+    a.team = key.team.clone();
+}
+
 /// Fills the routing columns of a row.
 pub fn note_route(row: &mut LedgerRow, routed: &Routed) {
     row.served_model = Some(routed.deployment.model.clone());

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tollgate_ledger::Ledger;
 use tollgate_types::{ApiError, LedgerRow, Outcome, RequestId};
 
@@ -22,6 +23,8 @@ pub struct PendingRow {
     started: Instant,
     endpoint: Endpoint,
     gw: std::sync::Arc<crate::state::Inner>,
+    /// Counts this request as in flight for `serve`'s final wait; dropped with the row.
+    _in_flight: TaskTrackerToken,
 }
 
 impl PendingRow {
@@ -37,6 +40,7 @@ impl PendingRow {
             started: Instant::now(),
             endpoint,
             gw: gw.0.clone(),
+            _in_flight: gw.0.tasks.token(),
         }
     }
 

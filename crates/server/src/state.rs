@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     pub tasks: TaskTracker,
     pub draining: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: streams still running end at once
+    /// (see `chat::CutOnShutdown`) so their rows are recorded before the ledger closes.
+    pub cut: CancellationToken,
 }
 
 /// Cheap-to-clone handle on the gateway state.
@@ -80,6 +83,7 @@ impl Gateway {
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),
             draining: CancellationToken::new(),
+            cut: CancellationToken::new(),
         })))
     }
 

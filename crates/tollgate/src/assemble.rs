@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tollgate_config::{Config, LedgerUrl};
 use tollgate_ledger::{Ledger, LedgerOptions};
-use tollgate_providers::{ProviderSettings, Timeouts};
+use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
 use tollgate_router::{Deployment, LogicalModel, Router};
 use tollgate_server::{GatewayParts, ServerSettings};
 use tollgate_store::Store;
@@ -56,11 +56,17 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
                 idle: p.timeouts.idle(),
                 total: p.timeouts.total(),
             },
+            region: p.region.clone(),
+            aws: match (&p.aws_access_key_id, &p.aws_secret_access_key) {
+                (Some(id), Some(secret)) => Some(AwsCredentials {
+                    access_key_id: id.expose().to_string(),
+                    secret_access_key: secret.expose().to_string(),
+                    session_token: p.aws_session_token.as_ref().map(|t| t.expose().to_string()),
+                }),
+                _ => None,
+            },
         };
-        if let Some(k) = &settings.api_key {
-            secrets.push(k.clone());
-        }
-        secrets.extend(settings.headers.iter().map(|(_, v)| v.clone()));
+        secrets.extend(settings.secrets());
         let adapter = tollgate_providers::build(settings)
             .with_context(|| format!("providers.{name}"))?;
         adapters.insert(name.clone(), adapter);
@@ -88,7 +94,6 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
             .with_context(|| format!("models.{name}: no deployment with a positive weight"))?;
         models.push(lm);
     }
-    secrets.retain(|s| !s.is_empty());
     Ok((Router::new(models), secrets))
 }
 
