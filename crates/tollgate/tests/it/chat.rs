@@ -201,7 +201,10 @@ async fn non_streaming_json_schema_logprobs_and_max_tokens() {
         .await;
     let v = check_billed(&env, resp).await;
     let lp = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
-    assert_eq!(lp.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(
+        lp.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
     for e in lp {
         assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 3, "{e}");
     }
@@ -363,7 +366,8 @@ async fn tool_call_round_trip_streaming_and_not() {
         // 2. The tool result goes back; the model answers in text.
         let mut messages = ask.as_array().unwrap().clone();
         messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
-        messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": "{\"temp_c\": 21}"}));
+        messages
+            .push(json!({"role": "tool", "tool_call_id": call_id, "content": "{\"temp_c\": 21}"}));
         let mut req = json!({"model": "gpt-4o-mini", "messages": messages, "tools": tools});
         if stream {
             req["stream"] = json!(true);

@@ -27,7 +27,7 @@ use tollgate_store::Store;
 /// The admin credential of every test gateway (passed through `${TOLLGATE_MASTER_KEY}`).
 pub const MASTER: &str = "it-master-0123456789abcdef";
 /// The provider credential used when a test turns provider auth on.
-pub const SIM_KEY: &str = "sk-sim-provider-7f3a9c2e5b1d4e8f";
+pub const SIM_KEY: &str = "sk-sim-provider-7f3a9c2e-secret-kqzw";
 
 /// Generous guard against hangs; never an assertion about speed.
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
@@ -358,7 +358,9 @@ pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Valu
 
 /// `{"error":{"message","type","param","code"}}` and nothing else.
 pub fn assert_error_shape(v: &Value) {
-    let obj = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"));
     assert_eq!(obj.len(), 1, "{v}");
     let e = v["error"]
         .as_object()
