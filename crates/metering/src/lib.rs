@@ -10,4 +10,4 @@
 pub mod meter;
 pub mod tokens;
 
-pub use meter::{MeterOptions, MeteredStream, Settlement};
+pub use meter::{MeterOptions, MeteredStream, OpenAiRenderer, Renderer, Settlement};

@@ -1,17 +1,19 @@
-//! The metered stream: relays canonical chunks to the client as SSE, one by one, and settles
-//! exactly once.
+//! The metered stream: relays canonical chunks to the client one by one, and settles exactly
+//! once.
 //!
 //! Per chunk it peeks at the JSON (never re-serialises it), keeps provider usage when a chunk
-//! carries it, remembers the generated text (for an estimate if usage never comes), and drops
-//! the usage-only chunk when the client did not ask for `include_usage` (the OpenAI adapter
-//! always asks upstream).
+//! carries it, and remembers the generated text (for an estimate if usage never comes). What the
+//! client receives is decided by a [`Renderer`]: [`OpenAiRenderer`] frames each chunk as an SSE
+//! `data:` event and drops the usage-only chunk when the client did not ask for
+//! `include_usage` (the OpenAI adapter always asks upstream); the Anthropic ingress renders the
+//! same chunks as Messages events. Metering stays in one place whatever the client's format.
 //!
 //! **Invariant:** the settle callback runs exactly once — at the upstream's end of stream
-//! (`Outcome::Ok`), at an upstream error (`Outcome::Failed`, after an OpenAI-shaped error event
-//! is sent to the client), or in `Drop` when the client went away first
-//! (`Outcome::Cancelled`); dropping the stream drops the upstream body, which closes the
-//! upstream connection and so cancels generation. A stream that ended without provider usage
-//! is settled with locally counted tokens, flagged [`UsageSource::Estimated`] — never as zero.
+//! (`Outcome::Ok`), at an upstream error (`Outcome::Failed`, after an error event in the
+//! client's format), or in `Drop` when the client went away first (`Outcome::Cancelled`);
+//! dropping the stream drops the upstream body, which closes the upstream connection and so
+//! cancels generation. A stream that ended without provider usage is settled with locally
+//! counted tokens, flagged [`UsageSource::Estimated`] — never as zero.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,10 +29,41 @@ use tollgate_types::{ApiError, Outcome, Usage, UsageSource};
 
 use crate::tokens::{self, Encoding};
 
-/// How one stream is metered.
-pub struct MeterOptions {
+/// Turns canonical chunks into the bytes the client's wire format expects.
+pub trait Renderer: Send + 'static {
+    /// One canonical chunk (`peek` is `None` if it was not readable JSON).
+    fn chunk(&mut self, raw: &[u8], peek: Option<&ChunkPeek<'_>>, out: &mut BytesMut);
+    /// The upstream failed after the response started.
+    fn error(&mut self, error: &ApiError, out: &mut BytesMut);
+    /// The upstream finished; `usage` is what the provider reported, if anything.
+    fn done(&mut self, usage: Option<&Usage>, out: &mut BytesMut);
+}
+
+/// OpenAI Chat Completions SSE.
+pub struct OpenAiRenderer {
     /// The client set `stream_options.include_usage`; otherwise the usage chunk is stripped.
     pub client_wants_usage: bool,
+}
+
+impl Renderer for OpenAiRenderer {
+    fn chunk(&mut self, raw: &[u8], peek: Option<&ChunkPeek<'_>>, out: &mut BytesMut) {
+        if peek.is_some_and(|p| p.is_usage_only()) && !self.client_wants_usage {
+            return;
+        }
+        put_sse_frame(out, raw);
+    }
+
+    fn error(&mut self, error: &ApiError, out: &mut BytesMut) {
+        put_sse_frame(out, error.openai_body().to_string().as_bytes());
+    }
+
+    fn done(&mut self, _usage: Option<&Usage>, out: &mut BytesMut) {
+        out.put_slice(DONE_FRAME);
+    }
+}
+
+/// How one stream is metered.
+pub struct MeterOptions {
     /// Tokenizer for estimates.
     pub encoding: Encoding,
     /// The canonical request, for counting prompt tokens if the provider reports none.
@@ -51,7 +84,7 @@ pub struct Settlement {
     pub first_byte_at: Option<Instant>,
     /// The last `finish_reason` relayed.
     pub finish_reason: Option<String>,
-    /// Chunks relayed to the client (the `[DONE]` marker excluded).
+    /// Canonical chunks received from the upstream.
     pub chunks_relayed: u64,
 }
 
@@ -60,6 +93,7 @@ type SettleFn = Box<dyn FnOnce(Settlement) + Send>;
 pub struct MeteredStream {
     inner: ChunkStream,
     opts: MeterOptions,
+    renderer: Box<dyn Renderer>,
     on_settle: Option<SettleFn>,
     provider_usage: Option<Usage>,
     output_text: String,
@@ -73,11 +107,13 @@ impl MeteredStream {
     pub fn new(
         inner: ChunkStream,
         opts: MeterOptions,
+        renderer: impl Renderer,
         on_settle: impl FnOnce(Settlement) + Send + 'static,
     ) -> Self {
         MeteredStream {
             inner,
             opts,
+            renderer: Box::new(renderer),
             on_settle: Some(Box::new(on_settle)),
             provider_usage: None,
             output_text: String::new(),
@@ -110,41 +146,48 @@ impl MeteredStream {
     /// Tokens sent and relayed so far, counted locally.
     fn estimate(&self) -> Usage {
         Usage {
-            input_tokens: tokens::count_chat_prompt(
-                self.opts.encoding,
-                &Value::Object((*self.opts.request).clone()),
-            ),
+            input_tokens: tokens::count_chat_prompt_map(self.opts.encoding, &self.opts.request),
             output_tokens: self.opts.encoding.count(&self.output_text),
             ..Usage::default()
         }
     }
 
-    fn relay(&mut self, frame: Bytes) -> Poll<Option<Result<Bytes, std::convert::Infallible>>> {
+    fn emit(
+        &mut self,
+        out: BytesMut,
+    ) -> Option<Poll<Option<Result<Bytes, std::convert::Infallible>>>> {
+        if out.is_empty() {
+            return None;
+        }
         if self.first_byte_at.is_none() {
             self.first_byte_at = Some(Instant::now());
         }
-        Poll::Ready(Some(Ok(frame)))
+        Some(Poll::Ready(Some(Ok(out.freeze()))))
     }
 
-    fn upstream_failed(
-        &mut self,
-        e: &UpstreamError,
-    ) -> Poll<Option<Result<Bytes, std::convert::Infallible>>> {
+    fn upstream_failed(&mut self, e: &UpstreamError) -> BytesMut {
         let secrets: Vec<&str> = self.opts.secrets.iter().map(String::as_str).collect();
         let api = e.to_api_error(&secrets);
-        let frame = sse_frame(api.openai_body().to_string().as_bytes());
+        let mut out = BytesMut::new();
+        self.renderer.error(&api, &mut out);
         self.done = true;
         self.settle(Outcome::Failed, Some(api));
-        self.relay(frame)
+        out
     }
 }
 
-/// `data: <payload>\n\n`.
+/// Appends `data: <payload>\n\n`.
+pub fn put_sse_frame(out: &mut BytesMut, payload: &[u8]) {
+    out.reserve(payload.len() + 8);
+    out.put_slice(b"data: ");
+    out.put_slice(payload);
+    out.put_slice(b"\n\n");
+}
+
+/// `data: <payload>\n\n` as its own buffer.
 pub fn sse_frame(payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(payload.len() + 8);
-    b.put_slice(b"data: ");
-    b.put_slice(payload);
-    b.put_slice(b"\n\n");
+    let mut b = BytesMut::new();
+    put_sse_frame(&mut b, payload);
     b.freeze()
 }
 
@@ -162,11 +205,25 @@ impl Stream for MeteredStream {
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let mut skip = false;
-                    let mut in_stream_error = None;
-                    if let Ok(peek) = serde_json::from_slice::<ChunkPeek<'_>>(&chunk) {
+                    this.chunks_relayed += 1;
+                    let mut out = BytesMut::new();
+                    let peek = serde_json::from_slice::<ChunkPeek<'_>>(&chunk).ok();
+                    if let Some(peek) = &peek {
                         if let Some(err) = peek.error {
-                            in_stream_error = Some(err.get().to_string());
+                            // The adapter normally turns these into errors; if one slips
+                            // through it gets the same treatment: Tollgate's code, provider
+                            // text scrubbed.
+                            let e = UpstreamError::new(
+                                "upstream",
+                                tollgate_providers::UpstreamErrorKind::InStream {
+                                    message: err.get().to_string(),
+                                },
+                            );
+                            let out = this.upstream_failed(&e);
+                            if let Some(p) = this.emit(out) {
+                                return p;
+                            }
+                            continue;
                         }
                         if let Some(u) = &peek.usage {
                             this.provider_usage = Some(u.to_usage());
@@ -180,28 +237,27 @@ impl Stream for MeteredStream {
                         {
                             this.finish_reason = Some(fr);
                         }
-                        skip = peek.is_usage_only() && !this.opts.client_wants_usage;
                     }
-                    if let Some(raw) = in_stream_error {
-                        // The adapter normally turns these into errors; if one slips through,
-                        // it gets the same treatment: Tollgate's code, provider text scrubbed.
-                        let e = UpstreamError::new(
-                            "upstream",
-                            tollgate_providers::UpstreamErrorKind::InStream { message: raw },
-                        );
-                        return this.upstream_failed(&e);
+                    this.renderer.chunk(&chunk, peek.as_ref(), &mut out);
+                    if let Some(p) = this.emit(out) {
+                        return p;
                     }
-                    if skip {
-                        continue;
-                    }
-                    this.chunks_relayed += 1;
-                    return this.relay(sse_frame(&chunk));
                 }
-                Poll::Ready(Some(Err(e))) => return this.upstream_failed(&e),
+                Poll::Ready(Some(Err(e))) => {
+                    let out = this.upstream_failed(&e);
+                    if let Some(p) = this.emit(out) {
+                        return p;
+                    }
+                }
                 Poll::Ready(None) => {
                     this.done = true;
+                    let mut out = BytesMut::new();
+                    let usage = this.provider_usage;
+                    this.renderer.done(usage.as_ref(), &mut out);
                     this.settle(Outcome::Ok, None);
-                    return this.relay(Bytes::from_static(DONE_FRAME));
+                    if let Some(p) = this.emit(out) {
+                        return p;
+                    }
                 }
             }
         }
@@ -222,13 +278,12 @@ mod tests {
     use std::sync::Mutex;
     use tollgate_providers::UpstreamErrorKind;
 
-    fn opts(wants_usage: bool) -> MeterOptions {
+    fn opts() -> MeterOptions {
         let req: Map<String, Value> = serde_json::from_str(
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello world"}]}"#,
         )
         .unwrap();
         MeterOptions {
-            client_wants_usage: wants_usage,
             encoding: Encoding::O200k,
             request: Arc::new(req),
             secrets: Arc::from(vec!["sk-secret-123456".to_string()]),
@@ -267,7 +322,14 @@ mod tests {
     #[tokio::test]
     async fn strips_usage_chunk_when_not_asked_and_settles_from_provider() {
         let (settled, f) = capture();
-        let s = MeteredStream::new(chunks(vec![Ok(TEXT), Ok(FIN), Ok(USAGE)]), opts(false), f);
+        let s = MeteredStream::new(
+            chunks(vec![Ok(TEXT), Ok(FIN), Ok(USAGE)]),
+            opts(),
+            OpenAiRenderer {
+                client_wants_usage: false,
+            },
+            f,
+        );
         let out = run(s).await;
         assert!(!out.contains("prompt_tokens"));
         assert!(out.ends_with("data: [DONE]\n\n"));
@@ -284,7 +346,10 @@ mod tests {
         let (_s, f) = capture();
         let out = run(MeteredStream::new(
             chunks(vec![Ok(TEXT), Ok(FIN), Ok(USAGE)]),
-            opts(true),
+            opts(),
+            OpenAiRenderer {
+                client_wants_usage: true,
+            },
             f,
         ))
         .await;
@@ -296,7 +361,10 @@ mod tests {
         let (settled, f) = capture();
         run(MeteredStream::new(
             chunks(vec![Ok(TEXT), Ok(FIN)]),
-            opts(false),
+            opts(),
+            OpenAiRenderer {
+                client_wants_usage: false,
+            },
             f,
         ))
         .await;
@@ -315,7 +383,10 @@ mod tests {
         );
         let out = run(MeteredStream::new(
             chunks(vec![Ok(TEXT), Err(err)]),
-            opts(false),
+            opts(),
+            OpenAiRenderer {
+                client_wants_usage: false,
+            },
             f,
         ))
         .await;
@@ -331,7 +402,14 @@ mod tests {
     #[tokio::test]
     async fn dropped_mid_stream_settles_cancelled_once() {
         let (settled, f) = capture();
-        let mut s = MeteredStream::new(chunks(vec![Ok(TEXT), Ok(TEXT), Ok(FIN)]), opts(false), f);
+        let mut s = MeteredStream::new(
+            chunks(vec![Ok(TEXT), Ok(TEXT), Ok(FIN)]),
+            opts(),
+            OpenAiRenderer {
+                client_wants_usage: false,
+            },
+            f,
+        );
         let _first = s.next().await;
         drop(s);
         let s = settled.lock().unwrap();

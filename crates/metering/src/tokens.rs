@@ -88,10 +88,19 @@ const TOKENS_PER_MESSAGE: u64 = 3;
 const TOKENS_PER_NAME: u64 = 1;
 const REPLY_PRIMING: u64 = 3;
 
+/// [`count_chat_prompt`] over a body held as a map.
+pub fn count_chat_prompt_map(enc: Encoding, body: &serde_json::Map<String, Value>) -> u64 {
+    count_chat_prompt_parts(enc, body.get("messages"), body.get("tools"))
+}
+
 /// Prompt tokens of an OpenAI chat request body (`messages`, plus `tools` when present).
 pub fn count_chat_prompt(enc: Encoding, body: &Value) -> u64 {
+    count_chat_prompt_parts(enc, body.get("messages"), body.get("tools"))
+}
+
+fn count_chat_prompt_parts(enc: Encoding, messages: Option<&Value>, tools: Option<&Value>) -> u64 {
     let mut total = 0u64;
-    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
+    if let Some(messages) = messages.and_then(Value::as_array) {
         for m in messages {
             total += TOKENS_PER_MESSAGE;
             if let Some(obj) = m.as_object() {
@@ -111,7 +120,7 @@ pub fn count_chat_prompt(enc: Encoding, body: &Value) -> u64 {
         }
         total += REPLY_PRIMING;
     }
-    if let Some(tools) = body.get("tools").filter(|t| !t.is_null()) {
+    if let Some(tools) = tools.filter(|t| !t.is_null()) {
         total += count_json(enc, tools);
     }
     total

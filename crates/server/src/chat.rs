@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tollgate_ingress::openai::ChatRequest;
 use tollgate_metering::tokens::{self, Encoding};
-use tollgate_metering::{MeterOptions, MeteredStream, Settlement};
+use tollgate_metering::{MeterOptions, MeteredStream, OpenAiRenderer, Settlement};
 use tollgate_providers::{ChatCall, ChatResponse};
 use tollgate_types::canonical::ResponsePeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
@@ -177,7 +177,7 @@ fn estimate_complete(routed: &Routed, request: &Map<String, Value>, body: &[u8])
         .map(|p| enc.count(&p.output_text()))
         .unwrap_or(0);
     Usage {
-        input_tokens: tokens::count_chat_prompt(enc, &Value::Object(request.clone())),
+        input_tokens: tokens::count_chat_prompt_map(enc, request),
         output_tokens: output,
         ..Usage::default()
     }
@@ -221,13 +221,15 @@ async fn stream(
     let mut headers = HeaderMap::new();
     pipeline::routed_headers(&mut headers, &request_id, &routed);
     let opts = MeterOptions {
-        client_wants_usage: include_usage,
         encoding: Encoding::for_model(&routed.deployment.model),
         request,
         secrets: gw.0.secrets.clone(),
     };
     let cut = gw.0.cut.clone();
-    let metered = MeteredStream::new(chunks, opts, move |s: Settlement| {
+    let renderer = OpenAiRenderer {
+        client_wants_usage: include_usage,
+    };
+    let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
         let row = rec.row();
         pipeline::settle_usage(row, s.usage, s.usage_source, &routed);
         row.outcome = s.outcome;
