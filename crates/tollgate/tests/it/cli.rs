@@ -316,6 +316,52 @@ async fn spend_csv_and_json_match_the_ledger() {
     assert_eq!(requests, 9);
 }
 
+/// Keys created and revoked with the CLI (another process) reach a running gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_key_changes_reach_a_running_gateway() {
+    let env = TestEnv::start().await;
+    let cfg = write_config(
+        env.dir.path(),
+        "keys.yaml",
+        &env.db,
+        &provider_yaml("http://127.0.0.1:9/v1"),
+    );
+    let cfg2 = cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run(&[
+            "keys", "create", "--name", "from-cli", "--tenant", "initech", "--config", &cfg2,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout).trim().to_string();
+    let id = text(&out.stderr)
+        .split("created key ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]});
+    eventually("the gateway accepts the new key", || async {
+        env.chat(&key, body.clone()).await.status() == 200
+    })
+    .await;
+    let ok = env.rows("outcome=ok").await;
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0]["tenant"], "initech");
+    assert_eq!(ok[0]["key_id"], id.as_str());
+
+    let out = tokio::task::spawn_blocking(move || run(&["keys", "revoke", &id, "--config", &cfg]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually("the gateway refuses the revoked key", || async {
+        env.chat(&key, body.clone()).await.status() == 401
+    })
+    .await;
+}
+
 /// Kills the child if the test fails before it exits.
 struct ChildGuard(Option<std::process::Child>);
 

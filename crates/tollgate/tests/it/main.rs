@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin;
 mod attribution;
 mod azure;
 mod chat;

@@ -353,6 +353,65 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_bills_partial() {
         gpt4o_mini_cost(input, 0, out)
     );
     assert_eq!(env.rows("").await.len(), 1);
+    let metrics = env
+        .http
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_requests_in_flight 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "tollgate_requests_total{endpoint=\"/v1/chat/completions\",outcome=\"cancelled\"} 1\n"
+        ),
+        "{metrics}"
+    );
+}
+
+/// A client that gives up on a stream before the provider's first byte: the upstream call is
+/// dropped and the request recorded as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_gone_before_the_stream_starts_cancels_upstream() {
+    // 60 s to first byte, far beyond the hang guard: only a cancellation ends the sim's call.
+    let env = TestEnv::with(Opts {
+        sim: SimConfig {
+            ttft_ms: 60_000,
+            ..SimConfig::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    let r = env
+        .http
+        .post(env.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&hi(true))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up before the headers");
+    eventually("the sim saw the request", || async {
+        env.sim.stats().chat_completions == 1
+    })
+    .await;
+    eventually("the upstream call is cancelled", || async {
+        env.sim.stats().in_flight == 0
+    })
+    .await;
+    let rows = env.wait_rows("", |r| r.len() == 1).await;
+    let row = &rows[0];
+    assert_eq!(row["outcome"], "cancelled", "{row}");
+    assert_eq!(row["status"], 499);
+    assert_eq!(row["error_code"], "client_closed_request");
+    assert_eq!(row["stream"], true);
+    assert_eq!(row["provider"], "sim");
 }
 
 /// A client that leaves while a non-streamed answer is generating: the provider bills the whole
