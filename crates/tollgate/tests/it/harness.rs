@@ -42,6 +42,8 @@ pub struct Opts {
     pub provider_auth: bool,
     /// `providers.sim.timeouts.first_byte_ms`.
     pub first_byte_ms: Option<u64>,
+    /// `providers.sim.timeouts.idle_ms`.
+    pub idle_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
     pub shutdown_grace_secs: u64,
     /// `pricing.unknown_model: allow`.
@@ -61,6 +63,7 @@ impl Default for Opts {
             sim: SimConfig::default(),
             provider_auth: false,
             first_byte_ms: None,
+            idle_ms: None,
             max_body_bytes: None,
             shutdown_grace_secs: 30,
             allow_unpriced: false,
@@ -308,8 +311,15 @@ fn config_yaml(opts: &Opts, sim: &SimHandle, db: &Path) -> String {
     if opts.provider_auth {
         y.push_str("    api_key: ${SIM_API_KEY}\n");
     }
-    if let Some(fb) = opts.first_byte_ms {
-        y.push_str(&format!("    timeouts: {{first_byte_ms: {fb}}}\n"));
+    let mut timeouts = Vec::new();
+    if let Some(ms) = opts.first_byte_ms {
+        timeouts.push(format!("first_byte_ms: {ms}"));
+    }
+    if let Some(ms) = opts.idle_ms {
+        timeouts.push(format!("idle_ms: {ms}"));
+    }
+    if !timeouts.is_empty() {
+        y.push_str(&format!("    timeouts: {{{}}}\n", timeouts.join(", ")));
     }
     y.push_str(
         &opts

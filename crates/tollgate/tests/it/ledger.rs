@@ -413,3 +413,64 @@ async fn shutdown_grace_over_cuts_streams_and_records_them() {
     assert_eq!(row.usage_source, tollgate_types::UsageSource::Estimated);
     assert!((2..FULL).contains(&row.usage.output_tokens));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_time_windows_and_bad_parameters() {
+    let env = TestEnv::start().await;
+    let key = env.key().await;
+    let before = jiff::Timestamp::now().as_millisecond() - 1;
+    for _ in 0..3 {
+        let r = env
+            .chat(
+                &key,
+                json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let after = jiff::Timestamp::now().as_millisecond() + 1;
+    let all = env.admin_get("/admin/v1/spend").await;
+    assert_eq!(all["total"]["requests"], 3);
+    let inside = env
+        .admin_get(&format!("/admin/v1/spend?from={before}&to={after}"))
+        .await;
+    assert_eq!(inside["total"], all["total"]);
+    let later = env
+        .admin_get(&format!("/admin/v1/spend?from={after}"))
+        .await;
+    assert_eq!(later["total"]["requests"], 0);
+    assert_eq!(later["total"]["cost_usd"], "0");
+    assert_eq!(later["data"], json!([]));
+    let earlier = env.admin_get("/admin/v1/spend?to=2020-01-01").await;
+    assert_eq!(earlier["total"]["requests"], 0);
+    assert_eq!(env.rows(&format!("from={after}")).await.len(), 0);
+    assert_eq!(
+        env.rows(&format!("from={before}&to={after}")).await.len(),
+        3
+    );
+
+    for (q, param) in [
+        ("/admin/v1/spend?group_by=tenant,bogus", "group_by"),
+        ("/admin/v1/spend?from=yesterday", "from"),
+        ("/admin/v1/requests?limit=abc", "limit"),
+        ("/admin/v1/requests?status=abc", "status"),
+    ] {
+        let r = env
+            .http
+            .get(env.url(q))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .unwrap();
+        let e = expect_error(r, 400, "invalid_request").await;
+        assert_eq!(e["param"], param, "{q}");
+    }
+    let r = env
+        .http
+        .get(env.url("/admin/v1/requests?cursor=not-a-cursor"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

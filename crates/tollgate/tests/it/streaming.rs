@@ -168,3 +168,59 @@ async fn upstream_without_stream_usage_is_estimated_from_what_was_relayed() {
     let spend = env.admin_get("/admin/v1/spend").await;
     assert_eq!(spend["data"][0]["estimated_rows"], 2);
 }
+
+/// HTTP/2 clients (prior knowledge, as gRPC-style proxies use): streams relay the same way and
+/// a reset stream cancels the upstream call like a closed HTTP/1 connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_stream_and_cancel() {
+    let env = TestEnv::with(Opts {
+        sim: SimConfig {
+            chunk_delay_ms: 20,
+            completion_tokens: 5000,
+            ..SimConfig::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "over h2"}]});
+    let r = h2
+        .post(env.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let mut sse = Sse::new(r);
+    for _ in 0..3 {
+        sse.next().await.expect("a chunk");
+    }
+    drop(sse);
+    eventually("the upstream call is cancelled", || async {
+        env.sim.stats().in_flight == 0
+    })
+    .await;
+    let rows = env.wait_rows("outcome=cancelled", |r| r.len() == 1).await;
+    let out = rows[0]["output_tokens"].as_u64().unwrap();
+    assert!((2..5000).contains(&out), "{out}");
+
+    // A complete answer over the same HTTP/2 connection.
+    env.sim.set_config(SimConfig::default());
+    let r = h2
+        .post(env.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let events = read_stream(r).await;
+    assert!(events.last().unwrap().is_done());
+    assert_eq!(streamed_text(&events).split_whitespace().count(), 16);
+}

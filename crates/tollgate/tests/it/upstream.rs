@@ -393,7 +393,7 @@ async fn client_gone_before_the_stream_starts_cancels_upstream() {
         .post(env.url("/v1/chat/completions"))
         .bearer_auth(&key)
         .json(&hi(true))
-        .timeout(Duration::from_millis(300))
+        .timeout(Duration::from_millis(1000))
         .send()
         .await;
     assert!(r.is_err(), "the client gave up before the headers");
@@ -420,7 +420,7 @@ async fn client_gone_before_the_stream_starts_cancels_upstream() {
 async fn client_gone_during_non_streaming_answer_is_still_billed() {
     let env = TestEnv::with(Opts {
         sim: SimConfig {
-            ttft_ms: 600,
+            ttft_ms: 5_000,
             ..SimConfig::default()
         },
         ..Opts::default()
@@ -432,10 +432,15 @@ async fn client_gone_during_non_streaming_answer_is_still_billed() {
         .post(env.url("/v1/chat/completions"))
         .bearer_auth(&key)
         .json(&hi(false))
-        .timeout(Duration::from_millis(100))
+        .timeout(Duration::from_millis(1000))
         .send()
         .await;
     assert!(r.is_err(), "the client gave up before the answer");
+    assert_eq!(
+        env.sim.stats().chat_completions,
+        1,
+        "the request reached the provider"
+    );
     let rows = env.wait_rows("", |r| r.len() == 1).await;
     let row = &rows[0];
     assert_eq!(row["outcome"], "cancelled", "{row}");
@@ -447,4 +452,50 @@ async fn client_gone_during_non_streaming_answer_is_still_billed() {
         nanos(row["effective_cost"].as_str().unwrap()),
         gpt4o_mini_cost(input, 0, 16)
     );
+}
+
+/// An upstream that goes silent mid-stream for longer than `timeouts.idle_ms`: the client gets
+/// what was relayed, then an `upstream_timeout` error event; the row is failed and billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_mid_stream_times_out() {
+    let env = TestEnv::with(Opts {
+        sim: SimConfig {
+            chunk_delay_ms: 1_000,
+            ..SimConfig::default()
+        },
+        idle_ms: Some(200),
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    let r = env.chat(&key, hi(true)).await;
+    let id = header(&r, "x-tollgate-request-id").to_string();
+    let events = read_stream(r).await;
+    assert!(events.iter().all(|e| !e.is_done()));
+    let (last, relayed) = events.split_last().unwrap();
+    let err = last.json();
+    assert_error_shape(&err);
+    assert_eq!(err["error"]["code"], "upstream_timeout");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("provider 'sim'") && msg.contains("idle"),
+        "{msg}"
+    );
+    assert!(!relayed.is_empty());
+    let relayed_tokens = streamed_text(relayed).split_whitespace().count() as u64;
+    let row = env.row(&id).await;
+    assert_eq!(row["outcome"], "failed");
+    assert_eq!(row["error_code"], "upstream_timeout");
+    assert_eq!(row["usage_source"], "estimated");
+    assert_eq!(row["output_tokens"], relayed_tokens);
+    let input = row["input_tokens"].as_u64().unwrap();
+    assert!(input > 0);
+    assert_eq!(
+        nanos(row["effective_cost"].as_str().unwrap()),
+        gpt4o_mini_cost(input, 0, relayed_tokens)
+    );
+    eventually("the upstream call is dropped", || async {
+        env.sim.stats().in_flight == 0
+    })
+    .await;
 }
