@@ -36,6 +36,9 @@ const MAX_TOP_LOGPROBS: u64 = 20;
 const DEFAULT_EMBEDDING_DIMS: u64 = 8;
 const MAX_EMBEDDING_DIMS: u64 = 8192;
 const MAX_EMBEDDING_INPUTS: usize = 2048;
+/// Bound on `inputs × dimensions` so one request cannot make the sim allocate gigabytes
+/// (2048 inputs of 3072 dims, text-embedding-3-large's maximum batch, fits).
+const MAX_EMBEDDING_VALUES: usize = 8 * 1024 * 1024;
 
 /// Models listed by `GET /v1/models`.
 const MODELS: &[(&str, u64)] = &[
@@ -1255,6 +1258,13 @@ pub(crate) async fn embeddings(ctx: Ctx, body: Bytes) -> Result<Response<SimBody
         }
         Some(d) => d,
     } as usize;
+    if items.len().saturating_mul(dims) > MAX_EMBEDDING_VALUES {
+        return Err(OpenAiError::invalid(
+            format!("'input' × 'dimensions' exceeds {MAX_EMBEDDING_VALUES} values."),
+            Some("dimensions"),
+        )
+        .into());
+    }
     let base64 = match obj.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) if s == "float" => false,

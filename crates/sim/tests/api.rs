@@ -92,13 +92,17 @@ async fn embeddings_float_and_base64() {
             json!({"model": "m", "input": "a", "encoding_format": "hex"}),
             "encoding_format",
         ),
+        (
+            json!({"model": "m", "input": vec!["a"; 2048], "dimensions": 8192}),
+            "dimensions",
+        ),
     ] {
         let r = post_json(&url, &body).await;
         assert_eq!(r.status, 400, "{body}");
         assert_eq!(r.json["error"]["param"], param, "{body}");
         assert_eq!(r.json["error"]["type"], "invalid_request_error");
     }
-    assert_eq!(h.stats().embeddings, 11);
+    assert_eq!(h.stats().embeddings, 12);
 }
 
 #[tokio::test]
