@@ -10,6 +10,7 @@
 //! Anthropic Messages format joins as a sibling module that translates into the same canonical
 //! request.
 
+pub mod anthropic;
 pub mod openai;
 
 use serde_json::{Map, Value};

@@ -7,6 +7,7 @@
 //!   captures provider usage, counts relayed output, and emits exactly one [`meter::Settlement`]
 //!   when the stream ends, fails or is dropped by a departing client.
 
+pub mod anthropic;
 pub mod meter;
 pub mod tokens;
 

@@ -1,18 +1,12 @@
 //! `POST /v1/chat/completions`, streaming and not.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use futures_util::Stream;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::{Map, Value};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use tollgate_ingress::openai::ChatRequest;
 use tollgate_metering::tokens::{self, Encoding};
 use tollgate_metering::{MeterOptions, MeteredStream, OpenAiRenderer, Settlement};
@@ -21,17 +15,17 @@ use tollgate_types::canonical::ResponsePeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
-use crate::error::ErrorResponse;
 use crate::metrics::Endpoint;
-use crate::pipeline::{self, Routed};
-use crate::record::{CLIENT_CLOSED, PendingRow};
+use crate::pipeline::{self, Format, Routed, reject};
+use crate::record::PendingRow;
+use crate::relay;
 
 pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let mut rec = PendingRow::open(&gw, Endpoint::Chat);
     let request_id = rec.request_id().to_string();
     let (req, routed) = match admit(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
-        Err(e) => return reject(rec, e, request_id, Outcome::Rejected),
+        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     let request = Arc::new(pipeline::upstream_body(req.body, &routed));
     let call = ChatCall {
@@ -65,34 +59,7 @@ async fn admit(
     Ok((req, routed))
 }
 
-pub(crate) fn reject(
-    rec: PendingRow,
-    e: ApiError,
-    request_id: String,
-    outcome: Outcome,
-) -> Response {
-    rec.fail(&e, outcome);
-    ErrorResponse {
-        error: e,
-        request_id: Some(request_id),
-    }
-    .into_response()
-}
-
-/// Sets a flag when dropped unless disarmed: tells a detached task that the client is gone.
-struct ClientWatch(Arc<AtomicBool>, bool);
-
-impl Drop for ClientWatch {
-    fn drop(&mut self) {
-        if !self.1 {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// Non-streaming: the provider call runs on a tracked task, so the usage is captured and the
-/// row recorded even if the client disconnects while the model is generating (the provider
-/// bills the whole answer either way). Shutdown waits for these tasks.
+/// Non-streaming: the exchange runs detached (see [`pipeline::detached`]).
 async fn complete(
     gw: Gateway,
     mut rec: PendingRow,
@@ -100,15 +67,12 @@ async fn complete(
     routed: Routed,
     request_id: String,
 ) -> Response {
-    let gone = Arc::new(AtomicBool::new(false));
-    let mut watch = ClientWatch(gone.clone(), false);
-    let secrets = gw.0.secrets.clone();
-    let task = gw.tasks().spawn(async move {
+    let g = gw.clone();
+    let rid = request_id.clone();
+    pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
         let provider = routed.deployment.provider.clone();
         let request = call.body.clone();
-        let result = provider.chat(call).await;
-        let started = rec.started();
-        match result {
+        match provider.chat(call).await {
             Ok(ChatResponse::Complete(c)) => {
                 let (usage, source) = match c.usage {
                     Some(u) => (u, UsageSource::Provider),
@@ -117,21 +81,10 @@ async fn complete(
                         UsageSource::Estimated,
                     ),
                 };
-                let row = rec.row();
-                pipeline::settle_usage(row, usage, source, &routed);
-                row.ttft_us = Some(started.elapsed().as_micros() as u64);
-                if gone.load(Ordering::Acquire) {
-                    row.status = CLIENT_CLOSED;
-                    row.outcome = Outcome::Cancelled;
-                    row.error_code = Some("client_closed_request".into());
-                    row.error_origin = Some("client".into());
-                } else {
-                    row.status = 200;
-                    row.outcome = Outcome::Ok;
-                }
-                let resp = pipeline::json_response(c.body, &request_id, &routed, rec.row());
+                pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
+                let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
                 rec.finish();
-                Ok(resp)
+                resp
             }
             Ok(ChatResponse::Stream { .. }) => {
                 let e = ApiError::new(
@@ -141,33 +94,18 @@ async fn complete(
                         routed.deployment.provider_name
                     ),
                 );
-                rec.fail(&e, Outcome::Failed);
-                Err((e, request_id))
+                reject(rec, e, rid, Outcome::Failed, Format::OpenAi)
             }
-            Err(e) => {
-                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-                let api = e.to_api_error(&secrets);
-                tracing::debug!(provider = %e.provider, error = %api, "upstream call failed");
-                rec.fail(&api, Outcome::Failed);
-                Err((api, request_id))
-            }
+            Err(e) => reject(
+                rec,
+                pipeline::upstream_error(&g, &e),
+                rid,
+                Outcome::Failed,
+                Format::OpenAi,
+            ),
         }
-    });
-    let out = task.await;
-    watch.1 = true;
-    match out {
-        Ok(Ok(resp)) => resp,
-        Ok(Err((e, request_id))) => ErrorResponse {
-            error: e,
-            request_id: Some(request_id),
-        }
-        .into_response(),
-        Err(join) => {
-            tracing::error!(error = %join, "chat task failed");
-            ErrorResponse::new(ApiError::new(ErrorCode::InternalError, "internal error"))
-                .into_response()
-        }
-    }
+    })
+    .await
 }
 
 /// Tokens of a complete answer that came without usage: prompt and output counted locally.
@@ -208,12 +146,11 @@ async fn stream(
                     routed.deployment.provider_name
                 ),
             );
-            return reject(rec, e, request_id, Outcome::Failed);
+            return reject(rec, e, request_id, Outcome::Failed, Format::OpenAi);
         }
         Err(e) => {
-            let secrets: Vec<&str> = gw.0.secrets.iter().map(String::as_str).collect();
-            let api = e.to_api_error(&secrets);
-            return reject(rec, api, request_id, Outcome::Failed);
+            let api = pipeline::upstream_error(&gw, &e);
+            return reject(rec, api, request_id, Outcome::Failed, Format::OpenAi);
         }
     };
     rec.row().status = 200;
@@ -225,82 +162,12 @@ async fn stream(
         request,
         secrets: gw.0.secrets.clone(),
     };
-    let cut = gw.0.cut.clone();
     let renderer = OpenAiRenderer {
         client_wants_usage: include_usage,
     };
+    let cut = gw.0.cut.clone();
     let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
-        let row = rec.row();
-        pipeline::settle_usage(row, s.usage, s.usage_source, &routed);
-        row.outcome = s.outcome;
-        row.ttft_us = s
-            .first_byte_at
-            .map(|t| t.saturating_duration_since(started).as_micros() as u64);
-        match (&s.error, s.outcome) {
-            (Some(e), _) => {
-                row.error_code = Some(e.code.as_str().into());
-                row.error_origin = Some(e.code.origin().as_str().into());
-            }
-            (None, Outcome::Cancelled) if cut.is_cancelled() => {
-                let code = ErrorCode::ShuttingDown;
-                row.error_code = Some(code.as_str().into());
-                row.error_origin = Some(code.origin().as_str().into());
-            }
-            (None, Outcome::Cancelled) => {
-                row.error_code = Some("client_closed_request".into());
-                row.error_origin = Some("client".into());
-            }
-            _ => {}
-        }
-        rec.finish();
+        pipeline::settle_stream(rec, &s, &routed, started, &cut);
     });
-    let body = CutOnShutdown {
-        inner: Some(metered),
-        cut: Box::pin(gw.0.cut.clone().cancelled_owned()),
-    };
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.extend(headers);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tell nginx-style intermediaries not to buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
-}
-
-/// Ends a relayed stream when the shutdown grace period is over (`serve` cancels the gateway's
-/// `cut` token): the metered stream is dropped at once — closing the upstream call and
-/// settling the row as cancelled, billed for what was relayed — and the client gets an
-/// OpenAI-shaped `shutting_down` error event instead of `[DONE]`.
-struct CutOnShutdown {
-    inner: Option<MeteredStream>,
-    cut: Pin<Box<WaitForCancellationFutureOwned>>,
-}
-
-impl Stream for CutOnShutdown {
-    type Item = Result<Bytes, std::convert::Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if this.cut.as_mut().poll(cx).is_ready() {
-            this.inner = None;
-            let e = ApiError::new(
-                ErrorCode::ShuttingDown,
-                "the gateway shut down before the stream finished",
-            );
-            let frame = tollgate_metering::meter::sse_frame(e.openai_body().to_string().as_bytes());
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        let next = Pin::new(inner).poll_next(cx);
-        if let Poll::Ready(None) = next {
-            this.inner = None;
-        }
-        next
-    }
+    relay::sse_response(&gw, metered, headers, Format::OpenAi)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 use tollgate_ingress::openai::EmbeddingsRequest;
 use tollgate_metering::tokens::{self, Encoding};
@@ -13,10 +13,8 @@ use tollgate_providers::EmbeddingsCall;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
-use crate::chat::reject;
-use crate::error::ErrorResponse;
 use crate::metrics::Endpoint;
-use crate::pipeline::{self, Routed};
+use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
 
 pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -24,7 +22,7 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
     let request_id = rec.request_id().to_string();
     let (req, routed) = match admit(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
-        Err(e) => return reject(rec, e, request_id, Outcome::Rejected),
+        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     if !routed.deployment.provider.capabilities().embeddings {
         let e = ApiError::new(
@@ -35,15 +33,16 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
             ),
         )
         .with_param("model");
-        return reject(rec, e, request_id, Outcome::Rejected);
+        return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi);
     }
     let input = req.body.get("input").cloned().unwrap_or(Value::Null);
     let call = EmbeddingsCall {
         body: Arc::new(pipeline::upstream_body(req.body, &routed)),
     };
-    let secrets = gw.0.secrets.clone();
+    let g = gw.clone();
+    let rid = request_id.clone();
     // Detached like non-streaming chat: the row and its cost survive a departing client.
-    let task = gw.tasks().spawn(async move {
+    pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
         let provider = routed.deployment.provider.clone();
         match provider.embeddings(call).await {
             Ok(c) => {
@@ -51,30 +50,21 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
                     Some(u) => (u, UsageSource::Provider),
                     None => (estimate(&routed, &input), UsageSource::Estimated),
                 };
-                let started = rec.started();
-                let row = rec.row();
-                pipeline::settle_usage(row, usage, source, &routed);
-                row.status = 200;
-                row.outcome = Outcome::Ok;
-                row.ttft_us = Some(started.elapsed().as_micros() as u64);
-                let resp = pipeline::json_response(c.body, &request_id, &routed, rec.row());
+                pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
+                let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
                 rec.finish();
                 resp
             }
-            Err(e) => {
-                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-                reject(rec, e.to_api_error(&secrets), request_id, Outcome::Failed)
-            }
+            Err(e) => reject(
+                rec,
+                pipeline::upstream_error(&g, &e),
+                rid,
+                Outcome::Failed,
+                Format::OpenAi,
+            ),
         }
-    });
-    match task.await {
-        Ok(resp) => resp,
-        Err(join) => {
-            tracing::error!(error = %join, "embeddings task failed");
-            ErrorResponse::new(ApiError::new(ErrorCode::InternalError, "internal error"))
-                .into_response()
-        }
-    }
+    })
+    .await
 }
 
 async fn admit(

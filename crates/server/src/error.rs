@@ -49,6 +49,8 @@ impl IntoResponse for ErrorResponse {
             .clone()
             .unwrap_or_else(|| tollgate_types::RequestId::new().to_string());
         if let Ok(v) = HeaderValue::from_str(&id) {
+            h.insert("x-request-id", v.clone());
+            h.insert("request-id", v.clone());
             h.insert(REQUEST_ID_HEADER, v);
         }
         if let Some(secs) = self.error.retry_after_secs {
@@ -62,6 +64,27 @@ impl IntoResponse for ErrorResponse {
         if let Some(v) = should_retry {
             h.insert("x-should-retry", HeaderValue::from_static(v));
         }
+        resp
+    }
+}
+
+/// An [`ApiError`] in the Anthropic Messages shape (`/v1/messages`).
+#[derive(Debug)]
+pub struct AnthropicError {
+    pub error: ApiError,
+    pub request_id: Option<String>,
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let body = tollgate_ingress::anthropic::error_body(&self.error).to_string();
+        // Same status and headers as the OpenAI shape; only the body differs.
+        let mut resp = ErrorResponse {
+            error: self.error,
+            request_id: self.request_id,
+        }
+        .into_response();
+        *resp.body_mut() = axum::body::Body::from(body);
         resp
     }
 }

@@ -22,10 +22,12 @@ mod chat;
 mod embeddings;
 mod error;
 mod health;
+mod messages;
 mod metrics;
 mod models;
 mod pipeline;
 mod record;
+mod relay;
 mod routes;
 mod state;
 

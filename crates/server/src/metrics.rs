@@ -13,16 +13,23 @@ pub enum Endpoint {
     Chat,
     Embeddings,
     Models,
+    Messages,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Models];
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Chat,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+        Endpoint::Messages,
+    ];
 
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::Chat => "/v1/chat/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Models => "/v1/models",
+            Endpoint::Messages => "/v1/messages",
         }
     }
 }
@@ -45,11 +52,11 @@ fn outcome_idx(o: Outcome) -> usize {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; 4]; 3],
-    cost_nanos: [AtomicU64; 3],
-    input_tokens: [AtomicU64; 3],
-    output_tokens: [AtomicU64; 3],
-    latency_us_sum: [AtomicU64; 3],
+    requests: [[AtomicU64; 4]; 4],
+    cost_nanos: [AtomicU64; 4],
+    input_tokens: [AtomicU64; 4],
+    output_tokens: [AtomicU64; 4],
+    latency_us_sum: [AtomicU64; 4],
     in_flight: AtomicI64,
 }
 
@@ -85,7 +92,7 @@ impl Metrics {
                 );
             }
         }
-        let families: [(&str, &str, &[AtomicU64; 3]); 4] = [
+        let families: [(&str, &str, &[AtomicU64; 4]); 4] = [
             (
                 "tollgate_cost_nano_usd_total",
                 "Effective cost recorded, nano-USD.",

@@ -8,9 +8,8 @@ use serde_json::{Value, json};
 use tollgate_types::{ApiError, ErrorCode, Outcome};
 
 use crate::Gateway;
-use crate::chat::reject;
 use crate::metrics::Endpoint;
-use crate::pipeline;
+use crate::pipeline::{self, Format};
 use crate::record::PendingRow;
 
 fn model_object(id: &str) -> Value {
@@ -34,7 +33,7 @@ fn answer(gw: Gateway, headers: HeaderMap, one: Option<String>) -> Response {
     let request_id = rec.request_id().to_string();
     let key = match pipeline::authenticate(&gw, &headers) {
         Ok(k) => k,
-        Err(e) => return reject(rec, e, request_id, Outcome::Rejected),
+        Err(e) => return pipeline::reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     pipeline::note_key(rec.row(), &key);
     let allowed = |m: &str| key.models.is_empty() || key.models.iter().any(|k| k == m);
@@ -51,7 +50,7 @@ fn answer(gw: Gateway, headers: HeaderMap, one: Option<String>) -> Response {
                     format!("the model '{id}' does not exist or is not configured"),
                 )
                 .with_param("model");
-                return reject(rec, e, request_id, Outcome::Rejected);
+                return pipeline::reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi);
             }
             if !allowed(&id) {
                 let e = ApiError::new(
@@ -59,7 +58,7 @@ fn answer(gw: Gateway, headers: HeaderMap, one: Option<String>) -> Response {
                     format!("this key may not use the model '{id}'"),
                 )
                 .with_param("model");
-                return reject(rec, e, request_id, Outcome::Rejected);
+                return pipeline::reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi);
             }
             model_object(&id)
         }

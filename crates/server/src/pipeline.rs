@@ -2,9 +2,11 @@
 //! the model and deployment, resolve the price (fail-closed), and settle usage into the row.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -12,7 +14,9 @@ use tollgate_attribution::keys::{AuthFailure, presented_key};
 use tollgate_pricing::{DeploymentRef, ModelPrice, Resolution};
 use tollgate_router::Deployment;
 use tollgate_store::StoredKey;
-use tollgate_types::{ApiError, ErrorCode, LedgerRow, Usage, UsageSource};
+use tollgate_types::{ApiError, ErrorCode, LedgerRow, Outcome, Usage, UsageSource};
+
+use crate::record::{CLIENT_CLOSED, PendingRow};
 
 use crate::Gateway;
 use crate::error::REQUEST_ID_HEADER;
@@ -142,6 +146,9 @@ pub fn settle_usage(row: &mut LedgerRow, usage: Usage, source: UsageSource, rout
 /// Headers every routed response carries.
 pub fn routed_headers(headers: &mut HeaderMap, request_id: &str, routed: &Routed) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
+        // The OpenAI SDKs expose `x-request-id`, the Anthropic SDKs `request-id`.
+        headers.insert("x-request-id", v.clone());
+        headers.insert("request-id", v.clone());
         headers.insert(REQUEST_ID_HEADER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&routed.deployment.model) {
@@ -177,4 +184,141 @@ pub fn upstream_body(
         serde_json::Value::String(routed.deployment.model.clone()),
     );
     body
+}
+
+/// The client's wire format, which decides the shape of errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenAi,
+    Anthropic,
+}
+
+impl Format {
+    pub fn error(self, error: ApiError, request_id: String) -> Response {
+        match self {
+            Format::OpenAi => crate::error::ErrorResponse {
+                error,
+                request_id: Some(request_id),
+            }
+            .into_response(),
+            Format::Anthropic => crate::error::AnthropicError {
+                error,
+                request_id: Some(request_id),
+            }
+            .into_response(),
+        }
+    }
+}
+
+/// Records a refused or failed request and answers it in the client's format.
+pub fn reject(
+    rec: PendingRow,
+    e: ApiError,
+    request_id: String,
+    outcome: Outcome,
+    format: Format,
+) -> Response {
+    rec.fail(&e, outcome);
+    format.error(e, request_id)
+}
+
+/// The client-facing error for an upstream failure, scrubbed of provider credentials.
+pub fn upstream_error(gw: &Gateway, e: &tollgate_providers::UpstreamError) -> ApiError {
+    let secrets: Vec<&str> = gw.0.secrets.iter().map(String::as_str).collect();
+    let api = e.to_api_error(&secrets);
+    tracing::debug!(provider = %e.provider, error = %api, "upstream call failed");
+    api
+}
+
+/// Sets a flag when dropped unless disarmed: tells a detached task that the client is gone.
+struct ClientWatch(Arc<AtomicBool>, bool);
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Runs a non-streaming upstream exchange on a tracked task, so its usage is captured and its
+/// row recorded even if the client disconnects while the model is generating (the provider
+/// bills the whole answer either way). `work` receives a flag that turns true when the client
+/// has gone; shutdown waits for these tasks.
+pub async fn detached<F, Fut>(gw: &Gateway, request_id: String, format: Format, work: F) -> Response
+where
+    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    let gone = Arc::new(AtomicBool::new(false));
+    let mut watch = ClientWatch(gone.clone(), false);
+    let out = gw.tasks().spawn(work(gone)).await;
+    watch.1 = true;
+    match out {
+        Ok(resp) => resp,
+        Err(join) => {
+            tracing::error!(error = %join, request_id, "upstream task failed");
+            format.error(
+                ApiError::new(ErrorCode::InternalError, "internal error"),
+                request_id,
+            )
+        }
+    }
+}
+
+/// Settles a complete (non-streaming) answer into the row: usage, cost, latency to the
+/// answer, and `cancelled` when the client left before it arrived.
+pub fn settle_complete(
+    rec: &mut PendingRow,
+    usage: Usage,
+    source: UsageSource,
+    routed: &Routed,
+    gone: &AtomicBool,
+) {
+    let started = rec.started();
+    let row = rec.row();
+    settle_usage(row, usage, source, routed);
+    row.ttft_us = Some(started.elapsed().as_micros() as u64);
+    if gone.load(Ordering::Acquire) {
+        row.status = CLIENT_CLOSED;
+        row.outcome = Outcome::Cancelled;
+        row.error_code = Some("client_closed_request".into());
+        row.error_origin = Some("client".into());
+    } else {
+        row.status = 200;
+        row.outcome = Outcome::Ok;
+    }
+}
+
+/// Settles a finished, failed or abandoned stream into its row and records it.
+pub fn settle_stream(
+    mut rec: PendingRow,
+    s: &tollgate_metering::Settlement,
+    routed: &Routed,
+    started: std::time::Instant,
+    cut: &tokio_util::sync::CancellationToken,
+) {
+    let row = rec.row();
+    settle_usage(row, s.usage, s.usage_source, routed);
+    row.outcome = s.outcome;
+    row.ttft_us = s
+        .first_byte_at
+        .map(|t| t.saturating_duration_since(started).as_micros() as u64);
+    match (&s.error, s.outcome) {
+        (Some(e), _) => {
+            row.error_code = Some(e.code.as_str().into());
+            row.error_origin = Some(e.code.origin().as_str().into());
+        }
+        (None, Outcome::Cancelled) if cut.is_cancelled() => {
+            let code = ErrorCode::ShuttingDown;
+            row.error_code = Some(code.as_str().into());
+            row.error_origin = Some(code.origin().as_str().into());
+        }
+        (None, Outcome::Cancelled) => {
+            row.error_code = Some("client_closed_request".into());
+            row.error_origin = Some("client".into());
+        }
+        _ => {}
+    }
+    rec.finish();
 }

@@ -11,12 +11,13 @@ use axum::routing::{get, post};
 use tollgate_types::{ApiError, ErrorCode};
 
 use crate::error::ErrorResponse;
-use crate::{Gateway, admin, chat, embeddings, health, models};
+use crate::{Gateway, admin, chat, embeddings, health, messages, models};
 
 pub fn app(gw: Gateway) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::chat))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/healthz", get(health::healthz))
