@@ -379,7 +379,7 @@ impl Stream for EventReader {
                 return Poll::Ready(None);
             }
             if let Some(ev) = self.ready.pop_front() {
-                match stream::event_type(&ev).as_str() {
+                match stream::event_type(&ev).as_ref() {
                     "message_stop" => {
                         self.finished = true;
                         return Poll::Ready(Some(Ok(ev)));

@@ -21,6 +21,7 @@
 //! Tool-call `index` is a counter of tool calls, *not* Anthropic's block index: text and
 //! thinking blocks occupy block indices too, and OpenAI clients index into `tool_calls`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -42,18 +43,20 @@ pub enum StreamError {
 
 /// The event type: the SSE `event:` name, which Anthropic always sets equal to the JSON `type`;
 /// the JSON `type` when a (non-conforming) server leaves the name out.
-pub fn event_type(ev: &sse::Event) -> String {
+pub fn event_type(ev: &sse::Event) -> Cow<'_, str> {
     if let Some(name) = &ev.event {
-        return name.clone();
+        return Cow::Borrowed(name);
     }
     #[derive(Deserialize)]
     struct TypeOnly {
         #[serde(default, rename = "type")]
         kind: String,
     }
-    serde_json::from_slice::<TypeOnly>(&ev.data)
-        .map(|t| t.kind)
-        .unwrap_or_default()
+    Cow::Owned(
+        serde_json::from_slice::<TypeOnly>(&ev.data)
+            .map(|t| t.kind)
+            .unwrap_or_default(),
+    )
 }
 
 /// The message of an `error` event: `"<message> (type: <error type>)"`.
@@ -114,7 +117,7 @@ impl UsageTracker {
     /// Reads the usage an event carries, if any. Events that are not `message_start` or
     /// `message_delta`, or that do not parse, leave it unchanged.
     pub fn observe(&mut self, ev: &sse::Event) {
-        match event_type(ev).as_str() {
+        match event_type(ev).as_ref() {
             "message_start" => {
                 if let Ok(s) = serde_json::from_slice::<StartPeek>(&ev.data) {
                     self.add(s.message.usage.as_ref());
@@ -290,10 +293,10 @@ impl Translator {
     pub fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<Bytes>) -> Result<(), StreamError> {
         let kind = event_type(ev);
         let bad = |e: serde_json::Error| StreamError::BadEvent {
-            event: kind.clone(),
+            event: kind.to_string(),
             reason: e.to_string(),
         };
-        match kind.as_str() {
+        match kind.as_ref() {
             "message_start" => {
                 let s: StartPeek = serde_json::from_slice(&ev.data).map_err(bad)?;
                 self.id = Some(s.message.id);
@@ -478,6 +481,7 @@ fn push_json(out: &mut Vec<Bytes>, chunk: &ChunkOut<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ev(name: &str, data: &str) -> sse::Event {
         sse::Event {
@@ -606,6 +610,183 @@ mod tests {
             ),
             "Overloaded (type: overloaded_error)"
         );
+    }
+
+    fn pieces(s: &str, n: usize) -> Vec<String> {
+        let chars: Vec<char> = s.chars().collect();
+        chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+    }
+
+    /// Builds the event stream Anthropic would send for a complete message, splitting every
+    /// text and every tool input into fragments of `split` characters.
+    fn events_for(message: &Value, split: usize) -> Vec<sse::Event> {
+        let mut start = message.clone();
+        start["content"] = json!([]);
+        start["stop_reason"] = Value::Null;
+        let usage = &message["usage"];
+        start["usage"] = json!({
+            "input_tokens": usage["input_tokens"],
+            "cache_read_input_tokens": usage["cache_read_input_tokens"],
+            "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+            "output_tokens": 1,
+        });
+        let mut out = vec![ev(
+            "message_start",
+            &json!({"type": "message_start", "message": start}).to_string(),
+        )];
+        for (i, block) in message["content"].as_array().unwrap().iter().enumerate() {
+            let (empty, deltas): (Value, Vec<Value>) = match block["type"].as_str().unwrap() {
+                "text" => (
+                    json!({"type": "text", "text": ""}),
+                    pieces(block["text"].as_str().unwrap(), split)
+                        .into_iter()
+                        .map(|t| json!({"type": "text_delta", "text": t}))
+                        .collect(),
+                ),
+                "thinking" => (
+                    json!({"type": "thinking", "thinking": ""}),
+                    pieces(block["thinking"].as_str().unwrap(), split)
+                        .into_iter()
+                        .map(|t| json!({"type": "thinking_delta", "thinking": t}))
+                        .chain([json!({"type": "signature_delta", "signature": "sig"})])
+                        .collect(),
+                ),
+                _ => (
+                    json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
+                    pieces(&block["input"].to_string(), split)
+                        .into_iter()
+                        .map(|t| json!({"type": "input_json_delta", "partial_json": t}))
+                        .collect(),
+                ),
+            };
+            out.push(ev(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": i, "content_block": empty})
+                    .to_string(),
+            ));
+            for d in deltas {
+                out.push(ev(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": i, "delta": d}).to_string(),
+                ));
+            }
+            out.push(ev("ping", r#"{"type":"ping"}"#));
+            out.push(ev(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": i}).to_string(),
+            ));
+        }
+        out.push(ev(
+            "message_delta",
+            &json!({"type": "message_delta",
+                    "delta": {"stop_reason": message["stop_reason"], "stop_sequence": null},
+                    "usage": {"output_tokens": usage["output_tokens"]}})
+            .to_string(),
+        ));
+        out.push(ev("message_stop", r#"{"type":"message_stop"}"#));
+        out
+    }
+
+    /// What an OpenAI client reassembles from the chunks, in the shape of a non-streaming
+    /// `choices[0].message` + `finish_reason` + `usage`.
+    fn reassemble(chunks: &[Value]) -> Value {
+        let mut content = String::new();
+        let mut reasoning = String::new();
+        let mut calls: Vec<Value> = Vec::new();
+        let mut finish = Value::Null;
+        let mut usage = Value::Null;
+        for c in chunks {
+            if let Some(u) = c.get("usage") {
+                usage = u.clone();
+            }
+            let Some(choice) = c["choices"].get(0) else {
+                continue;
+            };
+            let d = &choice["delta"];
+            content.push_str(d["content"].as_str().unwrap_or(""));
+            reasoning.push_str(d["reasoning_content"].as_str().unwrap_or(""));
+            for tc in d["tool_calls"].as_array().into_iter().flatten() {
+                let i = tc["index"].as_u64().unwrap() as usize;
+                if i == calls.len() {
+                    calls.push(
+                        json!({"id": tc["id"], "name": tc["function"]["name"], "arguments": ""}),
+                    );
+                }
+                let args = format!(
+                    "{}{}",
+                    calls[i]["arguments"].as_str().unwrap(),
+                    tc["function"]["arguments"].as_str().unwrap()
+                );
+                calls[i]["arguments"] = Value::String(args);
+            }
+            if !choice["finish_reason"].is_null() {
+                finish = choice["finish_reason"].clone();
+            }
+        }
+        for c in &mut calls {
+            c["arguments"] = serde_json::from_str(c["arguments"].as_str().unwrap()).unwrap();
+        }
+        json!({"content": content, "reasoning": reasoning, "calls": calls, "finish": finish, "usage": usage})
+    }
+
+    fn from_complete(body: &[u8]) -> Value {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        let m = &v["choices"][0]["message"];
+        let calls: Vec<Value> = m["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|tc| {
+                json!({
+                    "id": tc["id"],
+                    "name": tc["function"]["name"],
+                    "arguments": serde_json::from_str::<Value>(tc["function"]["arguments"].as_str().unwrap()).unwrap(),
+                })
+            })
+            .collect();
+        json!({
+            "content": m["content"].as_str().unwrap_or(""),
+            "reasoning": m["reasoning_content"].as_str().unwrap_or(""),
+            "calls": calls,
+            "finish": v["choices"][0]["finish_reason"],
+            "usage": v["usage"],
+        })
+    }
+
+    proptest::proptest! {
+        /// Streaming and non-streaming translations of the same message agree on everything an
+        /// OpenAI client sees — text, reasoning, tool calls, finish reason, usage — however the
+        /// stream is fragmented.
+        #[test]
+        fn stream_and_complete_agree(
+            thinking in proptest::option::of("[a-z .]{0,24}"),
+            text in proptest::option::of("[ -~é✓]{0,40}"),
+            tools in proptest::collection::vec(("[a-z_]{1,8}", "[ -~]{0,16}"), 0..3),
+            split in 1usize..6,
+            stop in proptest::sample::select(vec!["end_turn", "max_tokens", "tool_use", "refusal", "pause_turn", "stop_sequence"]),
+            usage in (0u64..100_000, 0u64..100_000, 0u64..100_000, 1u64..100_000),
+        ) {
+            let mut content = Vec::new();
+            if let Some(t) = thinking {
+                content.push(json!({"type": "thinking", "thinking": t, "signature": "sig"}));
+            }
+            if let Some(t) = text {
+                content.push(json!({"type": "text", "text": t}));
+            }
+            for (i, (name, arg)) in tools.iter().enumerate() {
+                content.push(json!({"type": "tool_use", "id": format!("toolu_{i}"), "name": name, "input": {"q": arg, "n": i}}));
+            }
+            let message = json!({
+                "id": "msg_p", "type": "message", "role": "assistant", "model": "claude-p",
+                "content": content, "stop_reason": stop, "stop_sequence": null,
+                "usage": {"input_tokens": usage.0, "cache_read_input_tokens": usage.1,
+                          "cache_creation_input_tokens": usage.2, "output_tokens": usage.3},
+            });
+            let (body, _) = super::super::response::to_chat_completion(message.to_string().as_bytes(), 1).unwrap();
+            let (chunks, t) = run(&events_for(&message, split));
+            proptest::prop_assert!(t.is_done());
+            proptest::prop_assert_eq!(reassemble(&chunks), from_complete(&body));
+        }
     }
 
     #[test]
