@@ -11,10 +11,12 @@
 //! ledger. It maps canonical ↔ wire, enforces the provider's timeouts, and reports usage and
 //! errors with their origin and retryability ([`UpstreamError`]).
 //!
-//! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server) and
-//! [`azure`] (Azure OpenAI deployments). `anthropic`, `gemini` and `bedrock` join through the same
+//! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server),
+//! [`azure`] (Azure OpenAI deployments) and [`anthropic`] (Messages API, translated for chat and
+//! passed through natively for `/v1/messages`). `gemini` and `bedrock` join through the same
 //! trait; [`Capabilities`] lets the gateway refuse what an adapter cannot do before calling it.
 
+pub mod anthropic;
 pub mod azure;
 pub mod error;
 pub mod http;
@@ -244,9 +246,8 @@ pub fn build(settings: ProviderSettings) -> Result<Arc<dyn Provider>, BuildError
     match settings.kind {
         ProviderKind::Openai => Ok(Arc::new(openai::OpenAi::new(settings)?)),
         ProviderKind::Azure => Ok(Arc::new(azure::new(settings)?)),
-        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock) => {
-            Err(BuildError::Unsupported(kind))
-        }
+        ProviderKind::Anthropic => Ok(Arc::new(anthropic::Anthropic::new(settings)?)),
+        kind @ (ProviderKind::Gemini | ProviderKind::Bedrock) => Err(BuildError::Unsupported(kind)),
     }
 }
 
