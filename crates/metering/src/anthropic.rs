@@ -3,9 +3,9 @@
 //!
 //! Events are relayed exactly as the provider sent them. Usage comes from the events
 //! themselves: `message_start` carries input and cache tokens, `message_delta` the
-//! **cumulative** output tokens (and, on newer API versions, final input counts). Anthropic's
-//! `input_tokens` excludes cache reads and writes; [`usage_from_anthropic`] converts to the
-//! canonical inclusive semantics. The settle-once invariant is the same as
+//! **cumulative** output tokens (and, on newer API versions, final input counts); the
+//! Anthropic adapter's `UsageTracker` reads them and converts Anthropic's exclusive cache
+//! semantics to canonical ones. The settle-once invariant is the same as
 //! [`crate::MeteredStream`]'s.
 
 use std::pin::Pin;
@@ -15,27 +15,12 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Value;
+use tollgate_providers::anthropic::UsageTracker;
 use tollgate_providers::{EventStream, UpstreamError};
-use tollgate_types::{ApiError, Outcome, Usage, UsageSource};
+use tollgate_types::{ApiError, Outcome, UsageSource};
 
 use crate::meter::{MeterOptions, Settlement};
 use crate::tokens;
-
-/// Anthropic `usage` → canonical [`Usage`]. Fields absent in `v` keep their value in `base`,
-/// because `message_delta` may carry only `output_tokens`.
-pub fn usage_from_anthropic(v: &Value, base: Usage) -> Usage {
-    let get = |k: &str| v.get(k).and_then(Value::as_u64);
-    let cache_read = get("cache_read_input_tokens").unwrap_or(base.cached_input_tokens);
-    let cache_write = get("cache_creation_input_tokens").unwrap_or(base.cache_write_input_tokens);
-    let uncached = get("input_tokens").unwrap_or(base.uncached_input_tokens());
-    Usage {
-        input_tokens: uncached + cache_read + cache_write,
-        cached_input_tokens: cache_read,
-        cache_write_input_tokens: cache_write,
-        output_tokens: get("output_tokens").unwrap_or(base.output_tokens),
-        reasoning_tokens: base.reasoning_tokens,
-    }
-}
 
 type SettleFn = Box<dyn FnOnce(Settlement) + Send>;
 
@@ -43,7 +28,7 @@ pub struct MeteredEvents {
     inner: EventStream,
     opts: MeterOptions,
     on_settle: Option<SettleFn>,
-    usage: Usage,
+    tracker: UsageTracker,
     saw_start: bool,
     saw_delta_usage: bool,
     output_text: String,
@@ -63,7 +48,7 @@ impl MeteredEvents {
             inner,
             opts,
             on_settle: Some(Box::new(on_settle)),
-            usage: Usage::default(),
+            tracker: UsageTracker::new(),
             saw_start: false,
             saw_delta_usage: false,
             output_text: String::new(),
@@ -78,11 +63,12 @@ impl MeteredEvents {
         let Some(f) = self.on_settle.take() else {
             return;
         };
+        let reported = self.tracker.usage().unwrap_or_default();
         let (usage, source) = if self.saw_start && self.saw_delta_usage {
-            (self.usage, UsageSource::Provider)
+            (reported, UsageSource::Provider)
         } else {
             // Cut before the final counts: keep what the provider said, count the rest.
-            let mut u = self.usage;
+            let mut u = reported;
             if !self.saw_start {
                 u.input_tokens =
                     tokens::count_chat_prompt_map(self.opts.encoding, &self.opts.request);
@@ -103,23 +89,21 @@ impl MeteredEvents {
         });
     }
 
-    fn observe(&mut self, event: Option<&str>, data: &[u8]) {
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+    fn observe(&mut self, ev: &tollgate_providers::sse::Event) {
+        self.tracker.observe(ev);
+        let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
             return;
         };
-        let kind = event.or_else(|| v.get("type").and_then(Value::as_str));
+        let kind = ev
+            .event
+            .as_deref()
+            .or_else(|| v.get("type").and_then(Value::as_str));
         match kind {
             Some("message_start") => {
-                if let Some(u) = v.get("message").and_then(|m| m.get("usage")) {
-                    self.usage = usage_from_anthropic(u, self.usage);
-                    self.saw_start = true;
-                }
+                self.saw_start |= v.get("message").and_then(|m| m.get("usage")).is_some();
             }
             Some("message_delta") => {
-                if let Some(u) = v.get("usage") {
-                    self.usage = usage_from_anthropic(u, self.usage);
-                    self.saw_delta_usage = true;
-                }
+                self.saw_delta_usage |= v.get("usage").is_some();
                 if let Some(r) = v
                     .get("delta")
                     .and_then(|d| d.get("stop_reason"))
@@ -171,7 +155,7 @@ impl Stream for MeteredEvents {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(ev))) => {
                 this.events += 1;
-                this.observe(ev.event.as_deref(), &ev.data);
+                this.observe(&ev);
                 let name = ev.event.clone().unwrap_or_else(|| "message".into());
                 let mut out = BytesMut::new();
                 put_event(&mut out, &name, &ev.data);
