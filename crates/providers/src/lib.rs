@@ -11,12 +11,13 @@
 //! ledger. It maps canonical ↔ wire, enforces the provider's timeouts, and reports usage and
 //! errors with their origin and retryability ([`UpstreamError`]).
 //!
-//! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server) and
-//! [`azure`] (Azure OpenAI deployments). `anthropic`, `gemini` and `bedrock` join through the same
-//! trait; [`Capabilities`] lets the gateway refuse what an adapter cannot do before calling it.
+//! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server),
+//! [`azure`] (Azure OpenAI deployments) and [`gemini`] (Google's Generative Language API).
+//! `anthropic` and `bedrock` join through the same trait; [`Capabilities`] lets the gateway refuse what an adapter cannot do before calling it.
 
 pub mod azure;
 pub mod error;
+pub mod gemini;
 pub mod http;
 pub mod openai;
 pub mod sse;
@@ -244,7 +245,8 @@ pub fn build(settings: ProviderSettings) -> Result<Arc<dyn Provider>, BuildError
     match settings.kind {
         ProviderKind::Openai => Ok(Arc::new(openai::OpenAi::new(settings)?)),
         ProviderKind::Azure => Ok(Arc::new(azure::new(settings)?)),
-        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock) => {
+        ProviderKind::Gemini => Ok(Arc::new(gemini::Gemini::new(settings)?)),
+        kind @ (ProviderKind::Anthropic | ProviderKind::Bedrock) => {
             Err(BuildError::Unsupported(kind))
         }
     }
