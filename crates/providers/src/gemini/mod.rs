@@ -149,8 +149,15 @@ impl Gemini {
             .unwrap_or_default();
             // Gemini sends no Retry-After header; its 429s carry a google.rpc.RetryInfo detail.
             let retry_after = header_delay.or_else(|| retry_delay(&body));
+            // Gemini answers a bad API key with 400 INVALID_ARGUMENT (ErrorInfo reason
+            // API_KEY_INVALID). Reported as 401 so it maps to upstream_auth_failed: the
+            // gateway's credential is wrong, not the caller's request.
+            let status = match status.as_u16() {
+                400 if is_invalid_key(&body) => 401,
+                other => other,
+            };
             return Err(self.err(UpstreamErrorKind::Status {
-                status: status.as_u16(),
+                status,
                 body,
                 retry_after,
             }));
@@ -293,14 +300,7 @@ fn encode_segment(s: &str) -> String {
 /// The `retryDelay` of a `google.rpc.RetryInfo` detail in a Gemini error body (`"37s"`,
 /// `"0.5s"`), if any.
 fn retry_delay(body: &[u8]) -> Option<Duration> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let v = match &v {
-        Value::Array(items) if items.len() == 1 => &items[0],
-        _ => &v,
-    };
-    v.get("error")?
-        .get("details")?
-        .as_array()?
+    error_details(body)
         .iter()
         .filter(|d| {
             d.get("@type")
@@ -312,6 +312,28 @@ fn retry_delay(body: &[u8]) -> Option<Duration> {
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
         .map(Duration::from_secs_f64)
+}
+
+/// The `details` array of a Gemini error body (`google.rpc.ErrorInfo`, `RetryInfo`, …).
+fn error_details(body: &[u8]) -> Vec<Value> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let v = match v {
+        Value::Array(mut items) if items.len() == 1 => items.swap_remove(0),
+        other => other,
+    };
+    match v.get("error").and_then(|e| e.get("details")) {
+        Some(Value::Array(d)) => d.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// True when a 400 is Google's "API key not valid".
+fn is_invalid_key(body: &[u8]) -> bool {
+    error_details(body)
+        .iter()
+        .any(|d| d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID"))
 }
 
 /// A short random hex string for ids when the provider gave us nothing to derive them from.
@@ -366,6 +388,13 @@ mod tests {
         assert_eq!(retry_delay(b"not json"), None);
         let bad = br#"{"error":{"details":[{"@type":"google.rpc.RetryInfo","retryDelay":"-1s"}]}}"#;
         assert_eq!(retry_delay(bad), None);
+    }
+
+    #[test]
+    fn recognises_invalid_keys() {
+        let body = br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        assert!(is_invalid_key(body));
+        assert!(!is_invalid_key(br#"{"error":{"code":400,"message":"x"}}"#));
     }
 
     #[test]

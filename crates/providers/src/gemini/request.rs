@@ -412,10 +412,11 @@ fn assistant_parts(
             .ok_or_else(|| format!("messages[{i}].function_call needs 'name'"))?;
         parts.push(function_call(name, fc.get("arguments"), None));
     }
-    if family == Family::Level && !signed && parts.len() > first_call {
-        if let Some(Value::Object(p)) = parts.get_mut(first_call) {
-            p.insert("thoughtSignature".into(), SKIP_SIGNATURE.into());
-        }
+    if family == Family::Level
+        && !signed
+        && let Some(Value::Object(p)) = parts.get_mut(first_call)
+    {
+        p.insert("thoughtSignature".into(), SKIP_SIGNATURE.into());
     }
     Ok(parts)
 }
