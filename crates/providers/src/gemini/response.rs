@@ -195,7 +195,7 @@ impl CallIds {
 /// What one candidate (or one streamed piece of it) produced.
 #[derive(Debug)]
 pub struct Output {
-    /// Joined non-thought text; `None` when there was none.
+    /// Joined non-thought, non-empty text; `None` when there was none.
     pub text: Option<String>,
     /// OpenAI tool-call objects.
     pub tool_calls: Vec<Value>,
@@ -216,7 +216,9 @@ pub fn candidate_output(
         if p.thought == Some(true) {
             continue;
         }
-        if let Some(t) = &p.text {
+        // Gemini 3 ends turns with an empty text part that only carries a thoughtSignature;
+        // it is not content (and must not become an empty delta in a stream).
+        if let Some(t) = p.text.as_deref().filter(|t| !t.is_empty()) {
             text.get_or_insert_with(String::new).push_str(t);
         }
         if let Some(fc) = &p.function_call {
@@ -419,6 +421,25 @@ mod tests {
         assert_ne!(a.id(0, 0), CallIds::new(Some("r2")).id(0, 0));
         assert!(a.id(0, 0).starts_with("call_"));
         assert_eq!(a.id(0, 0).len(), 21);
+    }
+
+    /// Every prefix of real answers (a body cut anywhere) is handled without a panic.
+    #[test]
+    fn truncated_fixtures_never_panic() {
+        for raw in [
+            include_str!("../../tests/fixtures/gemini/chat_tools.response.json"),
+            include_str!("../../tests/fixtures/gemini/blocked.response.json"),
+            include_str!("../../tests/fixtures/gemini/chat_stream.response.sse"),
+        ] {
+            for cut in 0..=raw.len() {
+                let part = &raw.as_bytes()[..cut];
+                let _ = to_canonical(part, "m");
+                let mut t = super::super::stream::Translator::new("m", 0);
+                let mut out = Vec::new();
+                let _ = t.event(part, &mut out);
+                let _ = t.finish(&mut out);
+            }
+        }
     }
 
     #[test]

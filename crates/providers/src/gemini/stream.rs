@@ -370,6 +370,32 @@ mod tests {
     }
 
     #[test]
+    fn signature_only_text_part_adds_no_delta() {
+        let (chunks, end) = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}]},"index":0}],"responseId":"r"}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"","thoughtSignature":"c2ln"}]},"finishReason":"STOP","index":0}],"responseId":"r"}"#,
+        ]);
+        end.unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1]["choices"][0]["delta"], json!({}));
+        assert_eq!(chunks[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn two_candidates_each_need_a_finish() {
+        let (chunks, end) = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":0},{"content":{"parts":[{"text":"b"}]},"index":1}]}"#,
+            r#"{"candidates":[{"content":{"parts":[]},"finishReason":"STOP","index":0}]}"#,
+        ]);
+        assert!(matches!(end, Err(UpstreamErrorKind::Broken(ref m)) if m.contains("candidate 1")));
+        assert_eq!(chunks[1]["choices"][0]["index"], 1);
+        assert_eq!(
+            chunks[1]["choices"][0]["delta"],
+            json!({"role":"assistant","content":"b"})
+        );
+    }
+
+    #[test]
     fn close_before_finish_is_broken() {
         let (_, end) =
             run(&[r#"{"candidates":[{"content":{"parts":[{"text":"Hel"}]}}],"responseId":"r1"}"#]);
