@@ -1,8 +1,9 @@
 //! Upstream failures: what went wrong, where, and whether another attempt could help.
 //!
-//! An [`UpstreamError`] carries its origin (always the upstream), whether a retry or fallback
-//! may succeed, and enough detail to build the client-facing [`ApiError`] — which names the
-//! provider and never contains the provider's key (see [`UpstreamError::to_api_error`]).
+//! An [`UpstreamError`] carries its origin (the upstream, or — for [`UpstreamErrorKind::Unsupported`]
+//! — an adapter that cannot express the request in its provider's wire format), whether a retry or
+//! fallback may succeed, and enough detail to build the client-facing [`ApiError`] — which names
+//! the provider and never contains the provider's key (see [`UpstreamError::to_api_error`]).
 
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub enum UpstreamErrorKind {
     },
     /// The provider's answer could not be read (bad JSON, stream without its end marker).
     Protocol(String),
+    /// The canonical request uses something the adapter cannot express in its provider's wire
+    /// format (e.g. token-array embeddings input on Gemini). Found before any network call.
+    Unsupported(String),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,7 +79,11 @@ impl UpstreamError {
             UpstreamErrorKind::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
-            UpstreamErrorKind::InStream { .. } | UpstreamErrorKind::Protocol(_) => false,
+            // Unsupported: the same adapter will refuse again; a fallback to another provider
+            // kind is the router's decision, not a retry.
+            UpstreamErrorKind::InStream { .. }
+            | UpstreamErrorKind::Protocol(_)
+            | UpstreamErrorKind::Unsupported(_) => false,
         }
     }
 
@@ -113,6 +121,13 @@ impl UpstreamError {
                     scrub(why, secrets)
                 ),
             ),
+            UpstreamErrorKind::Unsupported(why) => ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "provider '{p}' cannot serve this request: {}",
+                    scrub(why, secrets)
+                ),
+            ),
             UpstreamErrorKind::Status {
                 status,
                 body,
@@ -124,6 +139,8 @@ impl UpstreamError {
                     429 => (ErrorCode::UpstreamRateLimited, None),
                     400 | 413 | 422 => (ErrorCode::UpstreamBadRequest, Some(*status)),
                     503 | 529 => (ErrorCode::UpstreamUnavailable, None),
+                    // Gemini DEADLINE_EXCEEDED, gateway timeouts in front of a provider.
+                    504 => (ErrorCode::UpstreamTimeout, None),
                     _ => (ErrorCode::UpstreamError, None),
                 };
                 let mut e = ApiError::new(
@@ -142,20 +159,31 @@ impl UpstreamError {
     }
 }
 
-/// A short description of a provider error body: its `error.message` (and `code`) when it is
-/// OpenAI- or Anthropic-shaped JSON, otherwise the first 200 characters of the text.
+/// A short description of a provider error body: its `error.message` (and its string `code`, or
+/// Google's `status` when the code is numeric) when it is OpenAI-, Anthropic- or Gemini-shaped
+/// JSON, otherwise the first 200 characters of the text.
+///
+/// Gemini: `{"error":{"code":429,"message":"…","status":"RESOURCE_EXHAUSTED"}}`, sometimes
+/// wrapped in a one-element array (the non-SSE streaming endpoint answers with a JSON array).
 fn describe_body(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        let err = v.get("error").unwrap_or(&v);
+        let v = match &v {
+            serde_json::Value::Array(items) if items.len() == 1 => &items[0],
+            _ => &v,
+        };
+        let err = v.get("error").unwrap_or(v);
         let msg = err
             .get("message")
             .and_then(|m| m.as_str())
             .or_else(|| err.as_str());
         if let Some(msg) = msg {
-            return match err.get("code").and_then(|c| c.as_str()) {
-                Some(code) => format!("{msg} (code: {code})"),
-                None => msg.to_string(),
-            };
+            if let Some(code) = err.get("code").and_then(|c| c.as_str()) {
+                return format!("{msg} (code: {code})");
+            }
+            if let Some(status) = err.get("status").and_then(|c| c.as_str()) {
+                return format!("{msg} (status: {status})");
+            }
+            return msg.to_string();
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -216,5 +244,31 @@ mod tests {
         assert!(!mk(400).retryable());
         assert!(mk(500).to_api_error(&[]).message.contains("provider 'sim'"));
         assert!(mk(500).to_api_error(&[]).message.contains("nope (code: x)"));
+        assert_eq!(mk(504).to_api_error(&[]).status(), 504);
+    }
+
+    #[test]
+    fn describes_gemini_bodies() {
+        let plain =
+            br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#;
+        assert_eq!(
+            describe_body(plain),
+            "Quota exceeded (status: RESOURCE_EXHAUSTED)"
+        );
+        let wrapped = br#"[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]"#;
+        assert_eq!(describe_body(wrapped), "bad (status: INVALID_ARGUMENT)");
+    }
+
+    #[test]
+    fn unsupported_is_a_client_error_and_final() {
+        let e = UpstreamError::new("g", UpstreamErrorKind::Unsupported("token arrays".into()));
+        assert!(!e.retryable());
+        let api = e.to_api_error(&[]);
+        assert_eq!(api.status(), 400);
+        assert_eq!(api.code.as_str(), "invalid_request");
+        assert!(
+            api.message
+                .contains("provider 'g' cannot serve this request: token arrays")
+        );
     }
 }

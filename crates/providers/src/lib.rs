@@ -12,13 +12,15 @@
 //! errors with their origin and retryability ([`UpstreamError`]).
 //!
 //! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server),
-//! [`azure`] (Azure OpenAI deployments) and [`anthropic`] (Messages API, translated for chat and
-//! passed through natively for `/v1/messages`). `gemini` and `bedrock` join through the same
-//! trait; [`Capabilities`] lets the gateway refuse what an adapter cannot do before calling it.
+//! [`azure`] (Azure OpenAI deployments), [`anthropic`] (Messages API, translated for chat and
+//! passed through natively for `/v1/messages`) and [`gemini`] (Google's Generative Language
+//! API). `bedrock` joins through the same trait; [`Capabilities`] lets the gateway refuse what
+//! an adapter cannot do before calling it.
 
 pub mod anthropic;
 pub mod azure;
 pub mod error;
+pub mod gemini;
 pub mod http;
 pub mod openai;
 pub mod sse;
@@ -247,7 +249,8 @@ pub fn build(settings: ProviderSettings) -> Result<Arc<dyn Provider>, BuildError
         ProviderKind::Openai => Ok(Arc::new(openai::OpenAi::new(settings)?)),
         ProviderKind::Azure => Ok(Arc::new(azure::new(settings)?)),
         ProviderKind::Anthropic => Ok(Arc::new(anthropic::Anthropic::new(settings)?)),
-        kind @ (ProviderKind::Gemini | ProviderKind::Bedrock) => Err(BuildError::Unsupported(kind)),
+        ProviderKind::Gemini => Ok(Arc::new(gemini::Gemini::new(settings)?)),
+        kind @ ProviderKind::Bedrock => Err(BuildError::Unsupported(kind)),
     }
 }
 

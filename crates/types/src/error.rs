@@ -107,7 +107,7 @@ error_codes! {
     UpstreamUnavailable => ("upstream_unavailable", 503, "upstream_error", Upstream,
         "The provider could not be reached (connection refused, DNS, TLS) or said it is overloaded (503, 529)."),
     UpstreamTimeout => ("upstream_timeout", 504, "upstream_error", Upstream,
-        "The provider did not answer within the configured connect, first-byte, idle or total timeout."),
+        "The provider did not answer within the configured connect, first-byte, idle or total timeout, or answered 504."),
     ShuttingDown => ("shutting_down", 503, "server_error", Gateway,
         "The gateway is draining for shutdown."),
     InternalError => ("internal_error", 500, "server_error", Gateway,
