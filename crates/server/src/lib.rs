@@ -34,6 +34,7 @@ mod state;
 use std::future::Future;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -56,6 +57,13 @@ pub async fn serve(
     let poller = gateway.spawn_key_poller();
 
     let drain_signal = draining.clone();
+    // Without TCP_NODELAY, Nagle's algorithm holds small writes (one SSE chunk) until the
+    // client's delayed ACK: tens of milliseconds of bunching on streams.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         info!("shutdown requested: draining in-flight requests");
