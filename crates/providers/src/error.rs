@@ -48,6 +48,10 @@ pub enum UpstreamErrorKind {
     },
     /// The provider's answer could not be read (bad JSON, stream without its end marker).
     Protocol(String),
+    /// The canonical request cannot be expressed in this provider's wire format (an image URL
+    /// for a provider that needs bytes, `n > 1`, an endpoint the adapter does not serve). Found
+    /// before anything is sent; the same request may succeed on another provider.
+    Unsupported(String),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,7 +79,9 @@ impl UpstreamError {
             UpstreamErrorKind::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
-            UpstreamErrorKind::InStream { .. } | UpstreamErrorKind::Protocol(_) => false,
+            UpstreamErrorKind::InStream { .. }
+            | UpstreamErrorKind::Protocol(_)
+            | UpstreamErrorKind::Unsupported(_) => false,
         }
     }
 
@@ -113,6 +119,10 @@ impl UpstreamError {
                     scrub(why, secrets)
                 ),
             ),
+            UpstreamErrorKind::Unsupported(why) => ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("provider '{p}' cannot serve this request: {why}"),
+            ),
             UpstreamErrorKind::Status {
                 status,
                 body,
@@ -143,12 +153,14 @@ impl UpstreamError {
 }
 
 /// A short description of a provider error body: its `error.message` (and `code`) when it is
-/// OpenAI- or Anthropic-shaped JSON, otherwise the first 200 characters of the text.
+/// OpenAI- or Anthropic-shaped JSON, a top-level `message` (AWS / Bedrock `{"message": …}`,
+/// some AWS services spell it `Message`), otherwise the first 200 characters of the text.
 fn describe_body(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         let err = v.get("error").unwrap_or(&v);
         let msg = err
             .get("message")
+            .or_else(|| err.get("Message"))
             .and_then(|m| m.as_str())
             .or_else(|| err.as_str());
         if let Some(msg) = msg {
@@ -216,5 +228,27 @@ mod tests {
         assert!(!mk(400).retryable());
         assert!(mk(500).to_api_error(&[]).message.contains("provider 'sim'"));
         assert!(mk(500).to_api_error(&[]).message.contains("nope (code: x)"));
+    }
+
+    #[test]
+    fn describes_aws_shaped_bodies() {
+        assert_eq!(
+            describe_body(br#"{"message":"Too many requests"}"#),
+            "Too many requests"
+        );
+        assert_eq!(describe_body(br#"{"Message":"Denied"}"#), "Denied");
+    }
+
+    #[test]
+    fn unsupported_requests_are_client_errors() {
+        let e = UpstreamError::new("b", UpstreamErrorKind::Unsupported("n > 1".into()));
+        assert!(!e.retryable());
+        let api = e.to_api_error(&[]);
+        assert_eq!(api.status(), 400);
+        assert_eq!(api.code.as_str(), "invalid_request");
+        assert!(
+            api.message
+                .contains("provider 'b' cannot serve this request: n > 1")
+        );
     }
 }

@@ -11,11 +11,13 @@
 //! ledger. It maps canonical ↔ wire, enforces the provider's timeouts, and reports usage and
 //! errors with their origin and retryability ([`UpstreamError`]).
 //!
-//! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server) and
-//! [`azure`] (Azure OpenAI deployments). `anthropic`, `gemini` and `bedrock` join through the same
-//! trait; [`Capabilities`] lets the gateway refuse what an adapter cannot do before calling it.
+//! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server),
+//! [`azure`] (Azure OpenAI deployments) and [`bedrock`] (Amazon Bedrock Converse). `anthropic`
+//! and `gemini` join through the same trait; [`Capabilities`] lets the gateway refuse what an
+//! adapter cannot do before calling it.
 
 pub mod azure;
+pub mod bedrock;
 pub mod error;
 pub mod http;
 pub mod openai;
@@ -244,7 +246,8 @@ pub fn build(settings: ProviderSettings) -> Result<Arc<dyn Provider>, BuildError
     match settings.kind {
         ProviderKind::Openai => Ok(Arc::new(openai::OpenAi::new(settings)?)),
         ProviderKind::Azure => Ok(Arc::new(azure::new(settings)?)),
-        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock) => {
+        ProviderKind::Bedrock => Ok(Arc::new(bedrock::Bedrock::new(settings)?)),
+        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini) => {
             Err(BuildError::Unsupported(kind))
         }
     }
@@ -261,4 +264,7 @@ pub enum BuildError {
     Header(String),
     #[error("HTTP client: {0}")]
     Client(String),
+    /// Settings that cannot work together (e.g. no credentials at all).
+    #[error("invalid provider settings: {0}")]
+    Settings(String),
 }
