@@ -12,8 +12,9 @@
 //! | `metadata{usage}` | one usage-only chunk `{"choices": [], "usage": {…}}` (inclusive prompt tokens) |
 //! | `:message-type: exception` | error: before any event, a status error the router can retry (throttling → 429); after, [`UpstreamErrorKind::InStream`] |
 //!
-//! The stream is complete once both `messageStop` and `metadata` arrived (in either order;
-//! Bedrock sends metadata last). A body that ends earlier was cut: [`UpstreamErrorKind::Broken`].
+//! The finish chunk goes out as soon as `messageStop` arrives; the stream is complete once
+//! `metadata` arrived too (Bedrock sends it last; if it came first, its usage chunk is held until
+//! after the finish chunk). A body that ends earlier was cut: [`UpstreamErrorKind::Broken`].
 //! After completion the rest of the body is drained (normally nothing but the end of the chunked
 //! body) so the connection can go back to the pool; any error then is irrelevant and ignored.
 
@@ -358,15 +359,20 @@ impl Translator {
         }
     }
 
-    /// Emits the finish chunk and then the usage chunk once both events have arrived.
-    fn try_complete(&mut self, out: &mut VecDeque<Bytes>) -> Step {
-        let (Some(stop), Some(usage)) = (&self.stop_reason, &self.usage) else {
-            return Step::Continue;
-        };
-        let finish = finish_reason(stop, self.json_tool);
-        let (_, wire) = convert_usage(usage);
+    /// The finish chunk, as soon as `messageStop` arrives.
+    fn finish(&mut self, stop_reason: &str, out: &mut VecDeque<Bytes>) {
+        let finish = finish_reason(stop_reason, self.json_tool);
         self.ensure_role(out);
         out.push_back(self.choice(DeltaOut::default(), Some(finish)));
+    }
+
+    /// The usage chunk once both `messageStop` and `metadata` arrived, so it always follows the
+    /// finish chunk, whichever order Bedrock sent them in.
+    fn try_complete(&mut self, out: &mut VecDeque<Bytes>) -> Step {
+        let (Some(_), Some(usage)) = (&self.stop_reason, &self.usage) else {
+            return Step::Continue;
+        };
+        let (_, wire) = convert_usage(usage);
         let mut b = Vec::with_capacity(self.prefix.len() + 160);
         b.extend_from_slice(&self.prefix);
         b.extend_from_slice(b"\"choices\":[],\"usage\":");
@@ -458,8 +464,15 @@ impl Translator {
                 // Reasoning, citation and other deltas have no OpenAI Chat representation.
             }
             "messageStop" => {
+                if self.stop_reason.is_some() {
+                    return Err(UpstreamErrorKind::Protocol(
+                        "a second messageStop event".into(),
+                    ));
+                }
                 let stop: MessageStop = parse(event, payload)?;
-                self.stop_reason = Some(stop.stop_reason.unwrap_or_default());
+                let reason = stop.stop_reason.unwrap_or_default();
+                self.finish(&reason, out);
+                self.stop_reason = Some(reason);
                 return Ok(self.try_complete(out));
             }
             "metadata" => {
