@@ -512,6 +512,30 @@ async fn json_schema_goes_through_a_forced_tool() {
 }
 
 #[tokio::test]
+async fn arn_model_ids_are_one_encoded_segment_signed_double_encoded() {
+    let (base, seen) = upstream(vec![(
+        Canned::new(
+            200,
+            "application/json",
+            fixture_bytes("converse.response.json"),
+        ),
+        vec![],
+    )])
+    .await;
+    let p = adapter(settings(&base, None));
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0";
+    let body = format!(r#"{{"model":"{arn}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    p.chat(call(&body, false)).await.unwrap();
+    let req = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        req.request_line,
+        "POST /model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-7-sonnet-20250219-v1%3A0/converse HTTP/1.1"
+    );
+    // The verifier encodes the path a second time (`%3A` → `%253A`, `%2F` → `%252F`).
+    verify_sigv4(&req);
+}
+
+#[tokio::test]
 async fn api_key_is_a_bearer_token_instead_of_sigv4() {
     let (base, seen) = upstream(vec![(
         Canned::new(

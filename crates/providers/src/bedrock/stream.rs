@@ -15,8 +15,9 @@
 //! The finish chunk goes out as soon as `messageStop` arrives; the stream is complete once
 //! `metadata` arrived too (Bedrock sends it last; if it came first, its usage chunk is held until
 //! after the finish chunk). A body that ends earlier was cut: [`UpstreamErrorKind::Broken`].
-//! After completion the rest of the body is drained (normally nothing but the end of the chunked
-//! body) so the connection can go back to the pool; any error then is irrelevant and ignored.
+//! After completion, whatever of the body is already there (normally just the end of the chunked
+//! body) is read so the connection can go back to the pool — but never waited for: an upstream
+//! that holds the connection open must not delay the end of the client's stream.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -49,7 +50,7 @@ pub struct ConverseStream<B> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// Complete; reading the body to its end before reporting the end of the stream.
+    /// Complete; reading what is already buffered of the body before reporting the end.
     Draining,
     Done,
 }
@@ -126,9 +127,8 @@ where
             match this.state {
                 State::Done => return Poll::Ready(None),
                 State::Draining => match Pin::new(&mut this.body).poll_next(cx) {
-                    Poll::Pending => return Poll::Pending,
                     Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(Some(Err(_)) | None) => {
+                    Poll::Pending | Poll::Ready(Some(Err(_)) | None) => {
                         this.state = State::Done;
                         return Poll::Ready(None);
                     }
@@ -616,6 +616,17 @@ mod tests {
                 .unwrap()
                 .contains(r#""finish_reason":"stop""#)
         );
+    }
+
+    #[test]
+    fn ends_after_metadata_without_waiting_for_the_body_to_close() {
+        let body = futures_util::stream::iter([Ok::<_, UpstreamError>(Bytes::from(tool_stream()))])
+            .chain(futures_util::stream::pending());
+        let s = ConverseStream::new("b", body, identity(), false);
+        let got = futures_util::FutureExt::now_or_never(s.collect::<Vec<_>>())
+            .expect("the stream ends although the body never does");
+        assert_eq!(got.len(), 8);
+        assert!(got.iter().all(Result::is_ok));
     }
 
     #[test]
