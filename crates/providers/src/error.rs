@@ -49,8 +49,9 @@ pub enum UpstreamErrorKind {
     },
     /// The provider's answer could not be read (bad JSON, stream without its end marker).
     Protocol(String),
-    /// The canonical request uses something the adapter cannot express in its provider's wire
-    /// format (e.g. token-array embeddings input on Gemini). Found before any network call.
+    /// The canonical request cannot be expressed in this provider's wire format (an image URL
+    /// for a provider that needs bytes, `n > 1`, an endpoint the adapter does not serve). Found
+    /// before anything is sent; the same request may succeed on another provider.
     Unsupported(String),
 }
 
@@ -159,9 +160,10 @@ impl UpstreamError {
     }
 }
 
-/// A short description of a provider error body: its `error.message` (and its string `code`, or
-/// Google's `status` when the code is numeric) when it is OpenAI-, Anthropic- or Gemini-shaped
-/// JSON, otherwise the first 200 characters of the text.
+/// A short description of a provider error body: its `error.message` (and its string `code`,
+/// or Google's `status` when the code is numeric) when it is OpenAI-, Anthropic- or
+/// Gemini-shaped JSON, a top-level `message` (AWS / Bedrock `{"message": …}`, some AWS services
+/// spell it `Message`), otherwise the first 200 characters of the text.
 ///
 /// Gemini: `{"error":{"code":429,"message":"…","status":"RESOURCE_EXHAUSTED"}}`, sometimes
 /// wrapped in a one-element array (the non-SSE streaming endpoint answers with a JSON array).
@@ -174,6 +176,7 @@ fn describe_body(body: &[u8]) -> String {
         let err = v.get("error").unwrap_or(v);
         let msg = err
             .get("message")
+            .or_else(|| err.get("Message"))
             .and_then(|m| m.as_str())
             .or_else(|| err.as_str());
         if let Some(msg) = msg {
@@ -269,6 +272,28 @@ mod tests {
         assert!(
             api.message
                 .contains("provider 'g' cannot serve this request: token arrays")
+        );
+    }
+
+    #[test]
+    fn describes_aws_shaped_bodies() {
+        assert_eq!(
+            describe_body(br#"{"message":"Too many requests"}"#),
+            "Too many requests"
+        );
+        assert_eq!(describe_body(br#"{"Message":"Denied"}"#), "Denied");
+    }
+
+    #[test]
+    fn unsupported_requests_are_client_errors() {
+        let e = UpstreamError::new("b", UpstreamErrorKind::Unsupported("n > 1".into()));
+        assert!(!e.retryable());
+        let api = e.to_api_error(&[]);
+        assert_eq!(api.status(), 400);
+        assert_eq!(api.code.as_str(), "invalid_request");
+        assert!(
+            api.message
+                .contains("provider 'b' cannot serve this request: n > 1")
         );
     }
 }

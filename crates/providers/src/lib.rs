@@ -13,12 +13,13 @@
 //!
 //! One module per provider kind: [`openai`] (OpenAI and every OpenAI-compatible server),
 //! [`azure`] (Azure OpenAI deployments), [`anthropic`] (Messages API, translated for chat and
-//! passed through natively for `/v1/messages`) and [`gemini`] (Google's Generative Language
-//! API). `bedrock` joins through the same trait; [`Capabilities`] lets the gateway refuse what
-//! an adapter cannot do before calling it.
+//! passed through natively for `/v1/messages`), [`gemini`] (Google's Generative Language API)
+//! and [`bedrock`] (Amazon Bedrock Converse, SigV4). [`Capabilities`] lets the gateway refuse
+//! what an adapter cannot do before calling it.
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod error;
 pub mod gemini;
 pub mod http;
@@ -250,7 +251,7 @@ pub fn build(settings: ProviderSettings) -> Result<Arc<dyn Provider>, BuildError
         ProviderKind::Azure => Ok(Arc::new(azure::new(settings)?)),
         ProviderKind::Anthropic => Ok(Arc::new(anthropic::Anthropic::new(settings)?)),
         ProviderKind::Gemini => Ok(Arc::new(gemini::Gemini::new(settings)?)),
-        kind @ ProviderKind::Bedrock => Err(BuildError::Unsupported(kind)),
+        ProviderKind::Bedrock => Ok(Arc::new(bedrock::Bedrock::new(settings)?)),
     }
 }
 
@@ -265,4 +266,7 @@ pub enum BuildError {
     Header(String),
     #[error("HTTP client: {0}")]
     Client(String),
+    /// Settings that cannot work together (e.g. no credentials at all).
+    #[error("invalid provider settings: {0}")]
+    Settings(String),
 }

@@ -197,7 +197,7 @@ fn model_of(body: &Map<String, Value>) -> &str {
 }
 
 /// Percent-encodes a URL path segment or query value (RFC 3986 unreserved characters kept).
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
