@@ -86,12 +86,16 @@
 //!   `stream_options.include_usage` — a `choices: []` chunk with the usage (and every
 //!   earlier chunk carries `"usage": null`), then `data: [DONE]`.
 
+mod anthropic;
+mod bedrock;
 mod config;
 mod content;
 mod error;
 mod faults;
+mod gemini;
 mod http;
 mod openai;
+mod plan;
 mod router;
 mod server;
 mod stats;
