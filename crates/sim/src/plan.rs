@@ -71,6 +71,7 @@ pub(crate) struct Ask<'a> {
     pub user_turn: Option<String>,
 }
 
+#[cfg(test)]
 impl<'a> Ask<'a> {
     /// A text-only ask (no tools, no JSON, one choice).
     pub fn new(enc: Encoding, seed: u64) -> Self {
