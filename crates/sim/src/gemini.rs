@@ -1010,9 +1010,21 @@ fn embed_dims(obj: &Map<String, Value>, at: &str) -> Result<usize, GoogleError> 
     }
 }
 
+/// Serialised directly (not through `serde_json::Value`, which would widen the floats to
+/// f64 and print 17 digits each).
 #[derive(Serialize)]
 struct EmbeddingOut {
     values: Vec<f32>,
+}
+
+#[derive(Serialize)]
+struct EmbedContentOut {
+    embedding: EmbeddingOut,
+}
+
+#[derive(Serialize)]
+struct BatchEmbedOut {
+    embeddings: Vec<EmbeddingOut>,
 }
 
 async fn embed_content(ctx: Ctx, model: &str, value: &Value) -> Result<Response<SimBody>, Failure> {
@@ -1025,7 +1037,11 @@ async fn embed_content(ctx: Ctx, model: &str, value: &Value) -> Result<Response<
         return Ok(GoogleError::injected(f.status, f.retry_after_secs).into_response());
     }
     let tokens = count_parts(encoding_for(model), parts);
-    let out = json!({ "embedding": EmbeddingOut { values: unit_vector(hash_str(&text), dims) } });
+    let out = EmbedContentOut {
+        embedding: EmbeddingOut {
+            values: unit_vector(hash_str(&text), dims),
+        },
+    };
     let body = serde_json::to_vec(&out).unwrap_or_default();
     Ok(ctx.answer_json(body, PromptUsage::new(tokens, 0), 0).await)
 }
@@ -1082,7 +1098,7 @@ async fn batch_embed_contents(
             values: unit_vector(hash_str(text), *dims),
         })
         .collect();
-    let body = serde_json::to_vec(&json!({ "embeddings": embeddings })).unwrap_or_default();
+    let body = serde_json::to_vec(&BatchEmbedOut { embeddings }).unwrap_or_default();
     Ok(ctx.answer_json(body, PromptUsage::new(tokens, 0), 0).await)
 }
 
