@@ -354,16 +354,19 @@ fn validate_messages(messages: &[Value]) -> Result<(), AnthropicError> {
         }
         prev_role = Some(role);
 
-        let non_empty = format!(
-            "messages.{i}: all messages must have non-empty content except for the optional \
-             final assistant message"
-        );
+        // Built only on failure: the request path does not pay for error text.
+        let non_empty = || {
+            invalid(format!(
+                "messages.{i}: all messages must have non-empty content except for the \
+                 optional final assistant message"
+            ))
+        };
         let final_prefill = i == last && role == "assistant";
         match obj.get("content") {
             None | Some(Value::Null) => return Err(required(&format!("messages.{i}.content"))),
             Some(Value::String(s)) => {
                 if s.is_empty() && !final_prefill {
-                    return Err(invalid(non_empty));
+                    return Err(non_empty());
                 }
                 if final_prefill && s.ends_with(char::is_whitespace) {
                     return Err(invalid(
@@ -373,7 +376,7 @@ fn validate_messages(messages: &[Value]) -> Result<(), AnthropicError> {
             }
             Some(Value::Array(items)) => {
                 if items.is_empty() && !final_prefill {
-                    return Err(invalid(non_empty));
+                    return Err(non_empty());
                 }
                 for (j, b) in items.iter().enumerate() {
                     validate_block(b, i, j, role)?;
@@ -444,7 +447,7 @@ fn validate_messages(messages: &[Value]) -> Result<(), AnthropicError> {
 }
 
 fn validate_block(b: &Value, i: usize, j: usize, role: &str) -> Result<(), AnthropicError> {
-    let path = format!("messages.{i}.content.{j}");
+    let path = BlockPath(i, j);
     let Some(obj) = b.as_object() else {
         return Err(invalid(format!(
             "{path}: Input should be a valid dictionary"
@@ -506,6 +509,16 @@ fn validate_block(b: &Value, i: usize, j: usize, role: &str) -> Result<(), Anthr
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// `messages.{i}.content.{j}`, formatted only when an error needs it.
+#[derive(Clone, Copy)]
+struct BlockPath(usize, usize);
+
+impl std::fmt::Display for BlockPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "messages.{}.content.{}", self.0, self.1)
     }
 }
 

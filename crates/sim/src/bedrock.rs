@@ -18,8 +18,8 @@
 //!   `toolChoice` `any`/`tool` are honoured. `maxTokens` cuts the answer (`max_tokens`),
 //!   `stopSequences` end it (`stop_sequence`).
 //! - **Usage**: the prompt is, with the model's encoding (`o200k_base` for Bedrock model ids),
-//!   3 per message + its role + its content blocks (text as text, other blocks as their JSON)
-//!   + 3, plus the `system` blocks and each tool's JSON. Bedrock's `inputTokens` *excludes*
+//!   3 per message + its role + its content blocks (text as text, other blocks as their JSON),
+//!   plus 3, plus the `system` blocks and each tool's JSON. Bedrock's `inputTokens` *excludes*
 //!   cache reads: with the `cached_prompt_tokens` knob, that many are reported as
 //!   `cacheReadInputTokens` (with `cacheWriteInputTokens: 0`; both absent when 0) and
 //!   subtracted from `inputTokens`; `totalTokens` counts every input and output token.

@@ -289,10 +289,9 @@ fn validate_content<'a>(
                         )));
                     }
                     "functionCall" | "functionResponse" => {
-                        if !v
-                            .get("name")
+                        if v.get("name")
                             .and_then(Value::as_str)
-                            .is_some_and(|n| !n.is_empty())
+                            .is_none_or(str::is_empty)
                         {
                             return Err(invalid(format!(
                                 "* GenerateContentRequest.{ppath}.{one}.name: Name cannot be empty.\n"

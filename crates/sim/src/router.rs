@@ -282,33 +282,33 @@ pub(crate) fn percent_decode(s: &str) -> String {
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// A 4xx reply (auth, validation), already rendered in the route's error shape; counted
-    /// as a client error.
-    Client(Response<SimBody>),
+    /// as a client error. Boxed: errors are the rare path and keep `Result`s small.
+    Client(Box<Response<SimBody>>),
     /// Drop the connection without a response.
     Abort(SimError),
 }
 
 impl From<OpenAiError> for Failure {
     fn from(e: OpenAiError) -> Self {
-        Failure::Client(e.into_response())
+        Failure::Client(Box::new(e.into_response()))
     }
 }
 
 impl From<AnthropicError> for Failure {
     fn from(e: AnthropicError) -> Self {
-        Failure::Client(e.into_response())
+        Failure::Client(Box::new(e.into_response()))
     }
 }
 
 impl From<GoogleError> for Failure {
     fn from(e: GoogleError) -> Self {
-        Failure::Client(e.into_response())
+        Failure::Client(Box::new(e.into_response()))
     }
 }
 
 impl From<BedrockError> for Failure {
     fn from(e: BedrockError) -> Self {
-        Failure::Client(e.into_response())
+        Failure::Client(Box::new(e.into_response()))
     }
 }
 
@@ -478,7 +478,7 @@ pub(crate) async fn handle(
                 Ok(r) => r,
                 Err(Failure::Client(r)) => {
                     bump(&shared.stats.client_errors);
-                    r
+                    *r
                 }
                 Err(Failure::Abort(e)) => return Err(e),
             }
@@ -537,9 +537,9 @@ async fn api(ctx: Ctx, route: Route, req: Request<Incoming>) -> Result<Response<
             bedrock::converse(ctx, &model, stream, body).await
         }
         Route::SimConfig | Route::SimStats | Route::NotFound(_) | Route::MethodNotAllowed(_) => {
-            Err(Failure::Client(
+            Err(Failure::Client(Box::new(
                 Family::OpenAi.not_found(req.method().as_str(), req.uri().path()),
-            ))
+            )))
         }
     }
 }
@@ -609,7 +609,7 @@ async fn read_body(req: Request<Incoming>, family: Family) -> Result<Bytes, Fail
     {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => {
-            Err(Failure::Client(family.too_large(MAX_BODY_BYTES)))
+            Err(Failure::Client(Box::new(family.too_large(MAX_BODY_BYTES))))
         }
         Err(e) => Err(Failure::Abort(SimError::Body(e))),
     }
@@ -625,7 +625,7 @@ async fn control_config(
     if req.method() == Method::POST {
         let body = match read_body(req, Family::OpenAi).await {
             Ok(b) => b,
-            Err(Failure::Client(r)) => return Ok(r),
+            Err(Failure::Client(r)) => return Ok(*r),
             Err(Failure::Abort(e)) => return Err(e),
         };
         let patch: serde_json::Value = match serde_json::from_slice(&body) {
