@@ -576,20 +576,27 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<Vec<ToolDef<'_>>, GoogleError
             )));
         };
         for (j, d) in decls.iter().enumerate() {
-            let path = format!("tools[{i}].function_declarations[{j}]");
+            let path = || format!("tools[{i}].function_declarations[{j}]");
+            let Some(d) = d.as_object() else {
+                return Err(invalid(format!(
+                    "Invalid value at '{}' (type.googleapis.com/google.ai.generativelanguage.v1beta.FunctionDeclaration), {d}",
+                    path()
+                )));
+            };
             let name = d.get("name").and_then(Value::as_str).unwrap_or("");
             if name.is_empty() {
                 return Err(invalid(format!(
-                    "* GenerateContentRequest.{path}.name: Name cannot be empty.\n"
+                    "* GenerateContentRequest.{}.name: Name cannot be empty.\n",
+                    path()
                 )));
             }
-            let d = d.as_object().unwrap_or(obj);
             let params = get(d, "parameters", "parameters");
             let json_params = get(d, "parametersJsonSchema", "parameters_json_schema");
             if params.is_some() && json_params.is_some() {
                 return Err(invalid(format!(
-                    "* GenerateContentRequest.{path}: parameters and parameters_json_schema \
-                     cannot both be set.\n"
+                    "* GenerateContentRequest.{}: parameters and parameters_json_schema \
+                     cannot both be set.\n",
+                    path()
                 )));
             }
             tools.push(ToolDef {

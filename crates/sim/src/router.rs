@@ -406,7 +406,10 @@ impl Ctx {
         bump(&stats.streams);
         let cut_after = if self.shared.faults.cut(&self.cfg) {
             bump(&stats.streams_cut);
-            Some((frames.len() / 2).min(first_final).max(1))
+            // At least one frame when the stream has one to spare, but never the final one:
+            // a single-frame answer (a whole Gemini function call) is cut right after the
+            // headers.
+            Some((frames.len() / 2).max(1).min(first_final))
         } else {
             self.count_usage(prompt, completion);
             None

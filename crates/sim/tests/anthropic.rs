@@ -10,7 +10,7 @@ use tollgate_metering::tokens::{Encoding, count_chat_prompt};
 const VERSION: (&str, &str) = ("anthropic-version", "2023-06-01");
 
 fn url(h: &SimHandle) -> String {
-    format!("http://{}/v1/messages", h.addr)
+    format!("{}/v1/messages", h.origin())
 }
 
 fn body(extra: Value) -> Value {
