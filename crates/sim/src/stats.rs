@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 /// A snapshot of the simulator's counters. Control requests (`/_sim/…`) are not counted.
+///
+/// Absent fields deserialise as 0, so a client built against an older simulator still reads
+/// a newer one's `/_sim/stats` and vice versa.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimStats {
     /// Every request on a non-control route, whatever its outcome.
     pub requests: u64,
