@@ -19,7 +19,11 @@ struct Cli {
 async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
-    eprintln!("simulated provider on http://{}/v1", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "simulated provider on http://{addr}: OpenAI /v1, Azure /openai, Anthropic /v1/messages, \
+         Gemini /v1beta/models, Bedrock /model"
+    );
     tollgate_sim::run(listener, cli.sim, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -23,7 +23,13 @@ pub struct SimConfig {
     /// Completion length in tokens when the request sets no max_tokens/max_completion_tokens.
     #[arg(long, default_value_t = 16)]
     pub completion_tokens: u32,
-    /// Share of requests (0..=1) answered with `fail_status` and an OpenAI error body.
+    /// Prompt tokens reported as read from the provider's prompt cache (capped at the
+    /// prompt): OpenAI `cached_tokens` and Gemini `cachedContentTokenCount` (both included
+    /// in the prompt count), Anthropic `cache_read_input_tokens` and Bedrock
+    /// `cacheReadInputTokens` (both excluded from `input_tokens`/`inputTokens`).
+    #[arg(long, default_value_t = 0)]
+    pub cached_prompt_tokens: u32,
+    /// Share of requests (0..=1) answered with `fail_status` and the route's error body.
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
     /// HTTP status of injected failures.
@@ -46,8 +52,9 @@ pub struct SimConfig {
     /// include_usage).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub stream_usage: bool,
-    /// If set, requests must carry `Authorization: Bearer <key>` (or `api-key: <key>` on Azure
-    /// paths).
+    /// If set, requests must carry the key in the route's own header: `Authorization: Bearer`
+    /// (OpenAI), `api-key` (Azure), `x-api-key` (Anthropic), `x-goog-api-key` or `?key=`
+    /// (Gemini); Bedrock takes any `Authorization`, but a `Bearer` one must match.
     #[arg(long)]
     pub api_key: Option<String>,
 }
@@ -59,6 +66,7 @@ impl Default for SimConfig {
             chunk_delay_ms: 0,
             chunks: 0,
             completion_tokens: 16,
+            cached_prompt_tokens: 0,
             fail_rate: 0.0,
             fail_status: 500,
             retry_after_secs: None,

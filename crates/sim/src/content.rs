@@ -2,8 +2,8 @@
 //! the same answer every time, plus filling JSON schemas with plausible values and splitting
 //! generated text into exact token pieces.
 //!
-//! Everything here is provider-neutral; the wire modules (`openai`, later `anthropic`,
-//! `gemini`) decide how the pieces are framed.
+//! Everything here is provider-neutral; [`crate::plan`] turns it into answers and the wire
+//! modules (`openai`, `anthropic`, `gemini`, `bedrock`) decide how the pieces are framed.
 //!
 //! Why a fixed vocabulary: every word in [`VOCAB`] is exactly one token in both `o200k_base`
 //! and `cl100k_base`, with or without its leading space, so a plain-text answer of `n` words is
@@ -212,30 +212,59 @@ fn fill_schema_at(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
     let ty = match obj.get("type") {
         Some(Value::String(t)) => Some(t.as_str()),
         // `["string", "null"]`: the first non-null type.
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null"),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| !t.eq_ignore_ascii_case("null")),
         _ => None,
     };
     let ty = ty.or_else(|| obj.contains_key("properties").then_some("object"));
-    match ty {
-        Some("string") => Value::String(rng.word().to_string()),
-        Some("number") | Some("integer") => Value::from(1),
-        Some("boolean") => Value::Bool(true),
-        Some("array") => Value::Array(Vec::new()),
-        Some("object") => {
-            let mut out = Map::new();
-            let props = obj.get("properties").and_then(Value::as_object);
-            if let Some(required) = obj.get("required").and_then(Value::as_array) {
-                for name in required.iter().filter_map(Value::as_str) {
-                    let v = props
-                        .and_then(|p| p.get(name))
-                        .map_or(Value::Null, |s| fill_schema_at(s, rng, depth + 1));
-                    out.insert(name.to_string(), v);
-                }
+    // Gemini's OpenAPI-subset schemas spell types in upper case (`STRING`, `OBJECT`).
+    let is = |name: &str| ty.is_some_and(|t| t.eq_ignore_ascii_case(name));
+    if is("string") {
+        Value::String(rng.word().to_string())
+    } else if is("number") || is("integer") {
+        Value::from(1)
+    } else if is("boolean") {
+        Value::Bool(true)
+    } else if is("array") {
+        Value::Array(Vec::new())
+    } else if is("object") {
+        let mut out = Map::new();
+        let props = obj.get("properties").and_then(Value::as_object);
+        if let Some(required) = obj.get("required").and_then(Value::as_array) {
+            for name in required.iter().filter_map(Value::as_str) {
+                let v = props
+                    .and_then(|p| p.get(name))
+                    .map_or(Value::Null, |s| fill_schema_at(s, rng, depth + 1));
+                out.insert(name.to_string(), v);
             }
-            Value::Object(out)
         }
-        _ => Value::Null,
+        Value::Object(out)
+    } else {
+        Value::Null
     }
+}
+
+/// A deterministic unit vector of `dims` floats for `seed` (the hash of one embedding input):
+/// the same input always embeds the same way, whatever else is in the batch.
+pub fn unit_vector(seed: u64, dims: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut v: Vec<f32> = (0..dims).map(|_| rng.unit()).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for x in &mut v {
+            *x /= norm;
+        }
+    }
+    v
+}
+
+/// FNV-1a of a string (embedding inputs).
+pub fn hash_str(s: &str) -> u64 {
+    let mut h = Fnv1a::default();
+    h.write(s.as_bytes());
+    h.finish()
 }
 
 /// The tokenizer behind an encoding (the metering crate keeps its own mapping private).

@@ -1,10 +1,18 @@
-//! OpenAI-shaped error replies: `{"error":{"message","type","param","code"}}`.
+//! Error replies in each provider's own shape, and which shape a route speaks ([`Family`]).
 //!
-//! The simulator imitates the *upstream* (OpenAI), so it uses OpenAI's own `type`/`code`
-//! values (mostly `code: null` for validation errors), not the gateway's error-code table.
+//! - OpenAI ([`OpenAiError`]): `{"error":{"message","type","param","code"}}`.
+//! - Anthropic ([`AnthropicError`]): `{"type":"error","error":{"type","message"}}`.
+//! - Google ([`GoogleError`]): `{"error":{"code","message","status","details"?}}`.
+//! - Bedrock ([`BedrockError`]): `{"message"}` with the exception name in the
+//!   `x-amzn-ErrorType` header.
+//!
+//! The simulator imitates the *upstream*, so it uses each provider's own type and status
+//! names (mostly `code: null` for OpenAI validation errors), not the gateway's error-code
+//! table.
 
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::http::{SimBody, json_response};
 
@@ -95,10 +103,7 @@ impl OpenAiError {
 
     /// The reply of an injected failure with status `status`.
     pub fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
-        let status = StatusCode::from_u16(status)
-            .ok()
-            .filter(|s| s.is_client_error() || s.is_server_error())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = injected_status(status);
         let (message, kind, code) = match status.as_u16() {
             429 => (
                 "Rate limit reached for requests (simulated).",
@@ -150,6 +155,346 @@ impl OpenAiError {
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// The status of an injected failure: `fail_status` when it is a 4xx/5xx, else 500.
+fn injected_status(status: u16) -> StatusCode {
+    StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Which provider's error shape a route speaks; decided from the path alone, so even a 404 or
+/// a 413 comes back in the shape the caller's client library parses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    OpenAi,
+    Anthropic,
+    Google,
+    Bedrock,
+}
+
+impl Family {
+    pub fn not_found(self, method: &str, path: &str) -> Response<SimBody> {
+        match self {
+            Family::OpenAi => OpenAiError::not_found(method, path).into_response(),
+            Family::Anthropic => AnthropicError::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                format!("Not found: {method} {path}"),
+            )
+            .into_response(),
+            Family::Google => GoogleError::new(
+                StatusCode::NOT_FOUND,
+                format!("Requested entity was not found: {method} {path}"),
+            )
+            .into_response(),
+            Family::Bedrock => BedrockError::new(
+                StatusCode::NOT_FOUND,
+                "UnknownOperationException",
+                format!("Unknown operation: {method} {path}"),
+            )
+            .into_response(),
+        }
+    }
+
+    pub fn method_not_allowed(self, method: &str, path: &str) -> Response<SimBody> {
+        let status = StatusCode::METHOD_NOT_ALLOWED;
+        let message = format!("Method {method} not allowed on {path}");
+        match self {
+            Family::OpenAi => OpenAiError::method_not_allowed(method, path).into_response(),
+            Family::Anthropic => {
+                AnthropicError::new(status, "invalid_request_error", message).into_response()
+            }
+            Family::Google => GoogleError::new(status, message).into_response(),
+            Family::Bedrock => {
+                BedrockError::new(status, "UnknownOperationException", message).into_response()
+            }
+        }
+    }
+
+    /// 413 for a body above the simulator's limit.
+    pub fn too_large(self, limit: usize) -> Response<SimBody> {
+        let status = StatusCode::PAYLOAD_TOO_LARGE;
+        let message = format!("The request body exceeds {limit} bytes.");
+        match self {
+            Family::OpenAi => OpenAiError::invalid(message, None)
+                .with_status(status)
+                .into_response(),
+            Family::Anthropic => {
+                AnthropicError::new(status, "request_too_large", message).into_response()
+            }
+            Family::Google => GoogleError::new(status, message).into_response(),
+            Family::Bedrock => {
+                BedrockError::new(status, "ValidationException", message).into_response()
+            }
+        }
+    }
+}
+
+/// An error reply in Anthropic's shape.
+#[derive(Debug, Clone)]
+pub struct AnthropicError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl AnthropicError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        AnthropicError {
+            status,
+            kind,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// A 400 `invalid_request_error`; Anthropic prefixes the message with the field path
+    /// (`max_tokens: Field required`).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        AnthropicError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn authentication() -> Self {
+        AnthropicError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        )
+    }
+
+    /// The reply of an injected failure: 429 `rate_limit_error`, 529 `overloaded_error`, 500
+    /// and other 5xx `api_error` (504 `timeout_error`), 4xx by their Anthropic type.
+    /// `Retry-After` on 429, 503 and 529.
+    pub fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
+        let status = injected_status(status);
+        let (kind, message) = match status.as_u16() {
+            401 => ("authentication_error", "invalid x-api-key (simulated)"),
+            402 => ("billing_error", "Billing issue (simulated)."),
+            403 => ("permission_error", "Permission denied (simulated)."),
+            404 => ("not_found_error", "Not found (simulated)."),
+            413 => ("request_too_large", "Request too large (simulated)."),
+            429 => (
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit (simulated).",
+            ),
+            504 => ("timeout_error", "Request timed out (simulated)."),
+            529 => ("overloaded_error", "Overloaded (simulated)."),
+            s if s >= 500 => ("api_error", "Internal server error (simulated)."),
+            _ => (
+                "invalid_request_error",
+                "The request was rejected (simulated failure).",
+            ),
+        };
+        AnthropicError {
+            status,
+            kind,
+            message: message.to_string(),
+            retry_after_secs: retry_after_secs
+                .filter(|_| matches!(status.as_u16(), 429 | 503 | 529)),
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        let v = json!({"type": "error", "error": {"type": self.kind, "message": self.message}});
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    pub fn into_response(self) -> Response<SimBody> {
+        let mut resp = json_response(self.status, self.body());
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// An error reply in Google's shape (`google.rpc.Status` as JSON).
+#[derive(Debug, Clone)]
+pub struct GoogleError {
+    pub status: StatusCode,
+    pub message: String,
+    /// `google.rpc.Code` name (`INVALID_ARGUMENT`, …).
+    pub status_name: &'static str,
+    /// `ErrorInfo.reason` (`API_KEY_INVALID`, …), in `details`.
+    pub reason: Option<&'static str>,
+    /// `RetryInfo.retryDelay` seconds, in `details`. Google does not send `Retry-After`.
+    pub retry_delay_secs: Option<u64>,
+}
+
+/// The canonical `google.rpc.Code` name of an HTTP status.
+fn google_status_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        500 => "INTERNAL",
+        501 => "NOT_IMPLEMENTED",
+        503 | 529 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        s if s >= 500 => "INTERNAL",
+        _ => "FAILED_PRECONDITION",
+    }
+}
+
+impl GoogleError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        GoogleError {
+            status,
+            message: message.into(),
+            status_name: google_status_name(status),
+            reason: None,
+            retry_delay_secs: None,
+        }
+    }
+
+    /// A 400 `INVALID_ARGUMENT`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        GoogleError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// No key at all: 403 `PERMISSION_DENIED`, as Google answers unregistered callers.
+    pub fn missing_key() -> Self {
+        GoogleError::new(
+            StatusCode::FORBIDDEN,
+            "Method doesn't allow unregistered callers (callers without established identity). \
+             Please use API Key or other form of API consumer identity to call this API.",
+        )
+    }
+
+    /// A wrong key: Google answers 400 `INVALID_ARGUMENT` with reason `API_KEY_INVALID`.
+    pub fn invalid_key() -> Self {
+        GoogleError {
+            reason: Some("API_KEY_INVALID"),
+            ..GoogleError::invalid("API key not valid. Please pass a valid API key.")
+        }
+    }
+
+    /// The reply of an injected failure: 429 `RESOURCE_EXHAUSTED` (with `RetryInfo` when
+    /// `retry_after_secs` is set), 503 `UNAVAILABLE`, 500 `INTERNAL`, …
+    pub fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
+        let status = injected_status(status);
+        let message = match status.as_u16() {
+            429 => "Resource has been exhausted (e.g. check quota). (simulated)",
+            503 | 529 => "The model is overloaded. Please try again later. (simulated)",
+            504 => "Deadline exceeded (simulated).",
+            s if s >= 500 => "An internal error has occurred (simulated).",
+            _ => "The request was rejected (simulated failure).",
+        };
+        GoogleError {
+            retry_delay_secs: retry_after_secs.filter(|_| matches!(status.as_u16(), 429 | 503)),
+            ..GoogleError::new(status, message)
+        }
+    }
+
+    pub fn value(&self) -> Value {
+        let mut details = Vec::new();
+        if let Some(reason) = self.reason {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+            }));
+        }
+        if let Some(secs) = self.retry_delay_secs {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": format!("{secs}s"),
+            }));
+        }
+        let mut error = json!({
+            "code": self.status.as_u16(),
+            "message": self.message,
+            "status": self.status_name,
+        });
+        if !details.is_empty() {
+            error["details"] = Value::Array(details);
+        }
+        json!({ "error": error })
+    }
+
+    pub fn into_response(self) -> Response<SimBody> {
+        json_response(
+            self.status,
+            serde_json::to_vec(&self.value()).unwrap_or_default(),
+        )
+    }
+}
+
+/// An error reply in Bedrock's shape: `{"message"}` plus `x-amzn-ErrorType`.
+#[derive(Debug, Clone)]
+pub struct BedrockError {
+    pub status: StatusCode,
+    /// Exception name (`ValidationException`, `ThrottlingException`, …).
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl BedrockError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        BedrockError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 `ValidationException`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        BedrockError::new(StatusCode::BAD_REQUEST, "ValidationException", message)
+    }
+
+    /// The reply of an injected failure: 429 `ThrottlingException`, 503
+    /// `ServiceUnavailableException`, 500 `InternalServerException`, 408
+    /// `ModelTimeoutException`, 424 `ModelErrorException`, … (AWS sends no `Retry-After`).
+    pub fn injected(status: u16) -> Self {
+        let status = injected_status(status);
+        let (kind, message) = match status.as_u16() {
+            403 => ("AccessDeniedException", "Access denied (simulated)."),
+            404 => ("ResourceNotFoundException", "Model not found (simulated)."),
+            408 => ("ModelTimeoutException", "Model timed out (simulated)."),
+            424 => ("ModelErrorException", "The model failed (simulated)."),
+            429 => (
+                "ThrottlingException",
+                "Too many requests, please wait before trying again. (simulated)",
+            ),
+            503 | 529 => (
+                "ServiceUnavailableException",
+                "Bedrock is unable to process your request. (simulated)",
+            ),
+            s if s >= 500 => (
+                "InternalServerException",
+                "The system encountered an unexpected error during processing. (simulated)",
+            ),
+            _ => (
+                "ValidationException",
+                "The request was rejected (simulated failure).",
+            ),
+        };
+        BedrockError::new(status, kind, message)
+    }
+
+    pub fn into_response(self) -> Response<SimBody> {
+        let body = serde_json::to_vec(&json!({ "message": self.message })).unwrap_or_default();
+        let mut resp = json_response(self.status, body);
+        // AWS appends the service's namespace to the type; SDKs keep what precedes the colon.
+        let value = format!(
+            "{}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            self.kind
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert("x-amzn-errortype", v);
         }
         resp
     }

@@ -55,14 +55,16 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<SimBody> {
     resp
 }
 
-/// An SSE response whose events are `frames`, paced and possibly cut (see [`PacedBody`]).
-pub fn sse_response(body: PacedBody) -> Response<SimBody> {
+/// `Content-Type` of SSE streams.
+pub const SSE: &str = "text/event-stream";
+
+/// A streamed response whose frames are paced and possibly cut (see [`PacedBody`]):
+/// `text/event-stream` for SSE, `application/vnd.amazon.eventstream` for Bedrock, JSON for
+/// Gemini's array stream.
+pub fn stream_response(body: PacedBody, content_type: &'static str) -> Response<SimBody> {
     let mut resp = Response::new(body.boxed_unsync());
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }

@@ -10,7 +10,6 @@
 //! always agree and `completion_tokens` is the token count of exactly what was sent.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -19,15 +18,17 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tollgate_metering::tokens::{Encoding, count_chat_prompt, count_embedding_input};
 
-use crate::content::{
-    Fnv1a, Rng, Tokenized, VOCAB, fill_object_schema, fill_schema, hash_json, mix64, sentence,
-    tokenize, word_pieces,
-};
+use crate::content::{Fnv1a, VOCAB, hash_json, hash_str, mix64, unit_vector};
 use crate::error::OpenAiError;
-use crate::http::{PacedBody, SimBody, json_response, sse_response};
+use crate::http::{SSE, SimBody, json_response};
+use crate::plan::{
+    Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, ResponseFormat, ToolChoice, ToolDef,
+    content_text, encoding_for, group_ranges, plan_choices,
+};
 use crate::router::{Ctx, Dialect, Failure, InjectedFailure, next_id, unix_now};
-use crate::stats::{add, bump};
 
+/// Prefix of tool-call ids.
+const CALL_ID_PREFIX: &str = "call_";
 /// `system_fingerprint` on every answer.
 const FINGERPRINT: &str = "fp_sim";
 /// OpenAI's own cap on `n`.
@@ -58,43 +59,14 @@ const MODELS: &[(&str, u64)] = &[
 #[derive(Debug)]
 pub(crate) struct ChatRequest<'a> {
     pub model: Cow<'a, str>,
-    pub messages: &'a [Value],
     pub stream: bool,
     pub include_usage: bool,
-    pub n: u32,
-    /// `max_completion_tokens`, else `max_tokens`.
-    pub max_tokens: Option<u64>,
     pub logprobs: bool,
     pub top_logprobs: u32,
-    /// Function tools (custom tools are accepted and ignored).
-    pub tools: Vec<ToolDef<'a>>,
-    pub tool_choice: ToolChoice<'a>,
-    pub parallel_tool_calls: bool,
-    pub response_format: ResponseFormat<'a>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ToolDef<'a> {
-    pub name: &'a str,
-    pub parameters: Option<&'a Value>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ToolChoice<'a> {
-    Auto,
-    None,
-    Required,
-    /// `{"type":"function","function":{"name":…}}`.
-    Named(&'a str),
-    /// `{"type":"allowed_tools","allowed_tools":{"tools":[…]}}`: only these may be called.
-    Allowed(Vec<&'a str>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum ResponseFormat<'a> {
-    Text,
-    JsonObject,
-    JsonSchema(Option<&'a Value>),
+    /// What to answer: `n`, `max_completion_tokens` (else `max_tokens`), function tools
+    /// (custom tools are accepted and never called), `tool_choice`, `parallel_tool_calls`,
+    /// `response_format`, `stop`.
+    pub ask: Ask<'a>,
 }
 
 fn type_error(param: &str, expected: &str) -> OpenAiError {
@@ -283,20 +255,70 @@ pub(crate) fn parse_chat<'a>(
     let parallel_tool_calls = opt_bool(obj, "parallel_tool_calls")?.unwrap_or(true);
     let response_format = parse_response_format(obj)?;
 
-    Ok(ChatRequest {
-        model,
-        messages,
-        stream,
-        include_usage,
+    let stop = parse_stop(obj)?;
+
+    let seed = {
+        let mut h = Fnv1a::default();
+        for m in messages {
+            h.write_json(m);
+        }
+        h.finish()
+    };
+    let user_turn = messages
+        .last()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| content_text(m.get("content")));
+    let ask = Ask {
+        enc: encoding_for(&model),
+        seed,
         n: n as u32,
         max_tokens,
-        logprobs,
-        top_logprobs: top_logprobs.unwrap_or(0) as u32,
         tools,
         tool_choice,
         parallel_tool_calls,
-        response_format,
+        format: response_format,
+        stop,
+        user_turn,
+    };
+    Ok(ChatRequest {
+        model,
+        stream,
+        include_usage,
+        logprobs,
+        top_logprobs: top_logprobs.unwrap_or(0) as u32,
+        ask,
     })
+}
+
+/// OpenAI's cap on stop sequences.
+const MAX_STOP: usize = 4;
+
+/// `stop`: a string or up to four strings.
+fn parse_stop(obj: &Map<String, Value>) -> Result<Vec<&str>, OpenAiError> {
+    match obj.get("stop") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_STOP {
+                return Err(OpenAiError::invalid(
+                    format!(
+                        "Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP}, but got an array with length {} instead.",
+                        items.len()
+                    ),
+                    Some("stop"),
+                )
+                .with_code("array_above_max_length"));
+            }
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .ok_or_else(|| type_error("stop", "a string or an array of strings"))
+                })
+                .collect()
+        }
+        Some(_) => Err(type_error("stop", "a string or an array of strings")),
+    }
 }
 
 fn parse_tools(obj: &Map<String, Value>) -> Result<Vec<ToolDef<'_>>, OpenAiError> {
@@ -414,202 +436,15 @@ fn parse_response_format(obj: &Map<String, Value>) -> Result<ResponseFormat<'_>,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Planning: what each choice says
+// Planning helpers (the planning itself is `crate::plan`)
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-pub(crate) struct ToolCallPlan {
-    pub id: String,
-    pub name: String,
-    /// The arguments JSON as token pieces.
-    pub pieces: Vec<Cow<'static, str>>,
-}
-
-#[derive(Debug)]
-pub(crate) enum ChoiceBody {
-    /// Text (plain words or a JSON document) as token pieces.
-    Text(Vec<Cow<'static, str>>),
-    ToolCalls(Vec<ToolCallPlan>),
-}
-
-#[derive(Debug)]
-pub(crate) struct ChoicePlan {
-    pub index: u32,
-    pub body: ChoiceBody,
-    pub finish_reason: &'static str,
-    /// Completion tokens of this choice: the token count of exactly what it contains.
-    pub tokens: u64,
-    /// Seed for logprob values.
-    pub seed: u64,
-}
-
-/// The text of a message's content (string, or the text parts of an array).
-fn message_text(m: &Value) -> String {
-    match m.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
-}
-
-/// The encoding usage is reported in: the model's own, `o200k_base` for unknown models (the
-/// same choice the gateway's estimator makes).
-pub(crate) fn encoding_for(model: &str) -> Encoding {
-    match Encoding::for_model(model) {
-        Encoding::Approximate => Encoding::O200k,
-        e => e,
-    }
-}
-
-/// Which tools a choice calls, or `None` to answer with text.
-fn tools_to_call<'r, 'a>(req: &'r ChatRequest<'a>) -> Option<Vec<&'r ToolDef<'a>>> {
-    if req.tools.is_empty() || req.tool_choice == ToolChoice::None {
-        return None;
-    }
-    // After a tool result the model answers in text; tools are only called in reply to the
-    // user.
-    let last = req.messages.last()?;
-    if last.get("role").and_then(Value::as_str) != Some("user") {
-        return None;
-    }
-    if let ToolChoice::Named(name) = req.tool_choice {
-        return req.tools.iter().find(|t| t.name == name).map(|t| vec![t]);
-    }
-    let candidates: Vec<&ToolDef<'a>> = match &req.tool_choice {
-        ToolChoice::Allowed(names) => req
-            .tools
-            .iter()
-            .filter(|t| names.contains(&t.name))
-            .collect(),
-        _ => req.tools.iter().collect(),
-    };
-    let first = *candidates.first()?;
-    if req.parallel_tool_calls {
-        let text = message_text(last);
-        let mentioned: Vec<&ToolDef<'a>> = candidates
-            .iter()
-            .copied()
-            .filter(|t| !t.name.is_empty() && text.contains(t.name))
-            .collect();
-        if mentioned.len() >= 2 {
-            return Some(mentioned);
-        }
-    }
-    Some(vec![first])
-}
-
-/// Decides every choice's content. Deterministic: the same messages (and choice index) give
-/// the same answer.
-pub(crate) fn plan_choices(req: &ChatRequest<'_>, default_len: u32) -> Vec<ChoicePlan> {
-    let enc = encoding_for(&req.model);
-    let base = {
-        let mut h = Fnv1a::default();
-        for m in req.messages {
-            h.write_json(m);
-        }
-        h.finish()
-    };
-    let target = match req.max_tokens {
-        Some(max) => max.min(u64::from(default_len)),
-        None => u64::from(default_len),
-    };
-    let cut_by_max = req.max_tokens.is_some_and(|m| m < u64::from(default_len));
-    let calls = tools_to_call(req);
-
-    (0..req.n)
-        .map(|index| {
-            let seed = mix64(base ^ mix64(u64::from(index) + 1));
-            let mut rng = Rng::new(seed);
-            if let Some(tools) = &calls {
-                return plan_tool_calls(enc, tools, req.max_tokens, index, seed, &mut rng);
-            }
-            let json_text = match req.response_format {
-                ResponseFormat::Text => None,
-                ResponseFormat::JsonObject => {
-                    let answer = sentence(&mut rng, target as usize);
-                    Some(json!({ "answer": answer }).to_string())
-                }
-                ResponseFormat::JsonSchema(schema) => {
-                    let v = match schema {
-                        Some(s) => fill_schema(s, &mut rng),
-                        None => Value::Object(Map::new()),
-                    };
-                    Some(v.to_string())
-                }
-            };
-            match json_text {
-                Some(text) => {
-                    let Tokenized {
-                        pieces,
-                        tokens,
-                        truncated,
-                    } = tokenize(enc, &text, req.max_tokens);
-                    ChoicePlan {
-                        index,
-                        body: ChoiceBody::Text(pieces),
-                        finish_reason: if truncated { "length" } else { "stop" },
-                        tokens,
-                        seed,
-                    }
-                }
-                None => ChoicePlan {
-                    index,
-                    body: ChoiceBody::Text(word_pieces(&mut rng, target as usize)),
-                    finish_reason: if cut_by_max { "length" } else { "stop" },
-                    tokens: target,
-                    seed,
-                },
-            }
-        })
-        .collect()
-}
-
-fn plan_tool_calls(
-    enc: Encoding,
-    tools: &[&ToolDef<'_>],
-    max_tokens: Option<u64>,
-    index: u32,
-    seed: u64,
-    rng: &mut Rng,
-) -> ChoicePlan {
-    let mut remaining = max_tokens;
-    let mut truncated_any = false;
-    let mut total = 0u64;
-    let mut calls = Vec::with_capacity(tools.len());
-    for (k, tool) in tools.iter().enumerate() {
-        if remaining == Some(0) {
-            truncated_any = true;
-            break;
-        }
-        let args = fill_object_schema(tool.parameters, rng).to_string();
-        let t = tokenize(enc, &args, remaining);
-        total += t.tokens;
-        remaining = remaining.map(|r| r.saturating_sub(t.tokens));
-        let idseed = mix64(seed ^ mix64(k as u64 + 0x5eed));
-        calls.push(ToolCallPlan {
-            id: format!("call_{:016x}{:08x}", idseed, mix64(idseed) as u32),
-            name: tool.name.to_string(),
-            pieces: t.pieces,
-        });
-        if t.truncated {
-            truncated_any = true;
-            break;
-        }
-    }
-    ChoicePlan {
-        index,
-        body: ChoiceBody::ToolCalls(calls),
-        finish_reason: if truncated_any {
-            "length"
-        } else {
-            "tool_calls"
-        },
-        tokens: total,
-        seed,
+/// OpenAI's `finish_reason` for a plan's end (a matched stop sequence is a plain `stop`).
+fn finish_reason(f: &Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::StopSequence(_) => "stop",
+        Finish::Length => "length",
+        Finish::ToolCalls => "tool_calls",
     }
 }
 
@@ -641,13 +476,14 @@ struct UsageOut {
 }
 
 impl UsageOut {
-    fn new(prompt: u64, completion: u64) -> Self {
+    /// `prompt_tokens` includes the cached tokens; `cached_tokens` says how many they are.
+    fn new(prompt: PromptUsage, completion: u64) -> Self {
         UsageOut {
-            prompt_tokens: prompt,
+            prompt_tokens: prompt.total,
             completion_tokens: completion,
-            total_tokens: prompt.saturating_add(completion),
+            total_tokens: prompt.total.saturating_add(completion),
             prompt_tokens_details: PromptDetails {
-                cached_tokens: 0,
+                cached_tokens: prompt.cached,
                 audio_tokens: 0,
             },
             completion_tokens_details: CompletionDetails {
@@ -737,7 +573,7 @@ struct FunctionOut<'a> {
 
 #[derive(Debug, Serialize)]
 struct ToolCallOut<'a> {
-    id: &'a str,
+    id: String,
     #[serde(rename = "type")]
     kind: &'static str,
     function: FunctionOut<'a>,
@@ -826,27 +662,6 @@ struct ChunkOut<'a> {
 // Rendering
 // ---------------------------------------------------------------------------------------------
 
-/// Splits `n` pieces into at most `groups` runs of near-equal length (0 = one per piece).
-fn group_ranges(n: usize, groups: u32) -> Vec<std::ops::Range<usize>> {
-    let g = if groups == 0 {
-        n
-    } else {
-        (groups as usize).min(n)
-    };
-    if g == 0 {
-        return Vec::new();
-    }
-    let (base, extra) = (n / g, n % g);
-    let mut out = Vec::with_capacity(g);
-    let mut start = 0;
-    for i in 0..g {
-        let len = base + usize::from(i < extra);
-        out.push(start..start + len);
-        start += len;
-    }
-    out
-}
-
 fn render_completion(
     id: &str,
     created: u64,
@@ -870,7 +685,7 @@ fn render_completion(
                     let tc = calls
                         .iter()
                         .map(|c| ToolCallOut {
-                            id: &c.id,
+                            id: c.id(CALL_ID_PREFIX),
                             kind: "function",
                             function: FunctionOut {
                                 name: &c.name,
@@ -895,7 +710,7 @@ fn render_completion(
                     annotations: [],
                 },
                 logprobs,
-                finish_reason: p.finish_reason,
+                finish_reason: finish_reason(&p.finish),
             }
         })
         .collect();
@@ -992,9 +807,10 @@ fn render_stream(
                 for (k, c) in calls.iter().enumerate() {
                     // The first fragment of each call carries id, type, name and empty
                     // arguments; the first one of the answer also carries the role.
+                    let call_id = c.id(CALL_ID_PREFIX);
                     let header = ToolCallDelta {
                         index: k,
-                        id: Some(&c.id),
+                        id: Some(&call_id),
                         kind: Some("function"),
                         function: FunctionDelta {
                             name: Some(&c.name),
@@ -1059,7 +875,7 @@ fn render_stream(
             index: p.index,
             delta: Delta::default(),
             logprobs: None,
-            finish_reason: Some(p.finish_reason),
+            finish_reason: Some(finish_reason(&p.finish)),
         }));
     }
     if let Some(u) = usage {
@@ -1093,31 +909,29 @@ fn injected(f: InjectedFailure) -> Response<SimBody> {
 }
 
 /// `POST /v1/chat/completions` (and the Azure equivalents).
-pub(crate) async fn chat(ctx: Ctx, body: Bytes) -> Result<Response<SimBody>, Failure> {
+pub(crate) async fn chat(
+    ctx: Ctx,
+    dialect: &Dialect,
+    body: Bytes,
+) -> Result<Response<SimBody>, Failure> {
     let value = parse_json(&body)?;
-    let req = parse_chat(&value, &ctx.dialect)?;
+    let req = parse_chat(&value, dialect)?;
     if let Some(f) = ctx.pre_answer_fault().await? {
         return Ok(injected(f));
     }
 
-    let enc = encoding_for(&req.model);
-    let prompt_tokens = count_chat_prompt(enc, &value);
-    let plans = plan_choices(&req, ctx.cfg.completion_tokens);
+    let prompt = ctx.prompt_usage(count_chat_prompt(req.ask.enc, &value));
+    let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
     let completion_tokens: u64 = plans.iter().map(|p| p.tokens).sum();
-    let usage = UsageOut::new(prompt_tokens, completion_tokens);
+    let usage = UsageOut::new(prompt, completion_tokens);
     let id = format!("chatcmpl-{:016x}{:016x}", next_id(), next_id());
     let created = unix_now();
-    let stats = &ctx.shared.stats;
 
     if !req.stream {
         let body = render_completion(&id, created, &req.model, &plans, usage, &req);
-        add(&stats.prompt_tokens, prompt_tokens);
-        add(&stats.completion_tokens, completion_tokens);
-        ctx.ttft().await;
-        return Ok(json_response(StatusCode::OK, body));
+        return Ok(ctx.answer_json(body, prompt, completion_tokens).await);
     }
 
-    bump(&stats.streams);
     let send_usage = req.include_usage && ctx.cfg.stream_usage;
     let StreamFrames {
         frames,
@@ -1131,22 +945,9 @@ pub(crate) async fn chat(ctx: Ctx, body: Bytes) -> Result<Response<SimBody>, Fai
         &req,
         ctx.cfg.chunks,
     );
-    let cut_after = if ctx.shared.faults.cut(&ctx.cfg) {
-        bump(&stats.streams_cut);
-        Some((frames.len() / 2).min(first_finish).max(1))
-    } else {
-        add(&stats.prompt_tokens, prompt_tokens);
-        add(&stats.completion_tokens, completion_tokens);
-        None
-    };
-    ctx.ttft().await;
-    let body = PacedBody::new(
-        frames,
-        Duration::from_millis(ctx.cfg.chunk_delay_ms),
-        cut_after,
-        ctx.in_flight,
-    );
-    Ok(sse_response(body))
+    Ok(ctx
+        .answer_stream(frames, first_finish, SSE, prompt, completion_tokens)
+        .await)
 }
 
 /// One embeddings input, for hashing into a vector.
@@ -1189,25 +990,13 @@ fn embedding_items(input: &Value) -> Result<Vec<EmbeddingItem<'_>>, OpenAiError>
 }
 
 /// A deterministic unit vector for one input: the same text always embeds the same way,
-/// whatever else is in the batch.
+/// whatever else is in the batch (and whichever format asked).
 fn embed(item: &EmbeddingItem<'_>, dims: usize) -> Vec<f32> {
     let seed = match item {
-        EmbeddingItem::Text(s) => {
-            let mut h = Fnv1a::default();
-            h.write(s.as_bytes());
-            h.finish()
-        }
+        EmbeddingItem::Text(s) => hash_str(s),
         EmbeddingItem::Tokens(v) => hash_json(v),
     };
-    let mut rng = Rng::new(seed);
-    let mut v: Vec<f32> = (0..dims).map(|_| rng.unit()).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        for x in &mut v {
-            *x /= norm;
-        }
-    }
-    v
+    unit_vector(seed, dims)
 }
 
 #[derive(Serialize)]
@@ -1239,12 +1028,16 @@ struct EmbeddingsOut<'a> {
 }
 
 /// `POST /v1/embeddings` (and the Azure equivalents).
-pub(crate) async fn embeddings(ctx: Ctx, body: Bytes) -> Result<Response<SimBody>, Failure> {
+pub(crate) async fn embeddings(
+    ctx: Ctx,
+    dialect: &Dialect,
+    body: Bytes,
+) -> Result<Response<SimBody>, Failure> {
     let value = parse_json(&body)?;
     let Some(obj) = value.as_object() else {
         return Err(OpenAiError::invalid("The request body must be a JSON object.", None).into());
     };
-    let model = model_of(obj, &ctx.dialect)?;
+    let model = model_of(obj, dialect)?;
     let input = match obj.get("input") {
         None | Some(Value::Null) => return Err(OpenAiError::missing("input").into()),
         Some(i) => i,
@@ -1313,9 +1106,9 @@ pub(crate) async fn embeddings(ctx: Ctx, body: Bytes) -> Result<Response<SimBody
         },
     };
     let body = serde_json::to_vec(&out).unwrap_or_default();
-    add(&ctx.shared.stats.prompt_tokens, prompt_tokens);
-    ctx.ttft().await;
-    Ok(json_response(StatusCode::OK, body))
+    Ok(ctx
+        .answer_json(body, PromptUsage::new(prompt_tokens, 0), 0)
+        .await)
 }
 
 /// `GET /v1/models`.
@@ -1336,15 +1129,7 @@ mod tests {
 
     fn plan(body: Value, default_len: u32) -> Vec<ChoicePlan> {
         let req = parse_chat(&body, &Dialect::OpenAi).unwrap();
-        plan_choices(&req, default_len)
-    }
-
-    #[test]
-    fn groups() {
-        assert_eq!(group_ranges(5, 0).len(), 5);
-        assert_eq!(group_ranges(5, 2), vec![0..3, 3..5]);
-        assert_eq!(group_ranges(2, 9), vec![0..1, 1..2]);
-        assert!(group_ranges(0, 3).is_empty());
+        plan_choices(&req.ask, default_len)
     }
 
     #[test]
@@ -1360,13 +1145,13 @@ mod tests {
             assert_eq!(px, py);
             assert_eq!(px.len(), 10);
             assert_eq!(x.tokens, 10);
-            assert_eq!(x.finish_reason, "stop");
+            assert_eq!(finish_reason(&x.finish), "stop");
         }
         let body =
             json!({"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":3});
         let p = plan(body, 10);
         assert_eq!(p[0].tokens, 3);
-        assert_eq!(p[0].finish_reason, "length");
+        assert_eq!(finish_reason(&p[0].finish), "length");
     }
 
     #[test]
@@ -1376,7 +1161,22 @@ mod tests {
             "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object",
                 "properties":{"city":{"type":"string"}},"required":["city"]}}}]});
         let p = plan(body, 10);
-        assert_eq!(p[0].finish_reason, "length");
+        assert_eq!(finish_reason(&p[0].finish), "length");
         assert!(p[0].tokens <= 2);
+    }
+
+    #[test]
+    fn stop_is_validated_and_applied() {
+        let ok = |stop: Value| {
+            let body = json!({"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],
+                "stop": stop});
+            parse_chat(&body, &Dialect::OpenAi).map(|r| r.ask.stop.len())
+        };
+        assert_eq!(ok(json!("x")).unwrap(), 1);
+        assert_eq!(ok(json!(["a", "b"])).unwrap(), 2);
+        assert_eq!(ok(Value::Null).unwrap(), 0);
+        assert!(ok(json!(["a", "b", "c", "d", "e"])).is_err());
+        assert!(ok(json!([1])).is_err());
+        assert!(ok(json!(1)).is_err());
     }
 }

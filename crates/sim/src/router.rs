@@ -1,9 +1,11 @@
 //! Request dispatch: parses the path into a [`Route`], applies what every data-plane route
-//! shares (stats, in-flight accounting, auth, body reading, pre-answer faults) and hands the
-//! request to the wire-format module that owns it. Today that is [`crate::openai`] (which also
-//! serves the Azure OpenAI paths); Anthropic (`/v1/messages`) and Gemini
-//! (`/v1beta/models/…:generateContent`) shapes slot in as sibling modules with their own
-//! [`Route`] variants.
+//! shares (stats, in-flight accounting, body reading, pre-answer faults, usage accounting,
+//! the paced and possibly cut stream) and hands the request to the wire-format module that
+//! owns it: [`crate::openai`] (OpenAI and Azure OpenAI paths), [`crate::anthropic`]
+//! (`/v1/messages`), [`crate::gemini`] (`/v1beta/models/{model}:{method}`) and
+//! [`crate::bedrock`] (`/model/{modelId}/converse[-stream]`). Each module checks its own
+//! auth headers and renders its own errors; the path alone decides which error shape
+//! ([`Family`]) a 404, 405 or 413 uses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +19,13 @@ use hyper::body::Incoming;
 
 use crate::config::{ConfigUpdateError, SimConfig};
 use crate::content::mix64;
-use crate::error::OpenAiError;
+use crate::error::{AnthropicError, BedrockError, Family, GoogleError, OpenAiError};
 use crate::faults::Fault;
-use crate::http::{SimBody, SimError, json_response};
-use crate::openai;
+use crate::http::{PacedBody, SimBody, SimError, json_response, stream_response};
+use crate::plan::PromptUsage;
 use crate::server::Shared;
-use crate::stats::{InFlight, bump};
+use crate::stats::{InFlight, add, bump};
+use crate::{anthropic, bedrock, gemini, openai};
 
 /// Request bodies above this are refused with 413 (far above any real chat request; bounds
 /// memory per connection).
@@ -41,6 +44,7 @@ pub(crate) enum Dialect {
     AzureV1,
 }
 
+/// An OpenAI-format endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     ChatCompletions,
@@ -48,80 +52,263 @@ pub(crate) enum Endpoint {
     Models,
 }
 
+/// An Anthropic endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnthropicEndpoint {
+    /// `POST /v1/messages`.
+    Messages,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
+}
+
+/// A Gemini model method (`/v1beta/models/{model}:{method}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GeminiMethod {
+    GenerateContent,
+    StreamGenerateContent,
+    EmbedContent,
+    BatchEmbedContents,
+    CountTokens,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     Api(Endpoint, Dialect),
+    Anthropic(AnthropicEndpoint),
+    /// A method on a Gemini model; the model as sent in the path (percent-decoded).
+    Gemini(GeminiMethod, String),
+    /// `GET /v1beta/models`.
+    GeminiModels,
+    /// Bedrock Converse (`stream`: ConverseStream) on a model id (percent-decoded).
+    Bedrock {
+        model: String,
+        stream: bool,
+    },
     SimConfig,
     SimStats,
-    NotFound,
-    MethodNotAllowed,
+    NotFound(Family),
+    MethodNotAllowed(Family),
 }
 
 impl Route {
     pub(crate) fn parse(method: &Method, path: &str) -> Route {
-        let expect = |m: Method, r: Route| {
+        let expect = |m: Method, r: Route, family: Family| {
             if *method == m {
                 r
             } else {
-                Route::MethodNotAllowed
+                Route::MethodNotAllowed(family)
             }
         };
         match path {
             "/_sim/config" if *method == Method::GET || *method == Method::POST => Route::SimConfig,
-            "/_sim/config" => Route::MethodNotAllowed,
-            "/_sim/stats" => expect(Method::GET, Route::SimStats),
+            "/_sim/config" => Route::MethodNotAllowed(Family::OpenAi),
+            "/_sim/stats" => expect(Method::GET, Route::SimStats, Family::OpenAi),
+            "/v1/messages" => expect(
+                Method::POST,
+                Route::Anthropic(AnthropicEndpoint::Messages),
+                Family::Anthropic,
+            ),
+            "/v1/messages/count_tokens" => expect(
+                Method::POST,
+                Route::Anthropic(AnthropicEndpoint::CountTokens),
+                Family::Anthropic,
+            ),
+            _ if path.starts_with("/v1/messages/") => Route::NotFound(Family::Anthropic),
             _ => {
-                let (rest, dialect) = if let Some(rest) = path.strip_prefix("/v1/") {
-                    (rest, Dialect::OpenAi)
-                } else if let Some(rest) = path.strip_prefix("/openai/v1/") {
-                    (rest, Dialect::AzureV1)
-                } else if let Some(rest) = path.strip_prefix("/openai/deployments/") {
-                    let Some((deployment, rest)) = rest.split_once('/') else {
-                        return Route::NotFound;
-                    };
-                    if deployment.is_empty() {
-                        return Route::NotFound;
-                    }
-                    let dialect = Dialect::Azure {
-                        deployment: deployment.to_string(),
-                    };
-                    return match rest {
-                        "chat/completions" => {
-                            expect(Method::POST, Route::Api(Endpoint::ChatCompletions, dialect))
-                        }
-                        "embeddings" => {
-                            expect(Method::POST, Route::Api(Endpoint::Embeddings, dialect))
-                        }
-                        _ => Route::NotFound,
-                    };
-                } else {
-                    return Route::NotFound;
-                };
-                match rest {
-                    "chat/completions" => {
-                        expect(Method::POST, Route::Api(Endpoint::ChatCompletions, dialect))
-                    }
-                    "embeddings" => expect(Method::POST, Route::Api(Endpoint::Embeddings, dialect)),
-                    "models" => expect(Method::GET, Route::Api(Endpoint::Models, dialect)),
-                    _ => Route::NotFound,
+                if let Some(rest) = path.strip_prefix("/v1beta/") {
+                    return Route::parse_gemini(method, rest);
                 }
+                // Gemini's stable surface: `/v1/models/{model}:{method}` (the colon tells it
+                // apart from OpenAI's `/v1/models/{id}`).
+                if let Some(rest) = path.strip_prefix("/v1/")
+                    && rest.starts_with("models/")
+                    && percent_decode(rest).contains(':')
+                {
+                    return Route::parse_gemini(method, rest);
+                }
+                if let Some(rest) = path.strip_prefix("/model/") {
+                    return Route::parse_bedrock(method, rest);
+                }
+                Route::parse_openai(method, path)
             }
         }
     }
+
+    fn parse_openai(method: &Method, path: &str) -> Route {
+        let expect = |m: Method, r: Route| {
+            if *method == m {
+                r
+            } else {
+                Route::MethodNotAllowed(Family::OpenAi)
+            }
+        };
+        let not_found = Route::NotFound(Family::OpenAi);
+        let (rest, dialect) = if let Some(rest) = path.strip_prefix("/v1/") {
+            (rest, Dialect::OpenAi)
+        } else if let Some(rest) = path.strip_prefix("/openai/v1/") {
+            (rest, Dialect::AzureV1)
+        } else if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+            let Some((deployment, rest)) = rest.split_once('/') else {
+                return not_found;
+            };
+            if deployment.is_empty() {
+                return not_found;
+            }
+            let dialect = Dialect::Azure {
+                deployment: deployment.to_string(),
+            };
+            return match rest {
+                "chat/completions" => {
+                    expect(Method::POST, Route::Api(Endpoint::ChatCompletions, dialect))
+                }
+                "embeddings" => expect(Method::POST, Route::Api(Endpoint::Embeddings, dialect)),
+                _ => not_found,
+            };
+        } else {
+            return not_found;
+        };
+        match rest {
+            "chat/completions" => {
+                expect(Method::POST, Route::Api(Endpoint::ChatCompletions, dialect))
+            }
+            "embeddings" => expect(Method::POST, Route::Api(Endpoint::Embeddings, dialect)),
+            "models" => expect(Method::GET, Route::Api(Endpoint::Models, dialect)),
+            _ => not_found,
+        }
+    }
+
+    /// `rest` is the path after `/v1beta/` (or `/v1/`): `models` or `models/{model}:{method}`.
+    fn parse_gemini(method: &Method, rest: &str) -> Route {
+        let family = Family::Google;
+        if rest == "models" {
+            return if *method == Method::GET {
+                Route::GeminiModels
+            } else {
+                Route::MethodNotAllowed(family)
+            };
+        }
+        let Some(target) = rest.strip_prefix("models/") else {
+            return Route::NotFound(family);
+        };
+        // Clients may percent-encode the colon.
+        let target = percent_decode(target);
+        let Some((model, verb)) = target.rsplit_once(':') else {
+            return Route::NotFound(family);
+        };
+        let m = match verb {
+            "generateContent" => GeminiMethod::GenerateContent,
+            "streamGenerateContent" => GeminiMethod::StreamGenerateContent,
+            "embedContent" => GeminiMethod::EmbedContent,
+            "batchEmbedContents" => GeminiMethod::BatchEmbedContents,
+            "countTokens" => GeminiMethod::CountTokens,
+            _ => return Route::NotFound(family),
+        };
+        if model.is_empty() || model.contains('/') {
+            return Route::NotFound(family);
+        }
+        if *method != Method::POST {
+            return Route::MethodNotAllowed(family);
+        }
+        Route::Gemini(m, model.to_string())
+    }
+
+    /// `rest` is the path after `/model/`: `{modelId}/converse` or `{modelId}/converse-stream`,
+    /// the model id percent-encoded (`anthropic.claude-…-v1%3A0`, ARNs with `%2F`).
+    fn parse_bedrock(method: &Method, rest: &str) -> Route {
+        let family = Family::Bedrock;
+        let Some((model, op)) = rest.rsplit_once('/') else {
+            return Route::NotFound(family);
+        };
+        let stream = match op {
+            "converse" => false,
+            "converse-stream" => true,
+            _ => return Route::NotFound(family),
+        };
+        if model.is_empty() || model.contains('/') {
+            return Route::NotFound(family);
+        }
+        if *method != Method::POST {
+            return Route::MethodNotAllowed(family);
+        }
+        Route::Bedrock {
+            model: percent_decode(model),
+            stream,
+        }
+    }
+
+    /// The error shape of a data-plane route.
+    fn family(&self) -> Family {
+        match self {
+            Route::Anthropic(_) => Family::Anthropic,
+            Route::Gemini(..) | Route::GeminiModels => Family::Google,
+            Route::Bedrock { .. } => Family::Bedrock,
+            Route::NotFound(f) | Route::MethodNotAllowed(f) => *f,
+            Route::Api(..) | Route::SimConfig | Route::SimStats => Family::OpenAi,
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (a path segment); malformed escapes are kept as they are, and
+/// invalid UTF-8 is replaced, so any input decodes without failing.
+pub(crate) fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Why a handler did not produce a normal answer.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// A 4xx reply (auth, validation): rendered and counted as a client error.
-    Client(OpenAiError),
+    /// A 4xx reply (auth, validation), already rendered in the route's error shape; counted
+    /// as a client error. Boxed: errors are the rare path and keep `Result`s small.
+    Client(Box<Response<SimBody>>),
     /// Drop the connection without a response.
     Abort(SimError),
 }
 
 impl From<OpenAiError> for Failure {
     fn from(e: OpenAiError) -> Self {
-        Failure::Client(e)
+        Failure::Client(Box::new(e.into_response()))
+    }
+}
+
+impl From<AnthropicError> for Failure {
+    fn from(e: AnthropicError) -> Self {
+        Failure::Client(Box::new(e.into_response()))
+    }
+}
+
+impl From<GoogleError> for Failure {
+    fn from(e: GoogleError) -> Self {
+        Failure::Client(Box::new(e.into_response()))
+    }
+}
+
+impl From<BedrockError> for Failure {
+    fn from(e: BedrockError) -> Self {
+        Failure::Client(Box::new(e.into_response()))
     }
 }
 
@@ -131,7 +318,6 @@ pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
     pub cfg: Arc<SimConfig>,
     pub in_flight: InFlight,
-    pub dialect: Dialect,
 }
 
 /// An injected failure reply to render in the route's own error shape.
@@ -177,6 +363,66 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(self.cfg.ttft_ms)).await;
         }
     }
+
+    /// The `cached_prompt_tokens` split of a prompt of `total` tokens.
+    pub fn prompt_usage(&self, total: u64) -> PromptUsage {
+        PromptUsage::new(total, self.cfg.cached_prompt_tokens)
+    }
+
+    /// Counts the usage of a complete answer in the stats.
+    pub fn count_usage(&self, prompt: PromptUsage, completion: u64) {
+        let stats = &self.shared.stats;
+        add(&stats.prompt_tokens, prompt.total);
+        add(&stats.cached_prompt_tokens, prompt.cached);
+        add(&stats.completion_tokens, completion);
+    }
+
+    /// A complete JSON answer: counts its usage, then waits `ttft_ms` before the headers.
+    pub async fn answer_json(
+        &self,
+        body: Vec<u8>,
+        prompt: PromptUsage,
+        completion: u64,
+    ) -> Response<SimBody> {
+        self.count_usage(prompt, completion);
+        self.ttft().await;
+        json_response(StatusCode::OK, body)
+    }
+
+    /// A streamed answer made of pre-rendered `frames`, paced by `chunk_delay_ms` after
+    /// `ttft_ms`. When the stream is picked to be cut (`cut_rate`), it fails after about half
+    /// its frames and never before frame `first_final` — the first frame that tells the
+    /// client the answer is complete (finish reason, stop event) — so a cut stream never looks
+    /// finished; its usage is not counted.
+    pub async fn answer_stream(
+        self,
+        frames: Vec<Bytes>,
+        first_final: usize,
+        content_type: &'static str,
+        prompt: PromptUsage,
+        completion: u64,
+    ) -> Response<SimBody> {
+        let stats = &self.shared.stats;
+        bump(&stats.streams);
+        let cut_after = if self.shared.faults.cut(&self.cfg) {
+            bump(&stats.streams_cut);
+            // At least one frame when the stream has one to spare, but never the final one:
+            // a single-frame answer (a whole Gemini function call) is cut right after the
+            // headers.
+            Some((frames.len() / 2).max(1).min(first_final))
+        } else {
+            self.count_usage(prompt, completion);
+            None
+        };
+        self.ttft().await;
+        let body = PacedBody::new(
+            frames,
+            Duration::from_millis(self.cfg.chunk_delay_ms),
+            cut_after,
+            self.in_flight,
+        );
+        stream_response(body, content_type)
+    }
 }
 
 /// The hyper service: one request in, one response (or a dropped connection) out.
@@ -185,90 +431,139 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<SimBody>, SimError> {
     let route = Route::parse(req.method(), req.uri().path());
+    let family = route.family();
     let mut resp = match route {
         Route::SimStats => {
             let body = serde_json::to_vec(&shared.stats.snapshot()).unwrap_or_default();
             json_response(StatusCode::OK, body)
         }
         Route::SimConfig => control_config(&shared, req).await?,
-        Route::NotFound | Route::MethodNotAllowed => {
+        Route::NotFound(f) | Route::MethodNotAllowed(f) => {
             bump(&shared.stats.requests);
             bump(&shared.stats.unknown_routes);
             bump(&shared.stats.client_errors);
             let (m, p) = (req.method().as_str(), req.uri().path());
-            let e = if route == Route::NotFound {
-                OpenAiError::not_found(m, p)
+            if matches!(route, Route::NotFound(_)) {
+                f.not_found(m, p)
             } else {
-                OpenAiError::method_not_allowed(m, p)
-            };
-            e.into_response()
+                f.method_not_allowed(m, p)
+            }
         }
-        Route::Api(endpoint, dialect) => {
+        route => {
             let stats = &shared.stats;
             bump(&stats.requests);
-            bump(match endpoint {
-                Endpoint::ChatCompletions => &stats.chat_completions,
-                Endpoint::Embeddings => &stats.embeddings,
-                Endpoint::Models => &stats.models,
+            bump(match &route {
+                Route::Api(Endpoint::ChatCompletions, _) => &stats.chat_completions,
+                Route::Api(Endpoint::Embeddings, _) => &stats.embeddings,
+                Route::Api(Endpoint::Models, _) => &stats.models,
+                Route::Anthropic(AnthropicEndpoint::Messages) => &stats.messages,
+                Route::Anthropic(AnthropicEndpoint::CountTokens) => &stats.messages_count_tokens,
+                Route::Gemini(m, _) => match m {
+                    GeminiMethod::GenerateContent => &stats.generate_content,
+                    GeminiMethod::StreamGenerateContent => &stats.stream_generate_content,
+                    GeminiMethod::EmbedContent => &stats.embed_content,
+                    GeminiMethod::BatchEmbedContents => &stats.batch_embed_contents,
+                    GeminiMethod::CountTokens => &stats.count_tokens,
+                },
+                Route::GeminiModels => &stats.gemini_models,
+                Route::Bedrock { stream: false, .. } => &stats.converse,
+                Route::Bedrock { stream: true, .. } => &stats.converse_stream,
+                // Handled above; never reached.
+                Route::SimConfig | Route::SimStats | Route::NotFound(_) => &stats.unknown_routes,
+                Route::MethodNotAllowed(_) => &stats.unknown_routes,
             });
             let ctx = Ctx {
                 in_flight: InFlight::new(shared.stats.clone()),
                 cfg: shared.config.load_full(),
                 shared: shared.clone(),
-                dialect,
             };
-            match api(ctx, endpoint, req).await {
+            match api(ctx, route, req).await {
                 Ok(r) => r,
-                Err(Failure::Client(e)) => {
+                Err(Failure::Client(r)) => {
                     bump(&shared.stats.client_errors);
-                    e.into_response()
+                    *r
                 }
                 Err(Failure::Abort(e)) => return Err(e),
             }
         }
     };
     if let Ok(v) = HeaderValue::from_str(&format!("req_{:016x}", next_id())) {
+        // Anthropic's own request-id header, besides the generic one every route gets.
+        if family == Family::Anthropic {
+            resp.headers_mut().insert("request-id", v.clone());
+        }
         resp.headers_mut().insert("x-request-id", v);
     }
     Ok(resp)
 }
 
-async fn api(
-    ctx: Ctx,
-    endpoint: Endpoint,
-    req: Request<Incoming>,
-) -> Result<Response<SimBody>, Failure> {
-    check_auth(&ctx, req.headers())?;
-    if let Dialect::Azure { .. } = ctx.dialect {
-        check_api_version(req.uri())?;
-    }
-    match endpoint {
-        Endpoint::Models => Ok(openai::models()),
-        Endpoint::ChatCompletions => {
-            let body = read_body(req).await?;
-            openai::chat(ctx, body).await
+async fn api(ctx: Ctx, route: Route, req: Request<Incoming>) -> Result<Response<SimBody>, Failure> {
+    match route {
+        Route::Api(endpoint, dialect) => {
+            check_auth(&ctx.cfg, &dialect, req.headers())?;
+            if let Dialect::Azure { .. } = dialect {
+                check_api_version(req.uri())?;
+            }
+            match endpoint {
+                Endpoint::Models => Ok(openai::models()),
+                Endpoint::ChatCompletions => {
+                    let body = read_body(req, Family::OpenAi).await?;
+                    openai::chat(ctx, &dialect, body).await
+                }
+                Endpoint::Embeddings => {
+                    let body = read_body(req, Family::OpenAi).await?;
+                    openai::embeddings(ctx, &dialect, body).await
+                }
+            }
         }
-        Endpoint::Embeddings => {
-            let body = read_body(req).await?;
-            openai::embeddings(ctx, body).await
+        Route::Anthropic(endpoint) => {
+            anthropic::check_headers(&ctx.cfg, req.headers())?;
+            let body = read_body(req, Family::Anthropic).await?;
+            match endpoint {
+                AnthropicEndpoint::Messages => anthropic::messages(ctx, body).await,
+                AnthropicEndpoint::CountTokens => anthropic::count_tokens(ctx, body),
+            }
+        }
+        Route::Gemini(method, model) => {
+            gemini::check_auth(&ctx.cfg, req.headers(), req.uri())?;
+            let sse = query_param(req.uri(), "alt") == Some("sse");
+            let body = read_body(req, Family::Google).await?;
+            gemini::handle(ctx, method, &model, sse, body).await
+        }
+        Route::GeminiModels => {
+            gemini::check_auth(&ctx.cfg, req.headers(), req.uri())?;
+            Ok(gemini::models())
+        }
+        Route::Bedrock { model, stream } => {
+            bedrock::check_auth(&ctx.cfg, req.headers())?;
+            let body = read_body(req, Family::Bedrock).await?;
+            bedrock::converse(ctx, &model, stream, body).await
+        }
+        Route::SimConfig | Route::SimStats | Route::NotFound(_) | Route::MethodNotAllowed(_) => {
+            Err(Failure::Client(Box::new(
+                Family::OpenAi.not_found(req.method().as_str(), req.uri().path()),
+            )))
         }
     }
 }
 
-fn check_auth(ctx: &Ctx, headers: &HeaderMap) -> Result<(), OpenAiError> {
-    let Some(key) = ctx.cfg.api_key.as_deref() else {
+/// The first value of query parameter `name` (not percent-decoded: the values the simulator
+/// reads are plain tokens).
+pub(crate) fn query_param<'u>(uri: &'u Uri, name: &str) -> Option<&'u str> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+fn check_auth(cfg: &SimConfig, dialect: &Dialect, headers: &HeaderMap) -> Result<(), OpenAiError> {
+    let Some(key) = cfg.api_key.as_deref() else {
         return Ok(());
     };
-    let bearer = || {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-    };
+    let bearer = || bearer_token(headers);
     let api_key = || headers.get("api-key").and_then(|v| v.to_str().ok());
     // A plain comparison: this is a test double holding a throwaway key, not a secret store.
-    let ok = match ctx.dialect {
+    let ok = match dialect {
         Dialect::OpenAi => bearer() == Some(key),
         // Classic Azure deployment paths take the key only in `api-key` (a key sent as a
         // Bearer token there would be treated as an Entra token and fail), so a gateway that
@@ -281,6 +576,15 @@ fn check_auth(ctx: &Ctx, headers: &HeaderMap) -> Result<(), OpenAiError> {
     } else {
         Err(OpenAiError::invalid_api_key())
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 fn check_api_version(uri: &Uri) -> Result<(), OpenAiError> {
@@ -301,19 +605,15 @@ fn check_api_version(uri: &Uri) -> Result<(), OpenAiError> {
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Failure> {
+async fn read_body(req: Request<Incoming>, family: Family) -> Result<Bytes, Failure> {
     match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
     {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(Failure::Client(
-            OpenAiError::invalid(
-                format!("The request body exceeds {MAX_BODY_BYTES} bytes."),
-                None,
-            )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
-        )),
+        Err(e) if e.is::<LengthLimitError>() => {
+            Err(Failure::Client(Box::new(family.too_large(MAX_BODY_BYTES))))
+        }
         Err(e) => Err(Failure::Abort(SimError::Body(e))),
     }
 }
@@ -326,9 +626,9 @@ async fn control_config(
     // Serialises concurrent updates so two scripts posting different fields both land.
     static UPDATE: Mutex<()> = Mutex::new(());
     if req.method() == Method::POST {
-        let body = match read_body(req).await {
+        let body = match read_body(req, Family::OpenAi).await {
             Ok(b) => b,
-            Err(Failure::Client(e)) => return Ok(e.into_response()),
+            Err(Failure::Client(r)) => return Ok(*r),
             Err(Failure::Abort(e)) => return Err(e),
         };
         let patch: serde_json::Value = match serde_json::from_slice(&body) {
@@ -390,7 +690,7 @@ mod tests {
         );
         assert_eq!(
             p(Method::GET, "/v1/chat/completions"),
-            Route::MethodNotAllowed
+            Route::MethodNotAllowed(Family::OpenAi)
         );
         assert_eq!(
             p(Method::GET, "/v1/models"),
@@ -416,16 +716,138 @@ mod tests {
         );
         assert_eq!(
             p(Method::POST, "/openai/deployments//chat/completions"),
-            Route::NotFound
+            Route::NotFound(Family::OpenAi)
         );
         assert_eq!(
             p(Method::POST, "/openai/v1/embeddings"),
             Route::Api(Endpoint::Embeddings, Dialect::AzureV1)
         );
-        assert_eq!(p(Method::POST, "/v1/nope"), Route::NotFound);
-        assert_eq!(p(Method::POST, "/"), Route::NotFound);
+        let nf = Route::NotFound(Family::OpenAi);
+        assert_eq!(p(Method::POST, "/v1/nope"), nf);
+        assert_eq!(p(Method::POST, "/"), nf);
         assert_eq!(p(Method::POST, "/_sim/config"), Route::SimConfig);
-        assert_eq!(p(Method::POST, "/_sim/stats"), Route::MethodNotAllowed);
+        assert_eq!(
+            p(Method::POST, "/_sim/stats"),
+            Route::MethodNotAllowed(Family::OpenAi)
+        );
+        // OpenAI's model retrieval is not simulated and must not be taken for Gemini.
+        assert_eq!(p(Method::GET, "/v1/models/gpt-4o"), nf);
+    }
+
+    #[test]
+    fn anthropic_routes() {
+        let p = |m: Method, path: &str| Route::parse(&m, path);
+        assert_eq!(
+            p(Method::POST, "/v1/messages"),
+            Route::Anthropic(AnthropicEndpoint::Messages)
+        );
+        assert_eq!(
+            p(Method::POST, "/v1/messages/count_tokens"),
+            Route::Anthropic(AnthropicEndpoint::CountTokens)
+        );
+        assert_eq!(
+            p(Method::GET, "/v1/messages"),
+            Route::MethodNotAllowed(Family::Anthropic)
+        );
+        assert_eq!(
+            p(Method::POST, "/v1/messages/batches"),
+            Route::NotFound(Family::Anthropic)
+        );
+    }
+
+    #[test]
+    fn gemini_routes() {
+        let p = |m: Method, path: &str| Route::parse(&m, path);
+        let g = |m: GeminiMethod, model: &str| Route::Gemini(m, model.to_string());
+        assert_eq!(
+            p(
+                Method::POST,
+                "/v1beta/models/gemini-2.5-flash:generateContent"
+            ),
+            g(GeminiMethod::GenerateContent, "gemini-2.5-flash")
+        );
+        assert_eq!(
+            p(
+                Method::POST,
+                "/v1beta/models/gemini-2.5-flash%3AstreamGenerateContent"
+            ),
+            g(GeminiMethod::StreamGenerateContent, "gemini-2.5-flash")
+        );
+        assert_eq!(
+            p(Method::POST, "/v1/models/gemini-2.5-flash:embedContent"),
+            g(GeminiMethod::EmbedContent, "gemini-2.5-flash")
+        );
+        assert_eq!(
+            p(Method::POST, "/v1beta/models/e:batchEmbedContents"),
+            g(GeminiMethod::BatchEmbedContents, "e")
+        );
+        assert_eq!(
+            p(Method::POST, "/v1beta/models/e:countTokens"),
+            g(GeminiMethod::CountTokens, "e")
+        );
+        assert_eq!(p(Method::GET, "/v1beta/models"), Route::GeminiModels);
+        let nf = Route::NotFound(Family::Google);
+        assert_eq!(p(Method::POST, "/v1beta/models/x:nope"), nf);
+        assert_eq!(p(Method::POST, "/v1beta/models/:generateContent"), nf);
+        assert_eq!(p(Method::POST, "/v1beta/models/x"), nf);
+        assert_eq!(p(Method::POST, "/v1beta/other"), nf);
+        assert_eq!(
+            p(Method::GET, "/v1beta/models/x:generateContent"),
+            Route::MethodNotAllowed(Family::Google)
+        );
+    }
+
+    #[test]
+    fn bedrock_routes() {
+        let p = |m: Method, path: &str| Route::parse(&m, path);
+        assert_eq!(
+            p(
+                Method::POST,
+                "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+            ),
+            Route::Bedrock {
+                model: "anthropic.claude-3-5-sonnet-20240620-v1:0".into(),
+                stream: false
+            }
+        );
+        assert_eq!(
+            p(
+                Method::POST,
+                "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x/converse-stream"
+            ),
+            Route::Bedrock {
+                model: "arn:aws:bedrock:us-east-1:1:inference-profile/us.x".into(),
+                stream: true
+            }
+        );
+        let nf = Route::NotFound(Family::Bedrock);
+        assert_eq!(p(Method::POST, "/model/x/invoke"), nf);
+        assert_eq!(p(Method::POST, "/model//converse"), nf);
+        assert_eq!(p(Method::POST, "/model/a/b/converse"), nf);
+        assert_eq!(
+            p(Method::GET, "/model/x/converse"),
+            Route::MethodNotAllowed(Family::Bedrock)
+        );
+    }
+
+    #[test]
+    fn percent_decoding_never_fails() {
+        assert_eq!(percent_decode("a%3Ab"), "a:b");
+        assert_eq!(percent_decode("a%3ab%2F"), "a:b/");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent_decode("%FF"), "\u{fffd}");
+    }
+
+    #[test]
+    fn query_params() {
+        let u: Uri = "/x?alt=sse&key=k".parse().unwrap();
+        assert_eq!(query_param(&u, "alt"), Some("sse"));
+        assert_eq!(query_param(&u, "key"), Some("k"));
+        assert_eq!(query_param(&u, "nope"), None);
+        let u: Uri = "/x?alt".parse().unwrap();
+        assert_eq!(query_param(&u, "alt"), Some(""));
     }
 
     #[test]

@@ -70,9 +70,15 @@ impl std::fmt::Debug for SimHandle {
 }
 
 impl SimHandle {
-    /// The OpenAI base URL, `http://ADDR/v1` (Azure clients use `http://ADDR`).
+    /// The OpenAI base URL, `http://ADDR/v1` (Azure clients use [`SimHandle::origin`]).
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://ADDR`: the base URL of the Azure, Anthropic (`/v1/messages`), Gemini
+    /// (`/v1beta/models/…`) and Bedrock (`/model/…`) clients, which add their own paths.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Replaces every knob at runtime. Fault sequences restart from request 0.

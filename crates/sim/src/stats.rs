@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 /// A snapshot of the simulator's counters. Control requests (`/_sim/…`) are not counted.
+///
+/// Absent fields deserialise as 0, so a client built against an older simulator still reads
+/// a newer one's `/_sim/stats` and vice versa.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimStats {
     /// Every request on a non-control route, whatever its outcome.
     pub requests: u64,
@@ -16,8 +20,28 @@ pub struct SimStats {
     pub chat_completions: u64,
     /// `POST …/embeddings` (OpenAI and Azure paths).
     pub embeddings: u64,
-    /// `GET …/models`.
+    /// `GET …/models` (OpenAI and Azure paths).
     pub models: u64,
+    /// `POST /v1/messages` (Anthropic).
+    pub messages: u64,
+    /// `POST /v1/messages/count_tokens` (Anthropic).
+    pub messages_count_tokens: u64,
+    /// `POST /v1beta/models/{model}:generateContent` (Gemini).
+    pub generate_content: u64,
+    /// `POST /v1beta/models/{model}:streamGenerateContent` (Gemini).
+    pub stream_generate_content: u64,
+    /// `POST /v1beta/models/{model}:embedContent` (Gemini).
+    pub embed_content: u64,
+    /// `POST /v1beta/models/{model}:batchEmbedContents` (Gemini).
+    pub batch_embed_contents: u64,
+    /// `POST /v1beta/models/{model}:countTokens` (Gemini).
+    pub count_tokens: u64,
+    /// `GET /v1beta/models` (Gemini).
+    pub gemini_models: u64,
+    /// `POST /model/{modelId}/converse` (Bedrock).
+    pub converse: u64,
+    /// `POST /model/{modelId}/converse-stream` (Bedrock).
+    pub converse_stream: u64,
     /// Requests to routes that do not exist (or with the wrong method).
     pub unknown_routes: u64,
     /// Requests refused with a 4xx before any answer: auth, validation, unknown route.
@@ -38,6 +62,9 @@ pub struct SimStats {
     /// Prompt tokens of complete answers (not counting failed, hung, reset or cut requests),
     /// counted when the answer is produced, whether or not the client reads all of it.
     pub prompt_tokens: u64,
+    /// Of `prompt_tokens`, those reported as read from the provider's cache (the
+    /// `cached_prompt_tokens` knob, capped at each prompt).
+    pub cached_prompt_tokens: u64,
     /// Completion tokens of complete answers, as reported in their usage.
     pub completion_tokens: u64,
 }
@@ -49,6 +76,16 @@ pub(crate) struct Stats {
     pub chat_completions: AtomicU64,
     pub embeddings: AtomicU64,
     pub models: AtomicU64,
+    pub messages: AtomicU64,
+    pub messages_count_tokens: AtomicU64,
+    pub generate_content: AtomicU64,
+    pub stream_generate_content: AtomicU64,
+    pub embed_content: AtomicU64,
+    pub batch_embed_contents: AtomicU64,
+    pub count_tokens: AtomicU64,
+    pub gemini_models: AtomicU64,
+    pub converse: AtomicU64,
+    pub converse_stream: AtomicU64,
     pub unknown_routes: AtomicU64,
     pub client_errors: AtomicU64,
     pub streams: AtomicU64,
@@ -58,6 +95,7 @@ pub(crate) struct Stats {
     pub streams_cut: AtomicU64,
     pub in_flight: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    pub cached_prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
 }
 
@@ -79,6 +117,16 @@ impl Stats {
             chat_completions: g(&self.chat_completions),
             embeddings: g(&self.embeddings),
             models: g(&self.models),
+            messages: g(&self.messages),
+            messages_count_tokens: g(&self.messages_count_tokens),
+            generate_content: g(&self.generate_content),
+            stream_generate_content: g(&self.stream_generate_content),
+            embed_content: g(&self.embed_content),
+            batch_embed_contents: g(&self.batch_embed_contents),
+            count_tokens: g(&self.count_tokens),
+            gemini_models: g(&self.gemini_models),
+            converse: g(&self.converse),
+            converse_stream: g(&self.converse_stream),
             unknown_routes: g(&self.unknown_routes),
             client_errors: g(&self.client_errors),
             streams: g(&self.streams),
@@ -88,6 +136,7 @@ impl Stats {
             streams_cut: g(&self.streams_cut),
             in_flight: g(&self.in_flight),
             prompt_tokens: g(&self.prompt_tokens),
+            cached_prompt_tokens: g(&self.cached_prompt_tokens),
             completion_tokens: g(&self.completion_tokens),
         }
     }

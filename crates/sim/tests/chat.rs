@@ -581,3 +581,67 @@ async fn http2_prior_knowledge() {
     assert!(s.done());
     assert_eq!(o200k(&s.content(0)), 16);
 }
+
+#[tokio::test]
+async fn cached_prompt_tokens_are_included_in_prompt_tokens() {
+    let h = sim(SimConfig {
+        cached_prompt_tokens: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let body = hello(json!({}));
+    let prompt = count_chat_prompt(Encoding::O200k, &body);
+    let u = post_json(&chat_url(&h), &body).await.json["usage"].clone();
+    // OpenAI's semantics: prompt_tokens counts every prompt token, cached ones included.
+    assert_eq!(u["prompt_tokens"].as_u64().unwrap(), prompt);
+    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 5);
+    assert_eq!(u["total_tokens"].as_u64().unwrap(), prompt + 16);
+    let sse = stream(
+        &chat_url(&h),
+        &hello(json!({"stream": true, "stream_options": {"include_usage": true}})),
+    )
+    .await;
+    let chunks = sse.chunks();
+    let last = chunks.last().unwrap();
+    assert_eq!(last["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+    // Capped at the prompt.
+    h.set_config(SimConfig {
+        cached_prompt_tokens: u32::MAX,
+        ..SimConfig::default()
+    });
+    let u = post_json(&chat_url(&h), &body).await.json["usage"].clone();
+    assert_eq!(
+        u["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+        prompt
+    );
+    assert_eq!(h.stats().cached_prompt_tokens, 10 + prompt);
+}
+
+#[tokio::test]
+async fn stop_sequences_end_the_answer() {
+    let h = sim(SimConfig::default()).await;
+    let full =
+        post_json(&chat_url(&h), &hello(json!({}))).await.json["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let stop = format!(" {}", full.split(' ').nth(5).unwrap());
+    let at = full.find(&stop).unwrap();
+    let r = post_json(&chat_url(&h), &hello(json!({"stop": [stop]}))).await;
+    let c = &r.json["choices"][0];
+    assert_eq!(c["finish_reason"], "stop");
+    assert_eq!(c["message"]["content"], &full[..at]);
+    assert_eq!(
+        r.json["usage"]["completion_tokens"].as_u64().unwrap(),
+        o200k(&full[..at])
+    );
+    let r = post_json(
+        &chat_url(&h),
+        &hello(json!({"stop": ["a", "b", "c", "d", "e"]})),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["error"]["param"], "stop");
+}

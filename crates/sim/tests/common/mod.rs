@@ -153,3 +153,154 @@ pub async fn read_sse(resp: reqwest::Response) -> Sse {
 pub fn chat_url(h: &SimHandle) -> String {
     format!("{}/chat/completions", h.base_url())
 }
+
+/// A response body read to its end, whatever its framing: the bytes received and whether the
+/// body ended with a transport error (a cut stream).
+pub struct Raw {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+    pub errored: bool,
+}
+
+impl Raw {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
+    }
+}
+
+pub async fn read_raw(resp: reqwest::Response) -> Raw {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = resp.bytes_stream();
+    let mut bytes = Vec::new();
+    let mut errored = false;
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(b) => bytes.extend_from_slice(&b),
+            Err(_) => {
+                errored = true;
+                break;
+            }
+        }
+    }
+    Raw {
+        status,
+        headers,
+        bytes,
+        errored,
+    }
+}
+
+/// POSTs JSON with extra headers and reads the whole body.
+pub async fn post_raw(url: &str, headers: &[(&str, &str)], body: &Value) -> Raw {
+    let mut req = client().post(url).json_body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    read_raw(req.send().await.unwrap()).await
+}
+
+/// Named SSE events (`event: NAME` / `data: JSON`), as Anthropic sends them.
+pub fn named_events(raw: &Raw) -> Vec<(String, Value)> {
+    let text = std::str::from_utf8(&raw.bytes).unwrap();
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e
+                .strip_prefix("event: ")
+                .and_then(|e| e.split_once("\ndata: "))
+                .unwrap_or_else(|| panic!("bad SSE event {e:?}"));
+            (name.to_string(), serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+/// CRC-32 (IEEE), computed bit by bit: an independent check of the simulator's table.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for b in bytes {
+        c ^= u32::from(*b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// One decoded AWS event-stream message.
+#[derive(Debug)]
+pub struct EventMessage {
+    pub headers: Vec<(String, String)>,
+    pub payload: Value,
+}
+
+impl EventMessage {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no header {name}"))
+    }
+
+    pub fn event_type(&self) -> &str {
+        self.header(":event-type")
+    }
+}
+
+/// Decodes AWS event-stream messages, checking both CRCs of each. Returns the messages and
+/// the number of trailing bytes that do not form a complete message.
+pub fn decode_event_stream(mut bytes: &[u8]) -> (Vec<EventMessage>, usize) {
+    let mut out = Vec::new();
+    while bytes.len() >= 16 {
+        let total = u32::from_be_bytes(bytes[0..4].try_into().unwrap()) as usize;
+        if bytes.len() < total {
+            break;
+        }
+        let headers_len = u32::from_be_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let prelude_crc = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
+        assert_eq!(prelude_crc, crc32(&bytes[0..8]), "prelude CRC");
+        let msg_crc = u32::from_be_bytes(bytes[total - 4..total].try_into().unwrap());
+        assert_eq!(msg_crc, crc32(&bytes[..total - 4]), "message CRC");
+        let mut h = &bytes[12..12 + headers_len];
+        let mut headers = Vec::new();
+        while !h.is_empty() {
+            let n = h[0] as usize;
+            let name = std::str::from_utf8(&h[1..1 + n]).unwrap().to_string();
+            assert_eq!(h[1 + n], 7, "string header");
+            let len = u16::from_be_bytes([h[2 + n], h[3 + n]]) as usize;
+            let value = std::str::from_utf8(&h[4 + n..4 + n + len])
+                .unwrap()
+                .to_string();
+            headers.push((name, value));
+            h = &h[4 + n + len..];
+        }
+        let payload = serde_json::from_slice(&bytes[12 + headers_len..total - 4]).unwrap();
+        out.push(EventMessage { headers, payload });
+        bytes = &bytes[total..];
+    }
+    (out, bytes.len())
+}
+
+/// Merges `extra`'s fields into `base` (test bodies).
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
