@@ -61,6 +61,14 @@ providers:
     kind: openai
     base_url: http://127.0.0.1:{sim_port}/v1
     api_key: {SIM_KEY}
+  sim-anthropic:
+    kind: anthropic
+    base_url: http://127.0.0.1:{sim_port}
+    api_key: {SIM_KEY}
+  sim-gemini:
+    kind: gemini
+    base_url: http://127.0.0.1:{sim_port}
+    api_key: {SIM_KEY}
 models:
   gpt-4o-mini:
     deployments: [{{provider: sim, model: gpt-4o-mini}}]
@@ -68,6 +76,10 @@ models:
     deployments: [{{provider: sim, model: gpt-4o}}]
   text-embedding-3-small:
     deployments: [{{provider: sim, model: text-embedding-3-small}}]
+  claude-sonnet-4-6:
+    deployments: [{{provider: sim-anthropic, model: claude-sonnet-4-6}}]
+  gemini-2.5-flash:
+    deployments: [{{provider: sim-gemini, model: gemini-2.5-flash}}]
 """
     )
     key = subprocess.run(

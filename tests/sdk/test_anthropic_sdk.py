@@ -1,5 +1,6 @@
 """The official Anthropic Python SDK against `tollgate serve`'s `/v1/messages`, served by an
-OpenAI-format deployment (translated both ways)."""
+OpenAI-format deployment (translated both ways) and by an Anthropic deployment (passed through
+natively)."""
 
 import json
 
@@ -12,6 +13,9 @@ def client(gateway):
     # The SDK appends /v1/messages to the base URL.
     return anthropic.Anthropic(base_url=gateway["root"], api_key=gateway["key"], max_retries=0)
 
+
+# gpt-4o-mini is served by an OpenAI-format deployment, claude-sonnet-4-6 by an Anthropic one.
+models = pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-sonnet-4-6"])
 
 TOOLS = [
     {
@@ -26,9 +30,10 @@ TOOLS = [
 ]
 
 
-def test_plain(client):
+@models
+def test_plain(client, model):
     raw = client.messages.with_raw_response.create(
-        model="gpt-4o-mini",
+        model=model,
         max_tokens=12,
         system="Be brief.",
         messages=[{"role": "user", "content": "Say hello"}],
@@ -42,9 +47,10 @@ def test_plain(client):
     assert float(raw.headers["x-tollgate-cost-usd"]) > 0
 
 
-def test_streaming(client):
+@models
+def test_streaming(client, model):
     with client.messages.stream(
-        model="gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": "Stream please"}]
+        model=model, max_tokens=20, messages=[{"role": "user", "content": "Stream please"}]
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
@@ -53,9 +59,10 @@ def test_streaming(client):
     assert final.stop_reason in ("end_turn", "max_tokens")
 
 
-def test_tool_round_trip(client):
+@models
+def test_tool_round_trip(client, model):
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.messages.create(model="gpt-4o-mini", max_tokens=100, tools=TOOLS, messages=messages)
+    first = client.messages.create(model=model, max_tokens=100, tools=TOOLS, messages=messages)
     assert first.stop_reason == "tool_use"
     call = next(b for b in first.content if b.type == "tool_use")
     assert call.name == "get_weather" and "city" in call.input
@@ -63,13 +70,14 @@ def test_tool_round_trip(client):
         {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C"}]},
     ]
-    second = client.messages.create(model="gpt-4o-mini", max_tokens=100, tools=TOOLS, messages=messages)
+    second = client.messages.create(model=model, max_tokens=100, tools=TOOLS, messages=messages)
     assert second.content[0].type == "text"
 
 
-def test_streaming_tool_use(client):
+@models
+def test_streaming_tool_use(client, model):
     with client.messages.stream(
-        model="gpt-4o-mini",
+        model=model,
         max_tokens=100,
         tools=TOOLS,
         messages=[{"role": "user", "content": "Weather in Paris?"}],

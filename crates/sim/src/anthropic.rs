@@ -2,9 +2,10 @@
 //! `POST /v1/messages/count_tokens`, with Anthropic's headers, validation errors, usage
 //! semantics and SSE event stream (§3 of the wire-format reference).
 //!
-//! - **Headers**: `anthropic-version` is required (400 when missing; only the published
-//!   versions `2023-06-01` and `2023-01-01` are accepted, so a duplicated header — which
-//!   arrives as `2023-06-01, 2023-06-01` — is refused like the real API refuses it). With the
+//! - **Headers**: `anthropic-version` is required (400 when missing). It must be one date,
+//!   `YYYY-MM-DD` (the published `2023-06-01`, or the later dates newer SDKs send); a
+//!   duplicated header — which arrives as `2023-06-01, 2023-06-01` — is refused like the real
+//!   API refuses it. With the
 //!   `api_key` knob set, `x-api-key` must carry it (401 `authentication_error`; a Bearer token
 //!   is not accepted).
 //! - **Validation** rejects what the real API rejects, with its `field.path: message` style:
@@ -57,7 +58,18 @@ use crate::plan::{
 use crate::router::{Ctx, Failure, next_id};
 
 /// `anthropic-version` values the API accepts.
-const VERSIONS: &[&str] = &["2023-06-01", "2023-01-01"];
+/// A version is one date, `YYYY-MM-DD`, from the first published one on. Newer SDKs send later
+/// dates than the reference's `2023-06-01`.
+fn is_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && v >= "2023-01-01"
+}
 /// Prefix of tool-use ids.
 const TOOL_ID_PREFIX: &str = "toolu_";
 /// Longest tool name (`^[a-zA-Z0-9_-]{1,64}$`).
@@ -134,7 +146,7 @@ pub(crate) fn check_headers(cfg: &SimConfig, headers: &HeaderMap) -> Result<(), 
             "anthropic-version: header is required",
         ));
     }
-    if !VERSIONS.contains(&version.as_str()) {
+    if !is_version(&version) {
         return Err(AnthropicError::invalid(format!(
             "anthropic-version: {version:?} is not a valid version"
         )));

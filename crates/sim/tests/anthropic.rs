@@ -318,7 +318,7 @@ async fn validation_errors() {
     check(
         post_raw(
             &url(&h),
-            &[("anthropic-version", "2024-01-01")],
+            &[("anthropic-version", "2023-6-1")],
             &body(json!({})),
         )
         .await,

@@ -67,29 +67,28 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
             },
         };
         secrets.extend(settings.secrets());
-        let adapter = tollgate_providers::build(settings)
-            .with_context(|| format!("providers.{name}"))?;
+        let adapter =
+            tollgate_providers::build(settings).with_context(|| format!("providers.{name}"))?;
         adapters.insert(name.clone(), adapter);
     }
     let mut models = Vec::new();
     for (name, m) in &cfg.models {
-        let deployments = m
-            .deployments
-            .iter()
-            .map(|d| {
-                let provider = adapters
-                    .get(&d.provider)
-                    .cloned()
-                    .with_context(|| format!("models.{name}: unknown provider '{}'", d.provider))?;
-                Ok(Deployment {
-                    provider,
-                    provider_name: d.provider.clone(),
-                    model: d.model.clone(),
-                    label: d.label(),
-                    weight: d.weight,
+        let deployments =
+            m.deployments
+                .iter()
+                .map(|d| {
+                    let provider = adapters.get(&d.provider).cloned().with_context(|| {
+                        format!("models.{name}: unknown provider '{}'", d.provider)
+                    })?;
+                    Ok(Deployment {
+                        provider,
+                        provider_name: d.provider.clone(),
+                        model: d.model.clone(),
+                        label: d.label(),
+                        weight: d.weight,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()?;
         let lm = LogicalModel::new(name.clone(), deployments)
             .with_context(|| format!("models.{name}: no deployment with a positive weight"))?;
         models.push(lm);
@@ -107,7 +106,11 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
     Ok(GatewayParts {
         settings: ServerSettings {
             listen: cfg.server.listen,
-            master_key: cfg.server.master_key.as_ref().map(|s| s.expose().to_string()),
+            master_key: cfg
+                .server
+                .master_key
+                .as_ref()
+                .map(|s| s.expose().to_string()),
             max_body_bytes: usize::try_from(cfg.server.max_body_bytes).unwrap_or(usize::MAX),
             shutdown_grace: cfg.server.shutdown_grace(),
             key_poll_interval: Duration::from_secs(1),

@@ -13,7 +13,11 @@ use tollgate_store::{Dim, SpendQuery};
 use crate::{assemble, demo, report};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "An AI gateway with economic governance in the request path")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An AI gateway with economic governance in the request path"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -165,7 +169,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(m.listen)
                 .await
                 .with_context(|| format!("binding {}", m.listen))?;
-            eprintln!("tollgate mock-provider listening on http://{}/v1", listener.local_addr()?);
+            eprintln!(
+                "tollgate mock-provider listening on http://{}/v1",
+                listener.local_addr()?
+            );
             tollgate_sim::run(listener, m.sim, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -209,7 +216,10 @@ async fn serve(c: ConfigArg) -> Result<ExitCode> {
     );
     let summary = tollgate_server::serve(listener, gw, shutdown_signal()).await?;
     if summary.rows_spilled > 0 {
-        tracing::warn!(rows = summary.rows_spilled, "some ledger rows were spilled to disk; they are replayed at the next start");
+        tracing::warn!(
+            rows = summary.rows_spilled,
+            "some ledger rows were spilled to disk; they are replayed at the next start"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -280,8 +290,16 @@ fn keys_command(k: KeysCommand) -> Result<ExitCode> {
                         k.key_prefix.clone(),
                         k.tenant.clone().unwrap_or_default(),
                         k.team.clone().unwrap_or_default(),
-                        if k.models.is_empty() { "*".into() } else { k.models.join(",") },
-                        if k.revoked_at_ms.is_some() { "revoked".into() } else { "active".into() },
+                        if k.models.is_empty() {
+                            "*".into()
+                        } else {
+                            k.models.join(",")
+                        },
+                        if k.revoked_at_ms.is_some() {
+                            "revoked".into()
+                        } else {
+                            "active".into()
+                        },
                     ]
                 })
                 .collect();
@@ -306,7 +324,9 @@ fn spend(s: SpendArgs) -> Result<ExitCode> {
     let group_by = Dim::parse_list(&s.by)?;
     let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>> {
         v.as_deref()
-            .map(|v| tollgate_server::parse_time(name, v).map_err(|e| anyhow::anyhow!("{}", e.message)))
+            .map(|v| {
+                tollgate_server::parse_time(name, v).map_err(|e| anyhow::anyhow!("{}", e.message))
+            })
             .transpose()
     };
     let q = SpendQuery {

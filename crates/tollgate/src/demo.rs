@@ -110,7 +110,12 @@ models:
         json!({"name": "globex-app", "tenant": "globex", "team": "growth", "models": ["gpt-4o-mini", "text-embedding-3-small"]}),
         json!({"name": "saas-backend", "team": "platform", "allow_tenant_header": true, "allowed_tenants": ["initech", "umbrella"]}),
     ] {
-        let resp = http.post(admin("keys")).bearer_auth(&master).json(&body).send().await?;
+        let resp = http
+            .post(admin("keys"))
+            .bearer_auth(&master)
+            .json(&body)
+            .send()
+            .await?;
         if !resp.status().is_success() {
             bail!("creating a key failed: {}", resp.text().await?);
         }
@@ -124,7 +129,10 @@ models:
         keys.push(v["key"].as_str().unwrap_or_default().to_string());
     }
 
-    println!("\nSending {} requests (streaming, non-streaming, embeddings)…", args.requests);
+    println!(
+        "\nSending {} requests (streaming, non-streaming, embeddings)…",
+        args.requests
+    );
     let features = ["search", "summarize", "chat"];
     let plan: Vec<(usize, usize)> = (0..args.requests).map(|i| (i, i % 7)).collect();
     let results: Vec<Result<u16>> = futures_util::stream::iter(plan)
@@ -180,7 +188,10 @@ models:
         .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await?;
-    println!("  globex-app asking for gpt-4o → {} (model not allowed for that key)", denied.status().as_u16());
+    println!(
+        "  globex-app asking for gpt-4o → {} (model not allowed for that key)",
+        denied.status().as_u16()
+    );
     let bad = http
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth("tg-not-a-key")
@@ -206,21 +217,30 @@ models:
         ..Default::default()
     })?;
     println!("\nSpend by tenant and model:\n");
-    print!("{}", report::spend(&by_tenant, &spend, crate::cli::Format::Table));
+    print!(
+        "{}",
+        report::spend(&by_tenant, &spend, crate::cli::Format::Table)
+    );
     let by_feature = tollgate_store::Dim::parse_list("feature,outcome")?;
     let spend = store.spend(&tollgate_store::SpendQuery {
         group_by: by_feature.clone(),
         ..Default::default()
     })?;
     println!("\nSpend by feature and outcome:\n");
-    print!("{}", report::spend(&by_feature, &spend, crate::cli::Format::Table));
+    print!(
+        "{}",
+        report::spend(&by_feature, &spend, crate::cli::Format::Table)
+    );
     println!(
         "\nDone in {:.1}s (ledger rows written {}, spilled {}).",
         started.elapsed().as_secs_f64(),
         summary.rows_written,
         summary.rows_spilled
     );
-    println!("Explore it: tollgate spend --by key,model --config <a config whose storage.ledger is sqlite://{}>", db.display());
+    println!(
+        "Explore it: tollgate spend --by key,model --config <a config whose storage.ledger is sqlite://{}>",
+        db.display()
+    );
     if args.keep_running {
         println!("(--keep-running is not available in this version: the demo gateway has stopped)");
     }

@@ -25,8 +25,14 @@ fn dim_columns(dims: &[Dim]) -> Vec<String> {
 pub fn spend(dims: &[Dim], rows: &[SpendRow], format: Format) -> String {
     let mut header = dim_columns(dims);
     header.extend(
-        ["requests", "input_tokens", "output_tokens", "cost_usd", "estimated_rows"]
-            .map(String::from),
+        [
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "estimated_rows",
+        ]
+        .map(String::from),
     );
     let body: Vec<Vec<String>> = rows
         .iter()
@@ -69,9 +75,17 @@ pub fn spend(dims: &[Dim], rows: &[SpendRow], format: Format) -> String {
         }
         Format::Csv => {
             let mut s = String::new();
-            let _ = writeln!(s, "{}", header.iter().map(|h| csv(h)).collect::<Vec<_>>().join(","));
+            let _ = writeln!(
+                s,
+                "{}",
+                header.iter().map(|h| csv(h)).collect::<Vec<_>>().join(",")
+            );
             for line in &body {
-                let _ = writeln!(s, "{}", line.iter().map(|c| csv(c)).collect::<Vec<_>>().join(","));
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    line.iter().map(|c| csv(c)).collect::<Vec<_>>().join(",")
+                );
             }
             s
         }
