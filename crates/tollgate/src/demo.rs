@@ -73,6 +73,12 @@ providers:
   sim:
     kind: openai
     base_url: {base}
+  sim-anthropic:
+    kind: anthropic
+    base_url: {origin}
+  sim-gemini:
+    kind: gemini
+    base_url: {origin}
 models:
   gpt-4o-mini:
     deployments: [{{provider: sim, model: gpt-4o-mini}}]
@@ -80,9 +86,14 @@ models:
     deployments: [{{provider: sim, model: gpt-4o}}]
   text-embedding-3-small:
     deployments: [{{provider: sim, model: text-embedding-3-small}}]
+  claude-sonnet-4-6:
+    deployments: [{{provider: sim-anthropic, model: claude-sonnet-4-6}}]
+  gemini-2.5-flash:
+    deployments: [{{provider: sim-gemini, model: gemini-2.5-flash}}]
 "#,
         db = db.display(),
         base = sim.base_url(),
+        origin = sim.origin(),
     );
     let cfg = Config::from_yaml_str(&yaml, &NoEnv)
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?
@@ -107,7 +118,7 @@ models:
     let mut keys = Vec::new();
     for body in [
         json!({"name": "acme-backend", "tenant": "acme", "team": "platform"}),
-        json!({"name": "globex-app", "tenant": "globex", "team": "growth", "models": ["gpt-4o-mini", "text-embedding-3-small"]}),
+        json!({"name": "globex-app", "tenant": "globex", "team": "growth", "models": ["gpt-4o-mini", "gemini-2.5-flash", "claude-sonnet-4-6", "text-embedding-3-small"]}),
         json!({"name": "saas-backend", "team": "platform", "allow_tenant_header": true, "allowed_tenants": ["initech", "umbrella"]}),
     ] {
         let resp = http
@@ -134,7 +145,10 @@ models:
         args.requests
     );
     let features = ["search", "summarize", "chat"];
-    let plan: Vec<(usize, usize)> = (0..args.requests).map(|i| (i, i % 7)).collect();
+    // A mix of OpenAI-format chat (streaming and not) on OpenAI, Anthropic and Gemini
+    // deployments, embeddings, and Anthropic-format `/v1/messages` calls: every route is metered
+    // the same way.
+    let plan: Vec<(usize, usize)> = (0..args.requests).map(|i| (i, i % 8)).collect();
     let results: Vec<Result<u16>> = futures_util::stream::iter(plan)
         .map(|(i, kind)| {
             let http = http.clone();
@@ -152,8 +166,19 @@ models:
                         "model": "text-embedding-3-small",
                         "input": format!("document {i} about the quarterly plan"),
                     })),
+                    7 => http.post(format!("{base}/v1/messages")).json(&json!({
+                        "model": if (i / 8) % 2 == 0 { "claude-sonnet-4-6" } else { "gpt-4o-mini" },
+                        "max_tokens": 64,
+                        "stream": (i / 16) % 2 == 0,
+                        "messages": [{"role": "user", "content": format!("Request {i}: draft the {feature} summary.")}],
+                    })),
                     k => {
-                        let model = if i % 3 == 0 && k % 2 == 0 { "gpt-4o" } else { "gpt-4o-mini" };
+                        let model = match (i % 3, k) {
+                            (0, 0 | 2) => "gpt-4o",
+                            (_, 4) => "claude-sonnet-4-6",
+                            (_, 5) => "gemini-2.5-flash",
+                            _ => "gpt-4o-mini",
+                        };
                         http.post(format!("{base}/v1/chat/completions")).json(&json!({
                             "model": model,
                             "stream": k % 2 == 1,
@@ -220,6 +245,18 @@ models:
     print!(
         "{}",
         report::spend(&by_tenant, &spend, crate::cli::Format::Table)
+    );
+    let by_provider = tollgate_store::Dim::parse_list("provider,endpoint")?;
+    let spend = store.spend(&tollgate_store::SpendQuery {
+        group_by: by_provider.clone(),
+        ..Default::default()
+    })?;
+    println!(
+        "\nSpend by provider and endpoint (OpenAI, Anthropic and Gemini wire formats, one meter):\n"
+    );
+    print!(
+        "{}",
+        report::spend(&by_provider, &spend, crate::cli::Format::Table)
     );
     let by_feature = tollgate_store::Dim::parse_list("feature,outcome")?;
     let spend = store.spend(&tollgate_store::SpendQuery {
