@@ -11,5 +11,6 @@ mod cli;
 mod endpoints;
 mod errors;
 mod ledger;
+mod providers;
 mod streaming;
 mod upstream;
