@@ -402,7 +402,11 @@ mod tests {
         assert!(d.scope.is_everything());
         assert_eq!(d.window.rolling_ms(), Some(86_400_000));
         assert_eq!(d.window.to_string(), "24h");
-        for (s, ms) in [("30m", 1_800_000), ("7d", 604_800_000), ("30d", 2_592_000_000)] {
+        for (s, ms) in [
+            ("30m", 1_800_000),
+            ("7d", 604_800_000),
+            ("30d", 2_592_000_000),
+        ] {
             assert_eq!(s.parse::<Window>().unwrap().rolling_ms(), Some(ms));
         }
     }

@@ -390,6 +390,8 @@ pub struct Budgets {
     /// Live reservations by `(expires_at_ms, id)`, for [`Budgets::expire`].
     live: Mutex<BTreeMap<(i64, u64), Reservation>>,
     next_id: AtomicU64,
+    /// Incarnation number for new counter identities (see `compile`).
+    next_counter: AtomicU64,
 }
 
 impl fmt::Debug for Budgets {
@@ -417,6 +419,7 @@ impl Budgets {
             clock,
             live: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
+            next_counter: AtomicU64::new(1),
         }
     }
 
@@ -452,7 +455,7 @@ impl Budgets {
         let mut needs_seed = Vec::new();
         let mut budgets = Vec::with_capacity(defs.len());
         for d in defs {
-            let (c, fresh) = compile(d, &old, now)?;
+            let (c, fresh) = compile(d, &old, now, &self.next_counter)?;
             if fresh {
                 needs_seed.push(c.def.name.clone());
             }
@@ -470,7 +473,7 @@ impl Budgets {
         let _w = self.write_lock();
         let old = self.catalog.load_full();
         let created = old.get(&def.name).is_none();
-        let (c, fresh) = compile(def, &old, self.clock.now_ms())?;
+        let (c, fresh) = compile(def, &old, self.clock.now_ms(), &self.next_counter)?;
         let c = Arc::new(c);
         let mut budgets: Vec<Arc<Compiled>> = old.budgets.clone();
         match old.by_name.get(&*c.name) {
@@ -702,7 +705,8 @@ impl Budgets {
         let actual = NanoUsd(actual.nanos().max(0));
         if r.transition(LIVE, SETTLED) {
             self.lock_live().remove(&r.live_key());
-            self.store.commit(&r.0.entries, r.0.amount, actual, r.0.at_ms);
+            self.store
+                .commit(&r.0.entries, r.0.amount, actual, r.0.at_ms);
             return Some(Settlement {
                 released: r.0.amount,
                 charged: actual,
@@ -868,16 +872,28 @@ impl Budgets {
 /// Compiles a (validated) definition. Reuses the counter identity of `old`'s budget of the
 /// same name when scope, window and time zone are unchanged. Returns whether the counter is
 /// new (needs seeding).
-fn compile(def: BudgetDef, old: &Catalog, now_ms: i64) -> Result<(Compiled, bool), DefError> {
+fn compile(
+    def: BudgetDef,
+    old: &Catalog,
+    now_ms: i64,
+    incarnations: &AtomicU64,
+) -> Result<(Compiled, bool), DefError> {
     let tz = resolve_tz(def.timezone.as_deref())?;
     let fp = fingerprint(&def);
     let (meta, fresh) = match old.get(&def.name) {
         Some(prev) if prev.meta.fingerprint == fp => (prev.meta.clone(), false),
         _ => (
             Arc::new(CounterMeta {
-                // The install time is part of the identity, so a budget deleted and created
-                // again never inherits (and double counts) its first life's live spend.
-                id: Arc::from(format!("{}#{fp:016x}@{now_ms}", def.name)),
+                // An incarnation number is part of the identity, so a budget deleted and
+                // created again never inherits (and double counts) its first life's live
+                // spend: the new counter starts empty and is seeded from the ledger. (A shared
+                // store will need an incarnation agreed across replicas, e.g. the definition's
+                // version in the database.)
+                id: Arc::from(format!(
+                    "{}#{fp:016x}#{}",
+                    def.name,
+                    incarnations.fetch_add(1, Ordering::Relaxed)
+                )),
                 fingerprint: fp,
                 since_ms: now_ms,
                 seeded: AtomicBool::new(false),

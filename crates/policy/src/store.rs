@@ -152,8 +152,7 @@ pub trait CounterStore: Send + Sync {
     /// have aged out for `limit − spent − reserved ≥ need`, assuming nothing else changes;
     /// `None` when ageing alone can never make room (reservations hold it) or for calendar
     /// counters.
-    fn room_at(&self, key: &CounterKey, limit: NanoUsd, need: NanoUsd, now_ms: i64)
-    -> Option<i64>;
+    fn room_at(&self, key: &CounterKey, limit: NanoUsd, need: NanoUsd, now_ms: i64) -> Option<i64>;
 
     /// Housekeeping: drop counters that can no longer matter at `now_ms` (calendar windows
     /// that ended with nothing reserved, rolling counters with nothing left).
@@ -195,9 +194,7 @@ impl Counter {
                     break;
                 }
                 let (base, live) = entry.remove();
-                self.bucket_total = self
-                    .bucket_total
-                    .saturating_sub(base.saturating_add(live));
+                self.bucket_total = self.bucket_total.saturating_sub(base.saturating_add(live));
             }
         }
     }
@@ -368,21 +365,14 @@ impl CounterStore for MemoryStore {
                     b.0 = b.0.saturating_add(v.nanos().max(0));
                 }
                 c.buckets.retain(|_, (base, live)| *base != 0 || *live != 0);
-                c.bucket_total = c
-                    .buckets
-                    .values()
-                    .fold(0i64, |acc, (b, l)| acc.saturating_add(*b).saturating_add(*l));
+                c.bucket_total = c.buckets.values().fold(0i64, |acc, (b, l)| {
+                    acc.saturating_add(*b).saturating_add(*l)
+                });
             }
         }
     }
 
-    fn room_at(
-        &self,
-        key: &CounterKey,
-        limit: NanoUsd,
-        need: NanoUsd,
-        now_ms: i64,
-    ) -> Option<i64> {
+    fn room_at(&self, key: &CounterKey, limit: NanoUsd, need: NanoUsd, now_ms: i64) -> Option<i64> {
         let Slot::Rolling { len_ms, bucket_ms } = key.slot else {
             return None;
         };
@@ -454,9 +444,7 @@ mod tests {
             NanoUsd(40)
         );
         // b has 10 left: nothing is reserved anywhere.
-        let err = s
-            .try_reserve(&es, NanoUsd(40), NanoUsd(40), 0)
-            .unwrap_err();
+        let err = s.try_reserve(&es, NanoUsd(40), NanoUsd(40), 0).unwrap_err();
         assert_eq!(
             err,
             Refusal::Shortfall(Room {
@@ -507,9 +495,13 @@ mod tests {
             limit: NanoUsd(100),
             enforce: true,
         }];
-        s.try_reserve(&es, NanoUsd(70), NanoUsd(70), 30_000).unwrap();
+        s.try_reserve(&es, NanoUsd(70), NanoUsd(70), 30_000)
+            .unwrap();
         s.commit(&es, NanoUsd(70), NanoUsd(70), 30_000); // bucket [0, 60_000)
-        assert!(s.try_reserve(&es, NanoUsd(70), NanoUsd(70), 100_000).is_err());
+        assert!(
+            s.try_reserve(&es, NanoUsd(70), NanoUsd(70), 100_000)
+                .is_err()
+        );
         // Room for 70 appears when bucket [0, 60s) has wholly left [now − 600s, now):
         // 60s + 600s = 660s.
         assert_eq!(

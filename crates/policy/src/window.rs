@@ -145,7 +145,9 @@ mod tests {
             (ms("2026-12-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"))
         );
         assert_eq!(
-            bounds(Window::Week, &utc, ms("2026-07-20T00:00:00Z")).unwrap().0,
+            bounds(Window::Week, &utc, ms("2026-07-20T00:00:00Z"))
+                .unwrap()
+                .0,
             ms("2026-07-20T00:00:00Z")
         );
     }
