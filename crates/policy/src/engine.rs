@@ -379,7 +379,14 @@ impl Catalog {
     }
 }
 
-/// The budget engine. One per gateway; share it behind an `Arc`.
+/// The budget engine. One per gateway; share it behind an `Arc` (it is `Send + Sync`; every
+/// method takes `&self`).
+///
+/// Time: admission, status and expiry take an explicit `now_ms` (for admission, the ledger
+/// row's `started_at_ms`). The injected [`Clock`] only dates definition changes — the instant
+/// a new counter starts counting live, which bounds its seed query — so it must be the same
+/// clock the server stamps `started_at_ms` with ([`SystemClock`] in production,
+/// [`ManualClock`](crate::ManualClock) in tests).
 pub struct Budgets {
     catalog: ArcSwap<Catalog>,
     /// Serialises catalog writers (admin CRUD) so two edits cannot lose one another; readers

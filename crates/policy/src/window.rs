@@ -30,9 +30,11 @@ pub fn bucket_ms(len_ms: i64) -> i64 {
     minutes.saturating_mul(MIN_BUCKET_MS)
 }
 
-/// Start of the bucket holding `t_ms` (floor, also for times before 1970).
+/// Start of the bucket holding `t_ms` (floor, also for times before 1970). A non-positive
+/// `bucket_ms` is treated as 1 ms.
 pub fn bucket_start(t_ms: i64, bucket_ms: i64) -> i64 {
-    t_ms.div_euclid(bucket_ms) * bucket_ms
+    let b = bucket_ms.max(1);
+    t_ms.div_euclid(b).saturating_mul(b)
 }
 
 /// A window that could not be computed: `now` outside the range `jiff` supports

@@ -10,6 +10,7 @@ const T0: i64 = 1_783_296_000_000;
 const WORST: i64 = 1_000_000; // $0.001 per request
 const THREADS: usize = 8;
 const REQUESTS: usize = 1_000;
+const _: () = assert!(REQUESTS.is_multiple_of(THREADS));
 
 fn engine(limit: NanoUsd) -> Arc<Budgets> {
     let e = Budgets::new(Arc::new(MemoryStore::new()), Arc::new(ManualClock::new(T0)));
@@ -40,7 +41,7 @@ fn engine(limit: NanoUsd) -> Arc<Budgets> {
 fn storm(e: &Arc<Budgets>, minimum: NanoUsd) -> Vec<Admission> {
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
+        .map(|_| {
             let e = e.clone();
             let barrier = barrier.clone();
             thread::spawn(move || {
@@ -50,8 +51,7 @@ fn storm(e: &Arc<Budgets>, minimum: NanoUsd) -> Vec<Admission> {
                     ..Attribution::default()
                 };
                 barrier.wait();
-                let n = REQUESTS / THREADS + usize::from(t < REQUESTS % THREADS);
-                (0..n)
+                (0..REQUESTS / THREADS)
                     .map(|_| {
                         e.admit(&Ask {
                             attribution: &attribution,
