@@ -166,13 +166,13 @@ fn bench(c: &mut Criterion) {
     let store = MemoryStore::new();
     let entries: Vec<Entry> = (0..4)
         .map(|k| Entry {
-            key: CounterKey {
-                budget: Arc::from(format!("b{k}#0#1")),
-                slot: Slot::Calendar {
+            key: CounterKey::new(
+                Arc::from(format!("b{k}#0#1")),
+                Slot::Calendar {
                     start_ms: 0,
                     end_ms: i64::MAX,
                 },
-            },
+            ),
             limit: NanoUsd(i64::MAX / 2),
             enforce: k < 3,
         })

@@ -24,7 +24,7 @@ use tollgate_types::{Attribution, NanoUsd};
 use crate::clock::{Clock, SystemClock};
 use crate::def::{BudgetDef, DefError, Mode, Scope, Window, resolve_tz};
 use crate::index::ScopeIndex;
-use crate::store::{CounterKey, CounterStore, Entry, MemoryStore, Refusal, SeedSpend, Slot};
+use crate::store::{CounterKey, CounterStore, Entry, MemoryStore, Refusal, SeedSpend, Slot, fnv1a};
 use crate::window::{self, WindowError, bucket_ms, bucket_start};
 
 /// Forecasts never extrapolate from less than this much elapsed time (one minute), so the
@@ -312,6 +312,8 @@ pub struct SeedQuery {
 #[derive(Debug)]
 struct CounterMeta {
     id: Arc<str>,
+    /// `fnv1a(id)`, so building a counter key per admission hashes no strings.
+    id_hash: u64,
     fingerprint: u64,
     since_ms: i64,
     seeded: AtomicBool,
@@ -345,10 +347,11 @@ impl Compiled {
     }
 
     fn key(&self, now_ms: i64) -> Result<CounterKey, WindowError> {
-        Ok(CounterKey {
-            budget: self.meta.id.clone(),
-            slot: self.slot(now_ms)?,
-        })
+        Ok(CounterKey::with_budget_hash(
+            self.meta.id.clone(),
+            self.meta.id_hash,
+            self.slot(now_ms)?,
+        ))
     }
 }
 
@@ -628,7 +631,7 @@ impl Budgets {
                         reason: format!("counter store named unknown entry {}", short.entry),
                     };
                 };
-                let (start, end) = match entry.key.slot {
+                let (start, end) = match entry.key.slot() {
                     Slot::Calendar { start_ms, end_ms } => (start_ms, end_ms),
                     Slot::Rolling { len_ms, .. } => {
                         // Room appears as settled spend ages out. If ageing alone cannot make
@@ -831,17 +834,11 @@ impl Budgets {
                 if matches!(spend, SeedSpend::Total(_)) {
                     return Err(BudgetError::SeedNeedsBuckets(query.budget.clone()));
                 }
-                CounterKey {
-                    budget: c.meta.id.clone(),
-                    slot: Slot::Rolling { len_ms, bucket_ms },
-                }
+                CounterKey::new(c.meta.id.clone(), Slot::Rolling { len_ms, bucket_ms })
             }
             None => {
                 let (start_ms, end_ms) = window::bounds(c.def.window, &c.tz, query.from_ms)?;
-                CounterKey {
-                    budget: c.meta.id.clone(),
-                    slot: Slot::Calendar { start_ms, end_ms },
-                }
+                CounterKey::new(c.meta.id.clone(), Slot::Calendar { start_ms, end_ms })
             }
         };
         self.store.seed(&key, &spend);
@@ -889,24 +886,28 @@ fn compile(
     let fp = fingerprint(&def);
     let (meta, fresh) = match old.get(&def.name) {
         Some(prev) if prev.meta.fingerprint == fp => (prev.meta.clone(), false),
-        _ => (
-            Arc::new(CounterMeta {
-                // An incarnation number is part of the identity, so a budget deleted and
-                // created again never inherits (and double counts) its first life's live
-                // spend: the new counter starts empty and is seeded from the ledger. (A shared
-                // store will need an incarnation agreed across replicas, e.g. the definition's
-                // version in the database.)
-                id: Arc::from(format!(
-                    "{}#{fp:016x}#{}",
-                    def.name,
-                    incarnations.fetch_add(1, Ordering::Relaxed)
-                )),
-                fingerprint: fp,
-                since_ms: now_ms,
-                seeded: AtomicBool::new(false),
-            }),
-            true,
-        ),
+        _ => {
+            let id: Arc<str> = Arc::from(format!(
+                "{}#{fp:016x}#{}",
+                def.name,
+                incarnations.fetch_add(1, Ordering::Relaxed)
+            ));
+            (
+                Arc::new(CounterMeta {
+                    // An incarnation number is part of the identity, so a budget deleted and
+                    // created again never inherits (and double counts) its first life's live
+                    // spend: the new counter starts empty and is seeded from the ledger. (A shared
+                    // store will need an incarnation agreed across replicas, e.g. the definition's
+                    // version in the database.)
+                    id: id.clone(),
+                    id_hash: fnv1a(id.as_bytes()),
+                    fingerprint: fp,
+                    since_ms: now_ms,
+                    seeded: AtomicBool::new(false),
+                }),
+                true,
+            )
+        }
     };
     let rolling = def.window.rolling_ms().map(|len| (len, bucket_ms(len)));
     Ok((
@@ -936,12 +937,7 @@ fn fingerprint(def: &BudgetDef) -> u64 {
     text.push_str(&def.window.to_string());
     text.push('|');
     text.push_str(def.timezone.as_deref().unwrap_or("UTC"));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    fnv1a(text.as_bytes())
 }
 
 fn status_of(
@@ -952,7 +948,7 @@ fn status_of(
     let key = c.key(now_ms)?;
     let counts = store.snapshot(&key, now_ms);
     let limit = c.def.limit_usd;
-    let (start, end, forecast) = match key.slot {
+    let (start, end, forecast) = match key.slot() {
         Slot::Calendar { start_ms, end_ms } => {
             let len = end_ms.saturating_sub(start_ms).max(1);
             let elapsed = now_ms

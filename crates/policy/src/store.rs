@@ -33,6 +33,7 @@
 //! released, whatever its age.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tollgate_types::NanoUsd;
@@ -40,13 +41,98 @@ use tollgate_types::NanoUsd;
 use crate::window::bucket_start;
 
 /// Which window of which budget a counter belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// The key carries its own hash, computed once when it is built: admission looks counters up
+/// a dozen times per request, and re-hashing the budget's name with SipHash each time was
+/// most of the in-memory store's cost (measured). Keys come from budget definitions (admin
+/// input), never from request data, so a fast non-keyed hash is no flooding risk.
+#[derive(Debug, Clone)]
 pub struct CounterKey {
-    /// The budget's counter identity: its name plus a fingerprint of scope, window and time
-    /// zone (see [`crate::Budgets`]). Changing the limit or mode keeps it; changing what the
-    /// budget counts gives a new, empty counter.
-    pub budget: Arc<str>,
-    pub slot: Slot,
+    budget: Arc<str>,
+    slot: Slot,
+    hash: u64,
+}
+
+impl CounterKey {
+    /// The key of `slot` of the counter identity `budget`: the budget's name plus a
+    /// fingerprint of scope, window and time zone (see [`crate::Budgets`]). Changing the limit
+    /// or mode keeps the identity; changing what the budget counts gives a new, empty counter.
+    pub fn new(budget: Arc<str>, slot: Slot) -> Self {
+        let h = fnv1a(budget.as_bytes());
+        CounterKey::with_budget_hash(budget, h, slot)
+    }
+
+    /// As [`CounterKey::new`] with `budget_hash = fnv1a(budget)` already computed.
+    pub(crate) fn with_budget_hash(budget: Arc<str>, budget_hash: u64, slot: Slot) -> Self {
+        let (tag, a, b) = match slot {
+            Slot::Calendar { start_ms, end_ms } => (1u64, start_ms, end_ms),
+            Slot::Rolling { len_ms, bucket_ms } => (2u64, len_ms, bucket_ms),
+        };
+        let hash = mix(budget_hash ^ mix(tag ^ mix(a as u64) ^ mix(b as u64).rotate_left(17)));
+        CounterKey { budget, slot, hash }
+    }
+
+    /// The counter identity.
+    pub fn budget(&self) -> &Arc<str> {
+        &self.budget
+    }
+
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+}
+
+impl PartialEq for CounterKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && self.slot == other.slot
+            && (Arc::ptr_eq(&self.budget, &other.budget) || *self.budget == *other.budget)
+    }
+}
+
+impl Eq for CounterKey {}
+
+impl Hash for CounterKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// FNV-1a, 64 bit: stable across processes and Rust versions.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The splitmix64 finaliser: spreads every input bit over the output, so the hash table's
+/// bucket and tag bits are both well mixed.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Passes a [`CounterKey`]'s precomputed hash through. (Anything else written to it is
+/// folded with FNV-1a, so it stays a correct, if slow, hasher for other types.)
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a(bytes) ^ self.0.rotate_left(5);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// The window part of a [`CounterKey`].
@@ -168,8 +254,10 @@ pub trait CounterStore: Send + Sync {
 /// milliseconds upstream). Sharding would need ordered multi-shard locking for no measured gain.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    counters: Mutex<HashMap<CounterKey, Counter>>,
+    counters: Mutex<Counters>,
 }
+
+type Counters = HashMap<CounterKey, Counter, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Debug, Default)]
 struct Counter {
@@ -233,7 +321,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<CounterKey, Counter>> {
+    fn lock(&self) -> MutexGuard<'_, Counters> {
         // A panic while holding the lock cannot leave a counter half-updated in a way that
         // matters more than refusing all traffic would, so recover the guard.
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
@@ -257,8 +345,8 @@ impl CounterStore for MemoryStore {
         for (i, e) in entries.iter().enumerate() {
             let room = match map.get_mut(&e.key) {
                 Some(c) => {
-                    c.age(e.key.slot, now_ms);
-                    c.room(e.key.slot, e.limit)
+                    c.age(e.key.slot(), now_ms);
+                    c.room(e.key.slot(), e.limit)
                 }
                 None => i128::from(e.limit.nanos()),
             };
@@ -301,7 +389,7 @@ impl CounterStore for MemoryStore {
                 None => map.entry(e.key.clone()).or_default(),
             };
             c.reserved = c.reserved.saturating_sub(reserved).max(0);
-            match e.key.slot {
+            match e.key.slot() {
                 Slot::Calendar { .. } => c.live = c.live.saturating_add(actual),
                 Slot::Rolling { bucket_ms, .. } => {
                     // Dated by admission, like the ledger row. A settle arriving more than a
@@ -329,9 +417,9 @@ impl CounterStore for MemoryStore {
         let mut map = self.lock();
         match map.get_mut(key) {
             Some(c) => {
-                c.age(key.slot, now_ms);
+                c.age(key.slot(), now_ms);
                 Counts {
-                    spent: NanoUsd(c.spent(key.slot)),
+                    spent: NanoUsd(c.spent(key.slot())),
                     reserved: NanoUsd(c.reserved),
                 }
             }
@@ -342,7 +430,7 @@ impl CounterStore for MemoryStore {
     fn seed(&self, key: &CounterKey, spend: &SeedSpend) {
         let mut map = self.lock();
         let c = map.entry(key.clone()).or_default();
-        match (key.slot, spend) {
+        match (key.slot(), spend) {
             (Slot::Calendar { .. }, SeedSpend::Total(t)) => c.base = t.nanos().max(0),
             (Slot::Calendar { .. }, SeedSpend::Buckets(b)) => {
                 c.base = b
@@ -373,7 +461,7 @@ impl CounterStore for MemoryStore {
     }
 
     fn room_at(&self, key: &CounterKey, limit: NanoUsd, need: NanoUsd, now_ms: i64) -> Option<i64> {
-        let Slot::Rolling { len_ms, bucket_ms } = key.slot else {
+        let Slot::Rolling { len_ms, bucket_ms } = key.slot() else {
             return None;
         };
         let mut map = self.lock();
@@ -381,8 +469,8 @@ impl CounterStore for MemoryStore {
             // Nothing spent, nothing reserved: room is the limit, now or never.
             return (limit >= need).then_some(now_ms);
         };
-        c.age(key.slot, now_ms);
-        let mut room = c.room(key.slot, limit);
+        c.age(key.slot(), now_ms);
+        let mut room = c.room(key.slot(), limit);
         let need = i128::from(need.nanos());
         if room >= need {
             return Some(now_ms);
@@ -399,10 +487,10 @@ impl CounterStore for MemoryStore {
 
     fn sweep(&self, now_ms: i64) {
         let mut map = self.lock();
-        map.retain(|key, c| match key.slot {
+        map.retain(|key, c| match key.slot() {
             Slot::Calendar { end_ms, .. } => end_ms > now_ms || c.reserved != 0,
             Slot::Rolling { .. } => {
-                c.age(key.slot, now_ms);
+                c.age(key.slot(), now_ms);
                 !c.is_idle()
             }
         });
@@ -414,10 +502,7 @@ mod tests {
     use super::*;
 
     fn key(name: &str, slot: Slot) -> CounterKey {
-        CounterKey {
-            budget: Arc::from(name),
-            slot,
-        }
+        CounterKey::new(Arc::from(name), slot)
     }
 
     const CAL: Slot = Slot::Calendar {
@@ -431,6 +516,35 @@ mod tests {
             limit: NanoUsd(limit),
             enforce,
         }
+    }
+
+    #[test]
+    fn keys_hash_once_and_compare_by_value() {
+        let a = key("acme#1", CAL);
+        let b = CounterKey::with_budget_hash(Arc::from("acme#1"), fnv1a(b"acme#1"), CAL);
+        assert_eq!(a, b);
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a, key("acme#2", CAL));
+        assert_ne!(
+            a,
+            key(
+                "acme#1",
+                Slot::Calendar {
+                    start_ms: 1_000_000,
+                    end_ms: 2_000_000
+                }
+            )
+        );
+        // Two distinct allocations of the same identity find the same counter.
+        let s = MemoryStore::new();
+        let es = [Entry {
+            key: a,
+            limit: NanoUsd(10),
+            enforce: true,
+        }];
+        s.try_reserve(&es, NanoUsd(4), NanoUsd(4), 0).unwrap();
+        assert_eq!(s.snapshot(&b, 0).reserved, NanoUsd(4));
+        assert_eq!(s.len(), 1);
     }
 
     #[test]
