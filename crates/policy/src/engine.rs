@@ -57,7 +57,9 @@ pub struct Ask<'a> {
 #[derive(Debug)]
 #[must_use = "a reservation must be settled or released"]
 pub enum Admission {
-    /// Every matching hard budget took the full `worst_case`.
+    /// Every matching hard budget took the full `worst_case` (also when no hard budget
+    /// matched). `reservation.amount()` is what is held: `worst_case`, or 0 when no budget
+    /// matched at all or the request is free.
     Admitted {
         reservation: Reservation,
         advisory: Advisory,
