@@ -1,0 +1,231 @@
+//! Admission cost with 1,000 budgets configured, a handful matching.
+//!
+//! `cargo bench -p tollgate-policy --bench admission` (add `-- --quick` for a short run).
+//! Target (issue): attribution + budget reservation + policy evaluation ≤ 20 µs p50 per
+//! request. Besides criterion's means, the bench prints p50/p99 of single admit+settle pairs
+//! timed one by one, since the target is a percentile.
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tollgate_policy::{
+    Admission, Ask, BudgetDef, Budgets, CounterKey, CounterStore, Entry, ManualClock, MemoryStore,
+    Slot,
+};
+use tollgate_types::{Attribution, NanoUsd};
+
+const T0: i64 = 1_783_296_000_000;
+const TENANTS: usize = 500;
+
+/// 1,000 budgets: org, 500 tenants, 300 tenant+feature, 100 keys (rolling 24h),
+/// 50 users (soft), 49 models (shadow, Berlin weeks). A request matches 4 of them.
+fn budgets() -> Vec<BudgetDef> {
+    let mut v = Vec::with_capacity(1_000);
+    let mut push = |name: String, scope: String, window: &str, mode: &str, tz: &str| {
+        v.push(
+            BudgetDef::from_json(&format!(
+                r#"{{"name":"{name}","scope":{scope},"limit_usd":"1000000","window":"{window}","mode":"{mode}"{tz}}}"#
+            ))
+            .unwrap(),
+        );
+    };
+    push("org".into(), "{}".into(), "month", "hard", "");
+    for i in 0..TENANTS {
+        push(
+            format!("t{i}"),
+            format!(r#"{{"tenant":"t{i}"}}"#),
+            "month",
+            "hard",
+            "",
+        );
+    }
+    for i in 0..300 {
+        push(
+            format!("t{i}-search"),
+            format!(r#"{{"tenant":"t{i}","feature":"search"}}"#),
+            "day",
+            "hard",
+            "",
+        );
+    }
+    for i in 0..100 {
+        push(
+            format!("k{i}"),
+            format!(r#"{{"key":"k{i}"}}"#),
+            "24h",
+            "hard",
+            "",
+        );
+    }
+    for i in 0..50 {
+        push(
+            format!("u{i}"),
+            format!(r#"{{"user":"u{i}"}}"#),
+            "month",
+            "soft",
+            "",
+        );
+    }
+    for i in 0..49 {
+        push(
+            format!("m{i}"),
+            format!(r#"{{"model":"m{i}"}}"#),
+            "week",
+            "shadow",
+            r#","timezone":"Europe/Berlin""#,
+        );
+    }
+    assert_eq!(v.len(), 1_000);
+    v
+}
+
+fn engine() -> Arc<Budgets> {
+    let e = Budgets::new(Arc::new(MemoryStore::new()), Arc::new(ManualClock::new(T0)));
+    e.replace_all(budgets()).unwrap();
+    Arc::new(e)
+}
+
+fn attributions() -> Vec<Attribution> {
+    (0..TENANTS)
+        .map(|i| Attribution {
+            key_id: Some(format!("k{}", i % 100)),
+            tenant: Some(format!("t{}", i % 300)),
+            feature: Some("search".into()),
+            ..Attribution::default()
+        })
+        .collect()
+}
+
+fn admit_settle(e: &Budgets, a: &Attribution, now: i64) {
+    let adm = e.admit(&Ask {
+        attribution: a,
+        model: "gpt-4o",
+        worst_case: NanoUsd(2_000),
+        minimum: NanoUsd(100),
+        now_ms: now,
+        ttl_ms: 60_000,
+    });
+    match adm {
+        Admission::Admitted { reservation, .. } | Admission::Fitted { reservation, .. } => {
+            debug_assert_eq!(reservation.entries().len(), 4);
+            black_box(e.settle(&reservation, NanoUsd(1_000)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// p50 / p99 of single admit+settle pairs, each timed on its own.
+fn percentiles(e: &Budgets, attrs: &[Attribution]) {
+    let n = 200_000;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let a = &attrs[i % attrs.len()];
+        let t = Instant::now();
+        admit_settle(e, a, T0 + (i as i64));
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let p = |q: f64| samples[((n as f64) * q) as usize];
+    println!(
+        "admit+settle, 1000 budgets, 4 matching, single thread: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        p(0.50),
+        p(0.90),
+        p(0.99),
+        samples[n - 1]
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let e = engine();
+    let attrs = attributions();
+    percentiles(&e, &attrs);
+
+    let mut g = c.benchmark_group("admission");
+    let mut i = 0usize;
+    g.bench_function("admit+settle/1000 budgets, 4 match", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            admit_settle(&e, &attrs[i % attrs.len()], T0 + (i as i64 % 3_600_000));
+        })
+    });
+
+    // The alternative the index replaces: a linear `Scope::matches` scan of all 1,000.
+    let defs = budgets();
+    g.bench_function("linear scope scan of 1000 (baseline, matching only)", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let a = &attrs[i % attrs.len()];
+            black_box(defs.iter().filter(|d| d.scope.matches(a, "gpt-4o")).count())
+        })
+    });
+
+    // The store's critical section alone: one atomic reserve + commit over 4 counters.
+    let store = MemoryStore::new();
+    let entries: Vec<Entry> = (0..4)
+        .map(|k| Entry {
+            key: CounterKey::new(
+                Arc::from(format!("b{k}#0#1")),
+                Slot::Calendar {
+                    start_ms: 0,
+                    end_ms: i64::MAX,
+                },
+            ),
+            limit: NanoUsd(i64::MAX / 2),
+            enforce: k < 3,
+        })
+        .collect();
+    g.bench_function("store reserve+commit, 4 counters", |b| {
+        b.iter(|| {
+            let grant = store
+                .try_reserve(&entries, NanoUsd(2_000), NanoUsd(100), T0)
+                .unwrap();
+            store.commit(&entries, grant.amount, NanoUsd(1_000), T0);
+        })
+    });
+
+    // Contention: 2 threads (the machine's cores) admitting and settling on the same
+    // budgets (same tenant, so the same counters) — the worst case for the single lock.
+    for threads in [2usize, 4] {
+        g.bench_function(
+            format!("admit+settle, {threads} threads, same tenant"),
+            |b| b.iter_custom(|iters| contended(&e, threads, iters)),
+        );
+    }
+    g.finish();
+}
+
+/// Wall time for `iters` admit+settle pairs spread over `threads` threads, all on one tenant.
+fn contended(e: &Arc<Budgets>, threads: usize, iters: u64) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let per = iters.div_ceil(threads as u64);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let e = e.clone();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let a = Attribution {
+                    key_id: Some("k1".into()),
+                    tenant: Some("t1".into()),
+                    feature: Some("search".into()),
+                    ..Attribution::default()
+                };
+                barrier.wait();
+                for i in 0..per {
+                    admit_settle(&e, &a, T0 + i as i64);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.elapsed()
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
