@@ -39,6 +39,7 @@
 //! connection behind a mutex: an in-memory database exists per connection, and a shared-cache
 //! URI would bring table-level locking that `busy_timeout` does not cover.
 
+mod budgets;
 mod error;
 mod keys;
 mod requests;

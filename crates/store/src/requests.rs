@@ -254,6 +254,38 @@ impl Store {
 
     /// Number of rows and exact sum of `effective_cost` matching `filter` (reconciliation:
     /// invariant 5 says this equals every report and export total).
+    /// Effective cost of the rows matching `filter`, summed per time bucket of `bucket_ms`
+    /// (`floor(started_at_ms / bucket_ms) * bucket_ms`), oldest first. Used to seed rolling
+    /// budget windows from the ledger at start-up.
+    pub fn cost_buckets(
+        &self,
+        filter: &RowFilter,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, NanoUsd)>, StoreError> {
+        if bucket_ms <= 0 {
+            return Err(StoreError::InvalidInput(
+                "bucket_ms must be positive".into(),
+            ));
+        }
+        let mut w = Where::default();
+        w.filter(filter);
+        let sql = format!(
+            "SELECT (started_at_ms / {bucket_ms}) * {bucket_ms} AS b, COALESCE(SUM(effective_cost), 0) \
+             FROM requests{} GROUP BY b ORDER BY b",
+            w.sql()
+        );
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+                    Ok((r.get::<_, i64>(0)?, NanoUsd(r.get::<_, i64>(1)?)))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::from_sqlite(e, "effective_cost"))?;
+            Ok(rows)
+        })
+    }
+
     pub fn totals(&self, filter: &RowFilter) -> Result<(u64, NanoUsd), StoreError> {
         let mut w = Where::default();
         w.filter(filter);

@@ -76,6 +76,15 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     INSERT INTO meta (k, v) VALUES ('keys_version', 0);
     "#,
+    // v2: budgets created or changed at runtime through the admin API (config budgets are not
+    // stored: the file is their source of truth).
+    r#"
+    CREATE TABLE budgets (
+        name          TEXT PRIMARY KEY NOT NULL,
+        definition    TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
