@@ -133,5 +133,7 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
         providers: Some(providers),
         models: Some(models),
         pricing: None,
+        tenants: None,
+        budgets: None,
     }
 }

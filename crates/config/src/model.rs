@@ -30,6 +30,25 @@ pub struct Config {
     /// `models`: logical model names clients send, each mapped to deployments.
     pub models: BTreeMap<String, ModelConfig>,
     pub pricing: PricingConfig,
+    /// `tenants`: per-tenant facts the policies read (revenue, for margin triggers).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// `budgets`: spend limits enforced in the request path, e.g.
+    /// `{name: acme-monthly, scope: {tenant: acme}, limit_usd: "50.00", window: month, mode: hard}`.
+    /// Windows: `day`, `week`, `month` (calendar, in `timezone`, UTC by default) or rolling
+    /// `24h`, `7d`, `30d`. Modes: `hard` (enforced), `soft` (never blocks, reported),
+    /// `shadow` (decisions computed and logged, never applied). Budgets created through
+    /// `/admin/v1/budgets` are stored in the ledger database and override these by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<tollgate_policy::BudgetDef>,
+}
+
+/// `tenants.<name>`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantConfig {
+    /// `revenue_usd_per_month`: what the tenant pays, for margin triggers and reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revenue_usd_per_month: Option<tollgate_types::NanoUsd>,
 }
 
 /// Default `server.listen`.

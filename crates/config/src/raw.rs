@@ -12,14 +12,8 @@ use crate::Secret;
 
 /// Sections PRODUCT.md names that this build does not implement. Present → validation error,
 /// never silently ignored.
-pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &[
-    "tenants",
-    "budgets",
-    "policies",
-    "rate_limits",
-    "cache",
-    "guardrails",
-];
+pub(crate) const UNSUPPORTED_SECTIONS: &[&str] =
+    &["policies", "rate_limits", "cache", "guardrails"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +28,16 @@ pub(crate) struct RawConfig {
     pub models: Option<BTreeMap<String, RawModel>>,
     #[serde(default)]
     pub pricing: Option<RawPricing>,
+    #[serde(default)]
+    pub tenants: Option<BTreeMap<String, RawTenant>>,
+    #[serde(default)]
+    pub budgets: Option<Vec<tollgate_policy::BudgetDef>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTenant {
+    pub revenue_usd_per_month: Option<tollgate_types::NanoUsd>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,6 +43,38 @@ pub(crate) fn validate(
         issues,
     );
     let pricing = pricing(raw_pricing, &models, issues);
+    let tenants = raw
+        .tenants
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, t)| {
+            if t.revenue_usd_per_month.is_some_and(|r| r.0 < 0) {
+                issues.push(
+                    format!("tenants.{name}.revenue_usd_per_month"),
+                    "must not be negative",
+                );
+            }
+            (
+                name,
+                TenantConfig {
+                    revenue_usd_per_month: t.revenue_usd_per_month,
+                },
+            )
+        })
+        .collect();
+    let budgets = raw.budgets.unwrap_or_default();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, b) in budgets.iter().enumerate() {
+        if let Err(e) = b.validate() {
+            issues.push(format!("budgets[{i}].{}", e.field), e.reason);
+        }
+        if !names.insert(b.name.clone()) {
+            issues.push(
+                format!("budgets[{i}].name"),
+                format!("duplicate budget name '{}'", b.name),
+            );
+        }
+    }
 
     if !issues.is_empty() {
         return None;
@@ -53,6 +85,8 @@ pub(crate) fn validate(
         providers,
         models,
         pricing,
+        tenants,
+        budgets,
     };
     price_warnings(&config, issues, warnings);
     if !issues.is_empty() {

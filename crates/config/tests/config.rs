@@ -436,7 +436,7 @@ fn reports_every_problem_at_once() {
     let rendered = load(&yaml).unwrap_err().to_string();
     assert!(rendered.starts_with("3 problems in config:"), "{rendered}");
     // Unsupported sections do not hide the other problems.
-    let errs = errors(&format!("{yaml}budgets: {{}}\n"));
+    let errs = errors(&format!("{yaml}policies: {{}}\n"));
     assert_eq!(errs.len(), 4, "{errs:#?}");
 }
 
@@ -469,14 +469,7 @@ fn unknown_fields_are_errors_with_their_full_path() {
 
 #[test]
 fn unsupported_sections_are_refused() {
-    for section in [
-        "tenants",
-        "budgets",
-        "policies",
-        "rate_limits",
-        "cache",
-        "guardrails",
-    ] {
+    for section in ["policies", "rate_limits", "cache", "guardrails"] {
         // Even an empty section is refused: never silently ignored.
         for body in [format!("{section}:\n"), format!("{section}: {{x: 1}}\n")] {
             assert_error(
@@ -906,5 +899,41 @@ fn load_from_file() {
     assert!(
         missing.to_string().contains("/nonexistent/tollgate.yaml"),
         "{missing}"
+    );
+}
+
+#[test]
+fn budgets_and_tenants_sections() {
+    let yaml = with(
+        "budgets:\n  - {name: acme-monthly, scope: {tenant: acme}, limit_usd: \"50.00\", window: month, mode: hard}\n  - {name: org-day, scope: {}, limit_usd: 5, window: week, mode: soft, timezone: Europe/Berlin}\ntenants:\n  acme: {revenue_usd_per_month: \"1000\"}\n",
+    );
+    let Loaded { config, .. } = load(&yaml).unwrap();
+    assert_eq!(config.budgets.len(), 2);
+    assert_eq!(config.budgets[0].name, "acme-monthly");
+    assert_eq!(
+        config.budgets[0].limit_usd,
+        tollgate_types::NanoUsd(50_000_000_000)
+    );
+    assert_eq!(
+        config.tenants["acme"].revenue_usd_per_month,
+        Some(tollgate_types::NanoUsd(1_000_000_000_000))
+    );
+    assert!(config.to_masked_yaml().contains("acme-monthly"));
+    // Errors name the budget's index and field.
+    assert_error(
+        &with(
+            "budgets:\n  - {name: b, scope: {tenat: x}, limit_usd: 1, window: day, mode: hard}\n",
+        ),
+        "budgets[0].scope",
+    );
+    assert_error(
+        &with("budgets:\n  - {name: b, scope: {}, limit_usd: 1, window: fortnight, mode: hard}\n"),
+        "budgets[0].window",
+    );
+    assert_error(
+        &with(
+            "budgets:\n  - {name: b, scope: {}, limit_usd: 1, window: day, mode: hard}\n  - {name: b, scope: {}, limit_usd: 2, window: day, mode: hard}\n",
+        ),
+        "budgets[1].name: duplicate budget name 'b'",
     );
 }
