@@ -532,6 +532,20 @@ impl Budgets {
 
     // ---- admission ---------------------------------------------------------------------
 
+    /// True when at least one budget (any mode) covers this request. Lets the server skip
+    /// the worst-case estimate — a tokenizer pass over the prompt — for requests no budget
+    /// watches.
+    pub fn any_match(&self, attribution: &Attribution, model: &str) -> bool {
+        let cat = self.catalog.load();
+        let mut found = false;
+        cat.index.candidates(attribution, model, |i| {
+            if !found && let Some(c) = cat.budgets.get(i) {
+                found = c.def.scope.matches(attribution, model);
+            }
+        });
+        found
+    }
+
     /// Admits a request: reserves its worst case on every matching budget at once, fits it to
     /// the tightest hard budget, or denies it. See [`Admission`].
     pub fn admit(&self, ask: &Ask<'_>) -> Admission {

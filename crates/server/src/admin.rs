@@ -333,3 +333,162 @@ pub async fn requests(
     let (rows, next) = blocking(move || store.list_requests(&filter, page)).await?;
     Ok(Json(json!({"object": "list", "data": rows, "next_cursor": next})).into_response())
 }
+
+// ---- budgets ----------------------------------------------------------------------------
+
+fn def_error(e: tollgate_policy::DefError) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_param(e.field)
+}
+
+fn budget_view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
+    let status = gw
+        .budgets()
+        .status(name, now_ms())
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no budget named '{name}'")))?;
+    let mut v = serde_json::to_value(&status)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
+    if let Value::Object(m) = &mut v {
+        m.insert("window_start".into(), rfc3339(status.window_start_ms));
+        m.insert("window_end".into(), rfc3339(status.window_end_ms));
+    }
+    Ok(v)
+}
+
+/// Installs a definition, persists it, and seeds a new counter from the ledger.
+async fn install_budget(gw: &Gateway, def: tollgate_policy::BudgetDef) -> Result<bool, ApiError> {
+    let json = serde_json::to_string(&def)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
+    let name = def.name.clone();
+    let up = gw.budgets().upsert(def).map_err(def_error)?;
+    let store = gw.store().clone();
+    let budgets = gw.budgets().clone();
+    let needs_seed = up.needs_seed;
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        store
+            .put_budget(&name, &json, now_ms())
+            .map_err(|e| e.to_string())?;
+        if needs_seed {
+            crate::budget::seed_from_ledger(&budgets, &store, now_ms())?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "persisting or seeding a budget failed");
+        ApiError::new(
+            ErrorCode::InternalError,
+            "the budget could not be stored or seeded",
+        )
+    })?;
+    Ok(up.created)
+}
+
+pub async fn create_budget(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
+    let def = tollgate_policy::BudgetDef::from_json(text).map_err(def_error)?;
+    if gw.budgets().get(&def.name).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a budget named '{}' exists; PATCH it instead", def.name),
+        )
+        .into());
+    }
+    let name = def.name.clone();
+    install_budget(&gw, def).await?;
+    Ok((StatusCode::CREATED, Json(budget_view(&gw, &name)?)).into_response())
+}
+
+pub async fn list_budgets(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let data: Vec<Value> = gw
+        .budgets()
+        .defs()
+        .iter()
+        .filter_map(|d| budget_view(&gw, &d.name).ok())
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+pub async fn get_budget(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    Ok(Json(budget_view(&gw, &name)?).into_response())
+}
+
+/// JSON merge patch (RFC 7396) over the current definition; the name cannot change.
+pub async fn patch_budget(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let Some(current) = gw.budgets().get(&name) else {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no budget named '{name}'")).into());
+    };
+    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
+    let patch: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    if !patch.is_object() {
+        return Err(
+            ApiError::new(ErrorCode::InvalidRequest, "the patch must be a JSON object").into(),
+        );
+    }
+    if patch
+        .get("name")
+        .is_some_and(|n| n.as_str() != Some(name.as_str()))
+    {
+        return Err(
+            ApiError::new(ErrorCode::InvalidRequest, "a budget cannot be renamed")
+                .with_param("name")
+                .into(),
+        );
+    }
+    let mut merged = serde_json::to_value(&current)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
+    merge_patch(&mut merged, &patch);
+    let def = tollgate_policy::BudgetDef::from_json(&merged.to_string()).map_err(def_error)?;
+    install_budget(&gw, def).await?;
+    Ok(Json(budget_view(&gw, &name)?).into_response())
+}
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+pub async fn delete_budget(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    if gw.budgets().remove(&name).is_none() {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no budget named '{name}'")).into());
+    }
+    let store = gw.store().clone();
+    let n = name.clone();
+    blocking(move || store.delete_budget(&n)).await?;
+    Ok(Json(json!({"name": name, "deleted": true})).into_response())
+}

@@ -15,6 +15,7 @@ use tollgate_types::canonical::ResponsePeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
+use crate::budget::{self, Shape};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
@@ -27,7 +28,23 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
-    let request = Arc::new(pipeline::upstream_body(req.body, &routed));
+    let mut upstream = pipeline::upstream_body(req.body, &routed);
+    match budget::admit(
+        &gw,
+        rec.row(),
+        &routed,
+        &req.model,
+        &mut upstream,
+        Shape::Chat,
+    ) {
+        Ok(a) => {
+            if let Some(r) = a.reservation {
+                rec.hold(r);
+            }
+        }
+        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
+    }
+    let request = Arc::new(upstream);
     let call = ChatCall {
         body: request.clone(),
         stream: req.stream,
@@ -156,7 +173,7 @@ async fn stream(
     rec.row().status = 200;
     let started = rec.started();
     let mut headers = HeaderMap::new();
-    pipeline::routed_headers(&mut headers, &request_id, &routed);
+    pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
     let opts = MeterOptions {
         encoding: Encoding::for_model(&routed.deployment.model),
         request,

@@ -13,6 +13,7 @@ use tollgate_providers::EmbeddingsCall;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
+use crate::budget::{self, Shape};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
@@ -36,8 +37,24 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
         return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi);
     }
     let input = req.body.get("input").cloned().unwrap_or(Value::Null);
+    let mut upstream = pipeline::upstream_body(req.body, &routed);
+    match budget::admit(
+        &gw,
+        rec.row(),
+        &routed,
+        &req.model,
+        &mut upstream,
+        Shape::Embeddings,
+    ) {
+        Ok(a) => {
+            if let Some(r) = a.reservation {
+                rec.hold(r);
+            }
+        }
+        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
+    }
     let call = EmbeddingsCall {
-        body: Arc::new(pipeline::upstream_body(req.body, &routed)),
+        body: Arc::new(upstream),
     };
     let g = gw.clone();
     let rid = request_id.clone();

@@ -18,6 +18,7 @@
 //! open. Every error, including unknown routes and panics, is OpenAI-shaped.
 
 mod admin;
+mod budget;
 mod chat;
 mod embeddings;
 mod error;
@@ -39,6 +40,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use admin::{parse_time, validate_new_key_models};
+pub use budget::seed_from_ledger;
 pub use error::ErrorResponse;
 pub use state::{Gateway, GatewayParts, ServerSettings};
 
@@ -55,6 +57,7 @@ pub async fn serve(
     let draining = gateway.draining_token();
     let app = routes::app(gateway.clone());
     let poller = gateway.spawn_key_poller();
+    let sweeper = gateway.spawn_reservation_sweeper();
 
     let drain_signal = draining.clone();
     // Without TCP_NODELAY, Nagle's algorithm holds small writes (one SSE chunk) until the
@@ -81,6 +84,7 @@ pub async fn serve(
         }
     };
     poller.abort();
+    sweeper.abort();
     // Every pending row holds a token of this tracker (as do detached billing tasks), so this
     // waits until every request still in flight has recorded its row.
     let tasks = gateway.tasks();

@@ -23,6 +23,7 @@ use tollgate_types::canonical::ChunkPeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, ProviderKind, Usage, UsageSource};
 
 use crate::Gateway;
+use crate::budget::{self, Shape};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
@@ -38,10 +39,32 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
     };
-    let canonical = Arc::new(pipeline::upstream_body(canonical, &routed));
+    let mut canonical = pipeline::upstream_body(canonical, &routed);
+    let clamped_to = match budget::admit(
+        &gw,
+        rec.row(),
+        &routed,
+        &req.model,
+        &mut canonical,
+        Shape::Chat,
+    ) {
+        Ok(a) => {
+            if let Some(r) = a.reservation {
+                rec.hold(r);
+            }
+            a.clamped_to
+        }
+        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
+    };
+    let canonical = Arc::new(canonical);
     if routed.deployment.provider.kind() == ProviderKind::Anthropic {
+        let mut native_body = pipeline::upstream_body(req.body.clone(), &routed);
+        if let Some(cap) = clamped_to {
+            // Messages requests always carry max_tokens; admission may have lowered it.
+            native_body.insert("max_tokens".into(), cap.into());
+        }
         let call = MessagesCall {
-            body: Arc::new(pipeline::upstream_body(req.body.clone(), &routed)),
+            body: Arc::new(native_body),
             stream: req.stream,
             headers: FORWARDED_HEADERS
                 .iter()
@@ -185,7 +208,7 @@ async fn native(
     rec.row().status = 200;
     let started = rec.started();
     let mut headers = HeaderMap::new();
-    pipeline::routed_headers(&mut headers, &request_id, &routed);
+    pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
     let cut = gw.0.cut.clone();
     let metered = MeteredEvents::new(
         events,
@@ -303,7 +326,7 @@ async fn translated(
     rec.row().status = 200;
     let started = rec.started();
     let mut headers = HeaderMap::new();
-    pipeline::routed_headers(&mut headers, &request_id, &routed);
+    pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
     let cut = gw.0.cut.clone();
     let renderer = AnthropicRenderer(StreamTranslator::new(&req.model));
     let metered = MeteredStream::new(

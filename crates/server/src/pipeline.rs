@@ -25,6 +25,7 @@ use crate::state::now_ms;
 pub const COST_HEADER: &str = "x-tollgate-cost-usd";
 pub const SERVED_MODEL_HEADER: &str = "x-tollgate-served-model";
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
+pub const POLICY_HEADER: &str = "x-tollgate-policy";
 
 /// Authenticates the virtual key on the request.
 pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<StoredKey>, ApiError> {
@@ -144,7 +145,12 @@ pub fn settle_usage(row: &mut LedgerRow, usage: Usage, source: UsageSource, rout
 }
 
 /// Headers every routed response carries.
-pub fn routed_headers(headers: &mut HeaderMap, request_id: &str, routed: &Routed) {
+pub fn routed_headers(headers: &mut HeaderMap, request_id: &str, routed: &Routed, row: &LedgerRow) {
+    if let Some(v) = crate::budget::header_value(&row.policy_actions)
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(POLICY_HEADER, v);
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         // The OpenAI SDKs expose `x-request-id`, the Anthropic SDKs `request-id`.
         headers.insert("x-request-id", v.clone());
@@ -167,7 +173,7 @@ pub fn json_response(body: Bytes, request_id: &str, routed: &Routed, row: &Ledge
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    routed_headers(h, request_id, routed);
+    routed_headers(h, request_id, routed, row);
     if let Ok(v) = HeaderValue::from_str(&row.effective_cost.to_usd_string()) {
         h.insert(COST_HEADER, v);
     }

@@ -25,6 +25,8 @@ pub struct PendingRow {
     gw: std::sync::Arc<crate::state::Inner>,
     /// Counts this request as in flight for `serve`'s final wait; dropped with the row.
     _in_flight: TaskTrackerToken,
+    /// The budget reservation admission took, settled with the row's cost when it is recorded.
+    reservation: Option<tollgate_policy::Reservation>,
 }
 
 impl PendingRow {
@@ -41,6 +43,7 @@ impl PendingRow {
             endpoint,
             gw: gw.0.clone(),
             _in_flight: gw.0.tasks.token(),
+            reservation: None,
         }
     }
 
@@ -57,6 +60,11 @@ impl PendingRow {
         // The row is only taken by `finish`, which consumes `self`.
         self.row
             .get_or_insert_with(|| LedgerRow::start(String::new(), 0, ""))
+    }
+
+    /// Holds a budget reservation until the row is recorded.
+    pub fn hold(&mut self, reservation: tollgate_policy::Reservation) {
+        self.reservation = Some(reservation);
     }
 
     /// Records a request refused or failed with `error`.
@@ -80,6 +88,19 @@ impl PendingRow {
             let m: &Metrics = &self.gw.metrics;
             m.observe(self.endpoint, &row);
             m.in_flight(-1);
+            // Settling with the actual cost (0 for a failure) returns the unused reservation;
+            // every exit path records the row, so no reservation outlives its request.
+            if let Some(r) = self.reservation.take()
+                && let Some(s) = self.gw.budgets.settle(&r, row.effective_cost)
+                && (s.excess.nanos() > 0 || s.late)
+            {
+                tracing::warn!(
+                    request_id = %row.request_id,
+                    excess = %s.excess,
+                    late = s.late,
+                    "actual cost exceeded the budget reservation"
+                );
+            }
             self.ledger.record(row);
         }
     }

@@ -31,6 +31,16 @@ pub fn app(gw: Gateway) -> Router {
             "/admin/v1/keys/{id}",
             get(admin::get_key).delete(admin::revoke_key),
         )
+        .route(
+            "/admin/v1/budgets",
+            post(admin::create_budget).get(admin::list_budgets),
+        )
+        .route(
+            "/admin/v1/budgets/{name}",
+            get(admin::get_budget)
+                .patch(admin::patch_budget)
+                .delete(admin::delete_budget),
+        )
         .route("/admin/v1/spend", get(admin::spend))
         .route("/admin/v1/requests", get(admin::requests))
         .fallback(not_found)

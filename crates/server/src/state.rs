@@ -46,6 +46,8 @@ pub struct GatewayParts {
     pub ledger: Ledger,
     /// Provider credentials, scrubbed from any provider text relayed to clients.
     pub secrets: Vec<String>,
+    /// The budget engine, definitions installed and counters seeded from the ledger.
+    pub budgets: Arc<tollgate_policy::Budgets>,
 }
 
 pub(crate) struct Inner {
@@ -56,6 +58,7 @@ pub(crate) struct Inner {
     pub store: Store,
     pub ledger: Ledger,
     pub secrets: Arc<[String]>,
+    pub budgets: Arc<tollgate_policy::Budgets>,
     pub metrics: Metrics,
     pub tasks: TaskTracker,
     pub draining: CancellationToken,
@@ -80,6 +83,7 @@ impl Gateway {
             store: parts.store,
             ledger: parts.ledger,
             secrets: Arc::from(parts.secrets),
+            budgets: parts.budgets,
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -97,6 +101,29 @@ impl Gateway {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    pub fn budgets(&self) -> &Arc<tollgate_policy::Budgets> {
+        &self.0.budgets
+    }
+
+    /// Releases reservations whose request died without settling, once a second.
+    pub(crate) fn spawn_reservation_sweeper(&self) -> tokio::task::JoinHandle<()> {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let expired = gw.0.budgets.expire(now_ms());
+                if expired > 0 {
+                    tracing::warn!(
+                        expired,
+                        "released budget reservations of requests that never settled"
+                    );
+                }
+            }
+        })
     }
 
     pub(crate) fn tasks(&self) -> TaskTracker {

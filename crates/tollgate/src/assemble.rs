@@ -2,11 +2,13 @@
 //! router, price table.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tollgate_config::{Config, LedgerUrl};
 use tollgate_ledger::{Ledger, LedgerOptions};
+use tollgate_policy::{BudgetDef, Budgets};
 use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
 use tollgate_router::{Deployment, LogicalModel, Router};
 use tollgate_server::{GatewayParts, ServerSettings};
@@ -103,6 +105,7 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         .context("starting the ledger writer")?;
     let (router, secrets) = router(cfg)?;
     let prices = cfg.price_table().context("pricing")?;
+    let budgets = budgets(cfg, &store)?;
     Ok(GatewayParts {
         settings: ServerSettings {
             listen: cfg.server.listen,
@@ -120,5 +123,36 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         store,
         ledger,
         secrets,
+        budgets,
     })
+}
+
+/// The budget engine: the config's budgets, overridden by name by those created or changed
+/// through the admin API (stored in the ledger database), with counters rebuilt from the
+/// ledger so a restart never resets a budget. The ledger must have replayed its spill file
+/// first (it does in `Ledger::start`), so every recorded row is counted.
+pub fn budgets(cfg: &Config, store: &Store) -> Result<Arc<Budgets>> {
+    let mut defs: Vec<BudgetDef> = cfg.budgets.clone();
+    for (name, json) in store.list_budgets().context("reading stored budgets")? {
+        match BudgetDef::from_json(&json) {
+            Ok(def) => match defs.iter_mut().find(|d| d.name == def.name) {
+                Some(slot) => *slot = def,
+                None => defs.push(def),
+            },
+            Err(e) => {
+                tracing::error!(budget = %name, error = %e, "ignoring an unreadable stored budget")
+            }
+        }
+    }
+    let engine = Arc::new(Budgets::default());
+    engine
+        .replace_all(defs)
+        .map_err(|e| anyhow::anyhow!("budgets{e}"))?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let seeded = tollgate_server::seed_from_ledger(&engine, store, now)
+        .map_err(|e| anyhow::anyhow!("rebuilding budget counters from the ledger: {e}"))?;
+    if seeded > 0 {
+        tracing::info!(budgets = seeded, "budget counters rebuilt from the ledger");
+    }
+    Ok(engine)
 }

@@ -1,0 +1,369 @@
+//! The policy/budget stage: admission by reservation (PRODUCT.md invariant 2).
+//!
+//! Before the provider is called, the request's worst-case cost is reserved on every budget
+//! whose scope matches, atomically, all or nothing (`tollgate_policy::Budgets::admit`):
+//! - worst case = input tokens × the highest input rate + the output cap × the output rate,
+//!   times `n` choices. Input tokens are counted with the model's tokenizer — exact for
+//!   OpenAI-tokenised models — and bounded from above otherwise (one token per byte of the
+//!   prompt's text, a strict bound for byte-level tokenizers). The output cap is the request's
+//!   `max_completion_tokens`/`max_tokens`, or the model's output limit, which is then written
+//!   into the request so the provider honours what was reserved;
+//! - when a hard budget cannot take the worst case, the request is fitted: the output cap is
+//!   clamped to what remains (`x-tollgate-policy: cap_max_tokens=N`); when not even a minimal
+//!   answer fits it is refused with `429 budget_exceeded`, `Retry-After` = seconds to the reset.
+//!
+//! The reservation rides on the request's `PendingRow` and is settled with the row's actual
+//! cost whenever the row is recorded — served, failed, cancelled — so nothing leaks; a request
+//! that dies without a row is released by the expiry sweep.
+//!
+//! **Overspend bound:** settled spend exceeds a hard limit only by what providers bill beyond
+//! the reserved worst case (reported as `excess` by the engine). For OpenAI-tokenised models
+//! the input count is exact and the provider stops at the reserved output cap, so the bound is
+//! zero (image parts are the exception: counted at a fixed 765 tokens each).
+
+use serde_json::{Map, Value};
+use tollgate_metering::tokens::{self, Encoding};
+use tollgate_policy::{Admission, Ask, Reservation};
+use tollgate_pricing::{DeploymentRef, ModelPrice, worst_case_cost};
+use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd};
+
+use crate::Gateway;
+use crate::pipeline::Routed;
+
+/// The least output worth admitting a request for.
+pub const MIN_ANSWER_TOKENS: u64 = 16;
+/// Output cap assumed when neither the request nor the price table gives one.
+pub const FALLBACK_OUTPUT_CAP: u64 = 4096;
+/// A reservation whose request never settles is released after this long (longer than the
+/// default total provider timeout of 10 minutes).
+pub const RESERVATION_TTL_MS: i64 = 20 * 60_000;
+
+/// What kind of request is being admitted.
+pub enum Shape {
+    /// Chat-like: prompt plus an output cap in `max_completion_tokens`/`max_tokens`.
+    Chat,
+    /// Embeddings: input only.
+    Embeddings,
+}
+
+/// The outcome of admission for an admitted request.
+pub struct Admitted {
+    pub reservation: Option<Reservation>,
+    /// The output cap written into the request, when admission changed or set it.
+    pub clamped_to: Option<u64>,
+}
+
+/// The field a request's output cap lives in: the one the client used, else the one the
+/// model family accepts (OpenAI's reasoning models refuse `max_tokens`).
+fn cap_field(body: &Map<String, Value>, upstream_model: &str) -> &'static str {
+    if body.contains_key("max_completion_tokens") {
+        "max_completion_tokens"
+    } else if body.contains_key("max_tokens") {
+        "max_tokens"
+    } else {
+        let m = upstream_model.rsplit('/').next().unwrap_or(upstream_model);
+        if ["o1", "o3", "o4", "gpt-5"].iter().any(|p| m.starts_with(p)) {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        }
+    }
+}
+
+fn requested_cap(body: &Map<String, Value>) -> Option<u64> {
+    body.get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
+}
+
+/// Upper bound on the prompt tokens of a body whose model's tokenizer we do not have.
+fn prompt_upper_bound(body: &Map<String, Value>) -> u64 {
+    let mut bytes = 0u64;
+    let mut images = 0u64;
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        bytes += 8; // role and framing
+        match m.get("content") {
+            Some(Value::String(s)) => bytes += s.len() as u64,
+            Some(Value::Array(parts)) => {
+                for p in parts {
+                    match p.get("type").and_then(Value::as_str) {
+                        Some("image_url") => images += 1,
+                        _ => bytes += p.to_string().len() as u64,
+                    }
+                }
+            }
+            Some(other) => bytes += other.to_string().len() as u64,
+            None => {}
+        }
+        if let Some(tc) = m.get("tool_calls") {
+            bytes += tc.to_string().len() as u64;
+        }
+    }
+    if let Some(t) = body.get("tools") {
+        bytes += t.to_string().len() as u64;
+    }
+    // Providers price a large image at well under 2,000 tokens.
+    bytes + images * 2_000
+}
+
+/// Cost of `input` tokens alone.
+fn input_cost(input: u64, price: &ModelPrice) -> NanoUsd {
+    worst_case_cost(input, 0, price)
+}
+
+/// The largest output cap whose worst case fits in `allowed`.
+fn fit_cap(input: u64, n: u64, allowed: NanoUsd, price: &ModelPrice) -> u64 {
+    let out_price = price.output.nanos().max(1) as i128;
+    let room = (allowed.nanos() - input_cost(input, price).nanos()).max(0) as i128;
+    let mut cap =
+        (room * 1_000_000 / out_price / n.max(1) as i128).clamp(0, u64::MAX as i128) as u64;
+    // Per-request rounding can add a nano; step down until the worst case fits exactly.
+    while cap > 0 && worst_case_cost(input, cap.saturating_mul(n), price) > allowed {
+        cap -= 1;
+    }
+    cap
+}
+
+/// Admits a request against the budgets. May write the output cap into `body`.
+pub fn admit(
+    gw: &Gateway,
+    row: &mut LedgerRow,
+    routed: &Routed,
+    logical_model: &str,
+    body: &mut Map<String, Value>,
+    shape: Shape,
+) -> Result<Admitted, ApiError> {
+    let none = Admitted {
+        reservation: None,
+        clamped_to: None,
+    };
+    // An unpriced request (pricing.unknown_model: allow) costs 0 and cannot be budgeted.
+    let Some((price, _)) = &routed.price else {
+        return Ok(none);
+    };
+    let budgets = &gw.0.budgets;
+    if !budgets.any_match(&row.attribution, logical_model) {
+        return Ok(none);
+    }
+    let enc = Encoding::for_model(&routed.deployment.model);
+    let (input, n, out_cap, explicit) = match shape {
+        Shape::Chat => {
+            let input = if enc.is_exact() {
+                tokens::count_chat_prompt_map(enc, body)
+            } else {
+                prompt_upper_bound(body)
+            };
+            let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+            let limit =
+                gw.0.prices
+                    .limits(
+                        logical_model,
+                        &DeploymentRef {
+                            provider: &routed.deployment.provider_name,
+                            model: &routed.deployment.model,
+                        },
+                    )
+                    .max_output_tokens;
+            match requested_cap(body) {
+                Some(c) => (input, n, c, true),
+                None => (input, n, limit.unwrap_or(FALLBACK_OUTPUT_CAP), false),
+            }
+        }
+        Shape::Embeddings => {
+            let input = tokens::count_embedding_input(
+                if enc.is_exact() { enc } else { Encoding::O200k },
+                body.get("input").unwrap_or(&Value::Null),
+            );
+            // An embedding input of unknown tokenization: bound by bytes.
+            let input = if enc.is_exact() {
+                input
+            } else {
+                body.get("input").map_or(0, |v| v.to_string().len() as u64)
+            };
+            (input, 1, 0, true)
+        }
+    };
+    let worst = worst_case_cost(input, out_cap.saturating_mul(n), price);
+    let minimum = match shape {
+        Shape::Chat => worst_case_cost(
+            input,
+            MIN_ANSWER_TOKENS.min(out_cap).saturating_mul(n),
+            price,
+        ),
+        Shape::Embeddings => worst,
+    };
+    let ask = Ask {
+        attribution: &row.attribution,
+        model: logical_model,
+        worst_case: worst,
+        minimum: minimum.min(worst),
+        now_ms: row.started_at_ms,
+        ttl_ms: RESERVATION_TTL_MS,
+    };
+    let admission = budgets.admit(&ask);
+    let mut actions: Vec<String> = Vec::new();
+    if let Some(a) = admission.advisory() {
+        actions.extend(a.soft_exceeded.iter().map(|b| format!("soft_exceeded={b}")));
+        actions.extend(a.would_deny.iter().map(|b| format!("shadow_block={b}")));
+        actions.extend(a.would_fit.iter().map(|b| format!("shadow_cap={b}")));
+    }
+    let result = match admission {
+        Admission::Admitted { reservation, .. } => {
+            let mut clamped_to = None;
+            if !explicit && matches!(shape, Shape::Chat) {
+                // Reserved against the model's cap: make the provider honour it.
+                body.insert(
+                    cap_field(body, &routed.deployment.model).into(),
+                    out_cap.into(),
+                );
+                clamped_to = Some(out_cap);
+            }
+            Ok(Admitted {
+                reservation: Some(reservation),
+                clamped_to,
+            })
+        }
+        Admission::Fitted {
+            reservation,
+            allowed,
+            ..
+        } => {
+            let cap = fit_cap(input, n, allowed, price).max(1);
+            body.insert(cap_field(body, &routed.deployment.model).into(), cap.into());
+            actions.insert(0, format!("cap_max_tokens={cap}"));
+            Ok(Admitted {
+                reservation: Some(reservation),
+                clamped_to: Some(cap),
+            })
+        }
+        Admission::Denied {
+            budget,
+            window,
+            remaining,
+            window_end_ms,
+            retry_after_secs,
+            ..
+        } => {
+            actions.insert(0, format!("block={budget}"));
+            let resets = jiff::Timestamp::from_millisecond(window_end_ms)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            Err(ApiError::new(
+                ErrorCode::BudgetExceeded,
+                format!(
+                    "budget '{budget}' ({window} window) has ${} left, less than the minimal \
+                     cost of this request (${}); it resets at {resets}",
+                    remaining.to_usd_string(),
+                    minimum.to_usd_string(),
+                ),
+            )
+            .with_retry_after(retry_after_secs.max(1)))
+        }
+        Admission::Unavailable { budget, reason } => Err(ApiError::new(
+            ErrorCode::BudgetUnavailable,
+            format!("budget '{budget}' could not be evaluated: {reason}"),
+        )),
+    };
+    if !actions.is_empty() {
+        row.policy_actions = actions.join(",");
+    }
+    result
+}
+
+/// The actions to show in `x-tollgate-policy`: the applied ones (never shadow or soft notes).
+pub fn header_value(policy_actions: &str) -> Option<String> {
+    let applied: Vec<&str> = policy_actions
+        .split(',')
+        .filter(|a| !a.is_empty() && !a.starts_with("shadow_") && !a.starts_with("soft_"))
+        .collect();
+    (!applied.is_empty()).then(|| applied.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price() -> ModelPrice {
+        ModelPrice {
+            input: NanoUsd(150_000_000),
+            cached_input: Some(NanoUsd(75_000_000)),
+            cache_write: None,
+            output: NanoUsd(600_000_000),
+        }
+    }
+
+    #[test]
+    fn fitted_cap_never_exceeds_allowed() {
+        let p = price();
+        for allowed in [10_000i64, 123_456, 999_999, 5_000_000] {
+            for n in [1u64, 2, 3] {
+                let cap = fit_cap(100, n, NanoUsd(allowed), &p);
+                assert!(worst_case_cost(100, cap * n, &p) <= NanoUsd(allowed));
+                assert!(
+                    worst_case_cost(100, (cap + 1) * n, &p) > NanoUsd(allowed),
+                    "{allowed} {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cap_field_follows_the_client_then_the_model() {
+        let m = |s: &str| -> Map<String, Value> { serde_json::from_str(s).unwrap() };
+        assert_eq!(cap_field(&m(r#"{"max_tokens":5}"#), "gpt-5"), "max_tokens");
+        assert_eq!(cap_field(&m("{}"), "gpt-5-mini"), "max_completion_tokens");
+        assert_eq!(cap_field(&m("{}"), "gpt-4o"), "max_tokens");
+    }
+
+    #[test]
+    fn header_shows_applied_actions_only() {
+        assert_eq!(
+            header_value("cap_max_tokens=12,shadow_block=x").as_deref(),
+            Some("cap_max_tokens=12")
+        );
+        assert_eq!(header_value("soft_exceeded=x"), None);
+    }
+}
+
+/// Seeds the counters of every budget that needs it from the ledger, so a restart (or a budget
+/// created mid-window) counts the spend already recorded in its current window. Blocking
+/// (SQL): call from start-up or `spawn_blocking`.
+pub fn seed_from_ledger(
+    budgets: &tollgate_policy::Budgets,
+    store: &tollgate_store::Store,
+    now_ms: i64,
+) -> Result<usize, String> {
+    let mut seeded = 0;
+    for q in budgets.seed_plan(now_ms) {
+        let s = &q.scope;
+        let filter = tollgate_store::RowFilter {
+            key_id: s.key.clone(),
+            team: s.team.clone(),
+            tenant: s.tenant.clone(),
+            feature: s.feature.clone(),
+            user: s.user.clone(),
+            model: s.model.clone(),
+            from_ms: Some(q.from_ms),
+            to_ms: Some(q.to_ms),
+            ..Default::default()
+        };
+        let spend = match q.bucket_ms {
+            None => tollgate_policy::SeedSpend::Total(
+                store.totals(&filter).map_err(|e| e.to_string())?.1,
+            ),
+            Some(b) => tollgate_policy::SeedSpend::Buckets(
+                store.cost_buckets(&filter, b).map_err(|e| e.to_string())?,
+            ),
+        };
+        budgets
+            .seed(&q, spend)
+            .map_err(|e| format!("budget '{}': {e}", q.budget))?;
+        seeded += 1;
+    }
+    Ok(seeded)
+}
