@@ -541,6 +541,12 @@ impl StreamTranslator {
         }
     }
 
+    /// The stream is being ended at a token cap (the gateway's budget cut): report
+    /// `stop_reason: "max_tokens"`, as if the model had hit `max_tokens`.
+    pub fn stop_at_max_tokens(&mut self) {
+        self.stop_reason = Some("max_tokens".to_string());
+    }
+
     /// The upstream finished: close the open block, report the stop reason and usage, stop.
     pub fn finish(&mut self, usage: Option<&Usage>, out: &mut Vec<(&'static str, Value)>) {
         self.start(None, out);

@@ -86,6 +86,7 @@ impl MeteredEvents {
             first_byte_at: self.first_byte_at,
             finish_reason: self.stop_reason.take(),
             chunks_relayed: self.events,
+            cut_at_cap: false,
         });
     }
 
@@ -214,6 +215,7 @@ mod tests {
                 serde_json::from_str(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap(),
             ),
             secrets: Arc::from(Vec::<String>::new()),
+            output_cap: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub trait Renderer: Send + 'static {
     fn error(&mut self, error: &ApiError, out: &mut BytesMut);
     /// The upstream finished; `usage` is what the provider reported, if anything.
     fn done(&mut self, usage: Option<&Usage>, out: &mut BytesMut);
+    /// The stream reached the budget's output cap: end it as if the model had stopped at
+    /// its token limit, with `usage` counted locally.
+    fn cut(&mut self, usage: &Usage, out: &mut BytesMut);
 }
 
 /// OpenAI Chat Completions SSE.
@@ -60,6 +63,27 @@ impl Renderer for OpenAiRenderer {
     fn done(&mut self, _usage: Option<&Usage>, out: &mut BytesMut) {
         out.put_slice(DONE_FRAME);
     }
+
+    fn cut(&mut self, usage: &Usage, out: &mut BytesMut) {
+        let finish = serde_json::json!({
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+        });
+        put_sse_frame(out, finish.to_string().as_bytes());
+        if self.client_wants_usage {
+            let u = serde_json::json!({
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": usage.input_tokens,
+                    "completion_tokens": usage.output_tokens,
+                    "total_tokens": usage.total_tokens(),
+                },
+            });
+            put_sse_frame(out, u.to_string().as_bytes());
+        }
+        out.put_slice(DONE_FRAME);
+    }
 }
 
 /// How one stream is metered.
@@ -70,6 +94,11 @@ pub struct MeterOptions {
     pub request: Arc<Map<String, Value>>,
     /// Secrets to scrub from provider error text relayed to the client.
     pub secrets: Arc<[String]>,
+    /// The output tokens a hard budget reserved for this stream. Output is counted as it is
+    /// relayed; a stream about to go past the cap is ended cleanly (`finish_reason: "length"`)
+    /// and billed for what was relayed — a second line of defence behind the `max_tokens`
+    /// clamp, for upstreams that overrun it.
+    pub output_cap: Option<u64>,
 }
 
 /// The end of a metered stream.
@@ -86,6 +115,8 @@ pub struct Settlement {
     pub finish_reason: Option<String>,
     /// Canonical chunks received from the upstream.
     pub chunks_relayed: u64,
+    /// The stream was ended at the budget's output cap.
+    pub cut_at_cap: bool,
 }
 
 type SettleFn = Box<dyn FnOnce(Settlement) + Send>;
@@ -100,6 +131,9 @@ pub struct MeteredStream {
     finish_reason: Option<String>,
     first_byte_at: Option<Instant>,
     chunks_relayed: u64,
+    /// Output tokens relayed so far, counted chunk by chunk (only when there is a cap).
+    live_output_tokens: u64,
+    cut_at_cap: bool,
     done: bool,
 }
 
@@ -120,6 +154,8 @@ impl MeteredStream {
             finish_reason: None,
             first_byte_at: None,
             chunks_relayed: 0,
+            live_output_tokens: 0,
+            cut_at_cap: false,
             done: false,
         }
     }
@@ -140,6 +176,7 @@ impl MeteredStream {
             first_byte_at: self.first_byte_at,
             finish_reason: self.finish_reason.take(),
             chunks_relayed: self.chunks_relayed,
+            cut_at_cap: self.cut_at_cap,
         });
     }
 
@@ -228,7 +265,28 @@ impl Stream for MeteredStream {
                         if let Some(u) = &peek.usage {
                             this.provider_usage = Some(u.to_usage());
                         }
+                        let before = this.output_text.len();
                         peek.append_output_text(&mut this.output_text);
+                        if let Some(cap) = this.opts.output_cap {
+                            let added = this.opts.encoding.count(&this.output_text[before..]);
+                            if this.live_output_tokens + added > cap {
+                                // Relaying this chunk would go past what the budget reserved:
+                                // drop it and end the stream cleanly at the cap.
+                                this.output_text.truncate(before);
+                                this.done = true;
+                                this.cut_at_cap = true;
+                                this.finish_reason = Some("length".into());
+                                let usage = this.estimate();
+                                let mut out = BytesMut::new();
+                                this.renderer.cut(&usage, &mut out);
+                                this.settle(Outcome::Ok, None);
+                                if let Some(p) = this.emit(out) {
+                                    return p;
+                                }
+                                return Poll::Ready(None);
+                            }
+                            this.live_output_tokens += added;
+                        }
                         if let Some(fr) = peek
                             .choices
                             .iter()
@@ -287,6 +345,7 @@ mod tests {
             encoding: Encoding::O200k,
             request: Arc::new(req),
             secrets: Arc::from(vec!["sk-secret-123456".to_string()]),
+            output_cap: None,
         }
     }
 
@@ -396,6 +455,32 @@ mod tests {
         let s = settled.lock().unwrap();
         assert_eq!(s[0].outcome, Outcome::Failed);
         assert_eq!(s[0].usage.output_tokens, 1);
+        assert_eq!(s[0].usage_source, UsageSource::Estimated);
+    }
+
+    #[tokio::test]
+    async fn stream_past_the_budget_cap_is_ended_cleanly() {
+        let (settled, f) = capture();
+        let mut o = opts();
+        o.output_cap = Some(2);
+        let s = MeteredStream::new(
+            chunks(vec![Ok(TEXT), Ok(TEXT), Ok(TEXT), Ok(FIN), Ok(USAGE)]),
+            o,
+            OpenAiRenderer {
+                client_wants_usage: true,
+            },
+            f,
+        );
+        let out = run(s).await;
+        assert_eq!(out.matches("\" hello\"").count(), 2, "{out}");
+        assert!(out.contains(r#""finish_reason":"length""#), "{out}");
+        assert!(out.contains(r#""completion_tokens":2"#), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        let s = settled.lock().unwrap();
+        assert_eq!(s.len(), 1);
+        assert!(s[0].cut_at_cap);
+        assert_eq!(s[0].outcome, Outcome::Ok);
+        assert_eq!(s[0].usage.output_tokens, 2);
         assert_eq!(s[0].usage_source, UsageSource::Estimated);
     }
 

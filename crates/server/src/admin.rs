@@ -360,6 +360,12 @@ async fn install_budget(gw: &Gateway, def: tollgate_policy::BudgetDef) -> Result
         .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
     let name = def.name.clone();
     let up = gw.budgets().upsert(def).map_err(def_error)?;
+    if up.needs_seed {
+        // The seed sums committed rows only, and rows are written asynchronously: without this
+        // barrier, spend recorded just before the budget was created (settled before it
+        // existed, so not counted live) would be missing from its counter for good.
+        flush(gw).await?;
+    }
     let store = gw.store().clone();
     let budgets = gw.budgets().clone();
     let needs_seed = up.needs_seed;
@@ -393,6 +399,8 @@ pub async fn create_budget(
     let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
+    serde_json::from_str::<Value>(text)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
     let def = tollgate_policy::BudgetDef::from_json(text).map_err(def_error)?;
     if gw.budgets().get(&def.name).is_some() {
         return Err(ApiError::new(

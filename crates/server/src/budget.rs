@@ -70,6 +70,13 @@ fn cap_field(body: &Map<String, Value>, upstream_model: &str) -> &'static str {
     }
 }
 
+/// The total output a budget reserved for a streamed request (cap × `n`), for the meter's
+/// live cut.
+pub fn stream_output_cap(body: &Map<String, Value>) -> Option<u64> {
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    requested_cap(body).map(|c| c.saturating_mul(n))
+}
+
 fn requested_cap(body: &Map<String, Value>) -> Option<u64> {
     body.get("max_completion_tokens")
         .and_then(Value::as_u64)
@@ -284,6 +291,44 @@ pub fn header_value(policy_actions: &str) -> Option<String> {
     (!applied.is_empty()).then(|| applied.join(","))
 }
 
+/// Seeds the counters of every budget that needs it from the ledger, so a restart (or a budget
+/// created mid-window) counts the spend already recorded in its current window. Blocking
+/// (SQL): call from start-up or `spawn_blocking`.
+pub fn seed_from_ledger(
+    budgets: &tollgate_policy::Budgets,
+    store: &tollgate_store::Store,
+    now_ms: i64,
+) -> Result<usize, String> {
+    let mut seeded = 0;
+    for q in budgets.seed_plan(now_ms) {
+        let s = &q.scope;
+        let filter = tollgate_store::RowFilter {
+            key_id: s.key.clone(),
+            team: s.team.clone(),
+            tenant: s.tenant.clone(),
+            feature: s.feature.clone(),
+            user: s.user.clone(),
+            model: s.model.clone(),
+            from_ms: Some(q.from_ms),
+            to_ms: Some(q.to_ms),
+            ..Default::default()
+        };
+        let spend = match q.bucket_ms {
+            None => tollgate_policy::SeedSpend::Total(
+                store.totals(&filter).map_err(|e| e.to_string())?.1,
+            ),
+            Some(b) => tollgate_policy::SeedSpend::Buckets(
+                store.cost_buckets(&filter, b).map_err(|e| e.to_string())?,
+            ),
+        };
+        budgets
+            .seed(&q, spend)
+            .map_err(|e| format!("budget '{}': {e}", q.budget))?;
+        seeded += 1;
+    }
+    Ok(seeded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,42 +373,4 @@ mod tests {
         );
         assert_eq!(header_value("soft_exceeded=x"), None);
     }
-}
-
-/// Seeds the counters of every budget that needs it from the ledger, so a restart (or a budget
-/// created mid-window) counts the spend already recorded in its current window. Blocking
-/// (SQL): call from start-up or `spawn_blocking`.
-pub fn seed_from_ledger(
-    budgets: &tollgate_policy::Budgets,
-    store: &tollgate_store::Store,
-    now_ms: i64,
-) -> Result<usize, String> {
-    let mut seeded = 0;
-    for q in budgets.seed_plan(now_ms) {
-        let s = &q.scope;
-        let filter = tollgate_store::RowFilter {
-            key_id: s.key.clone(),
-            team: s.team.clone(),
-            tenant: s.tenant.clone(),
-            feature: s.feature.clone(),
-            user: s.user.clone(),
-            model: s.model.clone(),
-            from_ms: Some(q.from_ms),
-            to_ms: Some(q.to_ms),
-            ..Default::default()
-        };
-        let spend = match q.bucket_ms {
-            None => tollgate_policy::SeedSpend::Total(
-                store.totals(&filter).map_err(|e| e.to_string())?.1,
-            ),
-            Some(b) => tollgate_policy::SeedSpend::Buckets(
-                store.cost_buckets(&filter, b).map_err(|e| e.to_string())?,
-            ),
-        };
-        budgets
-            .seed(&q, spend)
-            .map_err(|e| format!("budget '{}': {e}", q.budget))?;
-        seeded += 1;
-    }
-    Ok(seeded)
 }

@@ -29,28 +29,37 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     let mut upstream = pipeline::upstream_body(req.body, &routed);
-    match budget::admit(
+    let admitted = budget::admit(
         &gw,
         rec.row(),
         &routed,
         &req.model,
         &mut upstream,
         Shape::Chat,
-    ) {
-        Ok(a) => {
-            if let Some(r) = a.reservation {
-                rec.hold(r);
-            }
-        }
+    );
+    let output_cap = match admitted {
+        Ok(a) => a.reservation.and_then(|r| {
+            rec.hold(r);
+            budget::stream_output_cap(&upstream)
+        }),
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
-    }
+    };
     let request = Arc::new(upstream);
     let call = ChatCall {
         body: request.clone(),
         stream: req.stream,
     };
     if req.stream {
-        stream(gw, rec, call, routed, req.include_usage, request_id).await
+        stream(
+            gw,
+            rec,
+            call,
+            routed,
+            req.include_usage,
+            output_cap,
+            request_id,
+        )
+        .await
     } else {
         complete(gw, rec, call, routed, request_id).await
     }
@@ -146,6 +155,7 @@ async fn stream(
     call: ChatCall,
     routed: Routed,
     include_usage: bool,
+    output_cap: Option<u64>,
     request_id: String,
 ) -> Response {
     let request = call.body.clone();
@@ -178,6 +188,7 @@ async fn stream(
         encoding: Encoding::for_model(&routed.deployment.model),
         request,
         secrets: gw.0.secrets.clone(),
+        output_cap,
     };
     let renderer = OpenAiRenderer {
         client_wants_usage: include_usage,

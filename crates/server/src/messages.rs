@@ -40,19 +40,21 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
     };
     let mut canonical = pipeline::upstream_body(canonical, &routed);
-    let clamped_to = match budget::admit(
+    let admitted = budget::admit(
         &gw,
         rec.row(),
         &routed,
         &req.model,
         &mut canonical,
         Shape::Chat,
-    ) {
+    );
+    let (clamped_to, output_cap) = match admitted {
         Ok(a) => {
-            if let Some(r) = a.reservation {
+            let cap = a.reservation.and_then(|r| {
                 rec.hold(r);
-            }
-            a.clamped_to
+                budget::stream_output_cap(&canonical)
+            });
+            (a.clamped_to, cap)
         }
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
     };
@@ -76,7 +78,7 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         };
         native(gw, rec, req, call, canonical, routed, request_id).await
     } else {
-        translated(gw, rec, req, canonical, routed, request_id).await
+        translated(gw, rec, req, canonical, routed, output_cap, request_id).await
     }
 }
 
@@ -103,11 +105,13 @@ fn meter_options(
     gw: &Gateway,
     routed: &Routed,
     canonical: Arc<Map<String, Value>>,
+    output_cap: Option<u64>,
 ) -> MeterOptions {
     MeterOptions {
         encoding: Encoding::for_model(&routed.deployment.model),
         request: canonical,
         secrets: gw.0.secrets.clone(),
+        output_cap,
     }
 }
 
@@ -212,7 +216,7 @@ async fn native(
     let cut = gw.0.cut.clone();
     let metered = MeteredEvents::new(
         events,
-        meter_options(&gw, &routed, canonical),
+        meter_options(&gw, &routed, canonical, None),
         move |s: Settlement| {
             pipeline::settle_stream(rec, &s, &routed, started, &cut);
         },
@@ -257,6 +261,7 @@ async fn translated(
     req: MessagesRequest,
     canonical: Arc<Map<String, Value>>,
     routed: Routed,
+    output_cap: Option<u64>,
     request_id: String,
 ) -> Response {
     let provider = routed.deployment.provider.clone();
@@ -331,7 +336,7 @@ async fn translated(
     let renderer = AnthropicRenderer(StreamTranslator::new(&req.model));
     let metered = MeteredStream::new(
         chunks,
-        meter_options(&gw, &routed, canonical),
+        meter_options(&gw, &routed, canonical, output_cap),
         renderer,
         move |s: Settlement| {
             pipeline::settle_stream(rec, &s, &routed, started, &cut);
@@ -365,6 +370,13 @@ impl Renderer for AnthropicRenderer {
     fn done(&mut self, usage: Option<&Usage>, out: &mut BytesMut) {
         let mut events = Vec::new();
         self.0.finish(usage, &mut events);
+        put_events(out, events);
+    }
+
+    fn cut(&mut self, usage: &Usage, out: &mut BytesMut) {
+        let mut events = Vec::new();
+        self.0.stop_at_max_tokens();
+        self.0.finish(Some(usage), &mut events);
         put_events(out, events);
     }
 }

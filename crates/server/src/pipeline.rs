@@ -307,6 +307,14 @@ pub fn settle_stream(
     let row = rec.row();
     settle_usage(row, s.usage, s.usage_source, routed);
     row.outcome = s.outcome;
+    if s.cut_at_cap {
+        let note = "stream_cut_at_budget_cap";
+        row.policy_actions = if row.policy_actions.is_empty() {
+            note.to_string()
+        } else {
+            format!("{},{note}", row.policy_actions)
+        };
+    }
     row.ttft_us = s
         .first_byte_at
         .map(|t| t.saturating_duration_since(started).as_micros() as u64);
