@@ -55,6 +55,8 @@ pub struct Opts {
     pub extra_models: String,
     /// Extra variables for `${…}` interpolation.
     pub env: Vec<(String, String)>,
+    /// Extra top-level YAML sections (e.g. `budgets:`), appended verbatim.
+    pub extra_yaml: String,
 }
 
 impl Default for Opts {
@@ -70,6 +72,7 @@ impl Default for Opts {
             extra_providers: String::new(),
             extra_models: String::new(),
             env: Vec::new(),
+            extra_yaml: String::new(),
         }
     }
 }
@@ -337,6 +340,7 @@ fn config_yaml(opts: &Opts, sim: &SimHandle, db: &Path) -> String {
     if opts.allow_unpriced {
         y.push_str("pricing:\n  unknown_model: allow\n");
     }
+    y.push_str(&opts.extra_yaml);
     y
 }
 

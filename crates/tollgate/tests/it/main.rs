@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod attribution;
 mod azure;
+mod budgets;
 mod chat;
 mod cli;
 mod endpoints;
