@@ -62,6 +62,7 @@ pub mod clock;
 pub mod def;
 pub mod engine;
 mod index;
+pub mod rules;
 pub mod store;
 pub mod window;
 
