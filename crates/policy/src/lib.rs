@@ -14,6 +14,7 @@
 //! | [`store`] | the [`CounterStore`] trait (atomic multi-key reserve) and [`MemoryStore`] |
 //! | [`engine`] | [`Budgets`]: matching, admission with fitting, settle / release / expire, status, seeding |
 //! | [`clock`] | the injectable [`Clock`] |
+//! | [`rules`] | spend policies: graded ladders (alert / downgrade / cap / reroute / block) over budget utilisation, forecast, burn rate and revenue share, with hysteresis, shadow mode and a decision log |
 //!
 //! # How admission works
 //! Every budget whose scope matches the request is found through an index on the scope fields

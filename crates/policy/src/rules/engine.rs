@@ -40,7 +40,9 @@
 //! A policy's scope is a set of fixed values, so each policy has one scope instance, named by
 //! its scope (`tenant=acme`, `*` for `{}`); ladder state and burn buckets are per policy.
 //! Replacing a definition keeps its state when scope, budget and steps are unchanged (a mode
-//! or hysteresis change keeps the level), else starts from level 0.
+//! or hysteresis change keeps the level; shadow → enforce re-arms alerts, which shadow never
+//! delivered), else starts from level 0. A new policy's burn tracker starts empty: spend
+//! settled before it existed does not count.
 //!
 //! # Revenue proration
 //! Revenue is configured per tenant per month (`NanoUsd`). For a `month` budget the window's
@@ -263,7 +265,15 @@ fn compile(def: PolicyDef, old: Option<&Arc<Compiled>>) -> Compiled {
     }
     let n = def.steps.len();
     let ladder = match old {
-        Some(o) if o.same_state_shape(&def) => o.ladder.clone(),
+        Some(o) if o.same_state_shape(&def) => {
+            if o.def.mode == PolicyMode::Shadow && def.mode == PolicyMode::Enforce {
+                // Alerts computed in shadow were never delivered: re-arm them so turning the
+                // policy on notifies for the steps already in force.
+                let mut l = o.ladder.lock().unwrap_or_else(|p| p.into_inner());
+                l.alerted.iter_mut().for_each(|a| *a = None);
+            }
+            o.ladder.clone()
+        }
         _ => Arc::new(Mutex::new(Ladder {
             alerted: vec![None; n],
             ..Ladder::default()

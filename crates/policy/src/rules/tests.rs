@@ -305,7 +305,11 @@ fn shadow_mode_computes_logs_never_applies() {
     // Switching to enforce keeps the level (same steps) and starts applying.
     w.policy_yaml(&ladder("enforce"));
     assert_eq!(w.level("acme-ladder"), 3);
-    assert_eq!(w.eval("acme").actions.len(), 2);
+    let d = w.eval("acme");
+    assert_eq!(d.actions.len(), 2);
+    assert!(d.shadow.is_empty());
+    assert_eq!(d.alerts.len(), 1, "shadow never delivered it: re-armed");
+    assert!(w.eval("acme").alerts.is_empty());
 }
 
 #[test]
@@ -672,4 +676,26 @@ pub(crate) fn hundred_policies() -> Vec<PolicyDef> {
         .unwrap(),
     );
     v
+}
+
+#[test]
+fn alert_fires_exactly_once_under_concurrency() {
+    let w = Arc::new(World::new());
+    w.budget(ACME_MONTHLY);
+    w.policy_yaml(&ladder("enforce"));
+    w.spend("acme", "75");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let w = w.clone();
+            std::thread::spawn(move || (0..200).map(|_| w.eval("acme").alerts.len()).sum::<usize>())
+        })
+        .collect();
+    let fired: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(fired, 1);
+    let changes = w
+        .log("acme-ladder")
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::LevelChange)
+        .count();
+    assert_eq!(changes, 1);
 }
