@@ -274,7 +274,7 @@ pub struct Pct(pub i64);
 
 impl Pct {
     pub const fn from_whole(pct: i64) -> Pct {
-        Pct(pct * 100)
+        Pct(pct.saturating_mul(100))
     }
 
     pub fn bp(self) -> i64 {
