@@ -3,7 +3,8 @@
 //! `cargo bench -p tollgate-policy --bench admission` (add `-- --quick` for a short run).
 //! Target (issue): attribution + budget reservation + policy evaluation ≤ 20 µs p50 per
 //! request. Besides criterion's means, the bench prints p50/p99 of single admit+settle pairs
-//! timed one by one, since the target is a percentile.
+//! timed one by one, since the target is a percentile — for admit+settle alone and for
+//! admit + policy evaluation (100 policies) + settle + burn recording.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -11,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use tollgate_policy::rules::{Decision, EvalContext, Policies, PolicyDef};
 use tollgate_policy::{
     Admission, Ask, BudgetDef, Budgets, CounterKey, CounterStore, Entry, ManualClock, MemoryStore,
     Slot,
@@ -138,10 +140,103 @@ fn percentiles(e: &Budgets, attrs: &[Attribution]) {
     );
 }
 
+/// 100 policies: 50 tenant ladders on the tenant budgets (utilisation ≈ 0, so out of force),
+/// 49 per-tenant burn guards with a tiny threshold (always in force: a downgrade and a cap,
+/// reasons formatted on every request) and one org-wide burn alert.
+fn policies() -> Policies {
+    let p = Policies::new(Arc::new(ManualClock::new(T0)));
+    let mut v = Vec::with_capacity(100);
+    for i in 0..50 {
+        v.push(PolicyDef::from_json(&format!(
+            r#"{{"name":"t{i}-ladder","scope":{{"tenant":"t{i}"}},"budget":"t{i}","mode":"enforce","hysteresis_pct":5,"steps":[
+              {{"when":{{"utilization_pct":70}},"then":[{{"alert":{{"webhook":"https://hooks.example/t{i}"}}}}]}},
+              {{"when":{{"utilization_pct":85}},"then":[{{"downgrade":{{"gpt-4o":"gpt-4o-mini"}}}}]}},
+              {{"when":{{"utilization_pct":95}},"then":[{{"cap_max_tokens":256}}]}},
+              {{"when":{{"utilization_pct":100}},"then":["block"]}}]}}"#
+        )).unwrap());
+    }
+    for i in 50..99 {
+        v.push(PolicyDef::from_json(&format!(
+            r#"{{"name":"t{i}-burn","scope":{{"tenant":"t{i}"}},"mode":"enforce","steps":[
+              {{"when":{{"burn_rate":{{"usd_per_hour":"0.000001","minutes":15}}}},"then":[{{"downgrade":{{"gpt-4o":"gpt-4o-mini"}}}},{{"cap_max_tokens":512}}]}}]}}"#
+        )).unwrap());
+    }
+    v.push(PolicyDef::from_json(
+        r#"{"name":"org-burn","scope":{},"mode":"enforce","steps":[
+          {"when":{"burn_rate":{"usd_per_hour":100000,"minutes":60}},"then":[{"alert":{"webhook":"https://hooks.example/org"}}]}]}"#,
+    ).unwrap());
+    p.replace_all(v).unwrap();
+    p
+}
+
+/// Admission, policy evaluation, settle and burn-rate recording: the request path's share of
+/// the budget and policy engines.
+fn admit_evaluate(e: &Budgets, p: &Policies, a: &Attribution, now: i64) -> Decision {
+    let adm = e.admit(&Ask {
+        attribution: a,
+        model: "gpt-4o",
+        worst_case: NanoUsd(2_000),
+        minimum: NanoUsd(100),
+        now_ms: now,
+        ttl_ms: 60_000,
+    });
+    let d = p.evaluate(&EvalContext {
+        attribution: a,
+        model: "gpt-4o",
+        now_ms: now,
+        budgets: e,
+    });
+    if let Some(r) = adm.reservation() {
+        black_box(e.settle(r, NanoUsd(1_000)));
+    }
+    p.record_spend(a, "gpt-4o", NanoUsd(1_000), now);
+    d
+}
+
+/// p50 / p99 of single admit+evaluate+settle runs, each timed on its own.
+fn percentiles_policies(e: &Budgets, p: &Policies, attrs: &[Attribution]) {
+    let n = 200_000;
+    let mut samples = Vec::with_capacity(n);
+    let mut in_force = 0usize;
+    for i in 0..n {
+        let a = &attrs[i % attrs.len()];
+        let t = Instant::now();
+        let d = admit_evaluate(e, p, a, T0 + (i as i64));
+        samples.push(t.elapsed());
+        in_force += usize::from(!d.actions.is_empty());
+    }
+    samples.sort();
+    let q = |q: f64| samples[((n as f64) * q) as usize];
+    println!(
+        "admit+evaluate+settle, 1000 budgets, 100 policies ({}% of requests with actions): \
+         p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        in_force * 100 / n,
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        samples[n - 1]
+    );
+}
+
+/// Requests spread over tenants t0..t99: half hit a ladder, half a burn guard in force.
+fn policy_attributions() -> Vec<Attribution> {
+    (0..100)
+        .map(|i| Attribution {
+            key_id: Some(format!("k{i}")),
+            tenant: Some(format!("t{i}")),
+            feature: Some("search".into()),
+            ..Attribution::default()
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let e = engine();
     let attrs = attributions();
     percentiles(&e, &attrs);
+    let pol = policies();
+    let pattrs = policy_attributions();
+    percentiles_policies(&e, &pol, &pattrs);
 
     let mut g = c.benchmark_group("admission");
     let mut i = 0usize;
@@ -149,6 +244,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = i.wrapping_add(1);
             admit_settle(&e, &attrs[i % attrs.len()], T0 + (i as i64 % 3_600_000));
+        })
+    });
+
+    g.bench_function("admit + evaluate/1000 budgets, 100 policies", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(admit_evaluate(
+                &e,
+                &pol,
+                &pattrs[i % pattrs.len()],
+                T0 + (i as i64 % 3_600_000),
+            ));
         })
     });
 

@@ -327,7 +327,7 @@ pub(crate) fn resolve_tz(name: Option<&str>) -> Result<jiff::tz::TimeZone, DefEr
     }
 }
 
-fn validate_name(name: &str) -> Result<(), DefError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), DefError> {
     if name.is_empty() {
         return Err(DefError::new("name", "must not be empty"));
     }
@@ -351,7 +351,7 @@ fn validate_name(name: &str) -> Result<(), DefError> {
     Ok(())
 }
 
-fn validate_value(field: &str, value: &str) -> Result<(), DefError> {
+pub(crate) fn validate_value(field: &str, value: &str) -> Result<(), DefError> {
     if value.is_empty() {
         return Err(DefError::new(
             field,

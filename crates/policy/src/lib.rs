@@ -14,6 +14,7 @@
 //! | [`store`] | the [`CounterStore`] trait (atomic multi-key reserve) and [`MemoryStore`] |
 //! | [`engine`] | [`Budgets`]: matching, admission with fitting, settle / release / expire, status, seeding |
 //! | [`clock`] | the injectable [`Clock`] |
+//! | [`rules`] | spend policies: graded ladders (alert / downgrade / cap / reroute / block) over budget utilisation, forecast, burn rate and revenue share, with hysteresis, shadow mode and a decision log |
 //!
 //! # How admission works
 //! Every budget whose scope matches the request is found through an index on the scope fields
@@ -62,6 +63,7 @@ pub mod clock;
 pub mod def;
 pub mod engine;
 mod index;
+pub mod rules;
 pub mod store;
 pub mod window;
 
