@@ -135,5 +135,6 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
         pricing: None,
         tenants: None,
         budgets: None,
+        policies: None,
     }
 }

@@ -41,6 +41,13 @@ pub struct Config {
     /// `/admin/v1/budgets` are stored in the ledger database and override these by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<tollgate_policy::BudgetDef>,
+    /// `policies`: graded spend policies — a ladder of steps, each `when` a trigger
+    /// (`utilization_pct`, `forecast_exceeds`, `burn_rate`, `revenue_share_pct`) holds `then`
+    /// actions (`alert`, `downgrade`, `cap_max_tokens`, `reroute`, `block`); `mode: shadow`
+    /// computes and logs decisions without applying them; `hysteresis_pct` keeps a level from
+    /// flapping. Policies created through `/admin/v1/policies` are stored and override these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<tollgate_policy::rules::PolicyDef>,
 }
 
 /// `tenants.<name>`.

@@ -12,8 +12,7 @@ use crate::Secret;
 
 /// Sections PRODUCT.md names that this build does not implement. Present → validation error,
 /// never silently ignored.
-pub(crate) const UNSUPPORTED_SECTIONS: &[&str] =
-    &["policies", "rate_limits", "cache", "guardrails"];
+pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["rate_limits", "cache", "guardrails"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +31,8 @@ pub(crate) struct RawConfig {
     pub tenants: Option<BTreeMap<String, RawTenant>>,
     #[serde(default)]
     pub budgets: Option<Vec<tollgate_policy::BudgetDef>>,
+    #[serde(default)]
+    pub policies: Option<Vec<tollgate_policy::rules::PolicyDef>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

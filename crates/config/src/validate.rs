@@ -76,6 +76,30 @@ pub(crate) fn validate(
         }
     }
 
+    let policies = raw.policies.unwrap_or_default();
+    let mut policy_names = std::collections::BTreeSet::new();
+    for (i, p) in policies.iter().enumerate() {
+        if let Err(e) = p.validate() {
+            issues.push(format!("policies[{i}].{}", e.field), e.reason);
+        }
+        if !policy_names.insert(p.name.clone()) {
+            issues.push(
+                format!("policies[{i}].name"),
+                format!("duplicate policy name '{}'", p.name),
+            );
+        }
+        if let Some(b) = &p.budget
+            && !names.contains(b)
+        {
+            warnings.push(ConfigWarning {
+                path: format!("policies[{i}].budget"),
+                message: format!(
+                    "no budget named '{b}' in the config (one created through the admin API will do; until then its budget triggers never hold)"
+                ),
+            });
+        }
+    }
+
     if !issues.is_empty() {
         return None;
     }
@@ -87,6 +111,7 @@ pub(crate) fn validate(
         pricing,
         tenants,
         budgets,
+        policies,
     };
     price_warnings(&config, issues, warnings);
     if !issues.is_empty() {

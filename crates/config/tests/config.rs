@@ -436,7 +436,7 @@ fn reports_every_problem_at_once() {
     let rendered = load(&yaml).unwrap_err().to_string();
     assert!(rendered.starts_with("3 problems in config:"), "{rendered}");
     // Unsupported sections do not hide the other problems.
-    let errs = errors(&format!("{yaml}policies: {{}}\n"));
+    let errs = errors(&format!("{yaml}cache: {{}}\n"));
     assert_eq!(errs.len(), 4, "{errs:#?}");
 }
 
@@ -469,7 +469,7 @@ fn unknown_fields_are_errors_with_their_full_path() {
 
 #[test]
 fn unsupported_sections_are_refused() {
-    for section in ["policies", "rate_limits", "cache", "guardrails"] {
+    for section in ["rate_limits", "cache", "guardrails"] {
         // Even an empty section is refused: never silently ignored.
         for body in [format!("{section}:\n"), format!("{section}: {{x: 1}}\n")] {
             assert_error(
@@ -935,5 +935,21 @@ fn budgets_and_tenants_sections() {
             "budgets:\n  - {name: b, scope: {}, limit_usd: 1, window: day, mode: hard}\n  - {name: b, scope: {}, limit_usd: 2, window: day, mode: hard}\n",
         ),
         "budgets[1].name: duplicate budget name 'b'",
+    );
+}
+
+#[test]
+fn policies_section() {
+    let yaml = with(
+        "budgets:\n  - {name: acme-monthly, scope: {tenant: acme}, limit_usd: 50, window: month, mode: hard}\npolicies:\n  - name: acme-ladder\n    scope: {tenant: acme}\n    budget: acme-monthly\n    mode: enforce\n    hysteresis_pct: 5\n    steps:\n      - when: {utilization_pct: 70}\n        then: [{alert: {webhook: \"https://hooks.example/acme\"}}]\n      - when: {utilization_pct: 85}\n        then: [{downgrade: {gpt-4o: gpt-4o-mini}}]\n      - when: {utilization_pct: 100}\n        then: [block]\n",
+    );
+    let Loaded { config, .. } = load(&yaml).unwrap();
+    assert_eq!(config.policies.len(), 1);
+    assert_eq!(config.policies[0].steps.len(), 3);
+    assert_error(
+        &with(
+            "policies:\n  - {name: p, scope: {}, mode: enforce, steps: [{when: {utilization_pct: 70}, then: [block]}]}\n",
+        ),
+        "policies[0]",
     );
 }

@@ -52,6 +52,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use budgets::Definitions;
 pub use error::StoreError;
 pub use keys::StoredKey;
 pub use requests::{MAX_PAGE_LIMIT, Page, RowFilter};

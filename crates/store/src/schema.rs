@@ -85,6 +85,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms INTEGER NOT NULL
     ) STRICT;
     "#,
+    // v3: spend policies created or changed at runtime.
+    r#"
+    CREATE TABLE policies (
+        name          TEXT PRIMARY KEY NOT NULL,
+        definition    TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
