@@ -500,3 +500,147 @@ pub async fn delete_budget(
     blocking(move || store.delete_budget(&n)).await?;
     Ok(Json(json!({"name": name, "deleted": true})).into_response())
 }
+
+// ---- policies ---------------------------------------------------------------------------
+
+fn policy_view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
+    let def = gw
+        .policies()
+        .get(name)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no policy named '{name}'")))?;
+    let mut v = serde_json::to_value(&def)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
+    if let (Value::Object(m), Some(state)) = (&mut v, gw.policies().state(name)) {
+        m.insert(
+            "state".into(),
+            json!({"instance": state.instance, "level": state.level, "steps": state.steps}),
+        );
+    }
+    Ok(v)
+}
+
+async fn store_policy(gw: &Gateway, name: String, json: Option<String>) -> Result<(), ApiError> {
+    let store = gw.store().clone();
+    blocking(move || match json {
+        Some(j) => store.put_definition(tollgate_store::Definitions::Policies, &name, &j, now_ms()),
+        None => store
+            .delete_definition(tollgate_store::Definitions::Policies, &name)
+            .map(|_| ()),
+    })
+    .await
+}
+
+pub async fn create_policy(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
+    serde_json::from_str::<Value>(text)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    let def = tollgate_policy::rules::PolicyDef::from_json(text).map_err(def_error)?;
+    if gw.policies().get(&def.name).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a policy named '{}' exists; PATCH it instead", def.name),
+        )
+        .into());
+    }
+    let name = def.name.clone();
+    let json = serde_json::to_string(&def)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
+    gw.policies().upsert(def).map_err(def_error)?;
+    store_policy(&gw, name.clone(), Some(json)).await?;
+    Ok((StatusCode::CREATED, Json(policy_view(&gw, &name)?)).into_response())
+}
+
+pub async fn list_policies(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let data: Vec<Value> = gw
+        .policies()
+        .defs()
+        .iter()
+        .filter_map(|d| policy_view(&gw, &d.name).ok())
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+pub async fn get_policy(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    Ok(Json(policy_view(&gw, &name)?).into_response())
+}
+
+/// JSON merge patch over the current definition (e.g. `{"mode": "enforce"}` to turn a shadow
+/// policy on); the name cannot change.
+pub async fn patch_policy(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let Some(current) = gw.policies().get(&name) else {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no policy named '{name}'")).into());
+    };
+    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
+    let patch: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    if patch
+        .get("name")
+        .is_some_and(|n| n.as_str() != Some(name.as_str()))
+    {
+        return Err(
+            ApiError::new(ErrorCode::InvalidRequest, "a policy cannot be renamed")
+                .with_param("name")
+                .into(),
+        );
+    }
+    let mut merged = serde_json::to_value(&current)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
+    merge_patch(&mut merged, &patch);
+    let text = merged.to_string();
+    let def = tollgate_policy::rules::PolicyDef::from_json(&text).map_err(def_error)?;
+    gw.policies().upsert(def).map_err(def_error)?;
+    store_policy(&gw, name.clone(), Some(text)).await?;
+    Ok(Json(policy_view(&gw, &name)?).into_response())
+}
+
+pub async fn delete_policy(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    if gw.policies().remove(&name).is_none() {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no policy named '{name}'")).into());
+    }
+    store_policy(&gw, name.clone(), None).await?;
+    Ok(Json(json!({"name": name, "deleted": true})).into_response())
+}
+
+/// The decision log, newest first: `?policy=&limit=`.
+pub async fn policy_decisions(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let filter = tollgate_policy::rules::DecisionFilter {
+        policy: q.get("policy").filter(|p| !p.is_empty()).cloned(),
+        ..Default::default()
+    };
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let data = gw.policies().decisions(&filter, limit);
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}

@@ -141,13 +141,22 @@ pub fn admit(
     gw: &Gateway,
     row: &mut LedgerRow,
     routed: &Routed,
-    logical_model: &str,
     body: &mut Map<String, Value>,
     shape: Shape,
 ) -> Result<Admitted, ApiError> {
+    let logical_model = routed.logical.as_str();
+    // A policy's cap comes first, so the worst case below is computed on it.
+    let mut policy_clamp = None;
+    if let (Some(cap), Shape::Chat) = (routed.policy_cap, &shape) {
+        let cap = u64::from(cap);
+        if requested_cap(body).is_none_or(|c| c > cap) {
+            body.insert(cap_field(body, &routed.deployment.model).into(), cap.into());
+            policy_clamp = Some(cap);
+        }
+    }
     let none = Admitted {
         reservation: None,
-        clamped_to: None,
+        clamped_to: policy_clamp,
     };
     // An unpriced request (pricing.unknown_model: allow) costs 0 and cannot be budgeted.
     let Some((price, _)) = &routed.price else {
@@ -221,7 +230,7 @@ pub fn admit(
     }
     let result = match admission {
         Admission::Admitted { reservation, .. } => {
-            let mut clamped_to = None;
+            let mut clamped_to = policy_clamp;
             if !explicit && matches!(shape, Shape::Chat) {
                 // Reserved against the model's cap: make the provider honour it.
                 body.insert(

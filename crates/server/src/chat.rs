@@ -29,14 +29,7 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     let mut upstream = pipeline::upstream_body(req.body, &routed);
-    let admitted = budget::admit(
-        &gw,
-        rec.row(),
-        &routed,
-        &req.model,
-        &mut upstream,
-        Shape::Chat,
-    );
+    let admitted = budget::admit(&gw, rec.row(), &routed, &mut upstream, Shape::Chat);
     let output_cap = match admitted {
         Ok(a) => a.reservation.and_then(|r| {
             rec.hold(r);
@@ -80,7 +73,7 @@ async fn admit(
     rec.row().requested_model = Some(req.model.clone());
     rec.row().stream = req.stream;
     rec.row().attribution = tollgate_attribution::resolve(&key, headers, Some(&req.body))?;
-    let routed = pipeline::route(gw, &key, &req.model)?;
+    let routed = pipeline::route(gw, &key, rec.row(), &req.model)?;
     pipeline::note_route(rec.row(), &routed);
     Ok((req, routed))
 }

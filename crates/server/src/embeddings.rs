@@ -38,14 +38,7 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
     }
     let input = req.body.get("input").cloned().unwrap_or(Value::Null);
     let mut upstream = pipeline::upstream_body(req.body, &routed);
-    match budget::admit(
-        &gw,
-        rec.row(),
-        &routed,
-        &req.model,
-        &mut upstream,
-        Shape::Embeddings,
-    ) {
+    match budget::admit(&gw, rec.row(), &routed, &mut upstream, Shape::Embeddings) {
         Ok(a) => {
             if let Some(r) = a.reservation {
                 rec.hold(r);
@@ -96,7 +89,7 @@ async fn admit(
     let req = EmbeddingsRequest::parse(tollgate_ingress::parse_object(&bytes)?)?;
     rec.row().requested_model = Some(req.model.clone());
     rec.row().attribution = tollgate_attribution::resolve(&key, headers, Some(&req.body))?;
-    let routed = pipeline::route(gw, &key, &req.model)?;
+    let routed = pipeline::route(gw, &key, rec.row(), &req.model)?;
     pipeline::note_route(rec.row(), &routed);
     Ok((req, routed))
 }

@@ -58,7 +58,9 @@ impl IntoResponse for ErrorResponse {
         }
         // SDKs retry 429 and 5xx by default; tell them not to where retrying cannot help.
         let should_retry = match self.error.code {
-            ErrorCode::BudgetExceeded | ErrorCode::ShuttingDown => Some("false"),
+            ErrorCode::BudgetExceeded | ErrorCode::PolicyBlocked | ErrorCode::ShuttingDown => {
+                Some("false")
+            }
             _ => None,
         };
         if let Some(v) = should_retry {

@@ -27,6 +27,7 @@ mod messages;
 mod metrics;
 mod models;
 mod pipeline;
+mod policy;
 mod record;
 mod relay;
 mod routes;
@@ -58,6 +59,7 @@ pub async fn serve(
     let app = routes::app(gateway.clone());
     let poller = gateway.spawn_key_poller();
     let sweeper = gateway.spawn_reservation_sweeper();
+    let alerts = gateway.spawn_alert_delivery();
 
     let drain_signal = draining.clone();
     // Without TCP_NODELAY, Nagle's algorithm holds small writes (one SSE chunk) until the
@@ -85,6 +87,9 @@ pub async fn serve(
     };
     poller.abort();
     sweeper.abort();
+    if let Some(a) = alerts {
+        a.abort();
+    }
     // Every pending row holds a token of this tracker (as do detached billing tasks), so this
     // waits until every request still in flight has recorded its row.
     let tasks = gateway.tasks();

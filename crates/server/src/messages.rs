@@ -40,14 +40,7 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
     };
     let mut canonical = pipeline::upstream_body(canonical, &routed);
-    let admitted = budget::admit(
-        &gw,
-        rec.row(),
-        &routed,
-        &req.model,
-        &mut canonical,
-        Shape::Chat,
-    );
+    let admitted = budget::admit(&gw, rec.row(), &routed, &mut canonical, Shape::Chat);
     let (clamped_to, output_cap) = match admitted {
         Ok(a) => {
             let cap = a.reservation.and_then(|r| {
@@ -96,7 +89,7 @@ async fn admit(
     rec.row().stream = req.stream;
     let canonical = anthropic::to_canonical(&req)?;
     rec.row().attribution = tollgate_attribution::resolve(&key, headers, Some(&canonical))?;
-    let routed = pipeline::route(gw, &key, &req.model)?;
+    let routed = pipeline::route(gw, &key, rec.row(), &req.model)?;
     pipeline::note_route(rec.row(), &routed);
     Ok((req, canonical, routed))
 }

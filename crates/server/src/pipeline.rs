@@ -65,13 +65,38 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 /// The deployment chosen for a request and what it costs.
 pub struct Routed {
+    /// The logical model served: the requested one, or the one a spend policy chose.
+    pub logical: String,
+    /// An output cap a spend policy imposed (`cap_max_tokens`).
+    pub policy_cap: Option<u32>,
     pub deployment: Deployment,
     /// `None` when the model is unpriced and `pricing.unknown_model: allow`.
     pub price: Option<(ModelPrice, Arc<str>)>,
 }
 
-/// Resolves a logical model for `key`, picks a deployment and its price.
-pub fn route(gw: &Gateway, key: &StoredKey, model: &str) -> Result<Routed, ApiError> {
+/// Runs the spend policies for the request (see `crate::policy`), then resolves the logical
+/// model they leave — the requested one, or a downgrade / reroute target — for `key`, picks a
+/// deployment and its price.
+pub fn route(
+    gw: &Gateway,
+    key: &StoredKey,
+    row: &mut LedgerRow,
+    requested: &str,
+) -> Result<Routed, ApiError> {
+    let outcome = crate::policy::evaluate(gw, row, requested)?;
+    let mut routed = route_model(gw, key, &outcome.model, outcome.model != requested)?;
+    routed.policy_cap = outcome.cap;
+    Ok(routed)
+}
+
+/// Resolves one logical model. `by_policy`: the operator's policy chose it, so the key's model
+/// list does not apply (a downgrade must not be defeated by the key that triggered it).
+fn route_model(
+    gw: &Gateway,
+    key: &StoredKey,
+    model: &str,
+    by_policy: bool,
+) -> Result<Routed, ApiError> {
     let Some(lm) = gw.0.router.get(model) else {
         return Err(ApiError::new(
             ErrorCode::ModelNotFound,
@@ -79,7 +104,7 @@ pub fn route(gw: &Gateway, key: &StoredKey, model: &str) -> Result<Routed, ApiEr
         )
         .with_param("model"));
     };
-    if !key.models.is_empty() && !key.models.iter().any(|m| m == model) {
+    if !by_policy && !key.models.is_empty() && !key.models.iter().any(|m| m == model) {
         return Err(ApiError::new(
             ErrorCode::ModelNotAllowed,
             format!("this key may not use the model '{model}'"),
@@ -108,7 +133,12 @@ pub fn route(gw: &Gateway, key: &StoredKey, model: &str) -> Result<Routed, ApiEr
             .with_param("model"));
         }
     };
-    Ok(Routed { deployment, price })
+    Ok(Routed {
+        logical: model.to_string(),
+        policy_cap: None,
+        deployment,
+        price,
+    })
 }
 
 /// Fills the key's attribution defaults into a row as soon as the key is known, so even a

@@ -101,6 +101,17 @@ impl PendingRow {
                     "actual cost exceeded the budget reservation"
                 );
             }
+            if row.effective_cost.nanos() > 0
+                && let Some(model) = row.requested_model.as_deref()
+            {
+                // Burn-rate triggers read settled spend per policy scope.
+                self.gw.policies.record_spend(
+                    &row.attribution,
+                    model,
+                    row.effective_cost,
+                    row.started_at_ms,
+                );
+            }
             self.ledger.record(row);
         }
     }

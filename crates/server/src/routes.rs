@@ -41,6 +41,17 @@ pub fn app(gw: Gateway) -> Router {
                 .patch(admin::patch_budget)
                 .delete(admin::delete_budget),
         )
+        .route(
+            "/admin/v1/policies",
+            post(admin::create_policy).get(admin::list_policies),
+        )
+        .route("/admin/v1/policies/decisions", get(admin::policy_decisions))
+        .route(
+            "/admin/v1/policies/{name}",
+            get(admin::get_policy)
+                .patch(admin::patch_policy)
+                .delete(admin::delete_policy),
+        )
         .route("/admin/v1/spend", get(admin::spend))
         .route("/admin/v1/requests", get(admin::requests))
         .fallback(not_found)

@@ -48,6 +48,8 @@ pub struct GatewayParts {
     pub secrets: Vec<String>,
     /// The budget engine, definitions installed and counters seeded from the ledger.
     pub budgets: Arc<tollgate_policy::Budgets>,
+    /// Spend policies, definitions installed.
+    pub policies: Arc<tollgate_policy::rules::Policies>,
 }
 
 pub(crate) struct Inner {
@@ -59,6 +61,10 @@ pub(crate) struct Inner {
     pub ledger: Ledger,
     pub secrets: Arc<[String]>,
     pub budgets: Arc<tollgate_policy::Budgets>,
+    pub policies: Arc<tollgate_policy::rules::Policies>,
+    pub alerts: tokio::sync::mpsc::Sender<tollgate_policy::rules::Alert>,
+    pub alert_rx:
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<tollgate_policy::rules::Alert>>>,
     pub metrics: Metrics,
     pub tasks: TaskTracker,
     pub draining: CancellationToken,
@@ -75,6 +81,7 @@ impl Gateway {
     /// Assembles the gateway; loads the key index from the store.
     pub fn new(parts: GatewayParts) -> Result<Gateway, tollgate_store::StoreError> {
         let keys = KeyIndex::load(&parts.store, now_ms())?;
+        let (alerts, alert_rx) = crate::policy::alert_channel();
         Ok(Gateway(Arc::new(Inner {
             settings: parts.settings,
             router: parts.router,
@@ -84,6 +91,9 @@ impl Gateway {
             ledger: parts.ledger,
             secrets: Arc::from(parts.secrets),
             budgets: parts.budgets,
+            policies: parts.policies,
+            alerts,
+            alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -105,6 +115,16 @@ impl Gateway {
 
     pub fn budgets(&self) -> &Arc<tollgate_policy::Budgets> {
         &self.0.budgets
+    }
+
+    pub fn policies(&self) -> &Arc<tollgate_policy::rules::Policies> {
+        &self.0.policies
+    }
+
+    /// Starts the alert delivery task (once).
+    pub(crate) fn spawn_alert_delivery(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let rx = self.0.alert_rx.lock().ok()?.take()?;
+        Some(tokio::spawn(crate::policy::deliver_alerts(rx)))
     }
 
     /// Releases reservations whose request died without settling, once a second.

@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tollgate_config::{Config, LedgerUrl};
 use tollgate_ledger::{Ledger, LedgerOptions};
-use tollgate_policy::{BudgetDef, Budgets};
+use tollgate_policy::rules::{Policies, PolicyDef};
+use tollgate_policy::{BudgetDef, Budgets, SystemClock};
 use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
 use tollgate_router::{Deployment, LogicalModel, Router};
 use tollgate_server::{GatewayParts, ServerSettings};
-use tollgate_store::Store;
+use tollgate_store::{Definitions, Store};
 
 /// Opens the ledger database named by the config.
 pub fn open_store(cfg: &Config) -> Result<Store> {
@@ -106,6 +107,7 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
     let (router, secrets) = router(cfg)?;
     let prices = cfg.price_table().context("pricing")?;
     let budgets = budgets(cfg, &store)?;
+    let policies = policies(cfg, &store)?;
     Ok(GatewayParts {
         settings: ServerSettings {
             listen: cfg.server.listen,
@@ -124,7 +126,39 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         ledger,
         secrets,
         budgets,
+        policies,
     })
+}
+
+/// Spend policies: the config's, overridden by name by those stored through the admin API,
+/// with tenant revenue from `tenants` for margin triggers.
+pub fn policies(cfg: &Config, store: &Store) -> Result<Arc<Policies>> {
+    let mut defs: Vec<PolicyDef> = cfg.policies.clone();
+    for (name, json) in store
+        .list_definitions(Definitions::Policies)
+        .context("reading stored policies")?
+    {
+        match PolicyDef::from_json(&json) {
+            Ok(def) => match defs.iter_mut().find(|d| d.name == def.name) {
+                Some(slot) => *slot = def,
+                None => defs.push(def),
+            },
+            Err(e) => {
+                tracing::error!(policy = %name, error = %e, "ignoring an unreadable stored policy")
+            }
+        }
+    }
+    let engine = Arc::new(Policies::new(Arc::new(SystemClock)));
+    engine
+        .replace_all(defs)
+        .map_err(|e| anyhow::anyhow!("policies{e}"))?;
+    engine.set_revenue(
+        cfg.tenants
+            .iter()
+            .filter_map(|(t, c)| c.revenue_usd_per_month.map(|r| (t.clone(), r)))
+            .collect(),
+    );
+    Ok(engine)
 }
 
 /// The budget engine: the config's budgets, overridden by name by those created or changed

@@ -96,6 +96,8 @@ error_codes! {
         "A hard budget cannot cover even a minimal answer; `Retry-After` gives seconds to the window reset."),
     BudgetUnavailable => ("budget_unavailable", 503, "server_error", Gateway,
         "A hard budget could not be evaluated (its counter store is unavailable): fail-closed."),
+    PolicyBlocked => ("policy_blocked", 429, "insufficient_quota", Gateway,
+        "A spend policy's `block` step paused this traffic; the message names the policy, step and trigger."),
     RateLimitExceeded => ("rate_limit_exceeded", 429, "rate_limit_error", Gateway,
         "A request or token rate limit is exhausted; `Retry-After` says when to retry."),
     UpstreamRateLimited => ("upstream_rate_limited", 429, "rate_limit_error", Upstream,
