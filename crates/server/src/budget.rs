@@ -286,7 +286,11 @@ pub fn admit(
         )),
     };
     if !actions.is_empty() {
-        row.policy_actions = actions.join(",");
+        // Appended: the policy stage may already have noted its actions.
+        if !row.policy_actions.is_empty() {
+            row.policy_actions.push(',');
+        }
+        row.policy_actions.push_str(&actions.join(","));
     }
     result
 }

@@ -90,6 +90,22 @@ models:
     deployments: [{{provider: sim-anthropic, model: claude-sonnet-4-6}}]
   gemini-2.5-flash:
     deployments: [{{provider: sim-gemini, model: gemini-2.5-flash}}]
+budgets:
+  - {{name: hooli-daily, scope: {{tenant: hooli}}, limit_usd: "0.0012", window: day, mode: hard}}
+  - {{name: org-monthly, scope: {{}}, limit_usd: "100", window: month, mode: soft}}
+policies:
+  - name: hooli-ladder
+    scope: {{tenant: hooli}}
+    budget: hooli-daily
+    mode: enforce
+    hysteresis_pct: 5
+    steps:
+      - when: {{utilization_pct: 50}}
+        then: [{{downgrade: {{gpt-4o: gpt-4o-mini}}}}]
+      - when: {{utilization_pct: 75}}
+        then: [{{cap_max_tokens: 8}}]
+      - when: {{utilization_pct: 95}}
+        then: [block]
 "#,
         db = db.display(),
         base = sim.base_url(),
@@ -119,7 +135,7 @@ models:
     for body in [
         json!({"name": "acme-backend", "tenant": "acme", "team": "platform"}),
         json!({"name": "globex-app", "tenant": "globex", "team": "growth", "models": ["gpt-4o-mini", "gemini-2.5-flash", "claude-sonnet-4-6", "text-embedding-3-small"]}),
-        json!({"name": "saas-backend", "team": "platform", "allow_tenant_header": true, "allowed_tenants": ["initech", "umbrella"]}),
+        json!({"name": "saas-backend", "team": "platform", "allow_tenant_header": true, "allowed_tenants": ["initech", "umbrella", "hooli"]}),
     ] {
         let resp = http
             .post(admin("keys"))
@@ -206,6 +222,77 @@ models:
     let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
     println!("  {ok}/{} answered 200", results.len());
 
+    // One tenant ramps up against its daily budget: the policy ladder downgrades, then caps,
+    // then blocks — all before the budget itself would have to refuse anything.
+    println!(
+        "\nTenant hooli ramps up gpt-4o traffic against a $0.0012 daily budget (ladder: downgrade at 50%, cap at 75%, block at 95%):"
+    );
+    let mut last = String::new();
+    let mut sent = 0;
+    let mut served = 0;
+    for i in 0..80 {
+        let resp = http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&keys[2])
+            .header("x-tollgate-tenant", "hooli")
+            .header("x-tollgate-feature", "assistant")
+            .json(&json!({"model": "gpt-4o", "max_tokens": 64, "messages": [
+                {"role": "user", "content": format!("Request {i}: draft a reply to the customer.")}
+            ]}))
+            .send()
+            .await?;
+        sent += 1;
+        let status = resp.status().as_u16();
+        let model = resp
+            .headers()
+            .get("x-tollgate-served-model")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let policy = resp
+            .headers()
+            .get("x-tollgate-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let state = if status == 200 {
+            served += 1;
+            format!(
+                "200 served by {model}{}",
+                if policy.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [x-tollgate-policy: {policy}]")
+                }
+            )
+        } else {
+            format!("{status} {}", body["error"]["code"].as_str().unwrap_or(""))
+        };
+        if state != last {
+            println!("  request {:>2}: {state}", i + 1);
+            last = state;
+        }
+        if status == 429 {
+            break;
+        }
+    }
+    println!("  {served} of {sent} served before the block");
+    let status: Value = http
+        .get(admin("budgets/hooli-daily"))
+        .bearer_auth(&master)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "  budget hooli-daily: limit ${} · spent ${} · reserved ${} · remaining ${}",
+        status["limit"].as_str().unwrap_or("?"),
+        status["spent"].as_str().unwrap_or("?"),
+        status["reserved"].as_str().unwrap_or("?"),
+        status["remaining"].as_str().unwrap_or("?"),
+    );
+
     // One request the key may not make, one with a bad key: both still leave ledger rows.
     let denied = http
         .post(format!("{base}/v1/chat/completions"))
@@ -233,7 +320,7 @@ models:
     let (rows, total) = store.totals(&Default::default())?;
     println!(
         "\nLedger: {rows} rows for {} requests sent (every request leaves exactly one row), ${} in total.",
-        args.requests + 2,
+        args.requests + 2 + sent,
         total.to_usd_fixed(6)
     );
     let by_tenant = tollgate_store::Dim::parse_list("tenant,model")?;
