@@ -39,6 +39,9 @@ impl std::fmt::Debug for Deployment {
 pub struct LogicalModel {
     pub name: String,
     pub deployments: Vec<Deployment>,
+    /// Output cap for requests that set none (`models.<name>.max_output_tokens`); budget
+    /// admission reserves it and writes it into the request.
+    pub max_output_tokens: Option<u32>,
     total_weight: u64,
 }
 
@@ -52,8 +55,14 @@ impl LogicalModel {
         Some(LogicalModel {
             name,
             deployments,
+            max_output_tokens: None,
             total_weight,
         })
+    }
+
+    pub fn with_max_output_tokens(mut self, cap: Option<u32>) -> Self {
+        self.max_output_tokens = cap;
+        self
     }
 
     /// Draws a deployment by weight.

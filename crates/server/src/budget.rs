@@ -185,9 +185,10 @@ pub fn admit(
                         },
                     )
                     .max_output_tokens;
+            let default = routed.default_cap.map(u64::from).or(limit);
             match requested_cap(body) {
                 Some(c) => (input, n, c, true),
-                None => (input, n, limit.unwrap_or(FALLBACK_OUTPUT_CAP), false),
+                None => (input, n, default.unwrap_or(FALLBACK_OUTPUT_CAP), false),
             }
         }
         Shape::Embeddings => {

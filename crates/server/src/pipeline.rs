@@ -69,6 +69,8 @@ pub struct Routed {
     pub logical: String,
     /// An output cap a spend policy imposed (`cap_max_tokens`).
     pub policy_cap: Option<u32>,
+    /// The logical model's configured default output cap.
+    pub default_cap: Option<u32>,
     pub deployment: Deployment,
     /// `None` when the model is unpriced and `pricing.unknown_model: allow`.
     pub price: Option<(ModelPrice, Arc<str>)>,
@@ -136,6 +138,7 @@ fn route_model(
     Ok(Routed {
         logical: model.to_string(),
         policy_cap: None,
+        default_cap: lm.max_output_tokens,
         deployment,
         price,
     })

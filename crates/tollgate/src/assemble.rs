@@ -93,7 +93,8 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
                 })
                 .collect::<Result<Vec<_>>>()?;
         let lm = LogicalModel::new(name.clone(), deployments)
-            .with_context(|| format!("models.{name}: no deployment with a positive weight"))?;
+            .with_context(|| format!("models.{name}: no deployment with a positive weight"))?
+            .with_max_output_tokens(m.max_output_tokens);
         models.push(lm);
     }
     Ok((Router::new(models), secrets))
