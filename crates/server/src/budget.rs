@@ -297,10 +297,18 @@ pub fn admit(
 }
 
 /// The actions to show in `x-tollgate-policy`: the applied ones (never shadow or soft notes).
+/// Shadow notes come in two spellings: `shadow_block=…` / `shadow_cap=…` from shadow budgets
+/// and `shadow:policy/step:effect` from shadow spend policies (`crate::policy`) — both are
+/// decisions not applied, so neither may appear in the header.
 pub fn header_value(policy_actions: &str) -> Option<String> {
     let applied: Vec<&str> = policy_actions
         .split(',')
-        .filter(|a| !a.is_empty() && !a.starts_with("shadow_") && !a.starts_with("soft_"))
+        .filter(|a| {
+            !a.is_empty()
+                && !a.starts_with("shadow_")
+                && !a.starts_with("shadow:")
+                && !a.starts_with("soft_")
+        })
         .collect();
     (!applied.is_empty()).then(|| applied.join(","))
 }
@@ -359,7 +367,8 @@ mod tests {
     #[test]
     fn fitted_cap_never_exceeds_allowed() {
         let p = price();
-        for allowed in [10_000i64, 123_456, 999_999, 5_000_000] {
+        // Admission only fits when `allowed` covers the prompt plus a minimal answer.
+        for allowed in [30_000i64, 123_456, 999_999, 5_000_000] {
             for n in [1u64, 2, 3] {
                 let cap = fit_cap(100, n, NanoUsd(allowed), &p);
                 assert!(worst_case_cost(100, cap * n, &p) <= NanoUsd(allowed));
@@ -386,5 +395,9 @@ mod tests {
             Some("cap_max_tokens=12")
         );
         assert_eq!(header_value("soft_exceeded=x"), None);
+        assert_eq!(
+            header_value("shadow:p/1:block,q/2:cap_max_tokens=3").as_deref(),
+            Some("q/2:cap_max_tokens=3")
+        );
     }
 }
