@@ -12,6 +12,7 @@ mod cli;
 mod endpoints;
 mod errors;
 mod ledger;
+mod policies;
 mod providers;
 mod streaming;
 mod upstream;
