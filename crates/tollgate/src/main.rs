@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tollgate::cli;
 
+// mimalloc instead of glibc malloc: the request path allocates many small, short-lived
+// buffers (JSON, headers, ledger rows), and a profile under load showed glibc's allocator at
+// about 12% of the gateway's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.quiet_logs());
