@@ -390,18 +390,54 @@ async fn install_budget(gw: &Gateway, def: tollgate_policy::BudgetDef) -> Result
     Ok(up.created)
 }
 
+/// Reads a definition body (budget or policy): UTF-8 JSON, syntax errors as `invalid_json`.
+async fn read_definition(gw: &Gateway, body: Body) -> Result<String, ApiError> {
+    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
+    serde_json::from_str::<Value>(&text)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    Ok(text)
+}
+
+/// Applies a JSON merge patch (RFC 7396) read from `body` to `current`, refusing a rename.
+/// Returns the merged definition as JSON text, for the definition's own parser to validate.
+async fn patched_definition(
+    gw: &Gateway,
+    what: &str,
+    name: &str,
+    current: &impl serde::Serialize,
+    body: Body,
+) -> Result<String, ApiError> {
+    let patch: Value = serde_json::from_str(&read_definition(gw, body).await?)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    if !patch.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the patch must be a JSON object",
+        ));
+    }
+    if patch.get("name").is_some_and(|n| n.as_str() != Some(name)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("a {what} cannot be renamed"),
+        )
+        .with_param("name"));
+    }
+    let mut merged = serde_json::to_value(current)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
+    merge_patch(&mut merged, &patch);
+    Ok(merged.to_string())
+}
+
 pub async fn create_budget(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     body: Body,
 ) -> AdminResult {
     check_master(&gw, &headers)?;
-    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
-    serde_json::from_str::<Value>(text)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
-    let def = tollgate_policy::BudgetDef::from_json(text).map_err(def_error)?;
+    let text = read_definition(&gw, body).await?;
+    let def = tollgate_policy::BudgetDef::from_json(&text).map_err(def_error)?;
     if gw.budgets().get(&def.name).is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -445,28 +481,8 @@ pub async fn patch_budget(
     let Some(current) = gw.budgets().get(&name) else {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no budget named '{name}'")).into());
     };
-    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
-    let patch: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
-    if !patch.is_object() {
-        return Err(
-            ApiError::new(ErrorCode::InvalidRequest, "the patch must be a JSON object").into(),
-        );
-    }
-    if patch
-        .get("name")
-        .is_some_and(|n| n.as_str() != Some(name.as_str()))
-    {
-        return Err(
-            ApiError::new(ErrorCode::InvalidRequest, "a budget cannot be renamed")
-                .with_param("name")
-                .into(),
-        );
-    }
-    let mut merged = serde_json::to_value(&current)
-        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
-    merge_patch(&mut merged, &patch);
-    let def = tollgate_policy::BudgetDef::from_json(&merged.to_string()).map_err(def_error)?;
+    let text = patched_definition(&gw, "budget", &name, &current, body).await?;
+    let def = tollgate_policy::BudgetDef::from_json(&text).map_err(def_error)?;
     install_budget(&gw, def).await?;
     Ok(Json(budget_view(&gw, &name)?).into_response())
 }
@@ -536,12 +552,8 @@ pub async fn create_policy(
     body: Body,
 ) -> AdminResult {
     check_master(&gw, &headers)?;
-    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
-    serde_json::from_str::<Value>(text)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
-    let def = tollgate_policy::rules::PolicyDef::from_json(text).map_err(def_error)?;
+    let text = read_definition(&gw, body).await?;
+    let def = tollgate_policy::rules::PolicyDef::from_json(&text).map_err(def_error)?;
     if gw.policies().get(&def.name).is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -589,23 +601,7 @@ pub async fn patch_policy(
     let Some(current) = gw.policies().get(&name) else {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no policy named '{name}'")).into());
     };
-    let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
-    let patch: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
-    if patch
-        .get("name")
-        .is_some_and(|n| n.as_str() != Some(name.as_str()))
-    {
-        return Err(
-            ApiError::new(ErrorCode::InvalidRequest, "a policy cannot be renamed")
-                .with_param("name")
-                .into(),
-        );
-    }
-    let mut merged = serde_json::to_value(&current)
-        .map_err(|_| ApiError::new(ErrorCode::InternalError, "internal error"))?;
-    merge_patch(&mut merged, &patch);
-    let text = merged.to_string();
+    let text = patched_definition(&gw, "policy", &name, &current, body).await?;
     let def = tollgate_policy::rules::PolicyDef::from_json(&text).map_err(def_error)?;
     gw.policies().upsert(def).map_err(def_error)?;
     store_policy(&gw, name.clone(), Some(text)).await?;
