@@ -204,10 +204,28 @@ if os.path.exists(soak_path):
 else:
     rows.append(["RSS flat over a 5-minute soak", "", "", "not run", "", "", "", "flat", "n/a (use --soak 300)"])
 
+# -------------------------------------------------------------- CPU steal during the measurements
+def steal_summary():
+    a, b = os.path.join(run, "proc-stat-before.txt"), os.path.join(run, "proc-stat-after.txt")
+    if not (os.path.exists(a) and os.path.exists(b)):
+        return None
+    parse = lambda p: {l.split()[0]: list(map(int, l.split()[1:])) for l in open(p)}
+    x, y = parse(a), parse(b)
+    out = []
+    for cpu in sorted(k for k in x if k != "cpu"):
+        d = [j - i for i, j in zip(x[cpu], y[cpu])]
+        total = sum(d[:8]) or 1
+        out.append(f"{cpu} steal {100 * d[7] / total:.1f}%")
+    return ", ".join(out)
+
+
+steal = steal_summary()
+
 # -------------------------------------------------------------- print
 print(f"Run {env.get('date_utc', '?')} · commit {env.get('git_commit', '?')} · {env.get('nproc', '?')} CPUs "
       f"({env.get('cpu', '?')}) · kernel {env.get('kernel', '?')} · load avg before {env.get('load_before', '?')}, "
-      f"after {env.get('load_after', '?')} · {env.get('durations', '')}")
+      f"after {env.get('load_after', '?')} · {env.get('durations', '')}"
+      + (f" · CPU steal while measuring: {steal}" if steal else ""))
 print()
 hdr = ["measurement", "direct", "nginx", "tollgate", "nginx added", "tollgate added", "ratio", "target", "result"]
 print("| " + " | ".join(hdr) + " |")

@@ -280,6 +280,7 @@ print(json.dumps(d))' "$((c1 - c0))" "$((s1 - s0))" "$(getconf CLK_TCK)" "$conns
 if awk '{exit !($1 > 1.0)}' /proc/loadavg; then
   log "WARNING: load average $(cut -d' ' -f1 /proc/loadavg) > 1 before measuring: numbers will be noisy"
 fi
+grep '^cpu' /proc/stat > "$RUN/proc-stat-before.txt"   # steal time: is the hypervisor taking CPU?
 phase warmup
 log "warm-up (${WARMUP}s at concurrency 50 per target)"
 for t in "${TARGETS[@]}"; do
@@ -320,6 +321,7 @@ curl -s -o /dev/null --max-time 0.05 -H 'content-type: application/json' -H "aut
   -d "$BODY_STREAM" "http://127.0.0.1:$TG_PORT/v1/chat/completions" || true
 sim_config '{"chunk_delay_ms": 0}'
 
+grep '^cpu' /proc/stat > "$RUN/proc-stat-after.txt"
 phase after
 sleep 1
 {
