@@ -61,9 +61,6 @@ pub struct DemoArgs {
     /// Requests to send in the traffic burst.
     #[arg(long, default_value_t = 120)]
     pub requests: usize,
-    /// Keep the gateway running after the report (Ctrl-C to stop) so you can try it by hand.
-    #[arg(long)]
-    pub keep_running: bool,
 }
 
 #[derive(Args)]

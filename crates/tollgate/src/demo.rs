@@ -365,8 +365,5 @@ policies:
         "Explore it: tollgate spend --by key,model --config <a config whose storage.ledger is sqlite://{}>",
         db.display()
     );
-    if args.keep_running {
-        println!("(--keep-running is not available in this version: the demo gateway has stopped)");
-    }
     Ok(ExitCode::SUCCESS)
 }
