@@ -26,7 +26,7 @@ use tollgate_types::ProviderKind;
 use tollgate_types::canonical::{ResponsePeek, WireUsage};
 
 use crate::error::{UpstreamError, UpstreamErrorKind};
-use crate::http::{self, TimedBody};
+use crate::http;
 use crate::sse;
 use crate::{
     BuildError, Capabilities, ChatCall, ChatResponse, Completion, EmbeddingsCall, Provider,
@@ -295,10 +295,11 @@ impl Provider for OpenAi {
             let upstream_request_id = http::upstream_request_id(resp.headers());
             let chunks = SseChunks {
                 provider: Arc::from(self.settings.name.as_str()),
-                body: http::body_stream(self.name(), resp, &self.settings.timeouts, deadline),
-                decoder: sse::Decoder::new(),
+                pump: sse::EventPump::new(
+                    Arc::from(self.settings.name.as_str()),
+                    http::body_stream(self.name(), resp, &self.settings.timeouts, deadline),
+                ),
                 ready: VecDeque::new(),
-                body_ended: false,
                 finished: false,
             };
             Ok(ChatResponse::Stream {
@@ -326,10 +327,8 @@ impl Provider for OpenAi {
 /// without it is reported as an error (the stream was cut).
 struct SseChunks {
     provider: Arc<str>,
-    body: TimedBody,
-    decoder: sse::Decoder,
+    pump: sse::EventPump,
     ready: VecDeque<sse::Event>,
-    body_ended: bool,
     finished: bool,
 }
 
@@ -363,32 +362,19 @@ impl Stream for SseChunks {
                 }
                 return Poll::Ready(Some(Ok(data)));
             }
-            if self.body_ended {
+            if self.pump.ended() {
                 // Everything that arrived was delivered and no [DONE] came: the stream was cut.
                 return self.fail(UpstreamErrorKind::Broken(
                     "stream ended before [DONE]".into(),
                 ));
             }
-            match Pin::new(&mut self.body).poll_next(cx) {
+            let this = &mut *self;
+            match this.pump.poll_fill(cx, &mut this.ready) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(bytes))) => {
-                    let mut out = Vec::new();
-                    if self.decoder.push(&bytes, &mut out).is_err() {
-                        return self.fail(UpstreamErrorKind::Protocol(
-                            "server-sent event too large".into(),
-                        ));
-                    }
-                    self.ready.extend(out);
-                }
-                Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
                     self.finished = true;
                     return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    let mut out = Vec::new();
-                    self.decoder.finish(&mut out);
-                    self.ready.extend(out);
-                    self.body_ended = true;
                 }
             }
         }

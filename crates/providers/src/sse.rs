@@ -114,6 +114,65 @@ impl Decoder {
     }
 }
 
+/// Reads a timed upstream body into server-sent events as they complete. The one place the
+/// SSE-speaking adapters (OpenAI, Anthropic, Gemini) turn bytes into events; each adapter then
+/// decides what an event means and whether the body ended too early.
+pub struct EventPump {
+    provider: std::sync::Arc<str>,
+    body: crate::http::TimedBody,
+    decoder: Decoder,
+    ended: bool,
+}
+
+impl EventPump {
+    pub fn new(provider: std::sync::Arc<str>, body: crate::http::TimedBody) -> Self {
+        EventPump {
+            provider,
+            body,
+            decoder: Decoder::new(),
+            ended: false,
+        }
+    }
+
+    /// True once the body has ended and every event it held was handed out.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Reads more of the body: appends the events it completes to `out` (possibly none), or
+    /// marks the body ended. An error is a broken or timed-out body, or an oversized event.
+    pub fn poll_fill(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut std::collections::VecDeque<Event>,
+    ) -> std::task::Poll<Result<(), crate::UpstreamError>> {
+        use futures_util::Stream;
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.body).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(bytes))) => {
+                let mut events = Vec::new();
+                if self.decoder.push(&bytes, &mut events).is_err() {
+                    return Poll::Ready(Err(crate::UpstreamError::new(
+                        &self.provider,
+                        crate::UpstreamErrorKind::Protocol("server-sent event too large".into()),
+                    )));
+                }
+                out.extend(events);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(e)),
+            Poll::Ready(None) => {
+                let mut events = Vec::new();
+                self.decoder.finish(&mut events);
+                out.extend(events);
+                self.ended = true;
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

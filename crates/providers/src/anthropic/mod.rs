@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tollgate_types::ProviderKind;
 
 use crate::error::{UpstreamError, UpstreamErrorKind};
-use crate::http::{self, TimedBody};
+use crate::http;
 use crate::sse;
 use crate::{
     BuildError, Capabilities, ChatCall, ChatResponse, Completion, EmbeddingsCall, MessagesCall,
@@ -183,10 +183,11 @@ impl Anthropic {
     fn events(&self, resp: reqwest::Response, deadline: Instant) -> EventReader {
         EventReader {
             provider: Arc::from(self.settings.name.as_str()),
-            body: http::body_stream(self.name(), resp, &self.settings.timeouts, deadline),
-            decoder: sse::Decoder::new(),
+            pump: sse::EventPump::new(
+                Arc::from(self.settings.name.as_str()),
+                http::body_stream(self.name(), resp, &self.settings.timeouts, deadline),
+            ),
             ready: VecDeque::new(),
-            body_ended: false,
             finished: false,
         }
     }
@@ -356,10 +357,8 @@ impl Provider for Anthropic {
 /// is passed on as received.
 struct EventReader {
     provider: Arc<str>,
-    body: TimedBody,
-    decoder: sse::Decoder,
+    pump: sse::EventPump,
     ready: VecDeque<sse::Event>,
-    body_ended: bool,
     finished: bool,
 }
 
@@ -391,31 +390,18 @@ impl Stream for EventReader {
                     _ => return Poll::Ready(Some(Ok(ev))),
                 }
             }
-            if self.body_ended {
+            if self.pump.ended() {
                 return self.fail(UpstreamErrorKind::Broken(
                     "stream ended before message_stop".into(),
                 ));
             }
-            match Pin::new(&mut self.body).poll_next(cx) {
+            let this = &mut *self;
+            match this.pump.poll_fill(cx, &mut this.ready) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(bytes))) => {
-                    let mut out = Vec::new();
-                    if self.decoder.push(&bytes, &mut out).is_err() {
-                        return self.fail(UpstreamErrorKind::Protocol(
-                            "server-sent event too large".into(),
-                        ));
-                    }
-                    self.ready.extend(out);
-                }
-                Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
                     self.finished = true;
                     return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    let mut out = Vec::new();
-                    self.decoder.finish(&mut out);
-                    self.ready.extend(out);
-                    self.body_ended = true;
                 }
             }
         }

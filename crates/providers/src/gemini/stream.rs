@@ -222,25 +222,21 @@ fn encode(m: Map<String, Value>) -> Bytes {
 /// The canonical chunk stream of one Gemini SSE response.
 pub struct GeminiChunks {
     provider: Arc<str>,
-    body: TimedBody,
-    decoder: sse::Decoder,
+    pump: sse::EventPump,
     events: VecDeque<sse::Event>,
     ready: VecDeque<Bytes>,
     translator: Translator,
-    body_ended: bool,
     finished: bool,
 }
 
 impl GeminiChunks {
     pub fn new(provider: Arc<str>, body: TimedBody, model: &str) -> Self {
         GeminiChunks {
+            pump: sse::EventPump::new(provider.clone(), body),
             provider,
-            body,
-            decoder: sse::Decoder::new(),
             events: VecDeque::new(),
             ready: VecDeque::new(),
             translator: Translator::new(model, unix_now()),
-            body_ended: false,
             finished: false,
         }
     }
@@ -276,7 +272,7 @@ impl Stream for GeminiChunks {
                         // connection cut mid-event, not a provider speaking garbage.
                         let kind = match kind {
                             UpstreamErrorKind::Protocol(_)
-                                if self.body_ended && self.events.is_empty() =>
+                                if self.pump.ended() && self.events.is_empty() =>
                             {
                                 UpstreamErrorKind::Broken(
                                     "stream cut in the middle of an event".into(),
@@ -289,7 +285,7 @@ impl Stream for GeminiChunks {
                 }
                 continue;
             }
-            if self.body_ended {
+            if self.pump.ended() {
                 self.finished = true;
                 let mut out = Vec::new();
                 match self.translator.finish(&mut out) {
@@ -298,26 +294,13 @@ impl Stream for GeminiChunks {
                 }
                 continue;
             }
-            match Pin::new(&mut self.body).poll_next(cx) {
+            let this = &mut *self;
+            match this.pump.poll_fill(cx, &mut this.events) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(bytes))) => {
-                    let mut out = Vec::new();
-                    if self.decoder.push(&bytes, &mut out).is_err() {
-                        return self.fail(UpstreamErrorKind::Protocol(
-                            "server-sent event too large".into(),
-                        ));
-                    }
-                    self.events.extend(out);
-                }
-                Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
                     self.finished = true;
                     return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    let mut out = Vec::new();
-                    self.decoder.finish(&mut out);
-                    self.events.extend(out);
-                    self.body_ended = true;
                 }
             }
         }
