@@ -102,6 +102,36 @@ fn root_cause(e: &reqwest::Error) -> String {
     last.to_string()
 }
 
+/// Largest error body read from an upstream (the rest is irrelevant to the client).
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// [`send`], then turns a non-success status into [`UpstreamErrorKind::Status`] carrying the
+/// provider's error body (bounded) and its `Retry-After`. Every adapter answers errors this way.
+pub async fn send_checked(
+    provider: &str,
+    req: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+    deadline: Instant,
+) -> Result<reqwest::Response, UpstreamError> {
+    let resp = send(provider, req, timeouts, deadline).await?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let retry_after = retry_after(resp.headers());
+    let body = read_body(provider, resp, timeouts, deadline, MAX_ERROR_BYTES)
+        .await
+        .unwrap_or_default();
+    Err(UpstreamError::new(
+        provider,
+        UpstreamErrorKind::Status {
+            status: status.as_u16(),
+            body,
+            retry_after,
+        },
+    ))
+}
+
 /// Reads a whole (non-streaming) body within the idle and total timeouts.
 pub async fn read_body(
     provider: &str,

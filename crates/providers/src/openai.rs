@@ -35,8 +35,6 @@ use crate::{
 
 /// Largest non-streaming response body accepted from an upstream.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest error body read from an upstream (the rest is irrelevant to the client).
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// How URLs and auth are built.
 #[derive(Debug, Clone)]
@@ -140,26 +138,7 @@ impl OpenAi {
         if stream {
             req = req.header(reqwest::header::ACCEPT, "text/event-stream");
         }
-        let resp = http::send(self.name(), req, &self.settings.timeouts, deadline).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let retry_after = http::retry_after(resp.headers());
-            let body = http::read_body(
-                self.name(),
-                resp,
-                &self.settings.timeouts,
-                deadline,
-                MAX_ERROR_BYTES,
-            )
-            .await
-            .unwrap_or_default();
-            return Err(self.err(UpstreamErrorKind::Status {
-                status: status.as_u16(),
-                body,
-                retry_after,
-            }));
-        }
-        Ok(resp)
+        http::send_checked(self.name(), req, &self.settings.timeouts, deadline).await
     }
 
     async fn complete(

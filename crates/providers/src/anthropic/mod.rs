@@ -62,8 +62,6 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 
 /// Largest non-streaming response body accepted from the upstream.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest error body read from the upstream (the rest is irrelevant to the client).
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 pub struct Anthropic {
     settings: ProviderSettings,
@@ -143,26 +141,7 @@ impl Anthropic {
         if stream {
             req = req.header(reqwest::header::ACCEPT, "text/event-stream");
         }
-        let resp = http::send(self.name(), req, &self.settings.timeouts, deadline).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let retry_after = http::retry_after(resp.headers());
-            let body = http::read_body(
-                self.name(),
-                resp,
-                &self.settings.timeouts,
-                deadline,
-                MAX_ERROR_BYTES,
-            )
-            .await
-            .unwrap_or_default();
-            return Err(self.err(UpstreamErrorKind::Status {
-                status: status.as_u16(),
-                body,
-                retry_after,
-            }));
-        }
-        Ok(resp)
+        http::send_checked(self.name(), req, &self.settings.timeouts, deadline).await
     }
 
     async fn read(

@@ -47,8 +47,6 @@ use sigv4::Signer;
 
 /// Largest non-streaming response body accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest error body read (the rest is irrelevant to the client).
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
 /// Where request signing and response timestamps get the time from.
@@ -213,7 +211,7 @@ impl Bedrock {
             resp,
             &self.settings.timeouts,
             deadline,
-            MAX_ERROR_BYTES,
+            http::MAX_ERROR_BYTES,
         )
         .await
         .unwrap_or_default();

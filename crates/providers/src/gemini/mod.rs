@@ -50,8 +50,6 @@ pub const API_VERSION: &str = "v1beta";
 
 /// Largest non-streaming response body accepted from Gemini.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest error body read (the rest is irrelevant to the client).
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// The Gemini adapter.
 pub struct Gemini {
@@ -143,7 +141,7 @@ impl Gemini {
                 resp,
                 &self.settings.timeouts,
                 deadline,
-                MAX_ERROR_BYTES,
+                http::MAX_ERROR_BYTES,
             )
             .await
             .unwrap_or_default();
