@@ -160,6 +160,7 @@ pub fn note_route(row: &mut LedgerRow, routed: &Routed) {
     row.provider = Some(routed.deployment.provider_name.clone());
     row.deployment = Some(routed.deployment.label.clone());
     row.attempts = 1;
+    row.attempted = routed.deployment.label.clone();
     match &routed.price {
         Some((_, version)) => row.price_version = Some(version.to_string()),
         None => row.unpriced = true,

@@ -23,7 +23,8 @@ const COLUMNS: &str = r#"request_id, started_at_ms, endpoint, stream,
     requested_model, served_model, provider, deployment, attempts,
     input_tokens, cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens,
     usage_source, list_cost, effective_cost, price_version, unpriced, policy_actions,
-    cache_status, status, outcome, error_code, error_origin, latency_us, ttft_us"#;
+    cache_status, status, outcome, error_code, error_origin, latency_us, ttft_us,
+    saved_cost, attempted"#;
 
 /// `ON CONFLICT(request_id) DO NOTHING` rather than `INSERT OR IGNORE`: both make re-inserting a
 /// row a no-op, but `OR IGNORE` would also silently swallow any *other* constraint failure,
@@ -34,9 +35,11 @@ const INSERT_SQL: &str = r#"INSERT INTO requests (request_id, started_at_ms, end
     requested_model, served_model, provider, deployment, attempts,
     input_tokens, cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens,
     usage_source, list_cost, effective_cost, price_version, unpriced, policy_actions,
-    cache_status, status, outcome, error_code, error_origin, latency_us, ttft_us)
+    cache_status, status, outcome, error_code, error_origin, latency_us, ttft_us,
+    saved_cost, attempted)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)
+            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
+            ?35, ?36)
     ON CONFLICT (request_id) DO NOTHING"#;
 
 /// Which ledger rows a query covers. Every field is optional; set fields are ANDed.
@@ -205,6 +208,8 @@ impl Store {
                             r.error_origin,
                             sat_i64(r.latency_us),
                             r.ttft_us.map(sat_i64),
+                            r.saved_cost.nanos(),
+                            r.attempted,
                         ])
                         .map_err(|e| StoreError::from_sqlite(e, "insert ledger row"))?;
                 }
@@ -387,6 +392,8 @@ fn decode_row(r: &rusqlite::Row<'_>) -> Result<LedgerRow, StoreError> {
         error_origin: r.get(31)?,
         latency_us: get_u64(r, 32, &id, "latency_us")?,
         ttft_us,
+        saved_cost: NanoUsd(r.get(34)?),
+        attempted: r.get(35)?,
         request_id: id,
     })
 }

@@ -93,6 +93,11 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms INTEGER NOT NULL
     ) STRICT;
     "#,
+    // v4: what a cache hit saved, and every deployment tried (retries and fallbacks).
+    r#"
+    ALTER TABLE requests ADD COLUMN saved_cost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE requests ADD COLUMN attempted TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// The schema version this build writes.

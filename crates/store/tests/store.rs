@@ -75,6 +75,8 @@ fn row(i: u64) -> LedgerRow {
         String::new()
     };
     r.cache_status = pick(&["hit", "miss", ""], i);
+    r.saved_cost = NanoUsd(i as i64 * 7);
+    r.attempted = pick(&["a/x", "a/x,b/y", ""], i).unwrap_or_default();
     r.status = [200, 429, 502, 499][(i % 4) as usize];
     r.outcome = [
         Outcome::Ok,
@@ -235,7 +237,7 @@ fn reopen_keeps_data_and_migrations_are_idempotent() {
     }
     let s = Store::open(&url).unwrap();
     let s2 = Store::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 3);
+    assert_eq!(s.schema_version().unwrap(), 4);
     assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
     assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
 

@@ -93,6 +93,14 @@ pub struct LedgerRow {
     pub latency_us: u64,
     /// Time to the first byte sent to the client, microseconds (streams and non-streams).
     pub ttft_us: Option<u64>,
+    /// What the provider would have billed for an answer served from the response cache (the
+    /// row's own cost is then zero); zero otherwise.
+    #[serde(default)]
+    pub saved_cost: NanoUsd,
+    /// Every deployment label tried, in order, comma-separated (`openai/gpt-4o,anthropic/…`);
+    /// the last one is `deployment`. Empty when no upstream call was made.
+    #[serde(default)]
+    pub attempted: String,
 }
 
 impl LedgerRow {
@@ -123,6 +131,8 @@ impl LedgerRow {
             error_origin: None,
             latency_us: 0,
             ttft_us: None,
+            saved_cost: NanoUsd::ZERO,
+            attempted: String::new(),
         }
     }
 }
