@@ -108,6 +108,10 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
                     max_output_tokens: None,
                     strategy: None,
                     fallbacks: None,
+                    context_window_fallback: None,
+                    retry: None,
+                    breaker: None,
+                    sticky: None,
                 },
             );
         }

@@ -28,6 +28,7 @@ mod error;
 mod interpolate;
 pub mod model;
 mod raw;
+pub mod routing;
 mod secret;
 mod validate;
 
@@ -43,6 +44,7 @@ pub use model::{
     Config, Counters, DeploymentConfig, LedgerUrl, ModelConfig, PricingConfig, ProviderConfig,
     ServerConfig, StorageConfig, Strategy, Timeouts,
 };
+pub use routing::{BreakerConfig, RetryBudgetConfig, RetryConfig, StickyConfig};
 pub use secret::{MASK, Secret};
 
 use error::Issues;

@@ -86,6 +86,8 @@ pub struct ServerConfig {
     /// `request_timeout_secs`: optional cap on a whole request, all upstream attempts included.
     /// Unset: each provider's `timeouts.total_ms` governs each attempt. Must be > 0.
     pub request_timeout_secs: Option<u64>,
+    /// `retry_budget`: see [`crate::RetryBudgetConfig`].
+    pub retry_budget: crate::RetryBudgetConfig,
 }
 
 impl ServerConfig {
@@ -252,9 +254,16 @@ impl Timeouts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
-    /// Random choice in proportion to `weight` (the default and only strategy of this build).
+    /// Random choice in proportion to `weight` (the default).
     #[default]
     Weighted,
+    /// Lowest EWMA of time to first token (streams) or total latency (otherwise), scaled by
+    /// requests in flight, with a little random exploration.
+    Latency,
+    /// The cheapest healthy deployment (input + output price per token).
+    Cost,
+    /// The deployment with the fewest requests in flight.
+    LeastInflight,
 }
 
 /// `models.<name>`: a logical model (the name clients send).
@@ -272,9 +281,23 @@ pub struct ModelConfig {
     /// `max_output_tokens`: default output cap applied when a request sets none. > 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
-    /// `strategy`: `weighted` (default). `fallbacks` (other models to try) is part of the
-    /// contract but rejected by this build.
+    /// `strategy`: `weighted` (default), `latency`, `cost` or `least_inflight`.
     pub strategy: Strategy,
+    /// `fallbacks`: other logical models tried, in order, when every deployment of this one
+    /// failed with a retryable error (connect, timeout, 429, 5xx, overloaded). Must name
+    /// configured models other than this one. Fallbacks are not transitive: a fallback
+    /// model's own `fallbacks` are not followed.
+    pub fallbacks: Vec<String>,
+    /// `context_window_fallback`: the model tried when a provider says the prompt exceeds the
+    /// context window (retrying the same model would fail the same way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_window_fallback: Option<String>,
+    /// `retry`: see [`crate::RetryConfig`].
+    pub retry: crate::RetryConfig,
+    /// `breaker`: see [`crate::BreakerConfig`].
+    pub breaker: crate::BreakerConfig,
+    /// `sticky`: see [`crate::StickyConfig`].
+    pub sticky: crate::StickyConfig,
 }
 
 /// `models.<name>.deployments[i]`: one provider + upstream model.

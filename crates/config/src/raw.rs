@@ -49,6 +49,7 @@ pub(crate) struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
+    pub retry_budget: Option<crate::routing::RawRetryBudget>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,8 +92,11 @@ pub(crate) struct RawModel {
     pub price: Option<ModelPrice>,
     pub max_output_tokens: Option<u32>,
     pub strategy: Option<crate::Strategy>,
-    /// In the contract, not implemented: rejected when non-empty.
     pub fallbacks: Option<Vec<String>>,
+    pub context_window_fallback: Option<String>,
+    pub retry: Option<crate::routing::RawRetry>,
+    pub breaker: Option<crate::routing::RawBreaker>,
+    pub sticky: Option<crate::routing::RawSticky>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,6 +184,7 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         max_body_bytes,
         shutdown_grace_secs,
         request_timeout_secs: raw.request_timeout_secs,
+        retry_budget: crate::routing::retry_budget(raw.retry_budget, issues),
     }
 }
 
@@ -591,6 +592,7 @@ fn models(
     issues: &mut Issues,
 ) -> BTreeMap<String, ModelConfig> {
     let mut out = BTreeMap::new();
+    let model_names: Vec<String> = raw.keys().cloned().collect();
     for (name, m) in raw {
         let path = format!("models.{name}");
         if let Err(reason) = valid_model_name(&name) {
@@ -603,12 +605,28 @@ fn models(
                 "at least one deployment is required",
             );
         }
-        if m.fallbacks.as_ref().is_some_and(|f| !f.is_empty()) {
-            issues.push(
-                format!("{path}.fallbacks"),
-                "model fallbacks are part of the contract but not supported by this build yet",
-            );
+        let fallbacks = m.fallbacks.unwrap_or_default();
+        for (i, f) in fallbacks.iter().enumerate() {
+            let fpath = format!("{path}.fallbacks[{i}]");
+            if f == &name {
+                issues.push(fpath, "a model cannot fall back to itself");
+            } else if !model_names.contains(f) {
+                issues.push(fpath, format!("unknown model '{f}'"));
+            } else if fallbacks[..i].contains(f) {
+                issues.push(fpath, format!("'{f}' is listed twice"));
+            }
         }
+        if let Some(f) = &m.context_window_fallback {
+            let fpath = format!("{path}.context_window_fallback");
+            if f == &name {
+                issues.push(fpath, "a model cannot fall back to itself");
+            } else if !model_names.contains(f) {
+                issues.push(fpath, format!("unknown model '{f}'"));
+            }
+        }
+        let retry = crate::routing::retry(m.retry, &format!("{path}.retry"), issues);
+        let breaker = crate::routing::breaker(m.breaker, &format!("{path}.breaker"), issues);
+        let sticky = crate::routing::sticky(m.sticky, &format!("{path}.sticky"), issues);
         if let Some(price) = &m.price {
             check_price(&format!("{path}.price"), price, issues);
             if raw_pricing.models.contains_key(&name) {
@@ -673,6 +691,11 @@ fn models(
                 price: m.price,
                 max_output_tokens: m.max_output_tokens,
                 strategy: m.strategy.unwrap_or_default(),
+                fallbacks,
+                context_window_fallback: m.context_window_fallback,
+                retry,
+                breaker,
+                sticky,
             },
         );
     }

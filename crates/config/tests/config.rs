@@ -342,7 +342,35 @@ fn validation_errors_name_path_and_reason() {
         ),
         (
             &with("    fallbacks: [gpt-4o]\n"),
-            "models.gpt-4o-mini.fallbacks: model fallbacks are part of the contract but not supported by this build yet",
+            "models.gpt-4o-mini.fallbacks[0]: unknown model 'gpt-4o'",
+        ),
+        (
+            &with("    fallbacks: [gpt-4o-mini]\n"),
+            "models.gpt-4o-mini.fallbacks[0]: a model cannot fall back to itself",
+        ),
+        (
+            &with("    context_window_fallback: huge\n"),
+            "models.gpt-4o-mini.context_window_fallback: unknown model 'huge'",
+        ),
+        (
+            &with("    retry: {max_attempts: 0}\n"),
+            "models.gpt-4o-mini.retry.max_attempts: must be between 1 and 10, got 0",
+        ),
+        (
+            &with("    retry: {backoff_ms: 500, max_backoff_ms: 100}\n"),
+            "models.gpt-4o-mini.retry.max_backoff_ms: must be ≥ backoff_ms (500), got 100",
+        ),
+        (
+            &with("    breaker: {error_rate: 1.5}\n"),
+            "models.gpt-4o-mini.breaker.error_rate: must be in (0, 1], got 1.5",
+        ),
+        (
+            &with("    breaker: {cooldown: 3}\n"),
+            "models.gpt-4o-mini.breaker.cooldown: unknown field `cooldown`",
+        ),
+        (
+            &with("    sticky: {ttl_secs: 0}\n"),
+            "models.gpt-4o-mini.sticky.ttl_secs: must be between 1 and 86400, got 0",
         ),
         (
             &with("    strategy: fastest\n"),
