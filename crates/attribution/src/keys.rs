@@ -41,6 +41,9 @@ pub struct NewKey {
     pub allow_tenant_header: bool,
     #[serde(default)]
     pub allowed_tenants: Vec<String>,
+    /// May pin a deployment per request with `x-tollgate-deployment`.
+    #[serde(default)]
+    pub allow_route_override: bool,
     /// Expiry as Unix milliseconds.
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
@@ -72,6 +75,7 @@ pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
         models: new.models,
         allow_tenant_header: new.allow_tenant_header,
         allowed_tenants: new.allowed_tenants,
+        allow_route_override: new.allow_route_override,
         created_at_ms: now_ms,
         expires_at_ms: new.expires_at_ms,
         revoked_at_ms: None,

@@ -173,6 +173,7 @@ mod tests {
             models: vec![],
             allow_tenant_header: allow,
             allowed_tenants: allowed.iter().map(|s| s.to_string()).collect(),
+            allow_route_override: false,
             created_at_ms: 0,
             expires_at_ms: None,
             revoked_at_ms: None,

@@ -82,6 +82,7 @@ fn key_view(k: &StoredKey) -> Value {
         "models": k.models,
         "allow_tenant_header": k.allow_tenant_header,
         "allowed_tenants": k.allowed_tenants,
+        "allow_route_override": k.allow_route_override,
         "created_at": rfc3339(k.created_at_ms),
         "expires_at": k.expires_at_ms.map(rfc3339),
         "revoked_at": k.revoked_at_ms.map(rfc3339),

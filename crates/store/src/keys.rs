@@ -32,6 +32,8 @@ pub struct StoredKey {
     pub allow_tenant_header: bool,
     /// When non-empty, the only tenants the header may name.
     pub allowed_tenants: Vec<String>,
+    /// Whether the caller may pin a deployment per request (`x-tollgate-deployment`).
+    pub allow_route_override: bool,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
@@ -40,7 +42,8 @@ pub struct StoredKey {
 }
 
 const KEY_COLUMNS: &str = "id, name, key_hash, key_prefix, tenant, team, models, \
-    allow_tenant_header, allowed_tenants, created_at_ms, expires_at_ms, revoked_at_ms, metadata";
+    allow_tenant_header, allowed_tenants, created_at_ms, expires_at_ms, revoked_at_ms, metadata, \
+    allow_route_override";
 
 fn bump_keys_version(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute(
@@ -97,6 +100,7 @@ fn decode_key(r: &rusqlite::Row<'_>) -> Result<StoredKey, StoreError> {
         expires_at_ms: r.get(10)?,
         revoked_at_ms: r.get(11)?,
         metadata: json(12, "metadata")?,
+        allow_route_override: r.get(13)?,
         id,
     })
 }
@@ -128,7 +132,7 @@ impl Store {
             tx.execute(
                 &format!(
                     "INSERT INTO keys ({KEY_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ),
                 rusqlite::params![
                     key.id,
@@ -144,6 +148,7 @@ impl Store {
                     key.expires_at_ms,
                     key.revoked_at_ms,
                     metadata,
+                    key.allow_route_override,
                 ],
             )
             .map_err(|e| StoreError::from_sqlite(e, "insert key (duplicate id or key hash)"))?;

@@ -98,6 +98,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE requests ADD COLUMN saved_cost INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE requests ADD COLUMN attempted TEXT NOT NULL DEFAULT '';
     "#,
+    // v5: keys that may pin a deployment per request (`x-tollgate-deployment`).
+    r#"
+    ALTER TABLE keys ADD COLUMN allow_route_override INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

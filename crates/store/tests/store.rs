@@ -237,7 +237,7 @@ fn reopen_keeps_data_and_migrations_are_idempotent() {
     }
     let s = Store::open(&url).unwrap();
     let s2 = Store::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 4);
+    assert_eq!(s.schema_version().unwrap(), 5);
     assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
     assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
 
@@ -514,6 +514,7 @@ fn key(id: &str, name: &str, hash_byte: u8) -> StoredKey {
         models: vec!["gpt-4o".into()],
         allow_tenant_header: true,
         allowed_tenants: vec!["acme".into(), "globex".into()],
+        allow_route_override: true,
         created_at_ms: T0 + i64::from(hash_byte),
         expires_at_ms: None,
         revoked_at_ms: None,

@@ -111,6 +111,9 @@ struct CreateKey {
     /// Comma-separated tenants the header may name (default: any).
     #[arg(long, value_delimiter = ',')]
     allowed_tenants: Vec<String>,
+    /// Let callers pin a deployment per request with `x-tollgate-deployment`.
+    #[arg(long)]
+    allow_route_override: bool,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -257,6 +260,7 @@ fn keys_command(k: KeysCommand) -> Result<ExitCode> {
                 team: c.team,
                 models: c.models,
                 allow_tenant_header: c.allow_tenant_header,
+                allow_route_override: c.allow_route_override,
                 allowed_tenants: c.allowed_tenants,
                 expires_at_ms: None,
                 metadata: None,

@@ -33,6 +33,7 @@ async fn keys_are_shown_once_and_never_stored_in_clear() {
     assert_eq!(
         fields,
         [
+            "allow_route_override",
             "allow_tenant_header",
             "allowed_tenants",
             "created_at",
