@@ -451,6 +451,45 @@ pub async fn create_budget(
     Ok((StatusCode::CREATED, Json(budget_view(&gw, &name)?)).into_response())
 }
 
+/// `GET /admin/v1/deployments`: every deployment of every logical model with its live health —
+/// breaker state, requests in flight, latency EWMAs, failure counts — and each model's routing
+/// settings and stickiness table.
+pub async fn deployments(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult {
+    check_master(&gw, &headers)?;
+    let now = std::time::Instant::now();
+    let router = &gw.0.router;
+    let mut data = Vec::new();
+    for name in router.names() {
+        let Some(m) = router.get(name) else { continue };
+        for d in &m.deployments {
+            data.push(json!({
+                "model": name,
+                "deployment": d.label,
+                "provider": d.provider_name,
+                "upstream_model": d.model,
+                "weight": d.weight,
+                "strategy": m.strategy.as_str(),
+                "health": d.health.snapshot(now),
+            }));
+        }
+    }
+    let models: Vec<Value> = router
+        .names()
+        .filter_map(|name| {
+            let m = router.get(name)?;
+            let st = m.sticky_stats();
+            Some(json!({
+                "model": name,
+                "strategy": m.strategy.as_str(),
+                "fallbacks": m.fallbacks,
+                "context_window_fallback": m.context_window_fallback,
+                "sticky": {"entries": st.entries, "hits": st.hits, "moves": st.moves},
+            }))
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data, "models": models})).into_response())
+}
+
 pub async fn list_budgets(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult {
     check_master(&gw, &headers)?;
     let data: Vec<Value> = gw

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`, streaming and not.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -16,6 +17,7 @@ use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
 use crate::budget::{self, Shape};
+use crate::dispatch::{self, Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
@@ -24,37 +26,23 @@ use crate::relay;
 pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let mut rec = PendingRow::open(&gw, Endpoint::Chat);
     let request_id = rec.request_id().to_string();
-    let (req, routed) = match admit(&gw, &mut rec, &headers, body).await {
+    let (req, dispatch) = match admit(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
-    let mut upstream = pipeline::upstream_body(req.body, &routed);
-    let admitted = budget::admit(&gw, rec.row(), &routed, &mut upstream, Shape::Chat);
-    let output_cap = match admitted {
-        Ok(a) => a.reservation.and_then(|r| {
-            rec.hold(r);
-            budget::stream_output_cap(&upstream)
-        }),
-        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
-    };
-    let request = Arc::new(upstream);
-    let call = ChatCall {
-        body: request.clone(),
-        stream: req.stream,
-    };
+    let attempts = Attempts::new(req.body);
     if req.stream {
         stream(
             gw,
             rec,
-            call,
-            routed,
+            attempts,
+            dispatch,
             req.include_usage,
-            output_cap,
             request_id,
         )
         .await
     } else {
-        complete(gw, rec, call, routed, request_id).await
+        complete(gw, rec, attempts, dispatch, request_id).await
     }
 }
 
@@ -65,7 +53,7 @@ async fn admit(
     rec: &mut PendingRow,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(ChatRequest, Routed), ApiError> {
+) -> Result<(ChatRequest, Dispatch), ApiError> {
     let key = pipeline::authenticate(gw, headers)?;
     pipeline::note_key(rec.row(), &key);
     let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
@@ -73,55 +61,84 @@ async fn admit(
     rec.row().requested_model = Some(req.model.clone());
     rec.row().stream = req.stream;
     rec.row().attribution = tollgate_attribution::resolve(&key, headers, Some(&req.body))?;
-    let routed = pipeline::route(gw, &key, rec.row(), &req.model)?;
-    pipeline::note_route(rec.row(), &routed);
-    Ok((req, routed))
+    let dispatch = pipeline::route(
+        gw,
+        &key,
+        rec.row(),
+        &req.model,
+        pipeline::RouteHints {
+            headers,
+            body: Some(&req.body),
+            stream: req.stream,
+        },
+    )?;
+    Ok((req, dispatch))
 }
 
 /// Non-streaming: the exchange runs detached (see [`pipeline::detached`]).
 async fn complete(
     gw: Gateway,
     mut rec: PendingRow,
-    call: ChatCall,
-    routed: Routed,
+    mut attempts: Attempts,
+    mut d: Dispatch,
     request_id: String,
 ) -> Response {
     let g = gw.clone();
     let rid = request_id.clone();
     pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
-        let provider = routed.deployment.provider.clone();
-        let request = call.body.clone();
-        match provider.chat(call).await {
-            Ok(ChatResponse::Complete(c)) => {
-                let (usage, source) = match c.usage {
-                    Some(u) => (u, UsageSource::Provider),
-                    None => (
-                        estimate_complete(&routed, &request, &c.body),
-                        UsageSource::Estimated,
-                    ),
-                };
-                pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
-                let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
-                rec.finish();
-                resp
+        loop {
+            let (routed, attempt) = match d.next(&g, rec.row()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let o = outcome_of(&mut rec);
+                    return reject(rec, e, rid, o, Format::OpenAi);
+                }
+            };
+            let request = match attempts.prepare(&g, &mut rec, &routed, Shape::Chat) {
+                Ok(p) => p.body,
+                Err(e) => {
+                    let o = outcome_of(&mut rec);
+                    return reject(rec, e, rid, o, Format::OpenAi);
+                }
+            };
+            let call = ChatCall {
+                body: request.clone(),
+                stream: false,
+            };
+            let t0 = Instant::now();
+            match routed.deployment.provider.chat(call).await {
+                Ok(ChatResponse::Complete(c)) => {
+                    let took = t0.elapsed();
+                    attempt.success(Some(took), took, Instant::now());
+                    d.succeeded(&routed);
+                    let (usage, source) = match c.usage {
+                        Some(u) => (u, UsageSource::Provider),
+                        None => (
+                            estimate_complete(&routed, &request, &c.body),
+                            UsageSource::Estimated,
+                        ),
+                    };
+                    pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
+                    let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
+                    rec.finish();
+                    return resp;
+                }
+                Ok(ChatResponse::Stream { .. }) => {
+                    let e = ApiError::new(
+                        ErrorCode::UpstreamError,
+                        format!(
+                            "provider '{}' answered a non-streaming request with a stream",
+                            routed.deployment.provider_name
+                        ),
+                    );
+                    return reject(rec, e, rid, Outcome::Failed, Format::OpenAi);
+                }
+                Err(e) => {
+                    if let Err(api) = d.failed(&g, &routed, attempt, &e) {
+                        return reject(rec, api, rid, Outcome::Failed, Format::OpenAi);
+                    }
+                }
             }
-            Ok(ChatResponse::Stream { .. }) => {
-                let e = ApiError::new(
-                    ErrorCode::UpstreamError,
-                    format!(
-                        "provider '{}' answered a non-streaming request with a stream",
-                        routed.deployment.provider_name
-                    ),
-                );
-                reject(rec, e, rid, Outcome::Failed, Format::OpenAi)
-            }
-            Err(e) => reject(
-                rec,
-                pipeline::upstream_error(&g, &e),
-                rid,
-                Outcome::Failed,
-                Format::OpenAi,
-            ),
         }
     })
     .await
@@ -140,55 +157,80 @@ fn estimate_complete(routed: &Routed, request: &Map<String, Value>, body: &[u8])
     }
 }
 
-/// Streaming: headers go out once the provider has answered; chunks are relayed one by one
-/// through the meter, which records the row when the stream ends, fails or is dropped.
+/// Streaming: each attempt is held until its first chunk, so an upstream that fails before
+/// producing anything fails over without the client noticing; then headers go out and chunks
+/// are relayed one by one through the meter, which records the row when the stream ends,
+/// fails or is dropped.
 async fn stream(
     gw: Gateway,
     mut rec: PendingRow,
-    call: ChatCall,
-    routed: Routed,
+    mut attempts: Attempts,
+    mut d: Dispatch,
     include_usage: bool,
-    output_cap: Option<u64>,
     request_id: String,
 ) -> Response {
-    let request = call.body.clone();
-    let provider = routed.deployment.provider.clone();
-    let (chunks, _upstream_id) = match provider.chat(call).await {
-        Ok(ChatResponse::Stream {
-            chunks,
-            upstream_request_id,
-        }) => (chunks, upstream_request_id),
-        Ok(ChatResponse::Complete(_)) => {
-            let e = ApiError::new(
-                ErrorCode::UpstreamError,
-                format!(
-                    "provider '{}' answered a streaming request without a stream",
-                    routed.deployment.provider_name
-                ),
-            );
-            return reject(rec, e, request_id, Outcome::Failed, Format::OpenAi);
-        }
-        Err(e) => {
-            let api = pipeline::upstream_error(&gw, &e);
-            return reject(rec, api, request_id, Outcome::Failed, Format::OpenAi);
-        }
-    };
-    rec.row().status = 200;
-    let started = rec.started();
-    let mut headers = HeaderMap::new();
-    pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
-    let opts = MeterOptions {
-        encoding: Encoding::for_model(&routed.deployment.model),
-        request,
-        secrets: gw.0.secrets.clone(),
-        output_cap,
-    };
-    let renderer = OpenAiRenderer {
-        client_wants_usage: include_usage,
-    };
-    let cut = gw.0.cut.clone();
-    let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
-        pipeline::settle_stream(rec, &s, &routed, started, &cut);
-    });
-    relay::sse_response(&gw, metered, headers, Format::OpenAi)
+    loop {
+        let (routed, attempt) = match d.next(&gw, rec.row()).await {
+            Ok(v) => v,
+            Err(e) => {
+                let o = outcome_of(&mut rec);
+                return reject(rec, e, request_id, o, Format::OpenAi);
+            }
+        };
+        let (request, output_cap) = match attempts.prepare(&gw, &mut rec, &routed, Shape::Chat) {
+            Ok(p) => (p.body, p.output_cap),
+            Err(e) => {
+                let o = outcome_of(&mut rec);
+                return reject(rec, e, request_id, o, Format::OpenAi);
+            }
+        };
+        let call = ChatCall {
+            body: request.clone(),
+            stream: true,
+        };
+        let t0 = Instant::now();
+        let chunks = match routed.deployment.provider.chat(call).await {
+            Ok(ChatResponse::Stream { chunks, .. }) => dispatch::first_item(chunks).await,
+            Ok(ChatResponse::Complete(_)) => {
+                let e = ApiError::new(
+                    ErrorCode::UpstreamError,
+                    format!(
+                        "provider '{}' answered a streaming request without a stream",
+                        routed.deployment.provider_name
+                    ),
+                );
+                return reject(rec, e, request_id, Outcome::Failed, Format::OpenAi);
+            }
+            Err(e) => Err(e),
+        };
+        let chunks = match chunks {
+            Ok(c) => c,
+            Err(e) => {
+                if let Err(api) = d.failed(&gw, &routed, attempt, &e) {
+                    return reject(rec, api, request_id, Outcome::Failed, Format::OpenAi);
+                }
+                continue;
+            }
+        };
+        d.succeeded(&routed);
+        rec.row().status = 200;
+        let started = rec.started();
+        let mut headers = HeaderMap::new();
+        pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
+        let opts = MeterOptions {
+            encoding: Encoding::for_model(&routed.deployment.model),
+            request,
+            secrets: gw.0.secrets.clone(),
+            output_cap,
+        };
+        let renderer = OpenAiRenderer {
+            client_wants_usage: include_usage,
+        };
+        let cut = gw.0.cut.clone();
+        let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
+            pipeline::report_stream(attempt, &s, t0);
+            pipeline::settle_stream(rec, &s, &routed, started, &cut);
+        });
+        return relay::sse_response(&gw, metered, headers, Format::OpenAi);
+    }
 }

@@ -1,6 +1,6 @@
 //! `POST /v1/embeddings`.
 
-use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -13,7 +13,8 @@ use tollgate_providers::EmbeddingsCall;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
-use crate::budget::{self, Shape};
+use crate::budget::Shape;
+use crate::dispatch::{Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
@@ -21,57 +22,67 @@ use crate::record::PendingRow;
 pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let mut rec = PendingRow::open(&gw, Endpoint::Embeddings);
     let request_id = rec.request_id().to_string();
-    let (req, routed) = match admit(&gw, &mut rec, &headers, body).await {
+    let (req, mut d) = match admit(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
-    if !routed.deployment.provider.capabilities().embeddings {
-        let e = ApiError::new(
-            ErrorCode::EndpointNotSupported,
-            format!(
-                "the model '{}' is served by provider '{}', which has no embeddings endpoint",
-                req.model, routed.deployment.provider_name
-            ),
-        )
-        .with_param("model");
-        return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi);
-    }
     let input = req.body.get("input").cloned().unwrap_or(Value::Null);
-    let mut upstream = pipeline::upstream_body(req.body, &routed);
-    match budget::admit(&gw, rec.row(), &routed, &mut upstream, Shape::Embeddings) {
-        Ok(a) => {
-            if let Some(r) = a.reservation {
-                rec.hold(r);
-            }
-        }
-        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
-    }
-    let call = EmbeddingsCall {
-        body: Arc::new(upstream),
-    };
+    let model = req.model;
+    let mut attempts = Attempts::new(req.body);
     let g = gw.clone();
     let rid = request_id.clone();
     // Detached like non-streaming chat: the row and its cost survive a departing client.
     pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
-        let provider = routed.deployment.provider.clone();
-        match provider.embeddings(call).await {
-            Ok(c) => {
-                let (usage, source) = match c.usage {
-                    Some(u) => (u, UsageSource::Provider),
-                    None => (estimate(&routed, &input), UsageSource::Estimated),
-                };
-                pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
-                let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
-                rec.finish();
-                resp
+        loop {
+            let (routed, attempt) = match d.next(&g, rec.row()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let o = outcome_of(&mut rec);
+                    return reject(rec, e, rid, o, Format::OpenAi);
+                }
+            };
+            if !routed.deployment.provider.capabilities().embeddings {
+                let e = ApiError::new(
+                    ErrorCode::EndpointNotSupported,
+                    format!(
+                        "the model '{model}' is served by provider '{}', which has no embeddings \
+                         endpoint",
+                        routed.deployment.provider_name
+                    ),
+                )
+                .with_param("model");
+                rec.row().attempts -= 1;
+                let o = outcome_of(&mut rec);
+                return reject(rec, e, rid, o, Format::OpenAi);
             }
-            Err(e) => reject(
-                rec,
-                pipeline::upstream_error(&g, &e),
-                rid,
-                Outcome::Failed,
-                Format::OpenAi,
-            ),
+            let body = match attempts.prepare(&g, &mut rec, &routed, Shape::Embeddings) {
+                Ok(p) => p.body,
+                Err(e) => {
+                    let o = outcome_of(&mut rec);
+                    return reject(rec, e, rid, o, Format::OpenAi);
+                }
+            };
+            let t0 = Instant::now();
+            match routed.deployment.provider.embeddings(EmbeddingsCall { body }).await {
+                Ok(c) => {
+                    let took = t0.elapsed();
+                    attempt.success(Some(took), took, Instant::now());
+                    d.succeeded(&routed);
+                    let (usage, source) = match c.usage {
+                        Some(u) => (u, UsageSource::Provider),
+                        None => (estimate(&routed, &input), UsageSource::Estimated),
+                    };
+                    pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
+                    let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
+                    rec.finish();
+                    return resp;
+                }
+                Err(e) => {
+                    if let Err(api) = d.failed(&g, &routed, attempt, &e) {
+                        return reject(rec, api, rid, Outcome::Failed, Format::OpenAi);
+                    }
+                }
+            }
         }
     })
     .await
@@ -82,16 +93,25 @@ async fn admit(
     rec: &mut PendingRow,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(EmbeddingsRequest, Routed), ApiError> {
+) -> Result<(EmbeddingsRequest, Dispatch), ApiError> {
     let key = pipeline::authenticate(gw, headers)?;
     pipeline::note_key(rec.row(), &key);
     let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
     let req = EmbeddingsRequest::parse(tollgate_ingress::parse_object(&bytes)?)?;
     rec.row().requested_model = Some(req.model.clone());
     rec.row().attribution = tollgate_attribution::resolve(&key, headers, Some(&req.body))?;
-    let routed = pipeline::route(gw, &key, rec.row(), &req.model)?;
-    pipeline::note_route(rec.row(), &routed);
-    Ok((req, routed))
+    let dispatch = pipeline::route(
+        gw,
+        &key,
+        rec.row(),
+        &req.model,
+        pipeline::RouteHints {
+            headers,
+            body: None,
+            stream: false,
+        },
+    )?;
+    Ok((req, dispatch))
 }
 
 fn estimate(routed: &Routed, input: &Value) -> Usage {

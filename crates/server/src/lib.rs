@@ -20,6 +20,7 @@
 mod admin;
 mod budget;
 mod chat;
+mod dispatch;
 mod embeddings;
 mod error;
 mod health;

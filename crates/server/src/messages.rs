@@ -7,6 +7,8 @@
 //! `/v1/chat/completions`: no route bypasses the meter. Errors use the Anthropic shape.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -23,7 +25,8 @@ use tollgate_types::canonical::ChunkPeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, ProviderKind, Usage, UsageSource};
 
 use crate::Gateway;
-use crate::budget::{self, Shape};
+use crate::budget::Shape;
+use crate::dispatch::{self, Attempts, Dispatch, Prepared, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
@@ -35,43 +38,60 @@ const FORWARDED_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let mut rec = PendingRow::open(&gw, Endpoint::Messages);
     let request_id = rec.request_id().to_string();
-    let (req, canonical, routed) = match admit(&gw, &mut rec, &headers, body).await {
+    let (req, canonical, dispatch) = match admit(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
     };
-    let mut canonical = pipeline::upstream_body(canonical, &routed);
-    let admitted = budget::admit(&gw, rec.row(), &routed, &mut canonical, Shape::Chat);
-    let (clamped_to, output_cap) = match admitted {
-        Ok(a) => {
-            let cap = a.reservation.and_then(|r| {
-                rec.hold(r);
-                budget::stream_output_cap(&canonical)
-            });
-            (a.clamped_to, cap)
-        }
-        Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
+    let forwarded: Vec<(String, String)> = FORWARDED_HEADERS
+        .iter()
+        .filter_map(|h| {
+            let v = headers.get(*h)?.to_str().ok()?;
+            Some(((*h).to_string(), v.to_string()))
+        })
+        .collect();
+    let ex = Exchange {
+        req,
+        forwarded,
+        attempts: Attempts::new(canonical),
+        dispatch,
+        request_id,
     };
-    let canonical = Arc::new(canonical);
-    if routed.deployment.provider.kind() == ProviderKind::Anthropic {
-        let mut native_body = pipeline::upstream_body(req.body.clone(), &routed);
-        if let Some(cap) = clamped_to {
+    if ex.req.stream {
+        stream(gw, rec, ex).await
+    } else {
+        let g = gw.clone();
+        let rid = ex.request_id.clone();
+        pipeline::detached(&gw, rid, Format::Anthropic, move |gone| {
+            complete(g, rec, ex, gone)
+        })
+        .await
+    }
+}
+
+/// One Messages request across its attempts.
+struct Exchange {
+    req: MessagesRequest,
+    /// Client headers forwarded to a native upstream.
+    forwarded: Vec<(String, String)>,
+    attempts: Attempts,
+    dispatch: Dispatch,
+    request_id: String,
+}
+
+impl Exchange {
+    /// The native call for an Anthropic deployment: the client's body with the upstream model
+    /// and the output cap admission settled on.
+    fn native_call(&self, routed: &Routed, prepared: &Prepared, stream: bool) -> MessagesCall {
+        let mut native_body = pipeline::upstream_body(self.req.body.clone(), routed);
+        if let Some(cap) = prepared.clamped_to {
             // Messages requests always carry max_tokens; admission may have lowered it.
             native_body.insert("max_tokens".into(), cap.into());
         }
-        let call = MessagesCall {
+        MessagesCall {
             body: Arc::new(native_body),
-            stream: req.stream,
-            headers: FORWARDED_HEADERS
-                .iter()
-                .filter_map(|h| {
-                    let v = headers.get(*h)?.to_str().ok()?;
-                    Some(((*h).to_string(), v.to_string()))
-                })
-                .collect(),
-        };
-        native(gw, rec, req, call, canonical, routed, request_id).await
-    } else {
-        translated(gw, rec, req, canonical, routed, output_cap, request_id).await
+            stream,
+            headers: self.forwarded.clone(),
+        }
     }
 }
 
@@ -80,7 +100,7 @@ async fn admit(
     rec: &mut PendingRow,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(MessagesRequest, Map<String, Value>, Routed), ApiError> {
+) -> Result<(MessagesRequest, Map<String, Value>, Dispatch), ApiError> {
     let key = pipeline::authenticate(gw, headers)?;
     pipeline::note_key(rec.row(), &key);
     let bytes = pipeline::read_body(body, gw.settings().max_body_bytes).await?;
@@ -89,9 +109,233 @@ async fn admit(
     rec.row().stream = req.stream;
     let canonical = anthropic::to_canonical(&req)?;
     rec.row().attribution = tollgate_attribution::resolve(&key, headers, Some(&canonical))?;
-    let routed = pipeline::route(gw, &key, rec.row(), &req.model)?;
-    pipeline::note_route(rec.row(), &routed);
-    Ok((req, canonical, routed))
+    let dispatch = pipeline::route(
+        gw,
+        &key,
+        rec.row(),
+        &req.model,
+        pipeline::RouteHints {
+            headers,
+            body: Some(&canonical),
+            stream: req.stream,
+        },
+    )?;
+    Ok((req, canonical, dispatch))
+}
+
+/// Non-streaming, on a detached task: native passthrough to an Anthropic deployment, or
+/// translation through the canonical format for any other; retried per the dispatch rules.
+async fn complete(
+    gw: Gateway,
+    mut rec: PendingRow,
+    mut ex: Exchange,
+    gone: Arc<AtomicBool>,
+) -> Response {
+    let rid = ex.request_id.clone();
+    loop {
+        let (routed, attempt) = match ex.dispatch.next(&gw, rec.row()).await {
+            Ok(v) => v,
+            Err(e) => {
+                let o = outcome_of(&mut rec);
+                return reject(rec, e, rid, o, Format::Anthropic);
+            }
+        };
+        let prepared = match ex.attempts.prepare(&gw, &mut rec, &routed, Shape::Chat) {
+            Ok(p) => p,
+            Err(e) => {
+                let o = outcome_of(&mut rec);
+                return reject(rec, e, rid, o, Format::Anthropic);
+            }
+        };
+        let canonical = prepared.body.clone();
+        let provider = routed.deployment.provider.clone();
+        let t0 = Instant::now();
+        // The answer as a Messages body plus its usage, or the upstream failure.
+        let answer: Result<(Bytes, Usage, UsageSource), tollgate_providers::UpstreamError> =
+            if provider.kind() == ProviderKind::Anthropic {
+                let call = ex.native_call(&routed, &prepared, false);
+                let Some(fut) = provider.messages(call) else {
+                    return reject(rec, no_native(&routed), rid, Outcome::Failed, Format::Anthropic);
+                };
+                match fut.await {
+                    Ok(MessagesResponse::Complete(c)) => Ok(match c.usage {
+                        Some(u) => (c.body, u, UsageSource::Provider),
+                        None => {
+                            let u = estimate(&routed, &canonical, &text_of_message(&c.body));
+                            (c.body, u, UsageSource::Estimated)
+                        }
+                    }),
+                    Ok(MessagesResponse::Stream { .. }) => {
+                        let e = ApiError::new(
+                            ErrorCode::UpstreamError,
+                            "the provider streamed a non-streaming request",
+                        );
+                        return reject(rec, e, rid, Outcome::Failed, Format::Anthropic);
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                let call = ChatCall {
+                    body: canonical.clone(),
+                    stream: false,
+                };
+                match provider.chat(call).await {
+                    Ok(ChatResponse::Complete(c)) => {
+                        let (usage, source) = match c.usage {
+                            Some(u) => (u, UsageSource::Provider),
+                            None => {
+                                let text = serde_json::from_slice::<
+                                    tollgate_types::canonical::ResponsePeek,
+                                >(&c.body)
+                                .map(|p| p.output_text())
+                                .unwrap_or_default();
+                                (estimate(&routed, &canonical, &text), UsageSource::Estimated)
+                            }
+                        };
+                        match anthropic::response_from_canonical(&c.body, &ex.req.model, &usage)
+                        {
+                            Ok(b) => Ok((Bytes::from(b.to_string()), usage, source)),
+                            Err(e) => {
+                                return reject(rec, e, rid, Outcome::Failed, Format::Anthropic);
+                            }
+                        }
+                    }
+                    Ok(ChatResponse::Stream { .. }) => {
+                        let e = ApiError::new(
+                            ErrorCode::UpstreamError,
+                            "the provider streamed a non-streaming request",
+                        );
+                        return reject(rec, e, rid, Outcome::Failed, Format::Anthropic);
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+        match answer {
+            Ok((body, usage, source)) => {
+                let took = t0.elapsed();
+                attempt.success(Some(took), took, Instant::now());
+                ex.dispatch.succeeded(&routed);
+                pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
+                let resp = pipeline::json_response(body, &rid, &routed, rec.row());
+                rec.finish();
+                return resp;
+            }
+            Err(e) => {
+                if let Err(api) = ex.dispatch.failed(&gw, &routed, attempt, &e) {
+                    return reject(rec, api, rid, Outcome::Failed, Format::Anthropic);
+                }
+            }
+        }
+    }
+}
+
+/// The first part of a stream, before anything was relayed: native events or canonical chunks.
+enum Started {
+    Native(tollgate_providers::EventStream),
+    Translated(tollgate_providers::ChunkStream),
+}
+
+/// Streaming: each attempt is held until its first event/chunk so a failure before it fails
+/// over; then the stream is relayed through the meter.
+async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response {
+    let rid = ex.request_id.clone();
+    loop {
+        let (routed, attempt) = match ex.dispatch.next(&gw, rec.row()).await {
+            Ok(v) => v,
+            Err(e) => {
+                let o = outcome_of(&mut rec);
+                return reject(rec, e, rid, o, Format::Anthropic);
+            }
+        };
+        let prepared = match ex.attempts.prepare(&gw, &mut rec, &routed, Shape::Chat) {
+            Ok(p) => p,
+            Err(e) => {
+                let o = outcome_of(&mut rec);
+                return reject(rec, e, rid, o, Format::Anthropic);
+            }
+        };
+        let provider = routed.deployment.provider.clone();
+        let t0 = Instant::now();
+        let started = if provider.kind() == ProviderKind::Anthropic {
+            let call = ex.native_call(&routed, &prepared, true);
+            let Some(fut) = provider.messages(call) else {
+                return reject(rec, no_native(&routed), rid, Outcome::Failed, Format::Anthropic);
+            };
+            match fut.await {
+                Ok(MessagesResponse::Stream { events, .. }) => {
+                    dispatch::first_item(events).await.map(Started::Native)
+                }
+                Ok(MessagesResponse::Complete(_)) => {
+                    let e = ApiError::new(
+                        ErrorCode::UpstreamError,
+                        "the provider answered a stream request without a stream",
+                    );
+                    return reject(rec, e, rid, Outcome::Failed, Format::Anthropic);
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let call = ChatCall {
+                body: prepared.body.clone(),
+                stream: true,
+            };
+            match provider.chat(call).await {
+                Ok(ChatResponse::Stream { chunks, .. }) => {
+                    dispatch::first_item(chunks).await.map(Started::Translated)
+                }
+                Ok(ChatResponse::Complete(_)) => {
+                    let e = ApiError::new(
+                        ErrorCode::UpstreamError,
+                        "the provider answered a stream request without a stream",
+                    );
+                    return reject(rec, e, rid, Outcome::Failed, Format::Anthropic);
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let started_stream = match started {
+            Ok(s) => s,
+            Err(e) => {
+                if let Err(api) = ex.dispatch.failed(&gw, &routed, attempt, &e) {
+                    return reject(rec, api, rid, Outcome::Failed, Format::Anthropic);
+                }
+                continue;
+            }
+        };
+        ex.dispatch.succeeded(&routed);
+        rec.row().status = 200;
+        let started = rec.started();
+        let mut headers = HeaderMap::new();
+        pipeline::routed_headers(&mut headers, &rid, &routed, rec.row());
+        let cut = gw.0.cut.clone();
+        let canonical = prepared.body.clone();
+        return match started_stream {
+            Started::Native(events) => {
+                let metered = MeteredEvents::new(
+                    events,
+                    meter_options(&gw, &routed, canonical, None),
+                    move |s: Settlement| {
+                        pipeline::report_stream(attempt, &s, t0);
+                        pipeline::settle_stream(rec, &s, &routed, started, &cut);
+                    },
+                );
+                relay::sse_response(&gw, metered, headers, Format::Anthropic)
+            }
+            Started::Translated(chunks) => {
+                let renderer = AnthropicRenderer(StreamTranslator::new(&ex.req.model));
+                let metered = MeteredStream::new(
+                    chunks,
+                    meter_options(&gw, &routed, canonical, prepared.output_cap),
+                    renderer,
+                    move |s: Settlement| {
+                        pipeline::report_stream(attempt, &s, t0);
+                        pipeline::settle_stream(rec, &s, &routed, started, &cut);
+                    },
+                );
+                relay::sse_response(&gw, metered, headers, Format::Anthropic)
+            }
+        };
+    }
 }
 
 fn meter_options(
@@ -115,106 +359,6 @@ fn estimate(routed: &Routed, canonical: &Map<String, Value>, output: &str) -> Us
         output_tokens: enc.count(output),
         ..Usage::default()
     }
-}
-
-/// Native passthrough to an Anthropic deployment.
-async fn native(
-    gw: Gateway,
-    mut rec: PendingRow,
-    req: MessagesRequest,
-    call: MessagesCall,
-    canonical: Arc<Map<String, Value>>,
-    routed: Routed,
-    request_id: String,
-) -> Response {
-    let provider = routed.deployment.provider.clone();
-    if !req.stream {
-        let g = gw.clone();
-        let rid = request_id.clone();
-        return pipeline::detached(&gw, request_id, Format::Anthropic, move |gone| async move {
-            let result = match provider.messages(call) {
-                Some(fut) => fut.await,
-                None => {
-                    return reject(
-                        rec,
-                        no_native(&routed),
-                        rid,
-                        Outcome::Failed,
-                        Format::Anthropic,
-                    );
-                }
-            };
-            match result {
-                Ok(MessagesResponse::Complete(c)) => {
-                    let (usage, source) = match c.usage {
-                        Some(u) => (u, UsageSource::Provider),
-                        None => (
-                            estimate(&routed, &canonical, &text_of_message(&c.body)),
-                            UsageSource::Estimated,
-                        ),
-                    };
-                    pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
-                    let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
-                    rec.finish();
-                    resp
-                }
-                Ok(MessagesResponse::Stream { .. }) => {
-                    let e = ApiError::new(
-                        ErrorCode::UpstreamError,
-                        "the provider streamed a non-streaming request",
-                    );
-                    reject(rec, e, rid, Outcome::Failed, Format::Anthropic)
-                }
-                Err(e) => reject(
-                    rec,
-                    pipeline::upstream_error(&g, &e),
-                    rid,
-                    Outcome::Failed,
-                    Format::Anthropic,
-                ),
-            }
-        })
-        .await;
-    }
-    let result = match provider.messages(call) {
-        Some(fut) => fut.await,
-        None => {
-            return reject(
-                rec,
-                no_native(&routed),
-                request_id,
-                Outcome::Failed,
-                Format::Anthropic,
-            );
-        }
-    };
-    let events = match result {
-        Ok(MessagesResponse::Stream { events, .. }) => events,
-        Ok(MessagesResponse::Complete(_)) => {
-            let e = ApiError::new(
-                ErrorCode::UpstreamError,
-                "the provider answered a stream request without a stream",
-            );
-            return reject(rec, e, request_id, Outcome::Failed, Format::Anthropic);
-        }
-        Err(e) => {
-            let api = pipeline::upstream_error(&gw, &e);
-            return reject(rec, api, request_id, Outcome::Failed, Format::Anthropic);
-        }
-    };
-    rec.row().status = 200;
-    let started = rec.started();
-    let mut headers = HeaderMap::new();
-    pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
-    let cut = gw.0.cut.clone();
-    let metered = MeteredEvents::new(
-        events,
-        meter_options(&gw, &routed, canonical, None),
-        move |s: Settlement| {
-            pipeline::settle_stream(rec, &s, &routed, started, &cut);
-        },
-    );
-    relay::sse_response(&gw, metered, headers, Format::Anthropic)
 }
 
 fn no_native(routed: &Routed) -> ApiError {
@@ -245,97 +389,6 @@ fn text_of_message(body: &[u8]) -> String {
                 .to_string(),
         })
         .collect()
-}
-
-/// Any other deployment: translate to the canonical request and back.
-async fn translated(
-    gw: Gateway,
-    mut rec: PendingRow,
-    req: MessagesRequest,
-    canonical: Arc<Map<String, Value>>,
-    routed: Routed,
-    output_cap: Option<u64>,
-    request_id: String,
-) -> Response {
-    let provider = routed.deployment.provider.clone();
-    let call = ChatCall {
-        body: canonical.clone(),
-        stream: req.stream,
-    };
-    if !req.stream {
-        let g = gw.clone();
-        let rid = request_id.clone();
-        let model = req.model.clone();
-        return pipeline::detached(&gw, request_id, Format::Anthropic, move |gone| async move {
-            match provider.chat(call).await {
-                Ok(ChatResponse::Complete(c)) => {
-                    let (usage, source) = match c.usage {
-                        Some(u) => (u, UsageSource::Provider),
-                        None => {
-                            let text = serde_json::from_slice::<
-                                tollgate_types::canonical::ResponsePeek,
-                            >(&c.body)
-                            .map(|p| p.output_text())
-                            .unwrap_or_default();
-                            (estimate(&routed, &canonical, &text), UsageSource::Estimated)
-                        }
-                    };
-                    let body = match anthropic::response_from_canonical(&c.body, &model, &usage) {
-                        Ok(b) => Bytes::from(b.to_string()),
-                        Err(e) => return reject(rec, e, rid, Outcome::Failed, Format::Anthropic),
-                    };
-                    pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
-                    let resp = pipeline::json_response(body, &rid, &routed, rec.row());
-                    rec.finish();
-                    resp
-                }
-                Ok(ChatResponse::Stream { .. }) => {
-                    let e = ApiError::new(
-                        ErrorCode::UpstreamError,
-                        "the provider streamed a non-streaming request",
-                    );
-                    reject(rec, e, rid, Outcome::Failed, Format::Anthropic)
-                }
-                Err(e) => reject(
-                    rec,
-                    pipeline::upstream_error(&g, &e),
-                    rid,
-                    Outcome::Failed,
-                    Format::Anthropic,
-                ),
-            }
-        })
-        .await;
-    }
-    let chunks = match provider.chat(call).await {
-        Ok(ChatResponse::Stream { chunks, .. }) => chunks,
-        Ok(ChatResponse::Complete(_)) => {
-            let e = ApiError::new(
-                ErrorCode::UpstreamError,
-                "the provider answered a stream request without a stream",
-            );
-            return reject(rec, e, request_id, Outcome::Failed, Format::Anthropic);
-        }
-        Err(e) => {
-            let api = pipeline::upstream_error(&gw, &e);
-            return reject(rec, api, request_id, Outcome::Failed, Format::Anthropic);
-        }
-    };
-    rec.row().status = 200;
-    let started = rec.started();
-    let mut headers = HeaderMap::new();
-    pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
-    let cut = gw.0.cut.clone();
-    let renderer = AnthropicRenderer(StreamTranslator::new(&req.model));
-    let metered = MeteredStream::new(
-        chunks,
-        meter_options(&gw, &routed, canonical, output_cap),
-        renderer,
-        move |s: Settlement| {
-            pipeline::settle_stream(rec, &s, &routed, started, &cut);
-        },
-    );
-    relay::sse_response(&gw, metered, headers, Format::Anthropic)
 }
 
 /// Renders canonical chunks as Messages stream events.

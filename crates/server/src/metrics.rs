@@ -58,6 +58,8 @@ pub struct Metrics {
     output_tokens: [AtomicU64; 4],
     latency_us_sum: [AtomicU64; 4],
     in_flight: AtomicI64,
+    retries: AtomicU64,
+    retry_budget_exhausted: AtomicU64,
 }
 
 impl Metrics {
@@ -68,6 +70,16 @@ impl Metrics {
         self.input_tokens[e].fetch_add(row.usage.input_tokens, Ordering::Relaxed);
         self.output_tokens[e].fetch_add(row.usage.output_tokens, Ordering::Relaxed);
         self.latency_us_sum[e].fetch_add(row.latency_us, Ordering::Relaxed);
+    }
+
+    /// An upstream attempt after a request's first (retry, failover or fallback).
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A retry refused because the gateway-wide retry budget was spent.
+    pub fn retry_budget_exhausted(&self) {
+        self.retry_budget_exhausted.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn in_flight(&self, delta: i64) {
@@ -136,6 +148,27 @@ impl Metrics {
             "tollgate_requests_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            s,
+            "# HELP tollgate_upstream_retries_total Upstream attempts after a request's first \
+             (retries, failovers, fallbacks)."
+        );
+        let _ = writeln!(s, "# TYPE tollgate_upstream_retries_total counter");
+        let _ = writeln!(
+            s,
+            "tollgate_upstream_retries_total {}",
+            self.retries.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP tollgate_retry_budget_exhausted_total Retries refused by the retry budget."
+        );
+        let _ = writeln!(s, "# TYPE tollgate_retry_budget_exhausted_total counter");
+        let _ = writeln!(
+            s,
+            "tollgate_retry_budget_exhausted_total {}",
+            self.retry_budget_exhausted.load(Ordering::Relaxed)
+        );
         let ledger_counters = [
             ("tollgate_ledger_rows_recorded_total", ledger.rows_recorded),
             ("tollgate_ledger_rows_written_total", ledger.rows_written),
@@ -149,5 +182,55 @@ impl Metrics {
         let _ = writeln!(s, "# TYPE tollgate_ledger_queue_depth gauge");
         let _ = writeln!(s, "tollgate_ledger_queue_depth {}", ledger.queue_depth);
         s
+    }
+}
+
+/// Per-deployment gauges from the router's live health: breaker state, in-flight requests,
+/// latency EWMAs, and the prompt-cache stickiness table of each logical model.
+pub fn render_deployments(router: &tollgate_router::Router, out: &mut String) {
+    let now = std::time::Instant::now();
+    let _ = writeln!(
+        out,
+        "# HELP tollgate_deployment_breaker_open 1 when the deployment's circuit is open or \
+         half-open."
+    );
+    let _ = writeln!(out, "# TYPE tollgate_deployment_breaker_open gauge");
+    let mut rows = Vec::new();
+    for name in router.names() {
+        let Some(m) = router.get(name) else { continue };
+        for d in &m.deployments {
+            rows.push((name, d.label.as_str(), d.health.snapshot(now)));
+        }
+    }
+    for (model, label, h) in &rows {
+        let open = u8::from(h.state != tollgate_router::BreakerState::Closed);
+        let _ = writeln!(
+            out,
+            "tollgate_deployment_breaker_open{{model=\"{model}\",deployment=\"{label}\"}} {open}"
+        );
+    }
+    let _ = writeln!(out, "# TYPE tollgate_deployment_in_flight gauge");
+    for (model, label, h) in &rows {
+        let _ = writeln!(
+            out,
+            "tollgate_deployment_in_flight{{model=\"{model}\",deployment=\"{label}\"}} {}",
+            h.in_flight
+        );
+    }
+    let _ = writeln!(out, "# TYPE tollgate_deployment_latency_ewma_ms gauge");
+    for (model, label, h) in &rows {
+        if let Some(v) = h.ewma_latency_ms {
+            let _ = writeln!(
+                out,
+                "tollgate_deployment_latency_ewma_ms{{model=\"{model}\",deployment=\"{label}\"}} {v:.3}"
+            );
+        }
+    }
+    let _ = writeln!(out, "# TYPE tollgate_sticky_hits_total counter");
+    for name in router.names() {
+        if let Some(m) = router.get(name) {
+            let st = m.sticky_stats();
+            let _ = writeln!(out, "tollgate_sticky_hits_total{{model=\"{name}\"}} {}", st.hits);
+        }
     }
 }

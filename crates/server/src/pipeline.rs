@@ -11,14 +11,15 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tollgate_attribution::keys::{AuthFailure, presented_key};
-use tollgate_pricing::{DeploymentRef, ModelPrice, Resolution};
-use tollgate_router::Deployment;
+use tollgate_pricing::ModelPrice;
+use tollgate_router::{Deployment, LogicalModel};
 use tollgate_store::StoredKey;
 use tollgate_types::{ApiError, ErrorCode, LedgerRow, Outcome, Usage, UsageSource};
 
 use crate::record::{CLIENT_CLOSED, PendingRow};
 
 use crate::Gateway;
+use crate::dispatch::{DEPLOYMENT_HEADER, Dispatch, Wish, sticky_key};
 use crate::error::REQUEST_ID_HEADER;
 use crate::state::now_ms;
 
@@ -63,9 +64,9 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     }
 }
 
-/// The deployment chosen for a request and what it costs.
+/// One attempt's routing: the deployment it goes to and what that costs.
 pub struct Routed {
-    /// The logical model served: the requested one, or the one a spend policy chose.
+    /// The logical model served: the requested one, one a spend policy chose, or a fallback.
     pub logical: String,
     /// An output cap a spend policy imposed (`cap_max_tokens`).
     pub policy_cap: Option<u32>,
@@ -74,31 +75,34 @@ pub struct Routed {
     pub deployment: Deployment,
     /// `None` when the model is unpriced and `pricing.unknown_model: allow`.
     pub price: Option<(ModelPrice, Arc<str>)>,
+    /// The logical model the deployment belongs to, and its index there (breakers, stickiness).
+    pub model: Arc<LogicalModel>,
+    pub index: usize,
+}
+
+/// What the router needs to know of a request beyond its model name.
+pub struct RouteHints<'a> {
+    pub headers: &'a HeaderMap,
+    /// The canonical (OpenAI-shaped) body, for the prompt-prefix stickiness key.
+    pub body: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub stream: bool,
 }
 
 /// Runs the spend policies for the request (see `crate::policy`), then resolves the logical
-/// model they leave — the requested one, or a downgrade / reroute target — for `key`, picks a
-/// deployment and its price.
+/// model they leave — the requested one, or a downgrade / reroute target — for `key`, and
+/// prepares the walk over its deployments and fallbacks ([`Dispatch`]).
 pub fn route(
     gw: &Gateway,
     key: &StoredKey,
     row: &mut LedgerRow,
     requested: &str,
-) -> Result<Routed, ApiError> {
+    hints: RouteHints<'_>,
+) -> Result<Dispatch, ApiError> {
     let outcome = crate::policy::evaluate(gw, row, requested)?;
-    let mut routed = route_model(gw, key, &outcome.model, outcome.model != requested)?;
-    routed.policy_cap = outcome.cap;
-    Ok(routed)
-}
-
-/// Resolves one logical model. `by_policy`: the operator's policy chose it, so the key's model
-/// list does not apply (a downgrade must not be defeated by the key that triggered it).
-fn route_model(
-    gw: &Gateway,
-    key: &StoredKey,
-    model: &str,
-    by_policy: bool,
-) -> Result<Routed, ApiError> {
+    // By policy: the operator chose the model, so the key's model list does not apply (a
+    // downgrade must not be defeated by the key that triggered it).
+    let by_policy = outcome.model != requested;
+    let model = outcome.model.as_str();
     let Some(lm) = gw.0.router.get(model) else {
         return Err(ApiError::new(
             ErrorCode::ModelNotFound,
@@ -113,35 +117,45 @@ fn route_model(
         )
         .with_param("model"));
     }
-    let deployment = lm.pick().clone();
-    let price = match gw.0.prices.resolve(
-        model,
-        &DeploymentRef {
-            provider: &deployment.provider_name,
-            model: &deployment.model,
-        },
-    ) {
-        Resolution::Priced { price, version, .. } => Some((price, version)),
-        Resolution::Unpriced { allowed: true } => None,
-        Resolution::Unpriced { allowed: false } => {
+    let pinned = match hints.headers.get(DEPLOYMENT_HEADER) {
+        None => None,
+        Some(_) if !key.allow_route_override => {
             return Err(ApiError::new(
-                ErrorCode::ModelNotPriced,
+                ErrorCode::RouteOverrideNotAllowed,
                 format!(
-                    "the model '{model}' (deployment '{}') has no price; add one under \
-                     models.{model}.price or set pricing.unknown_model: allow",
-                    deployment.label
+                    "this key may not choose the deployment ({DEPLOYMENT_HEADER}); create it \
+                     with allow_route_override"
                 ),
             )
-            .with_param("model"));
+            .with_param(DEPLOYMENT_HEADER));
         }
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{DEPLOYMENT_HEADER} is not valid text"),
+            )
+            .with_param(DEPLOYMENT_HEADER)
+        })?),
     };
-    Ok(Routed {
-        logical: model.to_string(),
-        policy_cap: None,
-        default_cap: lm.max_output_tokens,
-        deployment,
-        price,
-    })
+    let sticky = match (lm.sticky_min_prefix_chars, hints.body) {
+        (Some(min), Some(body)) => {
+            let a = &row.attribution;
+            let ns = a.tenant.as_deref().or(a.key_id.as_deref()).unwrap_or("");
+            sticky_key(body, ns, model, min)
+        }
+        _ => None,
+    };
+    Dispatch::new(
+        gw,
+        model,
+        lm.clone(),
+        outcome.cap,
+        Wish {
+            pinned,
+            sticky,
+            stream: hints.stream,
+        },
+    )
 }
 
 /// Fills the key's attribution defaults into a row as soon as the key is known, so even a
@@ -154,16 +168,25 @@ pub fn note_key(row: &mut LedgerRow, key: &StoredKey) {
     a.team = key.team.clone();
 }
 
-/// Fills the routing columns of a row.
+/// Fills the routing columns of a row for a new upstream attempt.
 pub fn note_route(row: &mut LedgerRow, routed: &Routed) {
     row.served_model = Some(routed.deployment.model.clone());
     row.provider = Some(routed.deployment.provider_name.clone());
     row.deployment = Some(routed.deployment.label.clone());
-    row.attempts = 1;
-    row.attempted = routed.deployment.label.clone();
+    row.attempts += 1;
+    if !row.attempted.is_empty() {
+        row.attempted.push(',');
+    }
+    row.attempted.push_str(&routed.deployment.label);
     match &routed.price {
-        Some((_, version)) => row.price_version = Some(version.to_string()),
-        None => row.unpriced = true,
+        Some((_, version)) => {
+            row.price_version = Some(version.to_string());
+            row.unpriced = false;
+        }
+        None => {
+            row.price_version = None;
+            row.unpriced = true;
+        }
     }
 }
 
@@ -327,6 +350,27 @@ pub fn settle_complete(
     } else {
         row.status = 200;
         row.outcome = Outcome::Ok;
+    }
+}
+
+/// Tells a streamed attempt's breaker how the stream went: served (with its time to first
+/// chunk and total time), failed upstream, or neither (cancelled by the client or a cap).
+pub fn report_stream(
+    attempt: tollgate_router::Attempt,
+    s: &tollgate_metering::Settlement,
+    t0: std::time::Instant,
+) {
+    let now = std::time::Instant::now();
+    match (s.outcome, &s.error) {
+        (Outcome::Ok, _) => attempt.success(
+            s.first_byte_at.map(|t| t.saturating_duration_since(t0)),
+            now.saturating_duration_since(t0),
+            now,
+        ),
+        (Outcome::Failed, Some(e)) if e.code.origin() == tollgate_types::ErrorOrigin::Upstream => {
+            attempt.failure(tollgate_router::Failure::Transient, now)
+        }
+        _ => drop(attempt),
     }
 }
 

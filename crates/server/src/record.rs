@@ -67,6 +67,14 @@ impl PendingRow {
         self.reservation = Some(reservation);
     }
 
+    /// Returns a held budget reservation unused (an attempt failed before costing anything;
+    /// the next attempt reserves for its own deployment's price).
+    pub fn release(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.gw.budgets.settle(&r, tollgate_types::NanoUsd::ZERO);
+        }
+    }
+
     /// Records a request refused or failed with `error`.
     pub fn fail(mut self, error: &ApiError, outcome: Outcome) {
         let row = self.row();

@@ -52,6 +52,7 @@ pub fn app(gw: Gateway) -> Router {
                 .patch(admin::patch_policy)
                 .delete(admin::delete_policy),
         )
+        .route("/admin/v1/deployments", get(admin::deployments))
         .route("/admin/v1/spend", get(admin::spend))
         .route("/admin/v1/requests", get(admin::requests))
         .fallback(not_found)

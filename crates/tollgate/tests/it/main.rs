@@ -14,5 +14,6 @@ mod errors;
 mod ledger;
 mod policies;
 mod providers;
+mod routing;
 mod streaming;
 mod upstream;
