@@ -477,7 +477,8 @@ impl Attempt {
         self.health.on_failure(probe, f, now);
     }
 
-    /// Whether this attempt holds a half-open probe slot.
+    /// Whether this attempt was admitted as a half-open probe (its slot may belong to a
+    /// half-open period that has since ended).
     pub fn is_probe(&self) -> bool {
         self.probe.is_some()
     }
