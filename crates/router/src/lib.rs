@@ -1,17 +1,41 @@
-//! The router: logical model name → the deployment that serves this request.
+//! The router: logical model name → the deployments that may serve this request, best first.
 //!
 //! A logical model (the name clients send) maps to one or more deployments — a provider plus
-//! the upstream model name — each with a weight. The strategy here is `weighted` (the default):
-//! a deployment is drawn with probability proportional to its weight. Health-, latency- and
-//! cost-aware strategies, fallbacks and circuit breakers build on [`LogicalModel::deployments`].
+//! the upstream model name — each with a weight, a unit cost and live [`Health`] (in-flight
+//! count, latency EWMAs, circuit breaker). [`LogicalModel::plan`] orders them for one request:
+//! pinned deployments, then the prompt-cache-sticky one, then the model's [`Strategy`]
+//! (`weighted`, `latency`, `cost`, `least_inflight`), with unavailable (breaker-open)
+//! deployments last. The server's executor walks the plan: `Health::start` each candidate,
+//! report the outcome on the `Attempt`, retry within a [`RetryBudget`] after a
+//! [`backoff`], and move on to `fallbacks` (other logical models) when the plan is exhausted.
+//! This crate is pure (std, rand, serde: no tokio, no I/O): every function that depends on
+//! time takes `now`, so breakers, EWMAs, stickiness and budgets are tested without sleeping.
 //!
-//! The router is immutable once built; a config reload builds a new one.
+//! - [`health`]: per-deployment state and the breaker;
+//! - [`strategy`]: strategies and `plan`;
+//! - [`sticky`]: the prompt-cache stickiness table;
+//! - [`retry`]: retry budget and backoff.
+//!
+//! The set of deployments is immutable once built (a config reload builds a new router);
+//! their health, and each model's sticky table, are the only mutable state.
+
+pub mod health;
+pub mod retry;
+pub mod sticky;
+pub mod strategy;
+
+pub use health::{Attempt, BreakerSettings, BreakerState, Failure, Health, HealthSnapshot};
+pub use retry::{RetryBudget, backoff};
+pub use sticky::{StickySettings, StickyStats};
+pub use strategy::{PlanRequest, Strategy};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tollgate_providers::Provider;
+
+use crate::sticky::StickyTable;
 
 /// One way to serve a logical model.
 #[derive(Clone)]
@@ -24,6 +48,14 @@ pub struct Deployment {
     /// `provider/model`, the deployment's label in the ledger and in price overrides.
     pub label: String,
     pub weight: u32,
+    /// Live in-flight count, EWMAs and breaker; shared by every request routed here.
+    pub health: Arc<Health>,
+    /// Nano-USD of 1M input + 1M output tokens at this deployment's price; `None` = unpriced
+    /// (sorted last by the `cost` strategy).
+    pub unit_cost: Option<u64>,
+    /// How long the provider's prompt cache stays warm: a sticky key stays on this
+    /// deployment until this long after its last successful use.
+    pub prompt_cache_ttl: Duration,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -31,6 +63,8 @@ impl std::fmt::Debug for Deployment {
         f.debug_struct("Deployment")
             .field("label", &self.label)
             .field("weight", &self.weight)
+            .field("unit_cost", &self.unit_cost)
+            .field("in_flight", &self.health.in_flight())
             .finish()
     }
 }
@@ -42,6 +76,13 @@ pub struct LogicalModel {
     /// Output cap for requests that set none (`models.<name>.max_output_tokens`); budget
     /// admission reserves it and writes it into the request.
     pub max_output_tokens: Option<u32>,
+    pub strategy: Strategy,
+    /// Logical models to try, in order, when every deployment of this one failed.
+    pub fallbacks: Vec<String>,
+    /// Logical model to use instead when a request does not fit this one's context window.
+    pub context_window_fallback: Option<String>,
+    /// Prompt-cache stickiness; `None` = off. Clones of the model share the table.
+    pub(crate) sticky: Option<Arc<StickyTable>>,
     total_weight: u64,
 }
 
@@ -56,6 +97,10 @@ impl LogicalModel {
             name,
             deployments,
             max_output_tokens: None,
+            strategy: Strategy::default(),
+            fallbacks: Vec::new(),
+            context_window_fallback: None,
+            sticky: Some(Arc::new(StickyTable::new(&StickySettings::default()))),
             total_weight,
         })
     }
@@ -65,22 +110,54 @@ impl LogicalModel {
         self
     }
 
-    /// Draws a deployment by weight.
-    pub fn pick(&self) -> &Deployment {
-        self.pick_with(rand::rng().random_range(0..self.total_weight))
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
     }
 
-    /// The deployment at point `r` of the cumulative weights (`r < total weight`).
-    fn pick_with(&self, mut r: u64) -> &Deployment {
-        for d in &self.deployments {
-            let w = u64::from(d.weight);
-            if r < w {
-                return d;
-            }
-            r -= w;
-        }
-        // Unreachable for r < total_weight; the last deployment is a safe answer anyway.
-        &self.deployments[self.deployments.len() - 1]
+    pub fn with_fallbacks(mut self, fallbacks: Vec<String>) -> Self {
+        self.fallbacks = fallbacks;
+        self
+    }
+
+    pub fn with_context_window_fallback(mut self, model: Option<String>) -> Self {
+        self.context_window_fallback = model;
+        self
+    }
+
+    /// Prompt-cache stickiness (on by default with [`StickySettings::default`]; `None` turns
+    /// it off: `plan` ignores sticky keys and `stick` does nothing).
+    pub fn with_stickiness(mut self, settings: Option<StickySettings>) -> Self {
+        self.sticky = settings.map(|s| Arc::new(StickyTable::new(&s)));
+        self
+    }
+
+    /// Sum of the deployments' weights (positive).
+    pub fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+
+    /// The best deployment for a request with no pin, no sticky key and no streaming: the
+    /// first of [`LogicalModel::plan`].
+    pub fn pick(&self) -> &Deployment {
+        let plan = self.plan(&PlanRequest::default(), Instant::now());
+        // `new` guarantees at least one deployment, so the plan is never empty.
+        &self.deployments[plan.first().copied().unwrap_or(0)]
+    }
+
+    /// After a successful answer from `deployment` for a request with a sticky key: stick the
+    /// key to it until `now` + that deployment's `prompt_cache_ttl` (refreshing on every use).
+    pub fn stick(&self, key: u64, deployment: usize, now: Instant) {
+        let (Some(table), Some(d)) = (&self.sticky, self.deployments.get(deployment)) else {
+            return;
+        };
+        let expires = now.checked_add(d.prompt_cache_ttl).unwrap_or(now);
+        table.stick(key, deployment, expires, now);
+    }
+
+    /// Sticky table stats for metrics and the demo (all zero when stickiness is off).
+    pub fn sticky_stats(&self) -> StickyStats {
+        self.sticky.as_ref().map(|t| t.stats()).unwrap_or_default()
     }
 }
 
@@ -111,36 +188,4 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tollgate_providers::ProviderSettings;
-    use tollgate_types::ProviderKind;
-
-    fn dep(weight: u32, label: &str) -> Deployment {
-        let provider = tollgate_providers::build(ProviderSettings::new(
-            "p",
-            ProviderKind::Openai,
-            "http://127.0.0.1:9/v1",
-        ))
-        .unwrap();
-        Deployment {
-            provider,
-            provider_name: "p".into(),
-            model: label.into(),
-            label: label.into(),
-            weight,
-        }
-    }
-
-    #[test]
-    fn weighted_pick_follows_cumulative_weights() {
-        let m = LogicalModel::new("m".into(), vec![dep(1, "a"), dep(3, "b")]).unwrap();
-        assert_eq!(m.pick_with(0).label, "a");
-        assert_eq!(m.pick_with(1).label, "b");
-        assert_eq!(m.pick_with(3).label, "b");
-        assert!(LogicalModel::new("z".into(), vec![dep(0, "a")]).is_none());
-        let r = Router::new([m]);
-        assert!(r.get("m").is_some());
-        assert_eq!(r.names().collect::<Vec<_>>(), vec!["m"]);
-    }
-}
+mod tests;

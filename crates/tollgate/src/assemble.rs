@@ -11,7 +11,7 @@ use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, SystemClock};
 use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
-use tollgate_router::{Deployment, LogicalModel, Router};
+use tollgate_router::{BreakerSettings, Deployment, Health, LogicalModel, Router};
 use tollgate_server::{GatewayParts, ServerSettings};
 use tollgate_store::{Definitions, Store};
 
@@ -89,6 +89,9 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
                         model: d.model.clone(),
                         label: d.label(),
                         weight: d.weight,
+                        health: Arc::new(Health::new(BreakerSettings::default())),
+                        unit_cost: None,
+                        prompt_cache_ttl: Duration::from_secs(300),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
