@@ -254,6 +254,7 @@ impl Stream for MeteredStream {
                                 "upstream",
                                 tollgate_providers::UpstreamErrorKind::InStream {
                                     message: err.get().to_string(),
+                                    body: chunk.clone(),
                                 },
                             );
                             let out = this.upstream_failed(&e);

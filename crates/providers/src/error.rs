@@ -4,8 +4,12 @@
 //! — an adapter that cannot express the request in its provider's wire format), whether a retry or
 //! fallback may succeed, and enough detail to build the client-facing [`ApiError`] — which names
 //! the provider and never contains the provider's key (see [`UpstreamError::to_api_error`]).
+//! [`UpstreamError::class`] says what a caller may do next (retry, fall back, give up; see
+//! [`crate::failure`]) and [`UpstreamError::retry_after`] how long the provider asked to wait.
 
 use std::time::Duration;
+
+pub use crate::failure::FailureClass;
 
 use bytes::Bytes;
 use tollgate_types::{ApiError, ErrorCode};
@@ -43,9 +47,16 @@ pub enum UpstreamErrorKind {
         body: Bytes,
         retry_after: Option<Duration>,
     },
-    /// An error event inside a stream that had already started.
+    /// An error event inside a stream whose response had already started (HTTP 200): OpenAI
+    /// `data: {"error":{…}}`, Anthropic `event: error`, a Gemini `{"error":…}` event, a Bedrock
+    /// exception frame after the first event. It may come before the stream's first chunk
+    /// (then nothing was relayed yet and the caller may still fail over).
     InStream {
+        /// Short description for the client (scrubbed when relayed).
         message: String,
+        /// The provider's error payload (JSON), kept for [`UpstreamError::class`] and
+        /// [`UpstreamError::retry_after`]; empty when there was none.
+        body: Bytes,
     },
     /// The provider's answer could not be read (bad JSON, stream without its end marker).
     Protocol(String),
@@ -70,8 +81,46 @@ impl UpstreamError {
         }
     }
 
+    /// What a caller may do next, from the provider's own error fields (see
+    /// [`crate::failure`] for the shapes recognised per provider). Connect failures, timeouts,
+    /// broken connections and unreadable answers are [`FailureClass::Transient`]; a request
+    /// the adapter cannot express ([`UpstreamErrorKind::Unsupported`]) is
+    /// [`FailureClass::Client`]. An in-stream error is classified like the response the same
+    /// error would have been (Anthropic `overloaded_error` → `Overloaded`, Gemini
+    /// `RESOURCE_EXHAUSTED` → `RateLimited`, …); whether anything was relayed before it is the
+    /// caller's to know.
+    pub fn class(&self) -> FailureClass {
+        match &self.kind {
+            UpstreamErrorKind::Connect(_)
+            | UpstreamErrorKind::Broken(_)
+            | UpstreamErrorKind::Timeout(_)
+            | UpstreamErrorKind::Protocol(_) => FailureClass::Transient,
+            UpstreamErrorKind::Unsupported(_) => FailureClass::Client,
+            UpstreamErrorKind::Status { status, body, .. } => {
+                crate::failure::classify(Some(*status), body)
+            }
+            UpstreamErrorKind::InStream { body, .. } => crate::failure::classify(None, body),
+        }
+    }
+
+    /// How long the provider asked to wait before another attempt: the `retry-after-ms` /
+    /// `Retry-After` headers of an error response, else Google's `RetryInfo.retryDelay` in the
+    /// error body (responses and stream events). `None` when the provider said nothing (AWS
+    /// never does).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.kind {
+            UpstreamErrorKind::Status {
+                retry_after, body, ..
+            } => retry_after.or_else(|| crate::failure::body_retry_delay(body)),
+            UpstreamErrorKind::InStream { body, .. } => crate::failure::body_retry_delay(body),
+            _ => None,
+        }
+    }
+
     /// True when another attempt (retry or fallback) may succeed: connect failures, timeouts,
-    /// broken connections, 408, 409, 429 and 5xx (including Anthropic's 529).
+    /// broken connections, 408, 409, 429 and 5xx (including Anthropic's 529). Errors after a
+    /// 200 are never retryable here (the stream may have been relayed); see [`Self::class`]
+    /// for the finer classification a fallback executor uses.
     pub fn retryable(&self) -> bool {
         match &self.kind {
             UpstreamErrorKind::Connect(_)
@@ -108,8 +157,14 @@ impl UpstreamError {
                 ErrorCode::UpstreamTimeout,
                 format!("provider '{p}' timed out ({} timeout)", phase.as_str()),
             ),
-            UpstreamErrorKind::InStream { message } => ApiError::new(
-                ErrorCode::UpstreamError,
+            UpstreamErrorKind::InStream { message, .. } => ApiError::new(
+                match self.class() {
+                    FailureClass::RateLimited => ErrorCode::UpstreamRateLimited,
+                    FailureClass::Overloaded => ErrorCode::UpstreamUnavailable,
+                    FailureClass::ContextWindow => ErrorCode::ContextLengthExceeded,
+                    FailureClass::ContentPolicy => ErrorCode::ContentFiltered,
+                    _ => ErrorCode::UpstreamError,
+                },
                 format!(
                     "provider '{p}' failed mid-stream: {}",
                     scrub(message, secrets)
@@ -135,14 +190,18 @@ impl UpstreamError {
                 retry_after,
             } => {
                 let detail = scrub(&describe_body(body), secrets);
-                let (code, status_out) = match status {
-                    401 | 403 => (ErrorCode::UpstreamAuthFailed, None),
-                    429 => (ErrorCode::UpstreamRateLimited, None),
-                    400 | 413 | 422 => (ErrorCode::UpstreamBadRequest, Some(*status)),
-                    503 | 529 => (ErrorCode::UpstreamUnavailable, None),
-                    // Gemini DEADLINE_EXCEEDED, gateway timeouts in front of a provider.
-                    504 => (ErrorCode::UpstreamTimeout, None),
-                    _ => (ErrorCode::UpstreamError, None),
+                let (code, status_out) = match (self.class(), status) {
+                    (FailureClass::ContextWindow, _) => (ErrorCode::ContextLengthExceeded, None),
+                    (FailureClass::ContentPolicy, _) => (ErrorCode::ContentFiltered, None),
+                    (_, status) => match status {
+                        401 | 403 => (ErrorCode::UpstreamAuthFailed, None),
+                        429 => (ErrorCode::UpstreamRateLimited, None),
+                        400 | 413 | 422 => (ErrorCode::UpstreamBadRequest, Some(*status)),
+                        503 | 529 => (ErrorCode::UpstreamUnavailable, None),
+                        // Gemini DEADLINE_EXCEEDED, gateway timeouts in front of a provider.
+                        504 => (ErrorCode::UpstreamTimeout, None),
+                        _ => (ErrorCode::UpstreamError, None),
+                    },
                 };
                 let mut e = ApiError::new(
                     code,
@@ -151,7 +210,7 @@ impl UpstreamError {
                 if let Some(s) = status_out {
                     e = e.with_status(s);
                 }
-                if let Some(ra) = retry_after {
+                if let Some(ra) = retry_after.or_else(|| crate::failure::body_retry_delay(body)) {
                     e = e.with_retry_after(ra.as_secs().max(1));
                 }
                 e

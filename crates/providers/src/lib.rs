@@ -21,6 +21,7 @@ pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
 pub mod error;
+pub mod failure;
 pub mod gemini;
 pub mod http;
 pub mod openai;
@@ -37,6 +38,7 @@ use serde_json::{Map, Value};
 use tollgate_types::{ProviderKind, Usage};
 
 pub use error::{TimeoutPhase, UpstreamError, UpstreamErrorKind};
+pub use failure::FailureClass;
 
 /// What an adapter can serve. The gateway checks these before routing a request to it, and the
 /// conformance suite runs only the cases an adapter declares.

@@ -337,7 +337,10 @@ impl Stream for SseChunks {
                 }
                 if is_error_event(&data) {
                     let message = error_message(&data);
-                    return self.fail(UpstreamErrorKind::InStream { message });
+                    return self.fail(UpstreamErrorKind::InStream {
+                        message,
+                        body: data,
+                    });
                 }
                 return Poll::Ready(Some(Ok(data)));
             }

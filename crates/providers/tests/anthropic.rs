@@ -367,7 +367,7 @@ async fn error_event_mid_stream_is_in_stream_error() {
     assert_eq!(got, expected_chunks()[..3].to_vec());
     let err = err.unwrap();
     match &err.kind {
-        UpstreamErrorKind::InStream { message } => {
+        UpstreamErrorKind::InStream { message, .. } => {
             assert_eq!(message, "Overloaded (type: overloaded_error)")
         }
         other => panic!("{other:?}"),
@@ -602,7 +602,7 @@ async fn native_stream_error_event_and_cut() {
         let e = last_err.unwrap();
         match framing {
             Framing::Complete => assert!(
-                matches!(&e.kind, UpstreamErrorKind::InStream { message } if message == "Internal server error (type: api_error)"),
+                matches!(&e.kind, UpstreamErrorKind::InStream { message, .. } if message == "Internal server error (type: api_error)"),
                 "{e:?}"
             ),
             Framing::CloseDelimited => {

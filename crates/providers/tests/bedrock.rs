@@ -701,7 +701,7 @@ async fn exception_mid_stream_ends_it_with_an_in_stream_error() {
             .contains(r#""delta":{"content":"Hel"}"#)
     );
     let e = got[2].as_ref().unwrap_err();
-    let UpstreamErrorKind::InStream { message } = &e.kind else {
+    let UpstreamErrorKind::InStream { message, .. } = &e.kind else {
         panic!("{e:?}");
     };
     assert_eq!(

@@ -432,7 +432,7 @@ async fn error_event_mid_stream() {
     let (got, err) = drain(&p, obj(&fixture("chat_stream.request.json"))).await;
     assert_eq!(got.len(), 1);
     match err.map(|e| e.kind) {
-        Some(UpstreamErrorKind::InStream { message }) => assert_eq!(
+        Some(UpstreamErrorKind::InStream { message, .. }) => assert_eq!(
             message,
             "The model is overloaded. Please try again later. (status: UNAVAILABLE)"
         ),

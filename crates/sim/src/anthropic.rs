@@ -55,7 +55,7 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, ResponseFormat, ToolChoice, ToolDef,
     content_text, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Failure, next_id};
+use crate::router::{Ctx, Failure, Refusal, next_id};
 
 /// `anthropic-version` values the API accepts.
 /// A version is one date, `YYYY-MM-DD`, from the first published one on. Newer SDKs send later
@@ -1037,10 +1037,18 @@ fn prompt_tokens(req: &MessagesRequest<'_>, body: &Value) -> u64 {
 pub(crate) async fn messages(ctx: Ctx, body: Bytes) -> Result<Response<SimBody>, Failure> {
     let value = parse_json(&body)?;
     let req = parse(&value, false)?;
-    if let Some(f) = ctx.pre_answer_fault().await? {
-        return Ok(AnthropicError::injected(f.status, f.retry_after_secs).into_response());
+    let prompt_total = prompt_tokens(&req, &value);
+    if let Some(r) = ctx.generation_fault(prompt_total).await? {
+        let e = match r {
+            Refusal::Fail(f) => AnthropicError::injected(f.status, f.retry_after_secs),
+            Refusal::ContextWindow { prompt, window } => {
+                AnthropicError::context_window(prompt, window)
+            }
+            Refusal::ContentFilter => AnthropicError::content_policy(),
+        };
+        return Ok(e.into_response());
     }
-    let prompt = ctx.prompt_usage(prompt_tokens(&req, &value));
+    let prompt = ctx.prompt_usage(prompt_total);
     let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
     let Some(plan) = plans.first() else {
         // n is always 1; unreachable, but never panic on the request path.
@@ -1053,8 +1061,21 @@ pub(crate) async fn messages(ctx: Ctx, body: Bytes) -> Result<Response<SimBody>,
     }
     let (frames, final_at) = render_stream(&id, req.model, plan, prompt, ctx.cfg.chunks);
     let tokens = plan.tokens;
+    // The first delta: `message_start`, `content_block_start` and the ping are preamble.
+    let first_content = frames
+        .iter()
+        .position(|f| f.starts_with(b"event: content_block_delta"))
+        .unwrap_or(final_at);
     Ok(ctx
-        .answer_stream(frames, final_at, SSE, prompt, tokens)
+        .answer_stream(
+            frames,
+            final_at,
+            first_content,
+            |_| crate::error::anthropic_stream_error_frame(),
+            SSE,
+            prompt,
+            tokens,
+        )
         .await)
 }
 

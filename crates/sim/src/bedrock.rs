@@ -46,7 +46,7 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, TOKENS_PER_TURN, ToolChoice,
     ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Failure, bearer_token};
+use crate::router::{Ctx, Failure, Refusal, bearer_token};
 
 /// `Content-Type` of ConverseStream.
 const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
@@ -588,11 +588,18 @@ const HEADER_STRING: u8 = 7;
 /// `[total_len u32][headers_len u32][prelude_crc u32][headers][payload][message_crc u32]`,
 /// big-endian, with string headers `:event-type`, `:content-type`, `:message-type`.
 fn event_message(event_type: &str, payload: &[u8]) -> Bytes {
-    let headers: [(&str, &str); 3] = [
-        (":event-type", event_type),
-        (":content-type", "application/json"),
-        (":message-type", "event"),
-    ];
+    frame_message(
+        &[
+            (":event-type", event_type),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload,
+    )
+}
+
+/// One event-stream message with these string headers.
+fn frame_message(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
     let headers_len: usize = headers
         .iter()
         .map(|(n, v)| 1 + n.len() + 1 + 2 + v.len())
@@ -603,7 +610,7 @@ fn event_message(event_type: &str, payload: &[u8]) -> Bytes {
     buf.extend_from_slice(&(headers_len as u32).to_be_bytes());
     let prelude_crc = crc32(&buf);
     buf.extend_from_slice(&prelude_crc.to_be_bytes());
-    for (name, value) in headers {
+    for &(name, value) in headers {
         // Names and values here are short constants and event names (< 255 bytes).
         buf.push(name.len() as u8);
         buf.extend_from_slice(name.as_bytes());
@@ -615,6 +622,20 @@ fn event_message(event_type: &str, payload: &[u8]) -> Bytes {
     let crc = crc32(&buf);
     buf.extend_from_slice(&crc.to_be_bytes());
     Bytes::from(buf)
+}
+
+/// An exception message inside a ConverseStream body (`:message-type: exception`,
+/// `:exception-type: serviceUnavailableException`, payload `{"message"}`), how Bedrock fails a
+/// stream that already answered 200.
+fn stream_exception() -> Bytes {
+    frame_message(
+        &[
+            (":exception-type", "serviceUnavailableException"),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
+        br#"{"message":"Bedrock is unable to process your request. (simulated)"}"#,
+    )
 }
 
 /// AWS pads event payloads with a `"p"` field of varying length (to hide the size of the
@@ -720,10 +741,16 @@ pub(crate) async fn converse(
         ))
     })?;
     let ask = parse(&value, model)?;
-    if let Some(f) = ctx.pre_answer_fault().await? {
-        return Ok(BedrockError::injected(f.status).into_response());
+    let prompt_total = prompt_tokens(ask.enc, &value);
+    if let Some(r) = ctx.generation_fault(prompt_total).await? {
+        let e = match r {
+            Refusal::Fail(f) => BedrockError::injected(f.status),
+            Refusal::ContextWindow { .. } => BedrockError::context_window(),
+            Refusal::ContentFilter => BedrockError::content_policy(),
+        };
+        return Ok(e.into_response());
     }
-    let prompt = ctx.prompt_usage(prompt_tokens(ask.enc, &value));
+    let prompt = ctx.prompt_usage(prompt_total);
     let plans = plan_choices(&ask, ctx.cfg.completion_tokens);
     let Some(plan) = plans.first() else {
         // n is always 1; never panic on the request path.
@@ -742,8 +769,22 @@ pub(crate) async fn converse(
         ctx.cfg.ttft_ms,
         ctx.cfg.chunk_delay_ms,
     );
+    // The first `contentBlockDelta`: `messageStart` (and a tool's `contentBlockStart`) are
+    // preamble. The event type is a plain string header, so it appears in the frame's bytes.
+    let first_content = frames
+        .iter()
+        .position(|f| f.windows(17).any(|w| w == b"contentBlockDelta"))
+        .unwrap_or(final_at);
     Ok(ctx
-        .answer_stream(frames, final_at, EVENT_STREAM, prompt, tokens)
+        .answer_stream(
+            frames,
+            final_at,
+            first_content,
+            |_| stream_exception(),
+            EVENT_STREAM,
+            prompt,
+            tokens,
+        )
         .await)
 }
 

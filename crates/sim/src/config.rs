@@ -48,6 +48,26 @@ pub struct SimConfig {
     /// finish chunk, no usage, no `[DONE]`).
     #[arg(long, default_value_t = 0.0)]
     pub cut_rate: f64,
+    /// Context window in prompt tokens: a generation request whose prompt (as the simulator
+    /// counts it for usage) exceeds it is refused with the route's real context-length error.
+    #[arg(long)]
+    pub context_window: Option<u32>,
+    /// Share of generation requests (0..=1) refused with the route's real content-policy
+    /// answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub content_filter_rate: f64,
+    /// Share of streams (0..=1) that answer 200 and then end with the format's in-stream
+    /// error event after `stream_error_after_chunks` content chunks.
+    #[arg(long, default_value_t = 0.0)]
+    pub stream_error_rate: f64,
+    /// Content chunks sent before an injected stream error (0 = the error is the first thing
+    /// in the body).
+    #[arg(long, default_value_t = 0)]
+    pub stream_error_after_chunks: u32,
+    /// The next N faultable requests (counted from when the configuration was set) fail with
+    /// `fail_status` (and `retry_after_secs`), then requests succeed again.
+    #[arg(long, default_value_t = 0)]
+    pub fail_first: u32,
     /// When false, streams never carry the usage chunk even if asked (an upstream that ignores
     /// include_usage).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -73,6 +93,11 @@ impl Default for SimConfig {
             hang_rate: 0.0,
             reset_rate: 0.0,
             cut_rate: 0.0,
+            context_window: None,
+            content_filter_rate: 0.0,
+            stream_error_rate: 0.0,
+            stream_error_after_chunks: 0,
+            fail_first: 0,
             stream_usage: true,
             api_key: None,
         }
@@ -130,8 +155,23 @@ mod tests {
             "k",
             "--fail-rate",
             "0.5",
+            "--context-window",
+            "100",
+            "--fail-first",
+            "2",
+            "--stream-error-rate",
+            "1",
+            "--stream-error-after-chunks",
+            "3",
+            "--content-filter-rate",
+            "0.25",
         ])
         .unwrap();
+        assert_eq!(cli.sim.context_window, Some(100));
+        assert_eq!(cli.sim.fail_first, 2);
+        assert_eq!(cli.sim.stream_error_rate, 1.0);
+        assert_eq!(cli.sim.stream_error_after_chunks, 3);
+        assert_eq!(cli.sim.content_filter_rate, 0.25);
         assert_eq!(cli.sim.ttft_ms, 5);
         assert!(!cli.sim.stream_usage);
         assert_eq!(cli.sim.api_key.as_deref(), Some("k"));

@@ -499,3 +499,131 @@ impl BedrockError {
         resp
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Context-window and content-policy refusals, in-stream errors (`context_window`,
+// `content_filter_rate`, `stream_error_rate`). Each is the shape the real provider sends; see
+// `crates/providers/tests/fixtures/errors/` for the captured originals they follow.
+// ---------------------------------------------------------------------------------------------
+
+impl OpenAiError {
+    /// OpenAI and Azure: 400 `context_length_exceeded`.
+    pub fn context_window(prompt: u64, window: u32) -> Self {
+        OpenAiError::invalid(
+            format!(
+                "This model's maximum context length is {window} tokens. However, your messages resulted in {prompt} tokens. Please reduce the length of the messages."
+            ),
+            Some("messages"),
+        )
+        .with_code("context_length_exceeded")
+    }
+
+    /// OpenAI's chat refusal of a flagged prompt: 400 `invalid_prompt`.
+    pub fn content_policy() -> Self {
+        OpenAiError::invalid(
+            "Invalid prompt: your prompt was flagged as potentially violating our usage policy. Please try again with a different prompt. (simulated)",
+            None,
+        )
+        .with_code("invalid_prompt")
+    }
+}
+
+/// Azure OpenAI's prompt filter: 400 `content_filter` with `innererror.code:
+/// ResponsibleAIPolicyViolation` and the per-category results.
+pub fn azure_content_filter() -> Response<SimBody> {
+    let body = json!({"error": {
+        "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry. (simulated)",
+        "type": null,
+        "param": "prompt",
+        "code": "content_filter",
+        "status": 400,
+        "innererror": {
+            "code": "ResponsibleAIPolicyViolation",
+            "content_filter_result": {
+                "hate": {"filtered": false, "severity": "safe"},
+                "jailbreak": {"filtered": false, "detected": false},
+                "self_harm": {"filtered": false, "severity": "safe"},
+                "sexual": {"filtered": false, "severity": "safe"},
+                "violence": {"filtered": true, "severity": "medium"}
+            }
+        }
+    }});
+    json_response(
+        StatusCode::BAD_REQUEST,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+/// OpenAI's in-stream failure: a `data:` event whose JSON has a top-level `error` (no
+/// `[DONE]` follows).
+pub fn openai_stream_error_frame() -> bytes::Bytes {
+    bytes::Bytes::from_static(
+        b"data: {\"error\":{\"message\":\"The server had an error while processing your request. Sorry about that! (simulated)\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+    )
+}
+
+impl AnthropicError {
+    /// 400 `invalid_request_error` "prompt is too long: N tokens > M maximum".
+    pub fn context_window(prompt: u64, window: u32) -> Self {
+        AnthropicError::invalid(format!(
+            "prompt is too long: {prompt} tokens > {window} maximum"
+        ))
+    }
+
+    /// 400 `invalid_request_error` "Output blocked by content filtering policy".
+    pub fn content_policy() -> Self {
+        AnthropicError::invalid("Output blocked by content filtering policy")
+    }
+}
+
+/// Anthropic's in-stream failure: `event: error` with an `overloaded_error`.
+pub fn anthropic_stream_error_frame() -> bytes::Bytes {
+    bytes::Bytes::from_static(
+        b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded (simulated)\"}}\n\n",
+    )
+}
+
+impl GoogleError {
+    /// 400 `INVALID_ARGUMENT` "The input token count (N) exceeds the maximum number of
+    /// tokens allowed (M)."
+    pub fn context_window(prompt: u64, window: u32) -> Self {
+        GoogleError::invalid(format!(
+            "The input token count ({prompt}) exceeds the maximum number of tokens allowed ({window})."
+        ))
+    }
+
+    /// Gemini's in-stream failure: an element `{"error":{…503 UNAVAILABLE…}}`, as an SSE
+    /// event (`sse`) or as the next element of the streamed JSON array (closing it).
+    pub fn stream_error_frame(sse: bool, first: bool) -> bytes::Bytes {
+        let err = GoogleError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The model is overloaded. Please try again later. (simulated)",
+        )
+        .value();
+        let json = serde_json::to_string(&err).unwrap_or_default();
+        let framed = if sse {
+            format!("data: {json}\r\n\r\n")
+        } else if first {
+            format!("[{json}]")
+        } else {
+            format!(",\r\n{json}]")
+        };
+        bytes::Bytes::from(framed)
+    }
+}
+
+impl BedrockError {
+    /// 400 `ValidationException`, the message Bedrock wraps around the model's refusal.
+    pub fn context_window() -> Self {
+        BedrockError::invalid(
+            "The model returned the following errors: Input is too long for requested model.",
+        )
+    }
+
+    /// 400 `ValidationException` carrying a hosted model's content-filter refusal.
+    pub fn content_policy() -> Self {
+        BedrockError::invalid(
+            "The model returned the following errors: Output blocked by content filtering policy",
+        )
+    }
+}

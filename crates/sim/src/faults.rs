@@ -6,9 +6,12 @@
 //! exactly `floor(N·r)` are faulted (e.g. rate 0.3 over 10 requests: exactly 3, the 4th, 7th
 //! and 10th).
 //!
-//! Kinds are evaluated in order reset, hang, fail, then cut (streams only); a request faulted
-//! by one kind is not evaluated for the later ones, so each kind's counter advances only over
-//! the requests that reached it. Counters restart when the configuration is replaced, so a
+//! `fail_first: N` comes before every rate: the first `N` faultable requests after the
+//! configuration was set fail, whatever the rates say, and are not counted by them. Kinds are
+//! then evaluated in order reset, hang, fail, content filter (generation requests only), and
+//! for streams cut, then stream error; a request faulted by one kind is not evaluated for the
+//! later ones, so each kind's counter advances only over the requests that reached it.
+//! Counters (and the `fail_first` allowance) restart when the configuration is replaced, so a
 //! script that sets a rate sees the pattern from its first request.
 //!
 //! The arithmetic is integer (rates are rounded to parts per billion) so `0.29 × 100` is 29,
@@ -25,6 +28,8 @@ pub(crate) enum Fault {
     Reset,
     Hang,
     Fail,
+    /// Refused with the route's content-policy answer.
+    ContentFilter,
 }
 
 #[derive(Debug, Default)]
@@ -32,7 +37,11 @@ pub(crate) struct FaultCounters {
     reset: AtomicU64,
     hang: AtomicU64,
     fail: AtomicU64,
+    content_filter: AtomicU64,
     cut: AtomicU64,
+    stream_error: AtomicU64,
+    /// Requests still to fail under `fail_first`.
+    fail_first_left: AtomicU64,
 }
 
 const SCALE: u128 = 1_000_000_000;
@@ -64,24 +73,50 @@ fn draw(counter: &AtomicU64, rate: f64) -> bool {
 }
 
 impl FaultCounters {
-    /// Restarts every kind's sequence (on configuration change).
-    pub fn reset(&self) {
-        for c in [&self.reset, &self.hang, &self.fail, &self.cut] {
+    /// Restarts every kind's sequence and re-arms `fail_first` (on configuration change).
+    pub fn reset(&self, cfg: &SimConfig) {
+        for c in [
+            &self.reset,
+            &self.hang,
+            &self.fail,
+            &self.content_filter,
+            &self.cut,
+            &self.stream_error,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
+        self.fail_first_left
+            .store(u64::from(cfg.fail_first), Ordering::Relaxed);
     }
 
-    /// The pre-answer fault for the next faultable request.
-    pub fn decide(&self, cfg: &SimConfig) -> Fault {
-        if draw(&self.reset, cfg.reset_rate) {
+    /// Takes one request from the `fail_first` allowance, if any is left.
+    fn take_fail_first(&self) -> bool {
+        self.fail_first_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// The pre-answer fault for the next faultable request; `generation` is false for
+    /// embeddings (never content-filtered).
+    pub fn decide(&self, cfg: &SimConfig, generation: bool) -> Fault {
+        if self.take_fail_first() {
+            Fault::Fail
+        } else if draw(&self.reset, cfg.reset_rate) {
             Fault::Reset
         } else if draw(&self.hang, cfg.hang_rate) {
             Fault::Hang
         } else if draw(&self.fail, cfg.fail_rate) {
             Fault::Fail
+        } else if generation && draw(&self.content_filter, cfg.content_filter_rate) {
+            Fault::ContentFilter
         } else {
             Fault::None
         }
+    }
+
+    /// Whether the next stream that was not cut ends with an in-stream error instead.
+    pub fn stream_error(&self, cfg: &SimConfig) -> bool {
+        draw(&self.stream_error, cfg.stream_error_rate)
     }
 
     /// Whether the next stream that got past [`FaultCounters::decide`] is cut.
@@ -122,14 +157,37 @@ mod tests {
             fail_rate: 0.5,
             ..SimConfig::default()
         };
-        let got: Vec<Fault> = (0..8).map(|_| f.decide(&cfg)).collect();
+        let got: Vec<Fault> = (0..8).map(|_| f.decide(&cfg, true)).collect();
         // resets at 1,3,5,7; fail sees the other four and faults its 2nd and 4th.
         use Fault::*;
         assert_eq!(
             got,
             vec![None, Reset, Fail, Reset, None, Reset, Fail, Reset]
         );
-        f.reset();
-        assert_eq!(f.decide(&cfg), None);
+        f.reset(&cfg);
+        assert_eq!(f.decide(&cfg, true), None);
+    }
+
+    #[test]
+    fn fail_first_comes_first_then_rates_resume() {
+        let f = FaultCounters::default();
+        let cfg = SimConfig {
+            fail_first: 2,
+            content_filter_rate: 0.5,
+            ..SimConfig::default()
+        };
+        f.reset(&cfg);
+        use Fault::*;
+        let got: Vec<Fault> = (0..6).map(|_| f.decide(&cfg, true)).collect();
+        assert_eq!(
+            got,
+            vec![Fail, Fail, None, ContentFilter, None, ContentFilter]
+        );
+        // Embeddings are never content-filtered and do not advance that sequence.
+        assert_eq!(f.decide(&cfg, false), None);
+        assert_eq!(f.decide(&cfg, true), None);
+        // Setting the configuration again re-arms the allowance.
+        f.reset(&cfg);
+        assert_eq!(f.decide(&cfg, false), Fail);
     }
 }

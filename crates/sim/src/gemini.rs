@@ -57,7 +57,7 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat,
     TOKENS_PER_TURN, ToolChoice, ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Failure, GeminiMethod, next_id, query_param};
+use crate::router::{Ctx, Failure, GeminiMethod, Refusal, next_id, query_param};
 
 const MAX_CANDIDATES: u64 = 8;
 const MAX_STOP_SEQUENCES: usize = 5;
@@ -961,10 +961,17 @@ async fn generate(
     value: &Value,
 ) -> Result<Response<SimBody>, Failure> {
     let req = parse_generate(value, model)?;
-    if let Some(f) = ctx.pre_answer_fault().await? {
-        return Ok(GoogleError::injected(f.status, f.retry_after_secs).into_response());
+    let prompt_total = prompt_tokens(req.ask.enc, value);
+    if let Some(r) = ctx.generation_fault(prompt_total).await? {
+        return Ok(match r {
+            Refusal::Fail(f) => GoogleError::injected(f.status, f.retry_after_secs).into_response(),
+            Refusal::ContextWindow { prompt, window } => {
+                GoogleError::context_window(prompt, window).into_response()
+            }
+            Refusal::ContentFilter => blocked(model, prompt_total, stream),
+        });
     }
-    let prompt = ctx.prompt_usage(prompt_tokens(req.ask.enc, value));
+    let prompt = ctx.prompt_usage(prompt_total);
     let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
     let completion: u64 = plans.iter().map(|p| p.tokens).sum();
     let id = format!("sim{:016x}", next_id());
@@ -980,11 +987,49 @@ async fn generate(
                 Framing::Sse => SSE,
                 Framing::JsonArray => "application/json",
             };
+            let sse = framing == Framing::Sse;
             Ok(ctx
-                .answer_stream(frames, first_final, content_type, prompt, completion)
+                .answer_stream(
+                    frames,
+                    first_final,
+                    // Every element carries content.
+                    0,
+                    |first| GoogleError::stream_error_frame(sse, first),
+                    content_type,
+                    prompt,
+                    completion,
+                )
                 .await)
         }
     }
+}
+
+/// Gemini's answer to a prompt its safety filters block: HTTP 200, no candidates,
+/// `promptFeedback.blockReason`, usage for the prompt only — as one JSON body, one SSE event,
+/// or a one-element streamed array.
+fn blocked(model: &str, prompt_tokens: u64, stream: Option<Framing>) -> Response<SimBody> {
+    let v = serde_json::json!({
+        "promptFeedback": {
+            "blockReason": "SAFETY",
+            "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": true}
+            ]
+        },
+        "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+        "modelVersion": model,
+        "responseId": format!("sim{:016x}", next_id()),
+    });
+    let json = serde_json::to_vec(&v).unwrap_or_default();
+    let (body, content_type) = match stream {
+        None => (json, "application/json"),
+        Some(Framing::JsonArray) => ([b"[".as_slice(), &json, b"]"].concat(), "application/json"),
+        Some(Framing::Sse) => ([b"data: ".as_slice(), &json, b"\r\n\r\n"].concat(), SSE),
+    };
+    let mut resp = json_response(StatusCode::OK, body);
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
 }
 
 /// The text of an embedding request's `content` (its text parts joined), validated.

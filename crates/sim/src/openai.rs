@@ -25,7 +25,7 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, ResponseFormat, ToolChoice, ToolDef,
     content_text, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Dialect, Failure, InjectedFailure, next_id, unix_now};
+use crate::router::{Ctx, Dialect, Failure, InjectedFailure, Refusal, next_id, unix_now};
 
 /// Prefix of tool-call ids.
 const CALL_ID_PREFIX: &str = "call_";
@@ -916,11 +916,21 @@ pub(crate) async fn chat(
 ) -> Result<Response<SimBody>, Failure> {
     let value = parse_json(&body)?;
     let req = parse_chat(&value, dialect)?;
-    if let Some(f) = ctx.pre_answer_fault().await? {
-        return Ok(injected(f));
+    let prompt_tokens = count_chat_prompt(req.ask.enc, &value);
+    if let Some(r) = ctx.generation_fault(prompt_tokens).await? {
+        return Ok(match r {
+            Refusal::Fail(f) => injected(f),
+            Refusal::ContextWindow { prompt, window } => {
+                OpenAiError::context_window(prompt, window).into_response()
+            }
+            Refusal::ContentFilter => match dialect {
+                Dialect::OpenAi => OpenAiError::content_policy().into_response(),
+                Dialect::Azure { .. } | Dialect::AzureV1 => crate::error::azure_content_filter(),
+            },
+        });
     }
 
-    let prompt = ctx.prompt_usage(count_chat_prompt(req.ask.enc, &value));
+    let prompt = ctx.prompt_usage(prompt_tokens);
     let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
     let completion_tokens: u64 = plans.iter().map(|p| p.tokens).sum();
     let usage = UsageOut::new(prompt, completion_tokens);
@@ -946,7 +956,16 @@ pub(crate) async fn chat(
         ctx.cfg.chunks,
     );
     Ok(ctx
-        .answer_stream(frames, first_finish, SSE, prompt, completion_tokens)
+        .answer_stream(
+            frames,
+            first_finish,
+            // Frame 0 is the role chunk.
+            1,
+            |_| crate::error::openai_stream_error_frame(),
+            SSE,
+            prompt,
+            completion_tokens,
+        )
         .await)
 }
 

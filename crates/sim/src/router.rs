@@ -86,6 +86,8 @@ pub(crate) enum Route {
     },
     SimConfig,
     SimStats,
+    /// `POST /_sim/stats/reset`.
+    SimStatsReset,
     NotFound(Family),
     MethodNotAllowed(Family),
 }
@@ -103,6 +105,7 @@ impl Route {
             "/_sim/config" if *method == Method::GET || *method == Method::POST => Route::SimConfig,
             "/_sim/config" => Route::MethodNotAllowed(Family::OpenAi),
             "/_sim/stats" => expect(Method::GET, Route::SimStats, Family::OpenAi),
+            "/_sim/stats/reset" => expect(Method::POST, Route::SimStatsReset, Family::OpenAi),
             "/v1/messages" => expect(
                 Method::POST,
                 Route::Anthropic(AnthropicEndpoint::Messages),
@@ -243,7 +246,9 @@ impl Route {
             Route::Gemini(..) | Route::GeminiModels => Family::Google,
             Route::Bedrock { .. } => Family::Bedrock,
             Route::NotFound(f) | Route::MethodNotAllowed(f) => *f,
-            Route::Api(..) | Route::SimConfig | Route::SimStats => Family::OpenAi,
+            Route::Api(..) | Route::SimConfig | Route::SimStats | Route::SimStatsReset => {
+                Family::OpenAi
+            }
         }
     }
 }
@@ -327,12 +332,49 @@ pub(crate) struct InjectedFailure {
     pub retry_after_secs: Option<u64>,
 }
 
+/// Why a generation request is refused before it is answered (each format renders it in its
+/// own shape).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    /// `fail_first` / `fail_rate`: the `fail_status` error.
+    Fail(InjectedFailure),
+    /// `content_filter_rate`: the route's content-policy answer.
+    ContentFilter,
+    /// The prompt (`prompt` tokens) exceeds `context_window` (`window`).
+    ContextWindow { prompt: u64, window: u32 },
+}
+
 impl Ctx {
-    /// Decides and applies the pre-answer faults (reset, hang, fail) for this request.
-    /// `Ok(Some(_))` means "answer with this injected failure".
+    /// Decides and applies the pre-answer faults (reset, hang, fail) for an embeddings
+    /// request. `Ok(Some(_))` means "answer with this injected failure".
     pub async fn pre_answer_fault(&self) -> Result<Option<InjectedFailure>, Failure> {
+        match self.fault(false).await? {
+            Some(Refusal::Fail(f)) => Ok(Some(f)),
+            // Embeddings are never content-filtered nor checked against the context window.
+            _ => Ok(None),
+        }
+    }
+
+    /// The pre-answer refusal of a generation request whose prompt is `prompt_tokens` long:
+    /// the context window first (a real provider checks it before anything else, and it does
+    /// not advance the fault sequences), then the faults of [`crate::faults`].
+    pub async fn generation_fault(&self, prompt_tokens: u64) -> Result<Option<Refusal>, Failure> {
+        if let Some(window) = self.cfg.context_window
+            && prompt_tokens > u64::from(window)
+        {
+            bump(&self.shared.stats.context_window_exceeded);
+            self.ttft().await;
+            return Ok(Some(Refusal::ContextWindow {
+                prompt: prompt_tokens,
+                window,
+            }));
+        }
+        self.fault(true).await
+    }
+
+    async fn fault(&self, generation: bool) -> Result<Option<Refusal>, Failure> {
         let stats = &self.shared.stats;
-        match self.shared.faults.decide(&self.cfg) {
+        match self.shared.faults.decide(&self.cfg, generation) {
             Fault::None => Ok(None),
             Fault::Reset => {
                 bump(&stats.faults_reset);
@@ -349,10 +391,15 @@ impl Ctx {
             Fault::Fail => {
                 bump(&stats.faults_fail);
                 self.ttft().await;
-                Ok(Some(InjectedFailure {
+                Ok(Some(Refusal::Fail(InjectedFailure {
                     status: self.cfg.fail_status,
                     retry_after_secs: self.cfg.retry_after_secs,
-                }))
+                })))
+            }
+            Fault::ContentFilter => {
+                bump(&stats.faults_content_filter);
+                self.ttft().await;
+                Ok(Some(Refusal::ContentFilter))
             }
         }
     }
@@ -394,10 +441,20 @@ impl Ctx {
     /// its frames and never before frame `first_final` — the first frame that tells the
     /// client the answer is complete (finish reason, stop event) — so a cut stream never looks
     /// finished; its usage is not counted.
+    ///
+    /// When it is picked for an in-stream error instead (`stream_error_rate`), it keeps the
+    /// frames before `first_content` (the format's preamble: role chunk, `message_start`, …)
+    /// plus `stream_error_after_chunks` content frames (never reaching `first_final`), then
+    /// sends `error_frame(first)` — `first` when nothing precedes it, which is always the case
+    /// with `stream_error_after_chunks: 0` — and ends the body cleanly. Its usage is not
+    /// counted either.
+    #[allow(clippy::too_many_arguments)]
     pub async fn answer_stream(
         self,
-        frames: Vec<Bytes>,
+        mut frames: Vec<Bytes>,
         first_final: usize,
+        first_content: usize,
+        error_frame: impl FnOnce(bool) -> Bytes,
         content_type: &'static str,
         prompt: PromptUsage,
         completion: u64,
@@ -410,6 +467,17 @@ impl Ctx {
             // a single-frame answer (a whole Gemini function call) is cut right after the
             // headers.
             Some((frames.len() / 2).max(1).min(first_final))
+        } else if self.shared.faults.stream_error(&self.cfg) {
+            bump(&stats.streams_errored);
+            let after = self.cfg.stream_error_after_chunks as usize;
+            let keep = if after == 0 {
+                0
+            } else {
+                first_content.saturating_add(after).min(first_final)
+            };
+            frames.truncate(keep);
+            frames.push(error_frame(keep == 0));
+            None
         } else {
             self.count_usage(prompt, completion);
             None
@@ -434,6 +502,11 @@ pub(crate) async fn handle(
     let family = route.family();
     let mut resp = match route {
         Route::SimStats => {
+            let body = serde_json::to_vec(&shared.stats.snapshot()).unwrap_or_default();
+            json_response(StatusCode::OK, body)
+        }
+        Route::SimStatsReset => {
+            shared.stats.reset();
             let body = serde_json::to_vec(&shared.stats.snapshot()).unwrap_or_default();
             json_response(StatusCode::OK, body)
         }
@@ -469,7 +542,9 @@ pub(crate) async fn handle(
                 Route::Bedrock { stream: false, .. } => &stats.converse,
                 Route::Bedrock { stream: true, .. } => &stats.converse_stream,
                 // Handled above; never reached.
-                Route::SimConfig | Route::SimStats | Route::NotFound(_) => &stats.unknown_routes,
+                Route::SimConfig | Route::SimStats | Route::SimStatsReset | Route::NotFound(_) => {
+                    &stats.unknown_routes
+                }
                 Route::MethodNotAllowed(_) => &stats.unknown_routes,
             });
             let ctx = Ctx {
@@ -539,11 +614,13 @@ async fn api(ctx: Ctx, route: Route, req: Request<Incoming>) -> Result<Response<
             let body = read_body(req, Family::Bedrock).await?;
             bedrock::converse(ctx, &model, stream, body).await
         }
-        Route::SimConfig | Route::SimStats | Route::NotFound(_) | Route::MethodNotAllowed(_) => {
-            Err(Failure::Client(Box::new(
-                Family::OpenAi.not_found(req.method().as_str(), req.uri().path()),
-            )))
-        }
+        Route::SimConfig
+        | Route::SimStats
+        | Route::SimStatsReset
+        | Route::NotFound(_)
+        | Route::MethodNotAllowed(_) => Err(Failure::Client(Box::new(
+            Family::OpenAi.not_found(req.method().as_str(), req.uri().path()),
+        ))),
     }
 }
 

@@ -36,18 +36,20 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn new(cfg: SimConfig) -> Arc<Self> {
+        let faults = FaultCounters::default();
+        faults.reset(&cfg);
         Arc::new(Shared {
             config: ArcSwap::from_pointee(cfg),
             stats: Arc::new(Stats::default()),
-            faults: FaultCounters::default(),
+            faults,
             shutdown: watch::channel(false).0,
         })
     }
 
     /// Replaces the configuration and restarts the fault sequences.
     pub fn set_config(&self, cfg: SimConfig) {
+        self.faults.reset(&cfg);
         self.config.store(Arc::new(cfg));
-        self.faults.reset();
     }
 }
 
@@ -93,6 +95,12 @@ impl SimHandle {
 
     pub fn stats(&self) -> SimStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Zeroes every counter but `in_flight` (what `POST /_sim/stats/reset` does). Setting the
+    /// configuration does not reset the counters.
+    pub fn reset_stats(&self) {
+        self.shared.stats.reset();
     }
 
     /// Stops accepting, lets in-flight responses finish (up to a short grace period) and

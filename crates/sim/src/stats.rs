@@ -56,6 +56,12 @@ pub struct SimStats {
     pub faults_fail: u64,
     /// Streams cut mid-way.
     pub streams_cut: u64,
+    /// Streams ended by an injected in-stream error event (`stream_error_rate`).
+    pub streams_errored: u64,
+    /// Requests refused with the content-policy answer (`content_filter_rate`).
+    pub faults_content_filter: u64,
+    /// Requests refused because the prompt exceeded `context_window`.
+    pub context_window_exceeded: u64,
     /// Data-plane requests currently being served (a stream counts until its body ends or the
     /// client goes away).
     pub in_flight: u64,
@@ -93,6 +99,9 @@ pub(crate) struct Stats {
     pub faults_hang: AtomicU64,
     pub faults_fail: AtomicU64,
     pub streams_cut: AtomicU64,
+    pub streams_errored: AtomicU64,
+    pub faults_content_filter: AtomicU64,
+    pub context_window_exceeded: AtomicU64,
     pub in_flight: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub cached_prompt_tokens: AtomicU64,
@@ -134,10 +143,51 @@ impl Stats {
             faults_hang: g(&self.faults_hang),
             faults_fail: g(&self.faults_fail),
             streams_cut: g(&self.streams_cut),
+            streams_errored: g(&self.streams_errored),
+            faults_content_filter: g(&self.faults_content_filter),
+            context_window_exceeded: g(&self.context_window_exceeded),
             in_flight: g(&self.in_flight),
             prompt_tokens: g(&self.prompt_tokens),
             cached_prompt_tokens: g(&self.cached_prompt_tokens),
             completion_tokens: g(&self.completion_tokens),
+        }
+    }
+}
+
+impl Stats {
+    /// Zeroes every counter except `in_flight`, which tracks live requests rather than
+    /// counting past ones.
+    pub fn reset(&self) {
+        for c in [
+            &self.requests,
+            &self.chat_completions,
+            &self.embeddings,
+            &self.models,
+            &self.messages,
+            &self.messages_count_tokens,
+            &self.generate_content,
+            &self.stream_generate_content,
+            &self.embed_content,
+            &self.batch_embed_contents,
+            &self.count_tokens,
+            &self.gemini_models,
+            &self.converse,
+            &self.converse_stream,
+            &self.unknown_routes,
+            &self.client_errors,
+            &self.streams,
+            &self.faults_reset,
+            &self.faults_hang,
+            &self.faults_fail,
+            &self.streams_cut,
+            &self.streams_errored,
+            &self.faults_content_filter,
+            &self.context_window_exceeded,
+            &self.prompt_tokens,
+            &self.cached_prompt_tokens,
+            &self.completion_tokens,
+        ] {
+            c.store(0, Ordering::Relaxed);
         }
     }
 }

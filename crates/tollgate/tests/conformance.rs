@@ -241,6 +241,116 @@ async fn case_embeddings(p: Arc<dyn Provider>, model: &str) {
     );
 }
 
+/// The simulator's refusal knobs through the adapter: each wire format's own context-length
+/// error, content-policy refusal and in-stream error must come out of the adapter as an
+/// `UpstreamError` of the matching `FailureClass` (what the fallback executor acts on).
+async fn case_failure_classes(kind: ProviderKind, model: &str) {
+    use tollgate_providers::FailureClass;
+    let s = sim().await;
+    let p = provider(kind, &s);
+    let ask = || json!({"model": model, "messages": [{"role": "user", "content": "hello there, how are you today"}]});
+    let base = s.config();
+    let chat_err = |stream: bool| {
+        let p = p.clone();
+        let mut v = ask();
+        v["stream"] = json!(stream);
+        async move {
+            match p
+                .chat(ChatCall {
+                    body: body(v),
+                    stream,
+                })
+                .await
+            {
+                Err(e) => e,
+                Ok(_) => panic!("expected an error"),
+            }
+        }
+    };
+
+    s.set_config(tollgate_sim::SimConfig {
+        context_window: Some(4),
+        ..base.clone()
+    });
+    for stream in [false, true] {
+        let e = chat_err(stream).await;
+        assert_eq!(e.class(), FailureClass::ContextWindow, "{e:?}");
+        assert_eq!(
+            e.to_api_error(&[KEY]).code.as_str(),
+            "context_length_exceeded"
+        );
+    }
+
+    s.set_config(tollgate_sim::SimConfig {
+        content_filter_rate: 1.0,
+        ..base.clone()
+    });
+    if kind == ProviderKind::Gemini {
+        // Gemini blocks with a 200 and no candidates: a content_filter finish, not an error.
+        let (v, _) = complete(&p, ask()).await;
+        assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    } else {
+        let e = chat_err(false).await;
+        assert_eq!(e.class(), FailureClass::ContentPolicy, "{e:?}");
+        assert_eq!(e.to_api_error(&[KEY]).code.as_str(), "content_filter");
+    }
+
+    // An in-stream error before the first chunk: the first item of the stream is the error
+    // (Bedrock's adapter reads the first frame before answering, so there `chat` itself
+    // fails with the exception as a status error).
+    s.set_config(tollgate_sim::SimConfig {
+        stream_error_rate: 1.0,
+        ..base.clone()
+    });
+    let mut v = ask();
+    v["stream"] = json!(true);
+    let e = match p
+        .chat(ChatCall {
+            body: body(v),
+            stream: true,
+        })
+        .await
+    {
+        Ok(ChatResponse::Stream { mut chunks, .. }) => match chunks.next().await {
+            Some(Err(e)) => e,
+            other => panic!("expected an error first, got {other:?}"),
+        },
+        Ok(ChatResponse::Complete(_)) => panic!("expected a stream"),
+        Err(e) => {
+            assert_eq!(kind, ProviderKind::Bedrock, "{e:?}");
+            e
+        }
+    };
+    let expected = match kind {
+        // OpenAI's in-stream `server_error`.
+        ProviderKind::Openai | ProviderKind::Azure => FailureClass::Transient,
+        // Anthropic `overloaded_error`, Gemini 503 UNAVAILABLE, Bedrock
+        // serviceUnavailableException.
+        _ => FailureClass::Overloaded,
+    };
+    assert_eq!(e.class(), expected, "{e:?}");
+
+    // fail_first: deterministic failures, then success.
+    s.set_config(tollgate_sim::SimConfig {
+        fail_first: 2,
+        fail_status: 429,
+        retry_after_secs: Some(2),
+        ..base.clone()
+    });
+    for _ in 0..2 {
+        let e = chat_err(false).await;
+        assert_eq!(e.class(), FailureClass::RateLimited, "{e:?}");
+        if kind != ProviderKind::Bedrock {
+            assert_eq!(
+                e.retry_after(),
+                Some(std::time::Duration::from_secs(2)),
+                "{e:?}"
+            );
+        }
+    }
+    complete(&p, ask()).await;
+}
+
 /// One module per adapter: its declared capabilities, and a test per capability.
 macro_rules! conformance {
     ($name:ident, $kind:expr, chat: $chat:literal, embed: $embed:literal, caps: [$($cap:ident),*]) => {
@@ -256,6 +366,11 @@ macro_rules! conformance {
                 };
                 $(declared.$cap = true;)*
                 assert_eq!(provider($kind, &s).capabilities(), declared);
+            }
+
+            #[tokio::test]
+            async fn failure_classes() {
+                case_failure_classes($kind, $chat).await;
             }
 
             $(

@@ -364,7 +364,10 @@ impl Stream for EventReader {
                     }
                     "error" => {
                         let message = stream::error_event_message(&ev.data);
-                        return self.fail(UpstreamErrorKind::InStream { message });
+                        return self.fail(UpstreamErrorKind::InStream {
+                            message,
+                            body: ev.data,
+                        });
                     }
                     _ => return Poll::Ready(Some(Ok(ev))),
                 }

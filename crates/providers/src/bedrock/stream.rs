@@ -388,8 +388,14 @@ impl Translator {
         out: &mut VecDeque<Bytes>,
     ) -> Result<Step, UpstreamErrorKind> {
         if !frame.is_event() {
+            // The same exception as a response would have carried, for classification.
+            let body = match super::exception_status(frame) {
+                UpstreamErrorKind::Status { body, .. } => body,
+                _ => bytes::Bytes::new(),
+            };
             return Err(UpstreamErrorKind::InStream {
                 message: super::exception_message(frame),
+                body,
             });
         }
         let event = frame.event_type.as_deref().unwrap_or("");

@@ -95,6 +95,9 @@ impl Translator {
         if let Some(err) = ev.error.as_ref().filter(|e| !e.is_null()) {
             return Err(UpstreamErrorKind::InStream {
                 message: error_message(err),
+                body: serde_json::to_vec(&serde_json::json!({ "error": err }))
+                    .unwrap_or_default()
+                    .into(),
             });
         }
         if self.id.is_none() {
@@ -393,7 +396,7 @@ mod tests {
             r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#,
         ]);
         match end {
-            Err(UpstreamErrorKind::InStream { message }) => {
+            Err(UpstreamErrorKind::InStream { message, .. }) => {
                 assert_eq!(message, "The model is overloaded. (status: UNAVAILABLE)")
             }
             other => panic!("{other:?}"),
