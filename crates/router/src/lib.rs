@@ -83,7 +83,35 @@ pub struct LogicalModel {
     pub context_window_fallback: Option<String>,
     /// Prompt-cache stickiness; `None` = off. Clones of the model share the table.
     pub(crate) sticky: Option<Arc<StickyTable>>,
+    /// Conversations whose messages total fewer characters than this are not stuck (`None`
+    /// when stickiness is off): providers only cache long prompts.
+    pub sticky_min_prefix_chars: Option<usize>,
+    /// How failed attempts are retried.
+    pub retry: RetrySettings,
     total_weight: u64,
+}
+
+/// `models.<name>.retry`, in router terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Upstream attempts per request, fallbacks included (1 = no retries).
+    pub max_attempts: u32,
+    /// Base and cap of the jittered exponential backoff before revisiting a deployment.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// The longest provider `Retry-After` (or breaker cool-down) waited out in the gateway.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_attempts: 3,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(5),
+        }
+    }
 }
 
 impl LogicalModel {
@@ -101,8 +129,21 @@ impl LogicalModel {
             fallbacks: Vec::new(),
             context_window_fallback: None,
             sticky: Some(Arc::new(StickyTable::new(&StickySettings::default()))),
+            sticky_min_prefix_chars: Some(4096),
+            retry: RetrySettings::default(),
             total_weight,
         })
+    }
+
+    pub fn with_retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Minimum conversation size for stickiness (see [`LogicalModel::sticky_min_prefix_chars`]).
+    pub fn with_sticky_min_prefix_chars(mut self, chars: usize) -> Self {
+        self.sticky_min_prefix_chars = self.sticky.as_ref().map(|_| chars);
+        self
     }
 
     pub fn with_max_output_tokens(mut self, cap: Option<u32>) -> Self {
@@ -129,6 +170,11 @@ impl LogicalModel {
     /// it off: `plan` ignores sticky keys and `stick` does nothing).
     pub fn with_stickiness(mut self, settings: Option<StickySettings>) -> Self {
         self.sticky = settings.map(|s| Arc::new(StickyTable::new(&s)));
+        if self.sticky.is_none() {
+            self.sticky_min_prefix_chars = None;
+        } else if self.sticky_min_prefix_chars.is_none() {
+            self.sticky_min_prefix_chars = Some(4096);
+        }
         self
     }
 
@@ -162,9 +208,11 @@ impl LogicalModel {
 }
 
 /// All logical models, by name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Router {
     models: BTreeMap<String, Arc<LogicalModel>>,
+    /// Gateway-wide cap on retries and fallback attempts.
+    retry_budget: Arc<RetryBudget>,
 }
 
 impl Router {
@@ -174,7 +222,21 @@ impl Router {
                 .into_iter()
                 .map(|m| (m.name.clone(), Arc::new(m)))
                 .collect(),
+            retry_budget: Arc::new(RetryBudget::new(0.2, 10, Duration::from_secs(10))),
         }
+    }
+
+    pub fn empty() -> Router {
+        Router::new([])
+    }
+
+    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Router {
+        self.retry_budget = Arc::new(budget);
+        self
+    }
+
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.retry_budget
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<LogicalModel>> {

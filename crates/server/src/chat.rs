@@ -1,6 +1,5 @@
 //! `POST /v1/chat/completions`, streaming and not.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -16,7 +15,7 @@ use tollgate_types::canonical::ResponsePeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
-use crate::budget::{self, Shape};
+use crate::budget::Shape;
 use crate::dispatch::{self, Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};

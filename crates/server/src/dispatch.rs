@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use tollgate_pricing::{DeploymentRef, Resolution};
 use tollgate_providers::{FailureClass, UpstreamError};
 use tollgate_router::{Attempt, Failure, LogicalModel, PlanRequest};
@@ -124,16 +124,6 @@ impl Dispatch {
         };
         d.order = d.plan_all(now);
         Ok(d)
-    }
-
-    /// The logical model requested of the upstream (after spend policies).
-    pub fn logical(&self) -> &str {
-        &self.logical
-    }
-
-    /// The primary logical model.
-    pub fn model(&self) -> &Arc<LogicalModel> {
-        &self.models[0]
     }
 
     fn plan_all(&self, now: Instant) -> Vec<(usize, usize)> {
@@ -466,9 +456,9 @@ where
     match stream.next().await {
         Some(Err(e)) => Err(e),
         Some(Ok(first)) => Ok(Box::pin(
-            futures::stream::once(async move { Ok(first) }).chain(stream),
+            futures_util::stream::once(async move { Ok(first) }).chain(stream),
         )),
-        None => Ok(Box::pin(futures::stream::empty())),
+        None => Ok(Box::pin(futures_util::stream::empty())),
     }
 }
 

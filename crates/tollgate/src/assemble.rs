@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tollgate_config::{Config, LedgerUrl};
+use tollgate_config::{Config, LedgerUrl, Strategy as ConfigStrategy};
 use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, SystemClock};
 use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
-use tollgate_router::{BreakerSettings, Deployment, Health, LogicalModel, Router};
+use tollgate_router::{
+    BreakerSettings, Deployment, Health, LogicalModel, RetryBudget, RetrySettings, Router,
+    StickySettings, Strategy,
+};
 use tollgate_server::{GatewayParts, ServerSettings};
 use tollgate_store::{Definitions, Store};
 
@@ -39,6 +42,7 @@ fn spill_path(cfg: &Config) -> PathBuf {
 
 /// Builds the router: one adapter per provider, shared by every deployment that uses it.
 pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
+    let prices = cfg.price_table().context("pricing")?;
     let mut adapters = std::collections::BTreeMap::new();
     let mut secrets = Vec::new();
     for (name, p) in &cfg.providers {
@@ -76,6 +80,15 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
     }
     let mut models = Vec::new();
     for (name, m) in &cfg.models {
+        let b = &m.breaker;
+        let breaker = BreakerSettings {
+            consecutive_failures: b.consecutive_failures,
+            error_rate: b.error_rate,
+            min_requests: b.min_requests,
+            window: Duration::from_secs(b.window_secs),
+            cooldown: Duration::from_secs(b.cooldown_secs),
+            half_open_probes: b.half_open_probes,
+        };
         let deployments =
             m.deployments
                 .iter()
@@ -89,19 +102,76 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
                         model: d.model.clone(),
                         label: d.label(),
                         weight: d.weight,
-                        health: Arc::new(Health::new(BreakerSettings::default())),
-                        unit_cost: None,
-                        prompt_cache_ttl: Duration::from_secs(300),
+                        health: Arc::new(Health::new(breaker.clone())),
+                        unit_cost: unit_cost(&prices, name, &d.provider, &d.model),
+                        prompt_cache_ttl: Duration::from_secs(
+                            m.sticky.ttl_secs.unwrap_or(PROMPT_CACHE_TTL_SECS),
+                        ),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
         let lm = LogicalModel::new(name.clone(), deployments)
             .with_context(|| format!("models.{name}: no deployment with a positive weight"))?
-            .with_max_output_tokens(m.max_output_tokens);
+            .with_max_output_tokens(m.max_output_tokens)
+            .with_strategy(match m.strategy {
+                ConfigStrategy::Weighted => Strategy::Weighted,
+                ConfigStrategy::Latency => Strategy::Latency,
+                ConfigStrategy::Cost => Strategy::Cost,
+                ConfigStrategy::LeastInflight => Strategy::LeastInflight,
+            })
+            .with_fallbacks(m.fallbacks.clone())
+            .with_context_window_fallback(m.context_window_fallback.clone())
+            .with_retry(RetrySettings {
+                max_attempts: m.retry.max_attempts,
+                backoff: Duration::from_millis(m.retry.backoff_ms),
+                max_backoff: Duration::from_millis(m.retry.max_backoff_ms),
+                max_retry_after: Duration::from_secs(m.retry.max_retry_after_secs),
+            })
+            .with_stickiness(m.sticky.enabled.then(StickySettings::default))
+            .with_sticky_min_prefix_chars(m.sticky.min_prefix_chars);
         models.push(lm);
     }
-    Ok((Router::new(models), secrets))
+    let rb = &cfg.server.retry_budget;
+    let router = Router::new(models).with_retry_budget(RetryBudget::new(
+        rb.ratio,
+        rb.min_per_sec,
+        Duration::from_secs(10),
+    ));
+    Ok((router, secrets))
 }
+
+/// Nano-USD of one million input plus one million output tokens at a deployment's price: the
+/// `cost` strategy's ranking. `None` when unpriced (ranked last).
+fn unit_cost(
+    prices: &tollgate_pricing::PriceTable,
+    model: &str,
+    provider: &str,
+    upstream: &str,
+) -> Option<u64> {
+    match prices.resolve(
+        model,
+        &tollgate_pricing::DeploymentRef {
+            provider,
+            model: upstream,
+        },
+    ) {
+        tollgate_pricing::Resolution::Priced { price, .. } => {
+            let usage = tollgate_types::Usage {
+                input_tokens: 1_000_000,
+                output_tokens: 1_000_000,
+                ..Default::default()
+            };
+            u64::try_from(tollgate_pricing::cost(&usage, &price).nanos()).ok()
+        }
+        tollgate_pricing::Resolution::Unpriced { .. } => None,
+    }
+}
+
+/// How long a provider keeps a prompt prefix cached after its last use — the documented
+/// minimum lifetimes agree: OpenAI and Azure 5–10 minutes, Anthropic's default 5 minutes,
+/// Bedrock 5 minutes, Gemini's implicit cache of the same order — so one default serves all;
+/// `models.<name>.sticky.ttl_secs` overrides it.
+const PROMPT_CACHE_TTL_SECS: u64 = 300;
 
 /// Everything `tollgate serve` needs, started (the ledger writer thread runs from here on).
 pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
