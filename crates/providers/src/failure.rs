@@ -240,7 +240,9 @@ pub(crate) fn body_retry_delay(body: &[u8]) -> Option<Duration> {
 /// (`"37s"`, `"1.5s"`).
 fn parse_google_duration(s: &str) -> Option<Duration> {
     let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

@@ -149,6 +149,9 @@ async fn first_stream_item(kind: ProviderKind, file: &str) -> UpstreamError {
     }
 }
 
+/// Extra response headers of a canned answer.
+type Headers = &'static [(&'static str, &'static str)];
+
 const AMZN_VALIDATION: &[(&str, &str)] = &[(
     "x-amzn-errortype",
     "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/",
@@ -169,7 +172,7 @@ const AMZN_MODEL_ERROR: &[(&str, &str)] = &[(
 #[tokio::test]
 async fn context_window_errors_per_provider() {
     use ProviderKind::*;
-    let cases: &[(ProviderKind, &[(&str, &str)], &str)] = &[
+    let cases: &[(ProviderKind, Headers, &str)] = &[
         (Openai, &[], "openai_context_length_exceeded.json"),
         (Azure, &[], "azure_context_length_exceeded.json"),
         (Anthropic, &[], "anthropic_prompt_too_long.json"),

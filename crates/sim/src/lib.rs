@@ -26,7 +26,8 @@
 //! | `GET /v1beta/models` | Gemini; a fixed list |
 //! | `POST /model/{modelId}/converse` | Bedrock Converse; model id percent-encoded (`…-v1%3A0`) |
 //! | `POST /model/{modelId}/converse-stream` | Bedrock ConverseStream: `application/vnd.amazon.eventstream` binary frames |
-//! | `GET /_sim/stats` | [`SimStats`] as JSON (one counter per route) |
+//! | `GET /_sim/stats` | [`SimStats`] as JSON: `requests` (every request that reached a non-control route, failed ones included), one counter per route, fault counters |
+//! | `POST /_sim/stats/reset` | zeroes every counter but `in_flight` and returns the zeroed stats; changing the configuration does **not** reset them ([`SimHandle::reset_stats`] does the same in-process) |
 //! | `GET /_sim/config`, `POST /_sim/config` | read, or partially update, the knobs (JSON fields of [`SimConfig`]; absent fields keep their value; unknown fields are a 400) |
 //!
 //! Anything else is a 404 (405 for a known path with the wrong method) in the error shape of
@@ -51,6 +52,11 @@
 //! | `hang_rate` | 0 | share of requests never answered (until the client disconnects) |
 //! | `reset_rate` | 0 | share of requests whose connection is dropped with no response |
 //! | `cut_rate` | 0 | share of streams cut after about half their frames and before anything that marks the answer complete (OpenAI finish chunk, usage and `[DONE]`; Anthropic `message_delta`/`message_stop`; Gemini `finishReason`; Bedrock `messageStop`/`metadata`), then the connection is aborted |
+//! | `context_window` | none | a generation request whose prompt tokens (as reported in usage) exceed it is refused with the format's real context-length error: OpenAI/Azure 400 `context_length_exceeded`; Anthropic 400 `invalid_request_error` "prompt is too long: N tokens > M maximum"; Gemini 400 `INVALID_ARGUMENT` "The input token count (N) exceeds the maximum number of tokens allowed (M)."; Bedrock 400 `ValidationException` "…Input is too long for requested model." Checked before every other fault, and does not advance their sequences |
+//! | `content_filter_rate` | 0 | share of generation requests refused under content policy: OpenAI 400 `invalid_prompt`; Azure 400 `content_filter` with `innererror.code: ResponsibleAIPolicyViolation`; Anthropic 400 "Output blocked by content filtering policy"; Gemini HTTP 200 with no candidates and `promptFeedback.blockReason: SAFETY` (plain, SSE or array); Bedrock 400 `ValidationException` "…Output blocked by content filtering policy" |
+//! | `stream_error_rate` | 0 | share of streams (not cut) that answer 200 and end with the format's in-stream error: OpenAI `data: {"error":{…"server_error"…}}` without `[DONE]`; Anthropic `event: error` `overloaded_error`; Gemini a `{"error":{"code":503,…"UNAVAILABLE"}}` element; Bedrock an exception frame `serviceUnavailableException`. Usage is not counted |
+//! | `stream_error_after_chunks` | 0 | content chunks sent before that error, after the format's preamble (OpenAI role chunk, Anthropic `message_start`/`content_block_start`/`ping`, Bedrock `messageStart`); 0 = the error is the first thing in the body |
+//! | `fail_first` | 0 | the next N faultable requests after the configuration is set (by `--fail-first`, [`SimHandle::set_config`] or `POST /_sim/config`, which re-arms it) fail with `fail_status` and `retry_after_secs`, then requests succeed; taken before any rate |
 //! | `stream_usage` | true | when false, OpenAI streams never carry the usage chunk even if `stream_options.include_usage` asks for it |
 //! | `api_key` | none | when set, requests need it in their format's header: `Authorization: Bearer` (OpenAI), `api-key` (Azure deployments; v1 also Bearer), `x-api-key` (Anthropic; 401 `authentication_error`), `x-goog-api-key` or `?key=` (Gemini; 403 `PERMISSION_DENIED` when absent, 400 `API_KEY_INVALID` when wrong); Bedrock requires some `Authorization` (SigV4 is not verified) and checks only Bearer API keys against it |
 //!
@@ -58,9 +64,10 @@
 //! every format (never to model lists, token counting or control routes), and are exact
 //! rather than random: the `k`-th request evaluated for a kind (0-based, one counter per
 //! kind, shared by all formats) is faulted iff `floor((k+1)·rate) > floor(k·rate)`, so
-//! `fail_rate: 0.3` fails exactly 3 of the first 10 requests (the 4th, 7th and 10th). Kinds
-//! are evaluated in the order reset, hang, fail, then cut (streams only); a request taken by
-//! one kind is not counted by the later ones. Replacing the configuration (either way)
+//! `fail_rate: 0.3` fails exactly 3 of the first 10 requests (the 4th, 7th and 10th). The
+//! `context_window` check comes first, then `fail_first`; kinds are then evaluated in the
+//! order reset, hang, fail, content filter (generation only), then cut and stream error
+//! (streams only); a request taken by one kind is not counted by the later ones. Replacing the configuration (either way)
 //! restarts the sequences. A failure is sent after `ttft_ms` (before any stream byte: a plain
 //! error response); a reset happens at once; a hung request ends when the client disconnects
 //! or the simulator shuts down.
