@@ -31,15 +31,7 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
     };
     let attempts = Attempts::new(req.body);
     if req.stream {
-        stream(
-            gw,
-            rec,
-            attempts,
-            dispatch,
-            req.include_usage,
-            request_id,
-        )
-        .await
+        stream(gw, rec, attempts, dispatch, req.include_usage, request_id).await
     } else {
         complete(gw, rec, attempts, dispatch, request_id).await
     }

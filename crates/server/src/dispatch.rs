@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
+use serde_json::{Map, Value};
 use tollgate_pricing::{DeploymentRef, Resolution};
 use tollgate_providers::{FailureClass, UpstreamError};
 use tollgate_router::{Attempt, Failure, LogicalModel, PlanRequest};
-use serde_json::{Map, Value};
 use tollgate_types::{ApiError, ErrorCode, LedgerRow, Outcome};
 
 use crate::Gateway;
@@ -131,7 +131,11 @@ impl Dispatch {
         for (mi, m) in self.models.iter().enumerate() {
             let req = PlanRequest {
                 // Pins and sticky keys name the primary model's deployments.
-                pinned: if mi == 0 { self.pinned.as_deref() } else { None },
+                pinned: if mi == 0 {
+                    self.pinned.as_deref()
+                } else {
+                    None
+                },
                 sticky: if mi == 0 { self.sticky } else { None },
                 stream: self.stream,
             };
@@ -160,6 +164,8 @@ impl Dispatch {
                 // is soon enough, else give up.
                 match self.soonest_probe(Instant::now()) {
                     Some(w) if w <= self.settings.max_retry_after && self.order_nonempty() => {
+                        // The wait covers any Retry-After the last failure asked for.
+                        self.wait = None;
                         tokio::time::sleep(w).await;
                         self.tried.clear();
                         continue;
@@ -244,7 +250,10 @@ impl Dispatch {
         if let Some(e) = self.last.take() {
             return e;
         }
-        let mut msg = format!("no deployment of the model '{}' could be tried", self.logical);
+        let mut msg = format!(
+            "no deployment of the model '{}' could be tried",
+            self.logical
+        );
         if let Some(why) = why {
             msg.push_str(": ");
             msg.push_str(why);
@@ -267,12 +276,18 @@ impl Dispatch {
         let class = e.class();
         match class {
             FailureClass::Transient => attempt.failure(Failure::Transient, now),
-            FailureClass::RateLimited | FailureClass::Overloaded => attempt.failure(
-                Failure::RateLimited {
-                    retry_after: e.retry_after(),
-                },
-                now,
-            ),
+            // A provider that says how long to back off cools the deployment down for exactly
+            // that long; one that does not is an ordinary failure for the breaker's thresholds
+            // (one bare 429 must not take a deployment out for a whole cool-down).
+            FailureClass::RateLimited | FailureClass::Overloaded => match e.retry_after() {
+                Some(ra) => attempt.failure(
+                    Failure::RateLimited {
+                        retry_after: Some(ra),
+                    },
+                    now,
+                ),
+                None => attempt.failure(Failure::Transient, now),
+            },
             // Not the deployment's fault: its health is unaffected.
             FailureClass::ContextWindow | FailureClass::ContentPolicy | FailureClass::Client => {
                 drop(attempt)
@@ -445,10 +460,7 @@ fn price(
 /// moment up to which a stream can still fail over without the client noticing.
 pub async fn first_item<T, S>(
     mut stream: S,
-) -> Result<
-    std::pin::Pin<Box<dyn Stream<Item = Result<T, UpstreamError>> + Send>>,
-    UpstreamError,
->
+) -> Result<std::pin::Pin<Box<dyn Stream<Item = Result<T, UpstreamError>> + Send>>, UpstreamError>
 where
     T: Send + 'static,
     S: Stream<Item = Result<T, UpstreamError>> + Send + Unpin + 'static,
@@ -527,10 +539,19 @@ mod tests {
         assert!(k1.is_some());
         assert_eq!(k1, k2);
         // Other tenants and other models never share a key.
-        assert_ne!(k1, sticky_key(turn1.as_object().unwrap(), "other", "m", 4096));
-        assert_ne!(k1, sticky_key(turn1.as_object().unwrap(), "acme", "m2", 4096));
+        assert_ne!(
+            k1,
+            sticky_key(turn1.as_object().unwrap(), "other", "m", 4096)
+        );
+        assert_ne!(
+            k1,
+            sticky_key(turn1.as_object().unwrap(), "acme", "m2", 4096)
+        );
         // Short prompts are not worth sticking.
         let short = json!({"messages": [{"role": "user", "content": "hi"}]});
-        assert_eq!(sticky_key(short.as_object().unwrap(), "acme", "m", 4096), None);
+        assert_eq!(
+            sticky_key(short.as_object().unwrap(), "acme", "m", 4096),
+            None
+        );
     }
 }

@@ -63,7 +63,12 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
                 }
             };
             let t0 = Instant::now();
-            match routed.deployment.provider.embeddings(EmbeddingsCall { body }).await {
+            match routed
+                .deployment
+                .provider
+                .embeddings(EmbeddingsCall { body })
+                .await
+            {
                 Ok(c) => {
                     let took = t0.elapsed();
                     attempt.success(Some(took), took, Instant::now());

@@ -155,7 +155,13 @@ async fn complete(
             if provider.kind() == ProviderKind::Anthropic {
                 let call = ex.native_call(&routed, &prepared, false);
                 let Some(fut) = provider.messages(call) else {
-                    return reject(rec, no_native(&routed), rid, Outcome::Failed, Format::Anthropic);
+                    return reject(
+                        rec,
+                        no_native(&routed),
+                        rid,
+                        Outcome::Failed,
+                        Format::Anthropic,
+                    );
                 };
                 match fut.await {
                     Ok(MessagesResponse::Complete(c)) => Ok(match c.usage {
@@ -192,8 +198,7 @@ async fn complete(
                                 (estimate(&routed, &canonical, &text), UsageSource::Estimated)
                             }
                         };
-                        match anthropic::response_from_canonical(&c.body, &ex.req.model, &usage)
-                        {
+                        match anthropic::response_from_canonical(&c.body, &ex.req.model, &usage) {
                             Ok(b) => Ok((Bytes::from(b.to_string()), usage, source)),
                             Err(e) => {
                                 return reject(rec, e, rid, Outcome::Failed, Format::Anthropic);
@@ -259,7 +264,13 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
         let started = if provider.kind() == ProviderKind::Anthropic {
             let call = ex.native_call(&routed, &prepared, true);
             let Some(fut) = provider.messages(call) else {
-                return reject(rec, no_native(&routed), rid, Outcome::Failed, Format::Anthropic);
+                return reject(
+                    rec,
+                    no_native(&routed),
+                    rid,
+                    Outcome::Failed,
+                    Format::Anthropic,
+                );
             };
             match fut.await {
                 Ok(MessagesResponse::Stream { events, .. }) => {

@@ -230,7 +230,11 @@ pub fn render_deployments(router: &tollgate_router::Router, out: &mut String) {
     for name in router.names() {
         if let Some(m) = router.get(name) {
             let st = m.sticky_stats();
-            let _ = writeln!(out, "tollgate_sticky_hits_total{{model=\"{name}\"}} {}", st.hits);
+            let _ = writeln!(
+                out,
+                "tollgate_sticky_hits_total{{model=\"{name}\"}} {}",
+                st.hits
+            );
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Extra top-level YAML sections (e.g. `budgets:`), appended verbatim.
     pub extra_yaml: String,
+    /// Extra YAML under `server:` (indented by 2).
+    pub extra_server: String,
 }
 
 impl Default for Opts {
@@ -73,6 +75,7 @@ impl Default for Opts {
             extra_models: String::new(),
             env: Vec::new(),
             extra_yaml: String::new(),
+            extra_server: String::new(),
         }
     }
 }
@@ -308,6 +311,7 @@ fn config_yaml(opts: &Opts, sim: &SimHandle, db: &Path) -> String {
     if let Some(b) = opts.max_body_bytes {
         y.push_str(&format!("  max_body_bytes: {b}\n"));
     }
+    y.push_str(&opts.extra_server);
     y.push_str(&format!("storage:\n  ledger: sqlite://{}\n", db.display()));
     y.push_str("providers:\n  sim:\n    kind: openai\n");
     y.push_str(&format!("    base_url: {}\n", sim.base_url()));
