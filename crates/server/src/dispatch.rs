@@ -151,23 +151,28 @@ impl Dispatch {
         gw: &Gateway,
         row: &mut LedgerRow,
     ) -> Result<(Routed, Attempt), ApiError> {
+        // Candidates passed over without an attempt since the last one; a full round of them
+        // means nothing can start now. Bounds the loop: it never spins.
+        let mut skipped = 0usize;
         loop {
             if self.attempts >= self.settings.max_attempts {
                 return Err(self.give_up(None));
             }
-            if self.attempts > 0 && !gw.0.router.retry_budget().try_withdraw(Instant::now()) {
-                gw.0.metrics.retry_budget_exhausted();
-                return Err(self.give_up(Some("the gateway's retry budget is spent")));
-            }
-            let Some((mi, di, revisit)) = self.pick(Instant::now()) else {
+            let picked = if skipped >= self.order.len() {
+                None
+            } else {
+                self.pick(Instant::now())
+            };
+            let Some((mi, di, revisit)) = picked else {
                 // Nothing can be tried now: wait for the first breaker to half-open if that
                 // is soon enough, else give up.
                 match self.soonest_probe(Instant::now()) {
-                    Some(w) if w <= self.settings.max_retry_after && self.order_nonempty() => {
+                    Some(w) if w <= self.settings.max_retry_after && !self.order.is_empty() => {
                         // The wait covers any Retry-After the last failure asked for.
                         self.wait = None;
-                        tokio::time::sleep(w).await;
+                        tokio::time::sleep(w.max(Duration::from_millis(1))).await;
                         self.tried.clear();
+                        skipped = 0;
                         continue;
                     }
                     w => {
@@ -179,6 +184,22 @@ impl Dispatch {
                     }
                 }
             };
+            let model = self.models[mi].clone();
+            let routed = match price(gw, &model, di, self.policy_cap) {
+                Ok(r) => r,
+                Err(e) => {
+                    // An unpriced candidate can never be served (fail-closed); a fallback may
+                    // be. It leaves the plan for good.
+                    self.order.retain(|&c| c != (mi, di));
+                    self.pos = 0;
+                    self.last = Some(e);
+                    continue;
+                }
+            };
+            if self.attempts > 0 && !gw.0.router.retry_budget().try_withdraw(Instant::now()) {
+                gw.0.metrics.retry_budget_exhausted();
+                return Err(self.give_up(Some("the gateway's retry budget is spent")));
+            }
             let wait = match self.wait.take() {
                 Some(w) => Some(w),
                 None if revisit => Some(tollgate_router::backoff(
@@ -193,19 +214,10 @@ impl Dispatch {
                 self.backoffs += 1;
                 tokio::time::sleep(w).await;
             }
-            let now = Instant::now();
-            let model = self.models[mi].clone();
-            let Some(attempt) = model.deployments[di].health.start(now) else {
-                // Opened while we waited: try the next one.
+            let Some(attempt) = model.deployments[di].health.start(Instant::now()) else {
+                // Opened (or its probe slot was taken) meanwhile: try the next one.
+                skipped += 1;
                 continue;
-            };
-            let routed = match price(gw, &model, di, self.policy_cap) {
-                Ok(r) => r,
-                Err(e) => {
-                    // An unpriced candidate cannot be served (fail-closed); a fallback may be.
-                    self.last = Some(e);
-                    continue;
-                }
             };
             self.tried.push((mi, di));
             if self.attempts > 0 {
@@ -217,14 +229,13 @@ impl Dispatch {
         }
     }
 
-    fn order_nonempty(&self) -> bool {
-        !self.order.is_empty()
-    }
-
     /// The next available candidate from `pos`, wrapping around once; `revisit` when it was
     /// tried before in this request.
     fn pick(&mut self, now: Instant) -> Option<(usize, usize, bool)> {
         let n = self.order.len();
+        if n == 0 {
+            return None;
+        }
         for step in 0..n {
             let i = (self.pos + step) % n;
             let (mi, di) = self.order[i];
