@@ -18,6 +18,7 @@ use crate::Gateway;
 use crate::budget::{self, Shape};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
+use crate::ratelimit;
 use crate::record::PendingRow;
 use crate::relay;
 
@@ -29,6 +30,10 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     let mut upstream = pipeline::upstream_body(req.body, &routed);
+    let limits = match ratelimit::admit(&gw, &mut rec, &routed, &upstream, Shape::Chat) {
+        Ok(l) => l,
+        Err(l) => return l.reject(rec, request_id, Format::OpenAi),
+    };
     let admitted = budget::admit(&gw, rec.row(), &routed, &mut upstream, Shape::Chat);
     let output_cap = match admitted {
         Ok(a) => a.reservation.and_then(|r| {
@@ -42,7 +47,7 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         body: request.clone(),
         stream: req.stream,
     };
-    if req.stream {
+    let resp = if req.stream {
         stream(
             gw,
             rec,
@@ -55,7 +60,8 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         .await
     } else {
         complete(gw, rec, call, routed, request_id).await
-    }
+    };
+    limits.apply(resp)
 }
 
 /// Every check before the provider call. Fills the row as facts become known, so a rejected

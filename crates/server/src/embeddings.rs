@@ -16,6 +16,7 @@ use crate::Gateway;
 use crate::budget::{self, Shape};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
+use crate::ratelimit;
 use crate::record::PendingRow;
 
 pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -38,6 +39,10 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
     }
     let input = req.body.get("input").cloned().unwrap_or(Value::Null);
     let mut upstream = pipeline::upstream_body(req.body, &routed);
+    let limits = match ratelimit::admit(&gw, &mut rec, &routed, &upstream, Shape::Embeddings) {
+        Ok(l) => l,
+        Err(l) => return l.reject(rec, request_id, Format::OpenAi),
+    };
     match budget::admit(&gw, rec.row(), &routed, &mut upstream, Shape::Embeddings) {
         Ok(a) => {
             if let Some(r) = a.reservation {
@@ -52,7 +57,7 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
     let g = gw.clone();
     let rid = request_id.clone();
     // Detached like non-streaming chat: the row and its cost survive a departing client.
-    pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
+    let resp = pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
         let provider = routed.deployment.provider.clone();
         match provider.embeddings(call).await {
             Ok(c) => {
@@ -74,7 +79,8 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
             ),
         }
     })
-    .await
+    .await;
+    limits.apply(resp)
 }
 
 async fn admit(

@@ -26,6 +26,7 @@ use crate::Gateway;
 use crate::budget::{self, Shape};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
+use crate::ratelimit;
 use crate::record::PendingRow;
 use crate::relay;
 
@@ -40,6 +41,10 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::Anthropic),
     };
     let mut canonical = pipeline::upstream_body(canonical, &routed);
+    let limits = match ratelimit::admit(&gw, &mut rec, &routed, &canonical, Shape::Chat) {
+        Ok(l) => l,
+        Err(l) => return l.reject(rec, request_id, Format::Anthropic),
+    };
     let admitted = budget::admit(&gw, rec.row(), &routed, &mut canonical, Shape::Chat);
     let (clamped_to, output_cap) = match admitted {
         Ok(a) => {
@@ -69,9 +74,9 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
                 })
                 .collect(),
         };
-        native(gw, rec, req, call, canonical, routed, request_id).await
+        limits.apply(native(gw, rec, req, call, canonical, routed, request_id).await)
     } else {
-        translated(gw, rec, req, canonical, routed, output_cap, request_id).await
+        limits.apply(translated(gw, rec, req, canonical, routed, output_cap, request_id).await)
     }
 }
 

@@ -27,6 +27,9 @@ pub struct PendingRow {
     _in_flight: TaskTrackerToken,
     /// The budget reservation admission took, settled with the row's cost when it is recorded.
     reservation: Option<tollgate_policy::Reservation>,
+    /// The rate-limit token reservation (`crate::ratelimit`), settled with the row's actual
+    /// input + output tokens when it is recorded.
+    rate: Option<tollgate_policy::RateHold>,
 }
 
 impl PendingRow {
@@ -44,6 +47,7 @@ impl PendingRow {
             gw: gw.0.clone(),
             _in_flight: gw.0.tasks.token(),
             reservation: None,
+            rate: None,
         }
     }
 
@@ -65,6 +69,11 @@ impl PendingRow {
     /// Holds a budget reservation until the row is recorded.
     pub fn hold(&mut self, reservation: tollgate_policy::Reservation) {
         self.reservation = Some(reservation);
+    }
+
+    /// Holds a rate-limit token reservation until the row is recorded.
+    pub fn hold_rate(&mut self, hold: tollgate_policy::RateHold) {
+        self.rate = Some(hold);
     }
 
     /// Records a request refused or failed with `error`.
@@ -100,6 +109,10 @@ impl PendingRow {
                     late = s.late,
                     "actual cost exceeded the budget reservation"
                 );
+            }
+            // Same for the rate limits' token estimate (a failed call usually used 0).
+            if let Some(h) = self.rate.take() {
+                self.gw.rate_limits.settle(h, row.usage.total_tokens());
             }
             if row.effective_cost.nanos() > 0
                 && let Some(model) = row.requested_model.as_deref()

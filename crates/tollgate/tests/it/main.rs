@@ -14,5 +14,6 @@ mod errors;
 mod ledger;
 mod policies;
 mod providers;
+mod ratelimits;
 mod streaming;
 mod upstream;
