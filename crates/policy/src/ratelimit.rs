@@ -421,7 +421,7 @@ impl RateLimits {
                 if !rpm.is_empty() {
                     self.store.commit(&rpm, NanoUsd(1), NanoUsd(1), now);
                 }
-                let hold = (!tpm.is_empty()).then(|| RateHold {
+                let hold = (!tpm.is_empty()).then_some(RateHold {
                     entries: tpm,
                     tokens: ask.tokens,
                     at_ms: now,

@@ -42,16 +42,14 @@ impl Limits {
 
 /// A refused request: answer it with [`Limited::reject`].
 #[derive(Debug)]
-pub struct Limited {
-    error: ApiError,
-    quotas: Quotas,
-}
+pub struct Limited(Box<(ApiError, Quotas)>);
 
 impl Limited {
     /// Records the row (`rejected`) and answers `429` in the client's format, with headers.
     pub fn reject(self, rec: PendingRow, request_id: String, format: Format) -> Response {
-        let mut resp = reject(rec, self.error, request_id, Outcome::Rejected, format);
-        put_headers(resp.headers_mut(), &self.quotas);
+        let (error, quotas) = *self.0;
+        let mut resp = reject(rec, error, request_id, Outcome::Rejected, format);
+        put_headers(resp.headers_mut(), &quotas);
         resp
     }
 }
@@ -132,10 +130,8 @@ pub fn admit(
             // but a client honouring Retry-After should not hammer either.
             let wait_ms = retry_after_ms.unwrap_or(WINDOW_MS);
             let secs = u64::try_from((wait_ms + 999) / 1_000).unwrap_or(1).max(1);
-            Err(Limited {
-                error: ApiError::new(ErrorCode::RateLimitExceeded, message).with_retry_after(secs),
-                quotas,
-            })
+            let error = ApiError::new(ErrorCode::RateLimitExceeded, message).with_retry_after(secs);
+            Err(Limited(Box::new((error, quotas))))
         }
     }
 }

@@ -142,7 +142,7 @@ impl Gateway {
             loop {
                 tick.tick().await;
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     // Rate-limit counters of keys/users gone quiet for a minute.
                     gw.0.rate_limits.sweep(now_ms());
                 }
