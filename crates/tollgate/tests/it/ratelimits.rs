@@ -145,6 +145,19 @@ async fn rpm_holds_exactly_under_500_concurrent_requests() {
         assert_eq!(r["policy_actions"], "rate_limited=per-key", "{r}");
         assert_eq!(r["tenant"], "acme", "{r}");
     }
+    let metrics = env
+        .http
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"tollgate_rate_limited_total{endpoint="/v1/chat/completions"} 400"#),
+        "{metrics}"
+    );
     // Another key has its own counter.
     let (other, _) = env.create_key(json!({"name": "other"})).await;
     let r = send(&env, &other, &[], &body).await;
