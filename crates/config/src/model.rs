@@ -18,9 +18,9 @@ use crate::Secret;
 
 /// The whole configuration (PRODUCT.md §4, "Config").
 ///
-/// Top-level YAML sections: `server`, `storage`, `providers`, `models`, `pricing`. The
-/// contract's `tenants`, `budgets`, `policies`, `rate_limits`, `cache` and `guardrails` are
-/// rejected by this build ("section 'budgets' is not supported by this build yet").
+/// Top-level YAML sections: `server`, `storage`, `providers`, `models`, `pricing`, `tenants`,
+/// `budgets`, `policies`, `rate_limits`. The contract's `cache` and `guardrails` are rejected
+/// by this build ("section 'cache' is not supported by this build yet").
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
@@ -48,6 +48,28 @@ pub struct Config {
     /// flapping. Policies created through `/admin/v1/policies` are stored and override these.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<tollgate_policy::rules::PolicyDef>,
+    /// `rate_limits`: requests and tokens per minute, checked before budget admission on
+    /// `/v1/chat/completions`, `/v1/messages` and `/v1/embeddings`. Each rule:
+    ///
+    /// ```yaml
+    /// rate_limits:
+    ///   - name: per-key        # required, unique; ASCII letters, digits and - _ . : @
+    ///     per: key             # key | tenant | user | model: one counter per distinct value;
+    ///                          # omit for one counter shared by every request the rule matches
+    ///     match: {tenant: acme, model: gpt-4o-mini}  # optional filters, ANDed: key (name or
+    ///                          # id), team, tenant, feature, user, model (logical)
+    ///     rpm: 600             # requests per minute (optional)
+    ///     tpm: 200000          # input + output tokens per minute (optional)
+    /// ```
+    /// At least one of `rpm`/`tpm`, each a whole number `> 0` (at most 10¹²). Windows are a
+    /// rolling 60 s. A request counts against every rule that matches it, all or nothing; a
+    /// rule whose `per` value the request lacks (no user, say) does not limit it. TPM reserves
+    /// the request's estimate (prompt tokens + output cap) at admission and settles to the
+    /// actual input + output tokens when the request ends; a failed request still counts one
+    /// request. Refusals are `429 rate_limit_exceeded` with `Retry-After`; responses carry
+    /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the tightest rule.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<tollgate_policy::RateLimitDef>,
 }
 
 /// `tenants.<name>`.

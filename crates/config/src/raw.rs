@@ -12,7 +12,7 @@ use crate::Secret;
 
 /// Sections PRODUCT.md names that this build does not implement. Present → validation error,
 /// never silently ignored.
-pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["rate_limits", "cache", "guardrails"];
+pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["cache", "guardrails"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +33,8 @@ pub(crate) struct RawConfig {
     pub budgets: Option<Vec<tollgate_policy::BudgetDef>>,
     #[serde(default)]
     pub policies: Option<Vec<tollgate_policy::rules::PolicyDef>>,
+    #[serde(default)]
+    pub rate_limits: Option<Vec<tollgate_policy::RateLimitDef>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

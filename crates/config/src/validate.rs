@@ -100,6 +100,20 @@ pub(crate) fn validate(
         }
     }
 
+    let rate_limits = raw.rate_limits.unwrap_or_default();
+    let mut rate_names = std::collections::BTreeSet::new();
+    for (i, r) in rate_limits.iter().enumerate() {
+        if let Err(e) = r.validate() {
+            issues.push(format!("rate_limits[{i}].{}", e.field), e.reason);
+        }
+        if !rate_names.insert(r.name.clone()) {
+            issues.push(
+                format!("rate_limits[{i}].name"),
+                format!("duplicate rate limit name '{}'", r.name),
+            );
+        }
+    }
+
     if !issues.is_empty() {
         return None;
     }
@@ -112,6 +126,7 @@ pub(crate) fn validate(
         tenants,
         budgets,
         policies,
+        rate_limits,
     };
     price_warnings(&config, issues, warnings);
     if !issues.is_empty() {

@@ -497,7 +497,7 @@ fn unknown_fields_are_errors_with_their_full_path() {
 
 #[test]
 fn unsupported_sections_are_refused() {
-    for section in ["rate_limits", "cache", "guardrails"] {
+    for section in ["cache", "guardrails"] {
         // Even an empty section is refused: never silently ignored.
         for body in [format!("{section}:\n"), format!("{section}: {{x: 1}}\n")] {
             assert_error(
@@ -928,6 +928,52 @@ fn load_from_file() {
         missing.to_string().contains("/nonexistent/tollgate.yaml"),
         "{missing}"
     );
+}
+
+#[test]
+fn rate_limits_section() {
+    let yaml = with(
+        "rate_limits:\n  - {name: per-key, per: key, rpm: 600, tpm: 200000}\n  - name: acme-users\n    per: user\n    match: {tenant: acme, model: gpt-4o-mini}\n    tpm: 5000\n  - {name: everyone, rpm: 10000}\n",
+    );
+    let config = load(&yaml).unwrap().config;
+    assert_eq!(config.rate_limits.len(), 3);
+    let r = &config.rate_limits[1];
+    assert_eq!(r.per, Some(tollgate_policy::Per::User));
+    assert_eq!(r.filter.tenant.as_deref(), Some("acme"));
+    assert_eq!((r.rpm, r.tpm), (None, Some(5000)));
+    assert_eq!(config.rate_limits[2].per, None);
+    // Round trip through `config check`'s rendering.
+    assert!(config.to_masked_yaml().contains("match:"));
+
+    let bad = |rules: &str, expected: &str| {
+        assert_error(&with(&format!("rate_limits:\n{rules}")), expected)
+    };
+    bad(
+        "  - {name: a, rpm: 1}\n  - {name: b, rpm: 2}\n  - {name: c, rpm: 0}\n",
+        "rate_limits[2].rpm: must be > 0",
+    );
+    bad(
+        "  - {name: a, per: key}\n",
+        "rate_limits[0].rpm: a rate limit needs rpm, tpm or both",
+    );
+    bad(
+        "  - {name: a, rpm: 1}\n  - {name: a, tpm: 1}\n",
+        "rate_limits[1].name: duplicate rate limit name 'a'",
+    );
+    bad(
+        "  - {name: a, per: team, rpm: 1}\n",
+        "rate_limits[0].per: unknown variant `team`",
+    );
+    bad("  - {name: a, rpm: -1}\n", "rate_limits[0].rpm");
+    bad(
+        "  - {name: a, rpm: 1, match: {tenat: x}}\n",
+        "rate_limits[0].match.tenat: unknown field `tenat`",
+    );
+    bad(
+        "  - {name: a, tpm: 1, match: {user: ''}}\n",
+        "rate_limits[0].match.user: must not be empty",
+    );
+    bad("  - {rpm: 1}\n", "rate_limits[0]: missing field `name`");
 }
 
 #[test]

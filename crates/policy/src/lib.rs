@@ -14,6 +14,7 @@
 //! | [`store`] | the [`CounterStore`] trait (atomic multi-key reserve) and [`MemoryStore`] |
 //! | [`engine`] | [`Budgets`]: matching, admission with fitting, settle / release / expire, status, seeding |
 //! | [`clock`] | the injectable [`Clock`] |
+//! | [`ratelimit`] | [`RateLimits`]: requests and tokens per minute on the same counter store, one atomic reserve per request |
 //! | [`rules`] | spend policies: graded ladders (alert / downgrade / cap / reroute / block) over budget utilisation, forecast, burn rate and revenue share, with hysteresis, shadow mode and a decision log |
 //!
 //! # How admission works
@@ -63,6 +64,7 @@ pub mod clock;
 pub mod def;
 pub mod engine;
 mod index;
+pub mod ratelimit;
 pub mod rules;
 pub mod store;
 pub mod window;
@@ -72,6 +74,10 @@ pub use def::{BudgetDef, DefError, MAX_ROLLING_MS, Mode, RollingUnit, Scope, Win
 pub use engine::{
     Admission, Advisory, Ask, BudgetError, BudgetStatus, Budgets, Reservation, ReservationState,
     SeedQuery, Settlement, Upserted,
+};
+pub use ratelimit::{
+    Dimension, Per, Quota, Quotas, RateAdmission, RateAsk, RateHold, RateLimitDef, RateLimits,
+    RateMatch,
 };
 pub use store::{
     CounterKey, CounterStore, Counts, Entry, Grant, MemoryStore, Refusal, Room, SeedSpend, Slot,

@@ -219,6 +219,23 @@ pub trait CounterStore: Send + Sync {
         now_ms: i64,
     ) -> Result<Grant, Refusal>;
 
+    /// Atomically reserve a **different** amount on each entry, all or nothing: `amounts[i]`
+    /// on `entries[i]` (paired by index; entries without an amount are not touched). If every
+    /// enforced entry has `limit − spent − reserved ≥ amounts[i]`, add each amount to its
+    /// entry's `reserved` and return the room each entry had **before** this reservation;
+    /// otherwise change nothing and return the entry that fell shortest. No fitting.
+    ///
+    /// Rate limits need this: one request reserves 1 on a requests-per-minute counter and its
+    /// token estimate on a tokens-per-minute counter, in one step, so two concurrent requests
+    /// can never both see the same room. (Budgets reserve one amount everywhere and use
+    /// [`CounterStore::try_reserve`].) Settle with [`CounterStore::commit`] per amount.
+    fn try_reserve_each(
+        &self,
+        entries: &[Entry],
+        amounts: &[NanoUsd],
+        now_ms: i64,
+    ) -> Result<Vec<NanoUsd>, Refusal>;
+
     /// Settle: subtract `reserved` from each entry's reserved and add `actual` to its spend
     /// (rolling: in the bucket of `at_ms`). Called at most once per reservation; `reserved` is
     /// 0 for a settle that arrives after the reservation was released by expiry.
@@ -377,6 +394,44 @@ impl CounterStore for MemoryStore {
             amount: NanoUsd(grant),
             over,
         })
+    }
+
+    fn try_reserve_each(
+        &self,
+        entries: &[Entry],
+        amounts: &[NanoUsd],
+        now_ms: i64,
+    ) -> Result<Vec<NanoUsd>, Refusal> {
+        let mut map = self.lock();
+        let mut rooms = Vec::with_capacity(entries.len().min(amounts.len()));
+        // The enforced entry with the largest shortfall (amount − room), if any.
+        let mut short: Option<(i128, Room)> = None;
+        for (i, (e, amount)) in entries.iter().zip(amounts).enumerate() {
+            let room = match map.get_mut(&e.key) {
+                Some(c) => {
+                    c.age(e.key.slot(), now_ms);
+                    c.room(e.key.slot(), e.limit)
+                }
+                None => i128::from(e.limit.nanos()),
+            };
+            let missing = i128::from(amount.nanos().max(0)) - room;
+            let room = NanoUsd(clamp_i64(room));
+            rooms.push(room);
+            if e.enforce && missing > 0 && short.is_none_or(|(m, _)| missing > m) {
+                short = Some((missing, Room { entry: i, room }));
+            }
+        }
+        if let Some((_, room)) = short {
+            return Err(Refusal::Shortfall(room));
+        }
+        for (e, amount) in entries.iter().zip(amounts) {
+            let c = match map.get_mut(&e.key) {
+                Some(c) => c,
+                None => map.entry(e.key.clone()).or_default(),
+            };
+            c.reserved = c.reserved.saturating_add(amount.nanos().max(0));
+        }
+        Ok(rooms)
     }
 
     fn commit(&self, entries: &[Entry], reserved: NanoUsd, actual: NanoUsd, at_ms: i64) {
@@ -572,6 +627,40 @@ mod tests {
         assert_eq!(g.amount, NanoUsd(10));
         assert_eq!(s.snapshot(&es[0].key, 0).reserved, NanoUsd(50));
         assert_eq!(s.snapshot(&es[1].key, 0).reserved, NanoUsd(50));
+    }
+
+    #[test]
+    fn reserve_each_is_all_or_nothing_with_its_own_amounts() {
+        let s = MemoryStore::new();
+        let es = [entry("rpm", 2, true), entry("tpm", 100, true)];
+        let rooms = s
+            .try_reserve_each(&es, &[NanoUsd(1), NanoUsd(60)], 0)
+            .unwrap();
+        assert_eq!(rooms, vec![NanoUsd(2), NanoUsd(100)]);
+        // The request counter has room, the token counter does not: nothing is reserved.
+        let err = s
+            .try_reserve_each(&es, &[NanoUsd(1), NanoUsd(60)], 0)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::Shortfall(Room {
+                entry: 1,
+                room: NanoUsd(40)
+            })
+        );
+        assert_eq!(s.snapshot(&es[0].key, 0).reserved, NanoUsd(1));
+        assert_eq!(s.snapshot(&es[1].key, 0).reserved, NanoUsd(60));
+        // Exactly the room left fits.
+        s.try_reserve_each(&es, &[NanoUsd(1), NanoUsd(40)], 0)
+            .unwrap();
+        assert!(
+            s.try_reserve_each(&es, &[NanoUsd(1), NanoUsd(0)], 0)
+                .is_err()
+        );
+        // An unenforced entry is charged but never blocks.
+        let soft = [entry("soft", 1, false)];
+        s.try_reserve_each(&soft, &[NanoUsd(5)], 0).unwrap();
+        assert_eq!(s.snapshot(&soft[0].key, 0).reserved, NanoUsd(5));
     }
 
     #[test]

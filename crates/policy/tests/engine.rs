@@ -373,6 +373,14 @@ impl CounterStore for DownStore {
     fn try_reserve(&self, _: &[Entry], _: NanoUsd, _: NanoUsd, _: i64) -> Result<Grant, Refusal> {
         Err(Refusal::Unavailable("connection refused".into()))
     }
+    fn try_reserve_each(
+        &self,
+        _: &[Entry],
+        _: &[NanoUsd],
+        _: i64,
+    ) -> Result<Vec<NanoUsd>, Refusal> {
+        Err(Refusal::Unavailable("connection refused".into()))
+    }
     fn commit(&self, _: &[Entry], _: NanoUsd, _: NanoUsd, _: i64) {}
     fn release(&self, _: &[Entry], _: NanoUsd) {}
     fn snapshot(&self, _: &CounterKey, _: i64) -> Counts {

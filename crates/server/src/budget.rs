@@ -39,6 +39,7 @@ pub const FALLBACK_OUTPUT_CAP: u64 = 4096;
 pub const RESERVATION_TTL_MS: i64 = 20 * 60_000;
 
 /// What kind of request is being admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// Chat-like: prompt plus an output cap in `max_completion_tokens`/`max_tokens`.
     Chat,
@@ -136,36 +137,33 @@ fn fit_cap(input: u64, n: u64, allowed: NanoUsd, price: &ModelPrice) -> u64 {
     cap
 }
 
-/// Admits a request against the budgets. May write the output cap into `body`.
-pub fn admit(
+/// What admission counts for a request: prompt tokens (exact for OpenAI-tokenised models, an
+/// upper bound otherwise), choices, and the output cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub input: u64,
+    pub n: u64,
+    pub out_cap: u64,
+    /// The cap came from the request (not the model's limit or the fallback).
+    pub explicit: bool,
+}
+
+impl Estimate {
+    /// Worst-case tokens: prompt + output cap × choices.
+    pub fn tokens(&self) -> u64 {
+        self.input
+            .saturating_add(self.out_cap.saturating_mul(self.n))
+    }
+}
+
+/// Counts a request the way budget admission does (shared with rate limiting, `crate::ratelimit`).
+pub fn estimate(
     gw: &Gateway,
-    row: &mut LedgerRow,
     routed: &Routed,
-    body: &mut Map<String, Value>,
+    body: &Map<String, Value>,
     shape: Shape,
-) -> Result<Admitted, ApiError> {
+) -> Estimate {
     let logical_model = routed.logical.as_str();
-    // A policy's cap comes first, so the worst case below is computed on it.
-    let mut policy_clamp = None;
-    if let (Some(cap), Shape::Chat) = (routed.policy_cap, &shape) {
-        let cap = u64::from(cap);
-        if requested_cap(body).is_none_or(|c| c > cap) {
-            body.insert(cap_field(body, &routed.deployment.model).into(), cap.into());
-            policy_clamp = Some(cap);
-        }
-    }
-    let none = Admitted {
-        reservation: None,
-        clamped_to: policy_clamp,
-    };
-    // An unpriced request (pricing.unknown_model: allow) costs 0 and cannot be budgeted.
-    let Some((price, _)) = &routed.price else {
-        return Ok(none);
-    };
-    let budgets = &gw.0.budgets;
-    if !budgets.any_match(&row.attribution, logical_model) {
-        return Ok(none);
-    }
     let enc = Encoding::for_model(&routed.deployment.model);
     let (input, n, out_cap, explicit) = match shape {
         Shape::Chat => {
@@ -205,6 +203,50 @@ pub fn admit(
             (input, 1, 0, true)
         }
     };
+    Estimate {
+        input,
+        n,
+        out_cap,
+        explicit,
+    }
+}
+
+/// Admits a request against the budgets. May write the output cap into `body`.
+pub fn admit(
+    gw: &Gateway,
+    row: &mut LedgerRow,
+    routed: &Routed,
+    body: &mut Map<String, Value>,
+    shape: Shape,
+) -> Result<Admitted, ApiError> {
+    let logical_model = routed.logical.as_str();
+    // A policy's cap comes first, so the worst case below is computed on it.
+    let mut policy_clamp = None;
+    if let (Some(cap), Shape::Chat) = (routed.policy_cap, &shape) {
+        let cap = u64::from(cap);
+        if requested_cap(body).is_none_or(|c| c > cap) {
+            body.insert(cap_field(body, &routed.deployment.model).into(), cap.into());
+            policy_clamp = Some(cap);
+        }
+    }
+    let none = Admitted {
+        reservation: None,
+        clamped_to: policy_clamp,
+    };
+    // An unpriced request (pricing.unknown_model: allow) costs 0 and cannot be budgeted.
+    let Some((price, _)) = &routed.price else {
+        return Ok(none);
+    };
+    let budgets = &gw.0.budgets;
+    if !budgets.any_match(&row.attribution, logical_model) {
+        return Ok(none);
+    }
+    let Estimate {
+        input,
+        n,
+        out_cap,
+        explicit,
+    } = estimate(gw, routed, body, shape);
     let worst = worst_case_cost(input, out_cap.saturating_mul(n), price);
     let minimum = match shape {
         Shape::Chat => worst_case_cost(

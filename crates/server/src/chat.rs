@@ -19,6 +19,7 @@ use crate::budget::Shape;
 use crate::dispatch::{self, Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
+use crate::ratelimit::{self, Limits};
 use crate::record::PendingRow;
 use crate::relay;
 
@@ -29,12 +30,20 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
+    let limits = match dispatch.preview(&gw) {
+        Some(first) => match ratelimit::admit(&gw, &mut rec, &first, &req.body, Shape::Chat) {
+            Ok(l) => l,
+            Err(l) => return l.reject(rec, request_id, Format::OpenAi),
+        },
+        None => Limits::default(),
+    };
     let attempts = Attempts::new(req.body);
-    if req.stream {
+    let resp = if req.stream {
         stream(gw, rec, attempts, dispatch, req.include_usage, request_id).await
     } else {
         complete(gw, rec, attempts, dispatch, request_id).await
-    }
+    };
+    limits.apply(resp)
 }
 
 /// Every check before the provider call. Fills the row as facts become known, so a rejected

@@ -126,6 +126,15 @@ impl Dispatch {
         Ok(d)
     }
 
+    /// The routing the first attempt will most likely get (the first priced candidate), for
+    /// the per-request stages before the attempt loop (rate limits, the response cache).
+    /// `None` when no candidate is priced — the loop then answers `model_not_priced`.
+    pub fn preview(&self, gw: &Gateway) -> Option<Routed> {
+        self.order
+            .iter()
+            .find_map(|&(mi, di)| price(gw, &self.models[mi], di, self.policy_cap).ok())
+    }
+
     fn plan_all(&self, now: Instant) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         for (mi, m) in self.models.iter().enumerate() {

@@ -17,6 +17,7 @@ use crate::budget::Shape;
 use crate::dispatch::{Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
+use crate::ratelimit::{self, Limits};
 use crate::record::PendingRow;
 
 pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -26,13 +27,22 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
+    let limits = match d.preview(&gw) {
+        Some(first) => {
+            match ratelimit::admit(&gw, &mut rec, &first, &req.body, Shape::Embeddings) {
+                Ok(l) => l,
+                Err(l) => return l.reject(rec, request_id, Format::OpenAi),
+            }
+        }
+        None => Limits::default(),
+    };
     let input = req.body.get("input").cloned().unwrap_or(Value::Null);
     let model = req.model;
     let mut attempts = Attempts::new(req.body);
     let g = gw.clone();
     let rid = request_id.clone();
     // Detached like non-streaming chat: the row and its cost survive a departing client.
-    pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
+    let resp = pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
         loop {
             let (routed, attempt) = match d.next(&g, rec.row()).await {
                 Ok(v) => v,
@@ -90,7 +100,8 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
             }
         }
     })
-    .await
+    .await;
+    limits.apply(resp)
 }
 
 async fn admit(

@@ -29,6 +29,7 @@ mod metrics;
 mod models;
 mod pipeline;
 mod policy;
+mod ratelimit;
 mod record;
 mod relay;
 mod routes;

@@ -29,6 +29,7 @@ use crate::budget::Shape;
 use crate::dispatch::{self, Attempts, Dispatch, Prepared, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
+use crate::ratelimit::{self, Limits};
 use crate::record::PendingRow;
 use crate::relay;
 
@@ -49,6 +50,13 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
             Some(((*h).to_string(), v.to_string()))
         })
         .collect();
+    let limits = match dispatch.preview(&gw) {
+        Some(first) => match ratelimit::admit(&gw, &mut rec, &first, &canonical, Shape::Chat) {
+            Ok(l) => l,
+            Err(l) => return l.reject(rec, request_id, Format::Anthropic),
+        },
+        None => Limits::default(),
+    };
     let ex = Exchange {
         req,
         forwarded,
@@ -56,7 +64,7 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         dispatch,
         request_id,
     };
-    if ex.req.stream {
+    let resp = if ex.req.stream {
         stream(gw, rec, ex).await
     } else {
         let g = gw.clone();
@@ -65,7 +73,8 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
             complete(g, rec, ex, gone)
         })
         .await
-    }
+    };
+    limits.apply(resp)
 }
 
 /// One Messages request across its attempts.

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use tollgate_types::{LedgerRow, Outcome};
+use tollgate_types::{ErrorCode, LedgerRow, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -57,6 +57,7 @@ pub struct Metrics {
     input_tokens: [AtomicU64; 4],
     output_tokens: [AtomicU64; 4],
     latency_us_sum: [AtomicU64; 4],
+    rate_limited: [AtomicU64; 4],
     in_flight: AtomicI64,
     retries: AtomicU64,
     retry_budget_exhausted: AtomicU64,
@@ -70,6 +71,9 @@ impl Metrics {
         self.input_tokens[e].fetch_add(row.usage.input_tokens, Ordering::Relaxed);
         self.output_tokens[e].fetch_add(row.usage.output_tokens, Ordering::Relaxed);
         self.latency_us_sum[e].fetch_add(row.latency_us, Ordering::Relaxed);
+        if row.error_code.as_deref() == Some(ErrorCode::RateLimitExceeded.as_str()) {
+            self.rate_limited[e].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// An upstream attempt after a request's first (retry, failover or fallback).
@@ -104,7 +108,7 @@ impl Metrics {
                 );
             }
         }
-        let families: [(&str, &str, &[AtomicU64; 4]); 4] = [
+        let families: [(&str, &str, &[AtomicU64; 4]); 5] = [
             (
                 "tollgate_cost_nano_usd_total",
                 "Effective cost recorded, nano-USD.",
@@ -124,6 +128,11 @@ impl Metrics {
                 "tollgate_request_latency_microseconds_sum",
                 "Sum of request latencies in the gateway.",
                 &self.latency_us_sum,
+            ),
+            (
+                "tollgate_rate_limited_total",
+                "Requests refused by a rate limit (429 rate_limit_exceeded).",
+                &self.rate_limited,
             ),
         ];
         for (name, help, vals) in families {

@@ -27,6 +27,9 @@ pub struct PendingRow {
     _in_flight: TaskTrackerToken,
     /// The budget reservation admission took, settled with the row's cost when it is recorded.
     reservation: Option<tollgate_policy::Reservation>,
+    /// The rate-limit token reservation (`crate::ratelimit`), settled with the row's actual
+    /// input + output tokens when it is recorded.
+    rate: Option<tollgate_policy::RateHold>,
 }
 
 impl PendingRow {
@@ -44,6 +47,7 @@ impl PendingRow {
             gw: gw.0.clone(),
             _in_flight: gw.0.tasks.token(),
             reservation: None,
+            rate: None,
         }
     }
 
@@ -73,6 +77,11 @@ impl PendingRow {
         if let Some(r) = self.reservation.take() {
             self.gw.budgets.settle(&r, tollgate_types::NanoUsd::ZERO);
         }
+    }
+
+    /// Holds a rate-limit token reservation until the row is recorded.
+    pub fn hold_rate(&mut self, hold: tollgate_policy::RateHold) {
+        self.rate = Some(hold);
     }
 
     /// Records a request refused or failed with `error`.
@@ -108,6 +117,10 @@ impl PendingRow {
                     late = s.late,
                     "actual cost exceeded the budget reservation"
                 );
+            }
+            // Same for the rate limits' token estimate (a failed call usually used 0).
+            if let Some(h) = self.rate.take() {
+                self.gw.rate_limits.settle(h, row.usage.total_tokens());
             }
             if row.effective_cost.nanos() > 0
                 && let Some(model) = row.requested_model.as_deref()

@@ -50,6 +50,8 @@ pub struct GatewayParts {
     pub budgets: Arc<tollgate_policy::Budgets>,
     /// Spend policies, definitions installed.
     pub policies: Arc<tollgate_policy::rules::Policies>,
+    /// Rate limits (`rate_limits`), rules installed; `RateLimits::disabled()` for none.
+    pub rate_limits: Arc<tollgate_policy::RateLimits>,
 }
 
 pub(crate) struct Inner {
@@ -62,6 +64,7 @@ pub(crate) struct Inner {
     pub secrets: Arc<[String]>,
     pub budgets: Arc<tollgate_policy::Budgets>,
     pub policies: Arc<tollgate_policy::rules::Policies>,
+    pub rate_limits: Arc<tollgate_policy::RateLimits>,
     pub alerts: tokio::sync::mpsc::Sender<tollgate_policy::rules::Alert>,
     pub alert_rx:
         std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<tollgate_policy::rules::Alert>>>,
@@ -92,6 +95,7 @@ impl Gateway {
             secrets: Arc::from(parts.secrets),
             budgets: parts.budgets,
             policies: parts.policies,
+            rate_limits: parts.rate_limits,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),
@@ -127,14 +131,21 @@ impl Gateway {
         Some(tokio::spawn(crate::policy::deliver_alerts(rx)))
     }
 
-    /// Releases reservations whose request died without settling, once a second.
+    /// Releases reservations whose request died without settling, once a second; every ten
+    /// seconds also drops idle rate-limit counters.
     pub(crate) fn spawn_reservation_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let gw = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
+                ticks += 1;
+                if ticks.is_multiple_of(10) {
+                    // Rate-limit counters of keys/users gone quiet for a minute.
+                    gw.0.rate_limits.sweep(now_ms());
+                }
                 let expired = gw.0.budgets.expire(now_ms());
                 if expired > 0 {
                     tracing::warn!(

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tollgate_config::{Config, LedgerUrl, Strategy as ConfigStrategy};
 use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
-use tollgate_policy::{BudgetDef, Budgets, SystemClock};
+use tollgate_policy::{BudgetDef, Budgets, MemoryStore, RateLimits, SystemClock};
 use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
 use tollgate_router::{
     BreakerSettings, Deployment, Health, LogicalModel, RetryBudget, RetrySettings, Router,
@@ -182,6 +182,7 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
     let prices = cfg.price_table().context("pricing")?;
     let budgets = budgets(cfg, &store)?;
     let policies = policies(cfg, &store)?;
+    let rate_limits = rate_limits(cfg)?;
     Ok(GatewayParts {
         settings: ServerSettings {
             listen: cfg.server.listen,
@@ -201,7 +202,16 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         secrets,
         budgets,
         policies,
+        rate_limits,
     })
+}
+
+/// The rate limits of `rate_limits`, on their own in-process counter store (the budgets' store
+/// is rebuilt from the ledger; rate counters start empty, a minute is their whole memory).
+pub fn rate_limits(cfg: &Config) -> Result<Arc<RateLimits>> {
+    RateLimits::new(cfg.rate_limits.clone(), Arc::new(MemoryStore::new()))
+        .map(Arc::new)
+        .map_err(|(i, e)| anyhow::anyhow!("rate_limits[{i}].{}: {}", e.field, e.reason))
 }
 
 /// Spend policies: the config's, overridden by name by those stored through the admin API,

@@ -14,6 +14,7 @@ mod errors;
 mod ledger;
 mod policies;
 mod providers;
+mod ratelimits;
 mod routing;
 mod streaming;
 mod upstream;
