@@ -136,5 +136,6 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
         tenants: None,
         budgets: None,
         policies: None,
+        cache: None,
     }
 }

@@ -12,7 +12,7 @@ use crate::Secret;
 
 /// Sections PRODUCT.md names that this build does not implement. Present → validation error,
 /// never silently ignored.
-pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["rate_limits", "cache", "guardrails"];
+pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["rate_limits", "guardrails"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +33,27 @@ pub(crate) struct RawConfig {
     pub budgets: Option<Vec<tollgate_policy::BudgetDef>>,
     #[serde(default)]
     pub policies: Option<Vec<tollgate_policy::rules::PolicyDef>>,
+    #[serde(default)]
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub max_bytes: Option<u64>,
+    pub default: Option<RawCacheRule>,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawCacheRule>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCacheRule {
+    pub enabled: Option<bool>,
+    pub ttl_secs: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub scope: Option<crate::CacheScope>,
+    pub cache_nondeterministic: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
