@@ -9,13 +9,14 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use tollgate_ingress::openai::ChatRequest;
 use tollgate_metering::tokens::{self, Encoding};
-use tollgate_metering::{MeterOptions, MeteredStream, OpenAiRenderer, Settlement};
+use tollgate_metering::{MeterOptions, MeteredStream, Settlement};
 use tollgate_providers::{ChatCall, ChatResponse};
 use tollgate_types::canonical::ResponsePeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
 use crate::budget::{self, Shape};
+use crate::cache;
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::record::PendingRow;
@@ -28,13 +29,28 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
+    let row = rec.row();
+    let mut fill = match cache::lookup(&gw, row, &headers, "chat", &req.body, req.stream, &routed) {
+        cache::Lookup::Hit(e) => {
+            let (s, u) = (req.stream, req.include_usage);
+            return cache::serve_hit(&gw, rec, &e, &routed, s, u, &request_id);
+        }
+        cache::Lookup::Miss(fill) => Some(fill),
+        cache::Lookup::Off | cache::Lookup::Bypass => None,
+    };
     let mut upstream = pipeline::upstream_body(req.body, &routed);
     let admitted = budget::admit(&gw, rec.row(), &routed, &mut upstream, Shape::Chat);
     let output_cap = match admitted {
-        Ok(a) => a.reservation.and_then(|r| {
-            rec.hold(r);
-            budget::stream_output_cap(&upstream)
-        }),
+        Ok(a) => {
+            if a.fitted {
+                // Shortened to fit a budget: not the answer this key stands for.
+                fill = None;
+            }
+            a.reservation.and_then(|r| {
+                rec.hold(r);
+                budget::stream_output_cap(&upstream)
+            })
+        }
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     let request = Arc::new(upstream);
@@ -51,10 +67,11 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
             req.include_usage,
             output_cap,
             request_id,
+            fill,
         )
         .await
     } else {
-        complete(gw, rec, call, routed, request_id).await
+        complete(gw, rec, call, routed, request_id, fill).await
     }
 }
 
@@ -85,6 +102,7 @@ async fn complete(
     call: ChatCall,
     routed: Routed,
     request_id: String,
+    fill: Option<cache::Fill>,
 ) -> Response {
     let g = gw.clone();
     let rid = request_id.clone();
@@ -101,7 +119,11 @@ async fn complete(
                     ),
                 };
                 pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
-                let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
+                if let Some(f) = fill {
+                    f.complete(&c.body, rec.row());
+                }
+                let mut resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
+                cache::tag(resp.headers_mut(), rec.row());
                 rec.finish();
                 resp
             }
@@ -150,6 +172,7 @@ async fn stream(
     include_usage: bool,
     output_cap: Option<u64>,
     request_id: String,
+    fill: Option<cache::Fill>,
 ) -> Response {
     let request = call.body.clone();
     let provider = routed.deployment.provider.clone();
@@ -177,17 +200,19 @@ async fn stream(
     let started = rec.started();
     let mut headers = HeaderMap::new();
     pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
+    cache::tag(&mut headers, rec.row());
     let opts = MeterOptions {
         encoding: Encoding::for_model(&routed.deployment.model),
         request,
         secrets: gw.0.secrets.clone(),
         output_cap,
     };
-    let renderer = OpenAiRenderer {
-        client_wants_usage: include_usage,
-    };
+    let (renderer, fill) = cache::stream_renderer(include_usage, fill);
     let cut = gw.0.cut.clone();
     let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
+        if let Some(f) = fill {
+            f.settled(&s, &routed);
+        }
         pipeline::settle_stream(rec, &s, &routed, started, &cut);
     });
     relay::sse_response(&gw, metered, headers, Format::OpenAi)

@@ -32,7 +32,8 @@ pub async fn readyz(State(gw): State<Gateway>) -> Response {
 }
 
 pub async fn metrics(State(gw): State<Gateway>) -> Response {
-    let text = gw.0.metrics.render(&gw.0.ledger.stats());
+    let mut text = gw.0.metrics.render(&gw.0.ledger.stats());
+    crate::cache::render_metrics(&gw, &mut text);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -19,6 +19,7 @@
 
 mod admin;
 mod budget;
+mod cache;
 mod chat;
 mod embeddings;
 mod error;

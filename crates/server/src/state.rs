@@ -50,6 +50,8 @@ pub struct GatewayParts {
     pub budgets: Arc<tollgate_policy::Budgets>,
     /// Spend policies, definitions installed.
     pub policies: Arc<tollgate_policy::rules::Policies>,
+    /// The response cache; `None` when no model has caching on.
+    pub cache: Option<Arc<tollgate_cache::ResponseCache>>,
 }
 
 pub(crate) struct Inner {
@@ -62,6 +64,7 @@ pub(crate) struct Inner {
     pub secrets: Arc<[String]>,
     pub budgets: Arc<tollgate_policy::Budgets>,
     pub policies: Arc<tollgate_policy::rules::Policies>,
+    pub cache: Option<Arc<tollgate_cache::ResponseCache>>,
     pub alerts: tokio::sync::mpsc::Sender<tollgate_policy::rules::Alert>,
     pub alert_rx:
         std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<tollgate_policy::rules::Alert>>>,
@@ -92,6 +95,7 @@ impl Gateway {
             secrets: Arc::from(parts.secrets),
             budgets: parts.budgets,
             policies: parts.policies,
+            cache: parts.cache,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),
