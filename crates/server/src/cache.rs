@@ -3,8 +3,8 @@
 //! Looked up after authentication, attribution and routing (spend policies included) and
 //! before budget admission and the upstream call:
 //! - **bypass** — caching is on for the model but the request samples (`temperature` absent or
-//!   > 0, unless `cache_nondeterministic`), or the client sent `Cache-Control: no-cache` /
-//!   `no-store` or `x-tollgate-cache: bypass`: neither read nor filled;
+//!   above 0, unless `cache_nondeterministic`), or the client sent `Cache-Control: no-cache`
+//!   or `no-store`, or `x-tollgate-cache: bypass`: neither read nor filled;
 //! - **hit** — answered from memory without budget admission or an upstream call; the row
 //!   costs zero and records what the answer cost when it was produced as `saved_cost`;
 //!   streaming clients get the answer replayed as OpenAI SSE;

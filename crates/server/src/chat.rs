@@ -64,10 +64,9 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
             rec,
             call,
             routed,
-            req.include_usage,
+            cache::stream_renderer(req.include_usage, fill),
             output_cap,
             request_id,
-            fill,
         )
         .await
     } else {
@@ -169,10 +168,9 @@ async fn stream(
     mut rec: PendingRow,
     call: ChatCall,
     routed: Routed,
-    include_usage: bool,
+    (renderer, fill): (cache::CachingRenderer, Option<cache::StreamFill>),
     output_cap: Option<u64>,
     request_id: String,
-    fill: Option<cache::Fill>,
 ) -> Response {
     let request = call.body.clone();
     let provider = routed.deployment.provider.clone();
@@ -207,7 +205,6 @@ async fn stream(
         secrets: gw.0.secrets.clone(),
         output_cap,
     };
-    let (renderer, fill) = cache::stream_renderer(include_usage, fill);
     let cut = gw.0.cut.clone();
     let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
         if let Some(f) = fill {

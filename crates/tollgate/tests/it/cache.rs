@@ -323,8 +323,10 @@ async fn stored_answers_replay_as_sse_and_streams_fill_the_cache() {
 
 #[tokio::test]
 async fn failed_and_cut_streams_are_not_stored() {
-    let mut sim = tollgate_sim::SimConfig::default();
-    sim.cut_rate = 1.0;
+    let sim = tollgate_sim::SimConfig {
+        cut_rate: 1.0,
+        ..Default::default()
+    };
     let env = TestEnv::with(Opts { sim, ..opts("") }).await;
     let key = env.key().await;
     let body = streamed(ask("this will be cut"), false);
