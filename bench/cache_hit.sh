@@ -2,8 +2,8 @@
 # End-to-end latency of a response-cache hit: Tollgate (cache on) in front of the simulator,
 # one request primes the cache, then wrk replays the same request, so every measured request
 # is a hit answered without the upstream. For comparison the same body is also measured with
-# `x-tollgate-cache: bypass` (the full path to the simulator), and with caching on but a miss
-# every time is not possible with wrk's fixed body, so the bypass run is the miss-path proxy.
+# `x-tollgate-cache: bypass`: the full path to the simulator (wrk sends one fixed body, so a
+# miss on every request cannot be produced; the bypass run stands in for the provider path).
 #
 #   bench/cache_hit.sh [--duration SECONDS] [--no-build]
 #
