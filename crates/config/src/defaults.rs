@@ -141,5 +141,6 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
         budgets: None,
         policies: None,
         rate_limits: None,
+        cache: None,
     }
 }

@@ -19,8 +19,8 @@ use crate::Secret;
 /// The whole configuration (PRODUCT.md §4, "Config").
 ///
 /// Top-level YAML sections: `server`, `storage`, `providers`, `models`, `pricing`, `tenants`,
-/// `budgets`, `policies`, `rate_limits`. The contract's `cache` and `guardrails` are rejected
-/// by this build ("section 'cache' is not supported by this build yet").
+/// `budgets`, `policies`, `rate_limits`, `cache`. The contract's `guardrails` is rejected by
+/// this build ("section 'guardrails' is not supported by this build yet").
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
@@ -70,6 +70,99 @@ pub struct Config {
     /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the tightest rule.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<tollgate_policy::RateLimitDef>,
+    /// `cache`: the exact-match response cache (see [`CacheConfig`]). Absent: caching off.
+    pub cache: CacheConfig,
+}
+
+/// Default `cache.max_bytes`: 256 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `ttl_secs` of a cache rule.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 300;
+/// Default `max_bytes` of a cache rule: 64 MiB.
+pub const DEFAULT_CACHE_MODEL_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `cache`: the exact-match response cache, in memory.
+///
+/// ```yaml
+/// cache:
+///   max_bytes: 268435456        # global memory bound (default 256 MiB)
+///   default:                    # every model unless overridden; absent = caching off
+///     ttl_secs: 300
+///     max_bytes: 67108864
+///     scope: tenant             # tenant (default) | global
+///     cache_nondeterministic: false
+///   models:
+///     gpt-4o-mini: { ttl_secs: 3600 }   # per-model override; `enabled: false` turns it off
+/// ```
+///
+/// A request is answered from the cache when an earlier one with the same key succeeded within
+/// the TTL. The key covers the model asked for and the one serving, the messages, tools,
+/// `tool_choice`, `response_format` and every sampling/output parameter — every body field
+/// but `stream`, `stream_options`, `user` and `metadata` — and the tenant (or, without a
+/// tenant, the virtual key) unless `scope: global`. Requests that sample (`temperature`
+/// absent — OpenAI's default is 1 — or above 0) bypass the cache unless
+/// `cache_nondeterministic: true`; so do requests with `Cache-Control: no-cache`/`no-store` or
+/// `x-tollgate-cache: bypass`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheConfig {
+    /// `max_bytes`: bound on the memory all cached answers take together (payload plus a fixed
+    /// per-entry overhead). When the models' own bounds add up to more, each is scaled down in
+    /// proportion. Default 256 MiB; must be > 0.
+    pub max_bytes: u64,
+    /// `default`: the rule for every configured model without its own; `None`: caching is off
+    /// except for models listed under `models`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<CacheRule>,
+    /// `models.<logical model>`: per-model overrides of `default` (fields left out are taken
+    /// from `default`, then from the defaults). The name must be a configured model.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, CacheRule>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            default: None,
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The rule in force for a logical model, `None` when caching is off for it.
+    pub fn rule_for(&self, model: &str) -> Option<&CacheRule> {
+        self.models
+            .get(model)
+            .or(self.default.as_ref())
+            .filter(|r| r.enabled)
+    }
+}
+
+/// One model's caching rule (`cache.default` or `cache.models.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheRule {
+    /// `enabled`: default true; `false` turns caching off for the model.
+    pub enabled: bool,
+    /// `ttl_secs`: how long an answer is served from the cache. Default 300; 1 to 30 days.
+    pub ttl_secs: u64,
+    /// `max_bytes`: memory bound of this model's answers. Default 64 MiB; must be > 0.
+    pub max_bytes: u64,
+    /// `scope`: `tenant` (default) — answers are only replayed to the same tenant (or, for
+    /// requests without a tenant, the same virtual key) — or `global`: shared by every caller.
+    pub scope: CacheScope,
+    /// `cache_nondeterministic`: also cache requests that sample (`temperature` absent or
+    /// above 0). Default false.
+    pub cache_nondeterministic: bool,
+}
+
+/// `scope` of a cache rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheScope {
+    #[default]
+    Tenant,
+    Global,
 }
 
 /// `tenants.<name>`.

@@ -12,7 +12,7 @@ use crate::Secret;
 
 /// Sections PRODUCT.md names that this build does not implement. Present → validation error,
 /// never silently ignored.
-pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["cache", "guardrails"];
+pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["guardrails"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +35,26 @@ pub(crate) struct RawConfig {
     pub policies: Option<Vec<tollgate_policy::rules::PolicyDef>>,
     #[serde(default)]
     pub rate_limits: Option<Vec<tollgate_policy::RateLimitDef>>,
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub max_bytes: Option<u64>,
+    pub default: Option<RawCacheRule>,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawCacheRule>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCacheRule {
+    pub enabled: Option<bool>,
+    pub ttl_secs: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub scope: Option<crate::CacheScope>,
+    pub cache_nondeterministic: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

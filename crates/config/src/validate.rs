@@ -113,6 +113,7 @@ pub(crate) fn validate(
             );
         }
     }
+    let cache = cache(raw.cache.unwrap_or_default(), &models, issues);
 
     if !issues.is_empty() {
         return None;
@@ -127,6 +128,7 @@ pub(crate) fn validate(
         budgets,
         policies,
         rate_limits,
+        cache,
     };
     price_warnings(&config, issues, warnings);
     if !issues.is_empty() {
@@ -715,6 +717,77 @@ fn models(
         );
     }
     out
+}
+
+// ---- cache ----------------------------------------------------------------------------------
+
+const MAX_CACHE_TTL_SECS: u64 = 30 * 24 * 3600;
+
+fn cache_rule(
+    path: &str,
+    raw: &RawCacheRule,
+    base: Option<&CacheRule>,
+    issues: &mut Issues,
+) -> CacheRule {
+    let ttl_secs = raw
+        .ttl_secs
+        .or(base.map(|b| b.ttl_secs))
+        .unwrap_or(DEFAULT_CACHE_TTL_SECS);
+    if raw.ttl_secs.is_some() && !(1..=MAX_CACHE_TTL_SECS).contains(&ttl_secs) {
+        issues.push(
+            format!("{path}.ttl_secs"),
+            format!("must be between 1 and {MAX_CACHE_TTL_SECS} (30 days)"),
+        );
+    }
+    let max_bytes = raw
+        .max_bytes
+        .or(base.map(|b| b.max_bytes))
+        .unwrap_or(DEFAULT_CACHE_MODEL_MAX_BYTES);
+    if raw.max_bytes == Some(0) {
+        issues.push(format!("{path}.max_bytes"), "must be > 0");
+    }
+    CacheRule {
+        enabled: raw.enabled.unwrap_or(true),
+        ttl_secs,
+        max_bytes,
+        scope: raw.scope.or(base.map(|b| b.scope)).unwrap_or_default(),
+        cache_nondeterministic: raw
+            .cache_nondeterministic
+            .or(base.map(|b| b.cache_nondeterministic))
+            .unwrap_or(false),
+    }
+}
+
+fn cache(
+    raw: RawCache,
+    models: &BTreeMap<String, ModelConfig>,
+    issues: &mut Issues,
+) -> CacheConfig {
+    let max_bytes = raw.max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES);
+    if max_bytes == 0 {
+        issues.push("cache.max_bytes", "must be > 0");
+    }
+    let default = raw
+        .default
+        .as_ref()
+        .map(|r| cache_rule("cache.default", r, None, issues));
+    let mut out = BTreeMap::new();
+    for (name, r) in &raw.models {
+        let path = format!("cache.models.{name}");
+        if !models.contains_key(name) {
+            issues.push(
+                &path,
+                format!("unknown model '{name}' (not configured under models)"),
+            );
+            continue;
+        }
+        out.insert(name.clone(), cache_rule(&path, r, default.as_ref(), issues));
+    }
+    CacheConfig {
+        max_bytes,
+        default,
+        models: out,
+    }
 }
 
 // ---- pricing --------------------------------------------------------------------------------

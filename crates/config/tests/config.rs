@@ -464,7 +464,7 @@ fn reports_every_problem_at_once() {
     let rendered = load(&yaml).unwrap_err().to_string();
     assert!(rendered.starts_with("3 problems in config:"), "{rendered}");
     // Unsupported sections do not hide the other problems.
-    let errs = errors(&format!("{yaml}cache: {{}}\n"));
+    let errs = errors(&format!("{yaml}guardrails: {{}}\n"));
     assert_eq!(errs.len(), 4, "{errs:#?}");
 }
 
@@ -497,7 +497,7 @@ fn unknown_fields_are_errors_with_their_full_path() {
 
 #[test]
 fn unsupported_sections_are_refused() {
-    for section in ["cache", "guardrails"] {
+    for section in ["guardrails"] {
         // Even an empty section is refused: never silently ignored.
         for body in [format!("{section}:\n"), format!("{section}: {{x: 1}}\n")] {
             assert_error(
@@ -1025,5 +1025,59 @@ fn policies_section() {
             "policies:\n  - {name: p, scope: {}, mode: enforce, steps: [{when: {utilization_pct: 70}, then: [block]}]}\n",
         ),
         "policies[0]",
+    );
+}
+
+#[test]
+fn cache_section_resolves_rules_and_names_bad_paths() {
+    let loaded = load(&with(
+        "cache:\n  max_bytes: 1000000\n  default: {ttl_secs: 60, scope: global}\n  models:\n    gpt-4o-mini: {ttl_secs: 3600, cache_nondeterministic: true}\n",
+    ))
+    .unwrap();
+    let c = &loaded.config.cache;
+    assert_eq!(c.max_bytes, 1_000_000);
+    let r = c.rule_for("gpt-4o-mini").unwrap();
+    assert_eq!(r.ttl_secs, 3600);
+    // Fields an override leaves out come from `default`.
+    assert_eq!(r.scope, tollgate_config::CacheScope::Global);
+    assert!(r.cache_nondeterministic);
+    assert_eq!(
+        r.max_bytes,
+        tollgate_config::model::DEFAULT_CACHE_MODEL_MAX_BYTES
+    );
+    assert_eq!(c.rule_for("other").unwrap().ttl_secs, 60);
+
+    // No `default`: only listed models cache; `enabled: false` turns one off.
+    let loaded = load(&with(
+        "cache:\n  models:\n    gpt-4o-mini: {enabled: false}\n",
+    ))
+    .unwrap();
+    assert!(loaded.config.cache.rule_for("gpt-4o-mini").is_none());
+    let loaded = load(&with("cache: {}\n")).unwrap();
+    assert!(loaded.config.cache.rule_for("gpt-4o-mini").is_none());
+
+    assert_error(
+        &with("cache:\n  models:\n    gpt-5: {ttl_secs: 10}\n"),
+        "cache.models.gpt-5: unknown model 'gpt-5' (not configured under models)",
+    );
+    assert_error(
+        &with("cache:\n  default: {ttl_secs: 0}\n"),
+        "cache.default.ttl_secs: must be between 1 and 2592000 (30 days)",
+    );
+    assert_error(
+        &with("cache:\n  max_bytes: 0\n"),
+        "cache.max_bytes: must be > 0",
+    );
+    assert_error(
+        &with("cache:\n  models:\n    gpt-4o-mini: {max_bytes: 0}\n"),
+        "cache.models.gpt-4o-mini.max_bytes: must be > 0",
+    );
+    assert_error(
+        &with("cache:\n  default: {ttl: 5}\n"),
+        "cache.default.ttl: unknown field `ttl`",
+    );
+    assert_error(
+        &with("cache:\n  default: {scope: team}\n"),
+        "cache.default.scope: unknown variant `team`",
     );
 }

@@ -52,6 +52,9 @@ pub struct Admitted {
     pub reservation: Option<Reservation>,
     /// The output cap written into the request, when admission changed or set it.
     pub clamped_to: Option<u64>,
+    /// A hard budget could not take the worst case and the output cap was lowered to fit:
+    /// the answer may be shorter than the same request would get otherwise (never cached).
+    pub fitted: bool,
 }
 
 /// The field a request's output cap lives in: the one the client used, else the one the
@@ -232,6 +235,7 @@ pub fn admit(
     let none = Admitted {
         reservation: None,
         clamped_to: policy_clamp,
+        fitted: false,
     };
     // An unpriced request (pricing.unknown_model: allow) costs 0 and cannot be budgeted.
     let Some((price, _)) = &routed.price else {
@@ -285,6 +289,7 @@ pub fn admit(
             Ok(Admitted {
                 reservation: Some(reservation),
                 clamped_to,
+                fitted: false,
             })
         }
         Admission::Fitted {
@@ -298,6 +303,7 @@ pub fn admit(
             Ok(Admitted {
                 reservation: Some(reservation),
                 clamped_to: Some(cap),
+                fitted: true,
             })
         }
         Admission::Denied {

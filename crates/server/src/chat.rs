@@ -9,13 +9,14 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use tollgate_ingress::openai::ChatRequest;
 use tollgate_metering::tokens::{self, Encoding};
-use tollgate_metering::{MeterOptions, MeteredStream, OpenAiRenderer, Settlement};
+use tollgate_metering::{MeterOptions, MeteredStream, Settlement};
 use tollgate_providers::{ChatCall, ChatResponse};
 use tollgate_types::canonical::ResponsePeek;
 use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
 use crate::budget::Shape;
+use crate::cache;
 use crate::dispatch::{self, Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
@@ -30,18 +31,35 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
-    let limits = match dispatch.preview(&gw) {
-        Some(first) => match ratelimit::admit(&gw, &mut rec, &first, &req.body, Shape::Chat) {
+    let first = dispatch.preview(&gw);
+    let limits = match &first {
+        Some(first) => match ratelimit::admit(&gw, &mut rec, first, &req.body, Shape::Chat) {
             Ok(l) => l,
             Err(l) => return l.reject(rec, request_id, Format::OpenAi),
         },
         None => Limits::default(),
     };
+    let fill = match &first {
+        Some(first) => {
+            let row = rec.row();
+            match cache::lookup(&gw, row, &headers, "chat", &req.body, req.stream, first) {
+                cache::Lookup::Hit(e) => {
+                    let (s, u) = (req.stream, req.include_usage);
+                    let resp = cache::serve_hit(&gw, rec, &e, first, s, u, &request_id);
+                    return limits.apply(resp);
+                }
+                cache::Lookup::Miss(fill) => Some(fill),
+                cache::Lookup::Off | cache::Lookup::Bypass => None,
+            }
+        }
+        None => None,
+    };
     let attempts = Attempts::new(req.body);
     let resp = if req.stream {
-        stream(gw, rec, attempts, dispatch, req.include_usage, request_id).await
+        let renderer = cache::stream_renderer(req.include_usage, fill);
+        stream(gw, rec, attempts, dispatch, renderer, request_id).await
     } else {
-        complete(gw, rec, attempts, dispatch, request_id).await
+        complete(gw, rec, attempts, dispatch, request_id, fill).await
     };
     limits.apply(resp)
 }
@@ -82,6 +100,7 @@ async fn complete(
     mut attempts: Attempts,
     mut d: Dispatch,
     request_id: String,
+    mut fill: Option<cache::Fill>,
 ) -> Response {
     let g = gw.clone();
     let rid = request_id.clone();
@@ -95,7 +114,14 @@ async fn complete(
                 }
             };
             let request = match attempts.prepare(&g, &mut rec, &routed, Shape::Chat) {
-                Ok(p) => p.body,
+                Ok(p) => {
+                    if p.fitted || !cache::fill_matches(fill.as_ref(), &routed) {
+                        // Shortened to fit a budget, or served by a fallback model: not the
+                        // answer the cache key stands for.
+                        fill = None;
+                    }
+                    p.body
+                }
                 Err(e) => {
                     let o = outcome_of(&mut rec);
                     return reject(rec, e, rid, o, Format::OpenAi);
@@ -119,7 +145,11 @@ async fn complete(
                         ),
                     };
                     pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
-                    let resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
+                    if let Some(f) = fill {
+                        f.complete(&c.body, rec.row());
+                    }
+                    let mut resp = pipeline::json_response(c.body, &rid, &routed, rec.row());
+                    cache::tag(resp.headers_mut(), rec.row());
                     rec.finish();
                     return resp;
                 }
@@ -166,7 +196,7 @@ async fn stream(
     mut rec: PendingRow,
     mut attempts: Attempts,
     mut d: Dispatch,
-    include_usage: bool,
+    (renderer, mut fill): (cache::CachingRenderer, Option<cache::StreamFill>),
     request_id: String,
 ) -> Response {
     loop {
@@ -178,7 +208,12 @@ async fn stream(
             }
         };
         let (request, output_cap) = match attempts.prepare(&gw, &mut rec, &routed, Shape::Chat) {
-            Ok(p) => (p.body, p.output_cap),
+            Ok(p) => {
+                if p.fitted || !cache::stream_fill_matches(fill.as_ref(), &routed) {
+                    fill = None;
+                }
+                (p.body, p.output_cap)
+            }
             Err(e) => {
                 let o = outcome_of(&mut rec);
                 return reject(rec, e, request_id, o, Format::OpenAi);
@@ -217,18 +252,19 @@ async fn stream(
         let started = rec.started();
         let mut headers = HeaderMap::new();
         pipeline::routed_headers(&mut headers, &request_id, &routed, rec.row());
+        cache::tag(&mut headers, rec.row());
         let opts = MeterOptions {
             encoding: Encoding::for_model(&routed.deployment.model),
             request,
             secrets: gw.0.secrets.clone(),
             output_cap,
         };
-        let renderer = OpenAiRenderer {
-            client_wants_usage: include_usage,
-        };
         let cut = gw.0.cut.clone();
         let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
             pipeline::report_stream(attempt, &s, t0);
+            if let Some(f) = fill {
+                f.settled(&s, &routed);
+            }
             pipeline::settle_stream(rec, &s, &routed, started, &cut);
         });
         return relay::sse_response(&gw, metered, headers, Format::OpenAi);

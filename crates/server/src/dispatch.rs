@@ -383,6 +383,8 @@ pub struct Prepared {
     pub output_cap: Option<u64>,
     /// The output cap admission wrote into the body, when it changed or set it.
     pub clamped_to: Option<u64>,
+    /// A budget lowered the output cap to fit: the answer may be shorter than usual.
+    pub fitted: bool,
 }
 
 impl Attempts {
@@ -411,6 +413,7 @@ impl Attempts {
         let mut upstream = crate::pipeline::upstream_body(base, routed);
         let admitted = budget::admit(gw, rec.row(), routed, &mut upstream, shape)?;
         let clamped_to = admitted.clamped_to;
+        let fitted = admitted.fitted;
         let output_cap = admitted.reservation.and_then(|r| {
             rec.hold(r);
             budget::stream_output_cap(&upstream)
@@ -421,6 +424,7 @@ impl Attempts {
             body,
             output_cap,
             clamped_to,
+            fitted,
         })
     }
 }

@@ -34,6 +34,7 @@ pub async fn readyz(State(gw): State<Gateway>) -> Response {
 pub async fn metrics(State(gw): State<Gateway>) -> Response {
     let mut text = gw.0.metrics.render(&gw.0.ledger.stats());
     crate::metrics::render_deployments(&gw.0.router, &mut text);
+    crate::cache::render_metrics(&gw, &mut text);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

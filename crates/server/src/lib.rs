@@ -8,7 +8,8 @@
 //! 3. body read under `server.max_body_bytes` (`413`) and validated by `tollgate-ingress`;
 //! 4. attribution (`tollgate-attribution::resolve`);
 //! 5. model resolution and key permission (`404` / `403`), deployment pick (`tollgate-router`);
-//! 6. pricing resolution, fail-closed (`400 model_not_priced`);
+//! 6. pricing resolution, fail-closed (`400 model_not_priced`), spend policies; then the
+//!    response cache (`cache`): a hit is answered here at zero cost, a miss may be stored at 8;
 //! 7. the provider call (`tollgate-providers`): non-streaming calls run on a tracked task so a
 //!    departing client cannot stop the bill from being recorded; streams are wrapped in a
 //!    [`tollgate_metering::MeteredStream`] and relayed chunk by chunk;
@@ -19,6 +20,7 @@
 
 mod admin;
 mod budget;
+mod cache;
 mod chat;
 mod dispatch;
 mod embeddings;

@@ -52,6 +52,8 @@ pub struct GatewayParts {
     pub policies: Arc<tollgate_policy::rules::Policies>,
     /// Rate limits (`rate_limits`), rules installed; `RateLimits::disabled()` for none.
     pub rate_limits: Arc<tollgate_policy::RateLimits>,
+    /// The response cache; `None` when no model has caching on.
+    pub cache: Option<Arc<tollgate_cache::ResponseCache>>,
 }
 
 pub(crate) struct Inner {
@@ -65,6 +67,7 @@ pub(crate) struct Inner {
     pub budgets: Arc<tollgate_policy::Budgets>,
     pub policies: Arc<tollgate_policy::rules::Policies>,
     pub rate_limits: Arc<tollgate_policy::RateLimits>,
+    pub cache: Option<Arc<tollgate_cache::ResponseCache>>,
     pub alerts: tokio::sync::mpsc::Sender<tollgate_policy::rules::Alert>,
     pub alert_rx:
         std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<tollgate_policy::rules::Alert>>>,
@@ -96,6 +99,7 @@ impl Gateway {
             budgets: parts.budgets,
             policies: parts.policies,
             rate_limits: parts.rate_limits,
+            cache: parts.cache,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),

@@ -203,6 +203,7 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         budgets,
         policies,
         rate_limits,
+        cache: response_cache(cfg),
     })
 }
 
@@ -212,6 +213,43 @@ pub fn rate_limits(cfg: &Config) -> Result<Arc<RateLimits>> {
     RateLimits::new(cfg.rate_limits.clone(), Arc::new(MemoryStore::new()))
         .map(Arc::new)
         .map_err(|(i, e)| anyhow::anyhow!("rate_limits[{i}].{}: {}", e.field, e.reason))
+}
+
+/// The response cache for the models with a cache rule; `None` when there are none.
+pub fn response_cache(cfg: &Config) -> Option<Arc<tollgate_cache::ResponseCache>> {
+    let models: Vec<(String, tollgate_cache::ModelSettings)> = cfg
+        .models
+        .keys()
+        .filter_map(|name| {
+            let r = cfg.cache.rule_for(name)?;
+            Some((
+                name.clone(),
+                tollgate_cache::ModelSettings {
+                    ttl: Duration::from_secs(r.ttl_secs),
+                    max_bytes: r.max_bytes,
+                    scope: match r.scope {
+                        tollgate_config::CacheScope::Tenant => tollgate_cache::Scope::Tenant,
+                        tollgate_config::CacheScope::Global => tollgate_cache::Scope::Global,
+                    },
+                    cache_nondeterministic: r.cache_nondeterministic,
+                },
+            ))
+        })
+        .collect();
+    if models.is_empty() {
+        return None;
+    }
+    let cache = tollgate_cache::ResponseCache::new(cfg.cache.max_bytes, models);
+    tracing::info!(
+        models = cfg
+            .models
+            .keys()
+            .filter(|m| cache.settings(m).is_some())
+            .count(),
+        max_bytes = cfg.cache.max_bytes,
+        "response cache on"
+    );
+    Some(Arc::new(cache))
 }
 
 /// Spend policies: the config's, overridden by name by those stored through the admin API,

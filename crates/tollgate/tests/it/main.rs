@@ -7,6 +7,7 @@ mod admin;
 mod attribution;
 mod azure;
 mod budgets;
+mod cache;
 mod chat;
 mod cli;
 mod endpoints;
