@@ -42,6 +42,9 @@ impl Default for RetryConfig {
 /// `models.<name>.breaker`: the circuit breaker each of the model's deployments gets.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BreakerConfig {
+    /// `enabled`: default true; `false` never takes a deployment out of rotation (failures
+    /// are still retried and counted).
+    pub enabled: bool,
     /// `consecutive_failures`: open after this many failures in a row. Default 5; > 0.
     pub consecutive_failures: u32,
     /// `error_rate`: …or when this share of the requests in `window_secs` failed. Default 0.5;
@@ -62,6 +65,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
+            enabled: true,
             consecutive_failures: 5,
             error_rate: 0.5,
             min_requests: 10,
@@ -130,6 +134,7 @@ pub(crate) struct RawRetry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBreaker {
+    pub enabled: Option<bool>,
     pub consecutive_failures: Option<u32>,
     pub error_rate: Option<f64>,
     pub min_requests: Option<u32>,
@@ -222,6 +227,7 @@ pub(crate) fn breaker(raw: Option<RawBreaker>, path: &str, issues: &mut Issues) 
         );
     }
     BreakerConfig {
+        enabled: b.enabled.unwrap_or(d.enabled),
         consecutive_failures: in_range(
             issues,
             &format!("{path}.consecutive_failures"),

@@ -42,6 +42,8 @@ const MAX_OPEN: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, Clone)]
 pub struct BreakerSettings {
+    /// `false`: the breaker never opens (health is still tracked for routing and metrics).
+    pub enabled: bool,
     /// Open after this many failures in a row.
     pub consecutive_failures: u32,
     /// ...or when failures / requests over `window` reach this.
@@ -59,6 +61,7 @@ pub struct BreakerSettings {
 impl Default for BreakerSettings {
     fn default() -> Self {
         BreakerSettings {
+            enabled: true,
             consecutive_failures: 5,
             error_rate: 0.5,
             min_requests: 10,
@@ -426,6 +429,9 @@ impl Health {
             Failure::RateLimited { retry_after } => retry_after.unwrap_or(self.settings.cooldown),
         };
         let rate_limited = matches!(f, Failure::RateLimited { .. });
+        if !self.settings.enabled {
+            return;
+        }
         match inner.state {
             State::HalfOpen { .. } if inner.is_current_probe(probe) || rate_limited => {
                 inner.open_for(now, open_for);

@@ -67,6 +67,7 @@ mod breaker {
 
     fn settings() -> BreakerSettings {
         BreakerSettings {
+            enabled: true,
             consecutive_failures: 3,
             error_rate: 0.5,
             min_requests: 10,
@@ -74,6 +75,28 @@ mod breaker {
             cooldown: secs(15),
             half_open_probes: 1,
         }
+    }
+
+    #[test]
+    fn a_disabled_breaker_never_opens() {
+        let t = Instant::now();
+        let h = health(BreakerSettings {
+            enabled: false,
+            consecutive_failures: 1,
+            ..settings()
+        });
+        fail(&h, Failure::Transient, t);
+        fail(
+            &h,
+            Failure::RateLimited {
+                retry_after: Some(secs(60)),
+            },
+            t,
+        );
+        let s = h.snapshot(t);
+        assert_eq!(s.state, BreakerState::Closed);
+        assert_eq!(s.failures, 2);
+        assert!(h.available(t));
     }
 
     /// A breaker opened at `t` by consecutive failures.

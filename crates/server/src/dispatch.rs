@@ -420,6 +420,8 @@ impl Attempts {
         });
         let body = Arc::new(upstream);
         self.last = Some(body.clone());
+        // Admitted: the upstream call is made next.
+        crate::pipeline::note_attempt(rec.row(), routed);
         Ok(Prepared {
             body,
             output_cap,
@@ -429,7 +431,8 @@ impl Attempts {
     }
 }
 
-/// How a request that ends in an error is recorded: failed once an upstream call was made.
+/// How a request that ends in an error is recorded: failed once an upstream call was made,
+/// rejected when it never got that far (budget refusal, every circuit open).
 pub fn outcome_of(rec: &mut PendingRow) -> Outcome {
     if rec.row().attempts > 0 {
         Outcome::Failed

@@ -61,7 +61,6 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
                     ),
                 )
                 .with_param("model");
-                rec.row().attempts -= 1;
                 let o = outcome_of(&mut rec);
                 return reject(rec, e, rid, o, Format::OpenAi);
             }

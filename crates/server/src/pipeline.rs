@@ -168,16 +168,20 @@ pub fn note_key(row: &mut LedgerRow, key: &StoredKey) {
     a.team = key.team.clone();
 }
 
-/// Fills the routing columns of a row for a new upstream attempt.
-pub fn note_route(row: &mut LedgerRow, routed: &Routed) {
-    row.served_model = Some(routed.deployment.model.clone());
-    row.provider = Some(routed.deployment.provider_name.clone());
-    row.deployment = Some(routed.deployment.label.clone());
+/// Counts an upstream call about to be made in the row (`attempts`, `attempted`).
+pub fn note_attempt(row: &mut LedgerRow, routed: &Routed) {
     row.attempts += 1;
     if !row.attempted.is_empty() {
         row.attempted.push(',');
     }
     row.attempted.push_str(&routed.deployment.label);
+}
+
+/// Fills the routing columns of a row: the deployment the request is (about to be) sent to.
+pub fn note_route(row: &mut LedgerRow, routed: &Routed) {
+    row.served_model = Some(routed.deployment.model.clone());
+    row.provider = Some(routed.deployment.provider_name.clone());
+    row.deployment = Some(routed.deployment.label.clone());
     match &routed.price {
         Some((_, version)) => {
             row.price_version = Some(version.to_string());

@@ -82,6 +82,7 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
     for (name, m) in &cfg.models {
         let b = &m.breaker;
         let breaker = BreakerSettings {
+            enabled: b.enabled,
             consecutive_failures: b.consecutive_failures,
             error_rate: b.error_rate,
             min_requests: b.min_requests,

@@ -59,7 +59,13 @@ pub struct Opts {
     pub extra_yaml: String,
     /// Extra YAML under `server:` (indented by 2).
     pub extra_server: String,
+    /// The default models make one upstream attempt and never open a breaker: for tests of
+    /// how one upstream failure maps to the client (retries are `routing.rs`'s subject).
+    pub single_attempt: bool,
 }
+
+/// Flow-mapping entries that give a model one attempt and a breaker that never opens.
+pub const SINGLE_ATTEMPT: &str = "retry: {max_attempts: 1}, breaker: {enabled: false}";
 
 impl Default for Opts {
     fn default() -> Self {
@@ -76,6 +82,7 @@ impl Default for Opts {
             env: Vec::new(),
             extra_yaml: String::new(),
             extra_server: String::new(),
+            single_attempt: false,
         }
     }
 }
@@ -333,13 +340,22 @@ fn config_yaml(opts: &Opts, sim: &SimHandle, db: &Path) -> String {
             .extra_providers
             .replace("{sim_root}", &format!("http://{}", sim.addr)),
     );
-    y.push_str(
-        "models:\n\
-         \x20 gpt-4o-mini: {deployments: [{provider: sim, model: gpt-4o-mini}]}\n\
-         \x20 gpt-4o: {deployments: [{provider: sim, model: gpt-4o}]}\n\
-         \x20 text-embedding-3-small: {deployments: [{provider: sim, model: text-embedding-3-small}]}\n\
-         \x20 custom: {deployments: [{provider: sim, model: my-custom-llm}]}\n",
-    );
+    let extra = if opts.single_attempt {
+        format!(", {SINGLE_ATTEMPT}")
+    } else {
+        String::new()
+    };
+    y.push_str("models:\n");
+    for (name, upstream) in [
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("gpt-4o", "gpt-4o"),
+        ("text-embedding-3-small", "text-embedding-3-small"),
+        ("custom", "my-custom-llm"),
+    ] {
+        y.push_str(&format!(
+            "  {name}: {{deployments: [{{provider: sim, model: {upstream}}}]{extra}}}\n"
+        ));
+    }
     y.push_str(&opts.extra_models);
     if opts.allow_unpriced {
         y.push_str("pricing:\n  unknown_model: allow\n");

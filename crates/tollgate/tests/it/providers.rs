@@ -170,14 +170,17 @@ fn models_yaml() -> String {
     let mut y = String::new();
     for k in [&OPENAI, &AZURE, &ANTHROPIC, &GEMINI] {
         y.push_str(&format!(
-            "  {}: {{deployments: [{{provider: {}, model: {}}}]}}\n",
+            "  {}: {{deployments: [{{provider: {}, model: {}}}], {SINGLE_ATTEMPT}}}\n",
             k.model, k.provider, k.upstream
         ));
     }
     for k in [&BEDROCK, &BEDROCK_KEY] {
         y.push_str(&format!(
-            "  {}:\n    deployments: [{{provider: {}, model: \"{}\"}}]\n    price: {{input: 2, cached_input: 0.2, cache_write: 2.5, output: 10}}\n",
-            k.model, k.provider, k.upstream
+            "  {}:\n    deployments: [{{provider: {}, model: \"{}\"}}]\n    price: {{input: 2, cached_input: 0.2, cache_write: 2.5, output: 10}}\n    {}\n",
+            k.model,
+            k.provider,
+            k.upstream,
+            "retry: {max_attempts: 1}\n    breaker: {enabled: false}"
         ));
     }
     y

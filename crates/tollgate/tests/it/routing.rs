@@ -212,6 +212,24 @@ async fn retry_after_is_honoured_and_a_long_one_is_passed_to_the_client() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(header(&r, "retry-after"), "30");
     expect_error(r, 429, "upstream_rate_limited").await;
+
+    // The deployment now cools down for those 30 s; with nowhere else to go the next request
+    // is answered at once, without an upstream call, and told when to come back.
+    let before = env.sim.stats().chat_completions;
+    let r = env.chat(&key, ask("gpt-4o")).await;
+    let wait: u64 = header(&r, "retry-after").parse().unwrap();
+    assert!((25..=30).contains(&wait), "{wait}");
+    let id = header(&r, "x-tollgate-request-id").to_string();
+    expect_error(r, 503, "no_healthy_deployment").await;
+    assert_eq!(env.sim.stats().chat_completions, before);
+    let row = env.row(&id).await;
+    assert_eq!(row["attempts"], 0, "{row}");
+    assert_eq!(row["outcome"], "rejected", "{row}");
+    assert_eq!(
+        health_of(&env, "sim/gpt-4o").await["state"],
+        "open",
+        "a Retry-After opens the breaker for that long"
+    );
 }
 
 #[tokio::test]

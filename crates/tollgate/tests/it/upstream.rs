@@ -25,7 +25,11 @@ async fn failed_row(env: &TestEnv, id: &str, status: u16, code: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_error_statuses_are_mapped() {
-    let env = TestEnv::start().await;
+    let env = TestEnv::with(Opts {
+        single_attempt: true,
+        ..Opts::default()
+    })
+    .await;
     let key = env.key().await;
 
     // 5xx → 502 upstream_error naming the provider (streaming or not: nothing was relayed yet).
@@ -86,6 +90,7 @@ async fn upstream_error_statuses_are_mapped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_upstream_times_out_with_504() {
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         sim: SimConfig {
             hang_rate: 1.0,
             ..SimConfig::default()
@@ -117,6 +122,7 @@ async fn hung_upstream_times_out_with_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_reset_is_a_502_or_503() {
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         sim: SimConfig {
             reset_rate: 1.0,
             ..SimConfig::default()
@@ -148,6 +154,7 @@ async fn connection_reset_is_a_502_or_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_cut_midway_relays_then_errors_and_bills_relayed_tokens() {
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         sim: SimConfig {
             cut_rate: 1.0,
             completion_tokens: 20,
@@ -208,6 +215,7 @@ async fn stream_cut_midway_relays_then_errors_and_bills_relayed_tokens() {
 async fn provider_key_never_reaches_the_client() {
     let (echo_addr, _) = spawn_recorder(true).await;
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         provider_auth: true,
         extra_providers: format!(
             "  echo:\n    kind: openai\n    base_url: http://{echo_addr}/v1\n    api_key: ${{SIM_API_KEY}}\n"
@@ -313,6 +321,7 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_bills_partial() {
     // the sim's stream can only end early because the gateway dropped it.
     const FULL: u64 = 5000;
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         sim: SimConfig {
             chunk_delay_ms: 20,
             completion_tokens: FULL as u32,
@@ -380,6 +389,7 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_bills_partial() {
 async fn client_gone_before_the_stream_starts_cancels_upstream() {
     // 60 s to first byte, far beyond the hang guard: only a cancellation ends the sim's call.
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         sim: SimConfig {
             ttft_ms: 60_000,
             ..SimConfig::default()
@@ -419,6 +429,7 @@ async fn client_gone_before_the_stream_starts_cancels_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_gone_during_non_streaming_answer_is_still_billed() {
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         sim: SimConfig {
             ttft_ms: 5_000,
             ..SimConfig::default()
@@ -459,6 +470,7 @@ async fn client_gone_during_non_streaming_answer_is_still_billed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upstream_mid_stream_times_out() {
     let env = TestEnv::with(Opts {
+        single_attempt: true,
         sim: SimConfig {
             chunk_delay_ms: 1_000,
             ..SimConfig::default()
