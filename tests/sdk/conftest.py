@@ -80,6 +80,11 @@ models:
     deployments: [{{provider: sim-anthropic, model: claude-sonnet-4-6}}]
   gemini-2.5-flash:
     deployments: [{{provider: sim-gemini, model: gemini-2.5-flash}}]
+  cached-mini:
+    deployments: [{{provider: sim, model: gpt-4o-mini}}]
+cache:
+  models:
+    cached-mini: {{ttl_secs: 600}}
 """
     )
     key = subprocess.run(

@@ -145,7 +145,7 @@ def test_embeddings_default_base64(client):
 
 def test_models(client):
     ids = sorted(m.id for m in client.models.list())
-    assert ids == sorted(["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-4-6", "gemini-2.5-flash"])
+    assert ids == sorted(["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-4-6", "gemini-2.5-flash", "cached-mini"])
     assert client.models.retrieve("gpt-4o").id == "gpt-4o"
 
 
@@ -169,3 +169,27 @@ def test_every_call_left_a_row(gateway, client):
     assert all(r["request_id"].startswith("req_") for r in rows)
     served = [r for r in rows if r["outcome"] == "ok" and r["endpoint"] == "/v1/chat/completions"]
     assert served and all(r["usage_source"] == "provider" for r in served)
+
+
+def test_cache_hit_replays_through_the_sdk(client):
+    """A cached answer, served as JSON and replayed as SSE, is what the SDK expects."""
+    ask = dict(
+        model="cached-mini",
+        temperature=0,
+        messages=[{"role": "user", "content": "say something cacheable"}],
+    )
+    first = client.chat.completions.with_raw_response.create(**ask)
+    assert first.headers["x-tollgate-cache"] == "miss"
+    answer = first.parse().choices[0].message.content
+    again = client.chat.completions.with_raw_response.create(**ask)
+    assert again.headers["x-tollgate-cache"] == "hit"
+    assert again.headers["x-tollgate-cost-usd"] == "0"
+    assert again.parse().choices[0].message.content == answer
+    chunks = list(
+        client.chat.completions.create(
+            **ask, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == answer
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
