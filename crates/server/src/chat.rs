@@ -225,7 +225,9 @@ async fn stream(
         };
         let t0 = Instant::now();
         let chunks = match routed.deployment.provider.chat(call).await {
-            Ok(ChatResponse::Stream { chunks, .. }) => dispatch::first_item(chunks).await,
+            Ok(ChatResponse::Stream { chunks, .. }) => {
+                dispatch::start_stream(chunks, dispatch::chunk_is_preamble).await
+            }
             Ok(ChatResponse::Complete(_)) => {
                 let e = ApiError::new(
                     ErrorCode::UpstreamError,

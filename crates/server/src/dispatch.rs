@@ -18,7 +18,7 @@
 //! - a deployment whose breaker is open is skipped without an attempt; every attempt after the
 //!   first spends from the gateway-wide retry budget, so an outage cannot multiply traffic;
 //! - streams are retried only until their first chunk: the handler peeks it before answering
-//!   (see [`first_item`]), so once a byte has reached the client there is no retry.
+//!   (see [`start_stream`]), so once a byte has reached the client there is no retry.
 //!
 //! Every attempt is counted in the row (`attempts`, `attempted`), and the row's provider,
 //! deployment and price follow the attempt that is current.
@@ -482,23 +482,63 @@ fn price(
     })
 }
 
-/// Waits for a stream's first item. `Ok` with the stream restored (first item included, or
-/// empty) when it started cleanly; `Err` when the upstream failed before its first chunk — the
-/// moment up to which a stream can still fail over without the client noticing.
-pub async fn first_item<T, S>(
+/// Most items a stream's preamble may hold back (a provider sending more content-free
+/// items than this is relayed anyway).
+const MAX_PREAMBLE: usize = 16;
+
+/// Waits until a stream has produced something the client must see — content, a tool call,
+/// a finish, usage — holding back the content-free preamble before it (OpenAI's role-only
+/// chunk, Anthropic's `message_start` and `ping`). `Ok` with the stream restored (held items
+/// first) when it started cleanly; `Err` when the upstream failed before that: the moment up
+/// to which a stream can still fail over without the client noticing (Anthropic's in-stream
+/// `overloaded_error` typically arrives right after `message_start`).
+pub async fn start_stream<T, S>(
     mut stream: S,
+    is_preamble: fn(&T) -> bool,
 ) -> Result<std::pin::Pin<Box<dyn Stream<Item = Result<T, UpstreamError>> + Send>>, UpstreamError>
 where
     T: Send + 'static,
     S: Stream<Item = Result<T, UpstreamError>> + Send + Unpin + 'static,
 {
-    match stream.next().await {
-        Some(Err(e)) => Err(e),
-        Some(Ok(first)) => Ok(Box::pin(
-            futures_util::stream::once(async move { Ok(first) }).chain(stream),
-        )),
-        None => Ok(Box::pin(futures_util::stream::empty())),
+    let mut held = Vec::new();
+    loop {
+        match stream.next().await {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(item)) => {
+                let preamble = is_preamble(&item);
+                held.push(Ok(item));
+                if !preamble || held.len() >= MAX_PREAMBLE {
+                    break;
+                }
+            }
+            None => break,
+        }
     }
+    Ok(Box::pin(futures_util::stream::iter(held).chain(stream)))
+}
+
+/// An OpenAI chunk carrying nothing the client needs yet: no content, refusal, reasoning,
+/// tool call, finish reason, usage or error (the role-only opening chunk).
+pub fn chunk_is_preamble(raw: &bytes::Bytes) -> bool {
+    let Ok(p) = serde_json::from_slice::<tollgate_types::canonical::ChunkPeek<'_>>(raw) else {
+        return false;
+    };
+    p.usage.is_none()
+        && p.error.is_none()
+        && p.choices.iter().flatten().all(|c| {
+            c.finish_reason.is_none()
+                && c.delta.as_ref().is_none_or(|d| {
+                    d.content.as_deref().is_none_or(str::is_empty)
+                        && d.refusal.is_none()
+                        && d.reasoning_content.as_deref().is_none_or(str::is_empty)
+                        && d.tool_calls.is_none()
+                })
+        })
+}
+
+/// An Anthropic event before the first content: `message_start` and `ping`.
+pub fn event_is_preamble(e: &tollgate_providers::sse::Event) -> bool {
+    matches!(e.event.as_deref(), Some("message_start" | "ping"))
 }
 
 /// The prompt-prefix key of a chat request for stickiness: the conversation's opening (tools,
@@ -547,6 +587,44 @@ fn content_len(m: &serde_json::Value) -> usize {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn err() -> UpstreamError {
+        UpstreamError {
+            provider: "p".into(),
+            kind: tollgate_providers::UpstreamErrorKind::InStream {
+                message: "overloaded".into(),
+                body: bytes::Bytes::new(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_only_the_preamble_can_still_fail_over() {
+        let role = bytes::Bytes::from_static(
+            br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+        );
+        let text =
+            bytes::Bytes::from_static(br#"{"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#);
+        assert!(chunk_is_preamble(&role));
+        assert!(!chunk_is_preamble(&text));
+        // Role chunk, then an error: nothing the client needs was produced — fail over.
+        let s = futures_util::stream::iter(vec![Ok(role.clone()), Err(err())]);
+        assert!(start_stream(s, chunk_is_preamble).await.is_err());
+        // Role chunk, content, then an error: started; every item is relayed in order.
+        let s = futures_util::stream::iter(vec![Ok(role.clone()), Ok(text.clone()), Err(err())]);
+        let out: Vec<_> = start_stream(s, chunk_is_preamble)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].as_ref().unwrap(), &role);
+        assert_eq!(out[1].as_ref().unwrap(), &text);
+        assert!(out[2].is_err());
+        // An empty stream starts (and ends) cleanly.
+        let s = futures_util::stream::iter(Vec::<Result<bytes::Bytes, UpstreamError>>::new());
+        assert!(start_stream(s, chunk_is_preamble).await.is_ok());
+    }
 
     #[test]
     fn sticky_key_follows_the_conversation_opening() {

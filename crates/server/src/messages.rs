@@ -283,7 +283,9 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
             };
             match fut.await {
                 Ok(MessagesResponse::Stream { events, .. }) => {
-                    dispatch::first_item(events).await.map(Started::Native)
+                    dispatch::start_stream(events, dispatch::event_is_preamble)
+                        .await
+                        .map(Started::Native)
                 }
                 Ok(MessagesResponse::Complete(_)) => {
                     let e = ApiError::new(
@@ -301,7 +303,9 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
             };
             match provider.chat(call).await {
                 Ok(ChatResponse::Stream { chunks, .. }) => {
-                    dispatch::first_item(chunks).await.map(Started::Translated)
+                    dispatch::start_stream(chunks, dispatch::chunk_is_preamble)
+                        .await
+                        .map(Started::Translated)
                 }
                 Ok(ChatResponse::Complete(_)) => {
                     let e = ApiError::new(
