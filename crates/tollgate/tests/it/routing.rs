@@ -634,3 +634,56 @@ async fn conversations_stick_to_their_deployment_while_the_prompt_cache_is_warm(
         .clone();
     assert_eq!(model["sticky"]["hits"], 6 * 4, "{model}");
 }
+
+#[tokio::test]
+async fn the_budget_reservation_follows_the_deployment_actually_used() {
+    // A cheap deployment that fails and a dear one that answers: the request is reserved at the
+    // cheap price, fails over, is re-reserved at the dear price, and settles exactly that.
+    let cheap = spawn_sim(failing(503)).await;
+    let dear = spawn_sim(SimConfig::default()).await;
+    let env = TestEnv::with(Opts {
+        extra_providers: openai_provider("cheap", &cheap) + &openai_provider("dear", &dear),
+        extra_models: "  pair:\n    strategy: cost\n    deployments: [{provider: cheap, model: gpt-4o-mini}, {provider: dear, model: gpt-4o}]\n".into(),
+        extra_yaml: "budgets:\n  - {name: acme-monthly, scope: {tenant: acme}, limit_usd: \"5\", window: month, mode: hard}\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    for stream in [false, true] {
+        let r = env
+            .chat(
+                &key,
+                json!({"model": "pair", "stream": stream, "max_tokens": 50,
+                       "messages": [{"role": "user", "content": "hello there"}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-tollgate-provider"), "dear");
+        let id = header(&r, "x-tollgate-request-id").to_string();
+        if stream {
+            read_stream(r).await;
+        } else {
+            r.bytes().await.unwrap();
+        }
+        let row = env.row(&id).await;
+        assert_eq!(row["attempted"], "cheap/gpt-4o-mini,dear/gpt-4o", "{row}");
+        // gpt-4o: $2.50 input / $10 output per 1M tokens.
+        let (input, output) = (
+            row["input_tokens"].as_i64().unwrap(),
+            row["output_tokens"].as_i64().unwrap(),
+        );
+        assert_eq!(
+            nanos(row["effective_cost"].as_str().unwrap()),
+            input * 2500 + output * 10000,
+            "{row}"
+        );
+    }
+    let b = env.admin_get("/admin/v1/budgets/acme-monthly").await;
+    assert_eq!(b["reserved"], "0", "a reservation outlived its attempt: {b}");
+    let rows = env.rows("tenant=acme").await;
+    let spent: i64 = rows
+        .iter()
+        .map(|r| nanos(r["effective_cost"].as_str().unwrap()))
+        .sum();
+    assert_eq!(nanos(b["spent"].as_str().unwrap()), spent, "{b}");
+}
