@@ -155,6 +155,52 @@ pub fn serve_hit(
     include_usage: bool,
     request_id: &str,
 ) -> Response {
+    let headers = hit_row(&mut rec, entry, routed, request_id);
+    let sse = if stream { entry.sse.as_ref() } else { None };
+    let resp = match sse {
+        Some(sse) => {
+            let mut frames: Vec<Result<Bytes, std::convert::Infallible>> =
+                vec![Ok(sse.chunks.clone())];
+            if include_usage && let Some(u) = &sse.usage {
+                frames.push(Ok(u.clone()));
+            }
+            frames.push(Ok(Bytes::from_static(tollgate_metering::meter::DONE_FRAME)));
+            crate::relay::sse_response(
+                gw,
+                futures_util::stream::iter(frames),
+                headers,
+                Format::OpenAi,
+            )
+        }
+        None => hit_json(entry.body.clone(), headers),
+    };
+    rec.finish();
+    resp
+}
+
+/// A hit's JSON answer with its headers and a zero cost.
+pub fn hit_json(body: Bytes, headers: HeaderMap) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.extend(headers);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&NanoUsd::ZERO.to_usd_string()) {
+        h.insert(pipeline::COST_HEADER, v);
+    }
+    resp
+}
+
+/// Fills a hit's row — zero tokens and cost, `saved_cost`, the deployment that produced the
+/// answer, no attempt — and returns its response headers.
+pub fn hit_row(
+    rec: &mut PendingRow,
+    entry: &Entry,
+    routed: &Routed,
+    request_id: &str,
+) -> HeaderMap {
     let started = rec.started();
     let row = rec.row();
     row.served_model = Some(entry.served_model.clone());
@@ -181,38 +227,7 @@ pub fn serve_hit(
         }
     }
     tag(&mut headers, row);
-    let sse = if stream { entry.sse.as_ref() } else { None };
-    let resp = match sse {
-        Some(sse) => {
-            let mut frames: Vec<Result<Bytes, std::convert::Infallible>> =
-                vec![Ok(sse.chunks.clone())];
-            if include_usage && let Some(u) = &sse.usage {
-                frames.push(Ok(u.clone()));
-            }
-            frames.push(Ok(Bytes::from_static(tollgate_metering::meter::DONE_FRAME)));
-            crate::relay::sse_response(
-                gw,
-                futures_util::stream::iter(frames),
-                headers,
-                Format::OpenAi,
-            )
-        }
-        None => {
-            let mut resp = Response::new(Body::from(entry.body.clone()));
-            let h = resp.headers_mut();
-            h.extend(headers);
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&NanoUsd::ZERO.to_usd_string()) {
-                h.insert(pipeline::COST_HEADER, v);
-            }
-            resp
-        }
-    };
-    rec.finish();
-    resp
+    headers
 }
 
 /// Whether an attempt's answer may fill the entry looked up: only when the attempt is served
@@ -303,9 +318,10 @@ impl StreamFill {
     }
 }
 
-/// The OpenAI SSE renderer, also assembling the relayed answer when it is to be stored.
-pub struct CachingRenderer {
-    inner: OpenAiRenderer,
+/// A stream renderer (OpenAI SSE, or Anthropic events for `/v1/messages`) that also
+/// assembles the relayed canonical answer when it is to be stored.
+pub struct CachingRenderer<R = OpenAiRenderer> {
+    inner: R,
     assembly: Option<(StreamAssembler, Arc<OnceLock<Bytes>>)>,
 }
 
@@ -314,9 +330,19 @@ pub fn stream_renderer(
     include_usage: bool,
     fill: Option<Fill>,
 ) -> (CachingRenderer, Option<StreamFill>) {
-    let inner = OpenAiRenderer {
-        client_wants_usage: include_usage,
-    };
+    caching(
+        OpenAiRenderer {
+            client_wants_usage: include_usage,
+        },
+        fill,
+    )
+}
+
+/// Wraps any renderer of canonical chunks so a missed answer is assembled for the cache.
+pub fn caching<R: Renderer>(
+    inner: R,
+    fill: Option<Fill>,
+) -> (CachingRenderer<R>, Option<StreamFill>) {
     match fill {
         Some(f) => {
             let (asm, sf) = f.for_stream();
@@ -339,7 +365,7 @@ pub fn stream_renderer(
     }
 }
 
-impl Renderer for CachingRenderer {
+impl<R: Renderer> Renderer for CachingRenderer<R> {
     fn chunk(&mut self, raw: &[u8], peek: Option<&ChunkPeek<'_>>, out: &mut BytesMut) {
         if let Some((asm, _)) = &mut self.assembly {
             asm.push(raw);

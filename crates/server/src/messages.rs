@@ -26,6 +26,7 @@ use tollgate_types::{ApiError, ErrorCode, Outcome, ProviderKind, Usage, UsageSou
 
 use crate::Gateway;
 use crate::budget::Shape;
+use crate::cache;
 use crate::dispatch::{self, Attempts, Dispatch, Prepared, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
@@ -50,12 +51,29 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
             Some(((*h).to_string(), v.to_string()))
         })
         .collect();
-    let limits = match dispatch.preview(&gw) {
-        Some(first) => match ratelimit::admit(&gw, &mut rec, &first, &canonical, Shape::Chat) {
+    let first = dispatch.preview(&gw);
+    let limits = match &first {
+        Some(first) => match ratelimit::admit(&gw, &mut rec, first, &canonical, Shape::Chat) {
             Ok(l) => l,
             Err(l) => return l.reject(rec, request_id, Format::Anthropic),
         },
         None => Limits::default(),
+    };
+    let fill = match &first {
+        Some(first) => {
+            let row = rec.row();
+            match cache::lookup(
+                &gw, row, &headers, "messages", &canonical, req.stream, first,
+            ) {
+                cache::Lookup::Hit(e) => {
+                    let resp = serve_hit(&gw, rec, &e, first, &req, &request_id);
+                    return limits.apply(resp);
+                }
+                cache::Lookup::Miss(fill) => Some(fill),
+                cache::Lookup::Off | cache::Lookup::Bypass => None,
+            }
+        }
+        None => None,
     };
     let ex = Exchange {
         req,
@@ -63,6 +81,7 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         attempts: Attempts::new(canonical),
         dispatch,
         request_id,
+        fill,
     };
     let resp = if ex.req.stream {
         stream(gw, rec, ex).await
@@ -85,6 +104,9 @@ struct Exchange {
     attempts: Attempts,
     dispatch: Dispatch,
     request_id: String,
+    /// Where a missed answer goes (stored in the canonical shape, so either ingress can be
+    /// served from it).
+    fill: Option<cache::Fill>,
 }
 
 impl Exchange {
@@ -156,11 +178,18 @@ async fn complete(
                 return reject(rec, e, rid, o, Format::Anthropic);
             }
         };
+        if prepared.fitted || !cache::fill_matches(ex.fill.as_ref(), &routed) {
+            // Shortened to fit a budget, or served by a fallback model: not the answer the
+            // cache key stands for.
+            ex.fill = None;
+        }
         let canonical = prepared.body.clone();
         let provider = routed.deployment.provider.clone();
         let t0 = Instant::now();
-        // The answer as a Messages body plus its usage, or the upstream failure.
-        let answer: Result<(Bytes, Usage, UsageSource), tollgate_providers::UpstreamError> =
+        // The answer as a Messages body, its usage, and (when it is to be cached) the same
+        // answer in the canonical shape; or the upstream failure.
+        type Answer = (Bytes, Usage, UsageSource, Option<Bytes>);
+        let answer: Result<Answer, tollgate_providers::UpstreamError> =
             if provider.kind() == ProviderKind::Anthropic {
                 let call = ex.native_call(&routed, &prepared, false);
                 let Some(fut) = provider.messages(call) else {
@@ -173,13 +202,23 @@ async fn complete(
                     );
                 };
                 match fut.await {
-                    Ok(MessagesResponse::Complete(c)) => Ok(match c.usage {
-                        Some(u) => (c.body, u, UsageSource::Provider),
-                        None => {
-                            let u = estimate(&routed, &canonical, &text_of_message(&c.body));
-                            (c.body, u, UsageSource::Estimated)
-                        }
-                    }),
+                    Ok(MessagesResponse::Complete(c)) => {
+                        let canon = ex.fill.as_ref().and_then(|_| {
+                            let created = jiff::Timestamp::now().as_second().max(0) as u64;
+                            tollgate_providers::anthropic::response::to_chat_completion(
+                                &c.body, created,
+                            )
+                            .ok()
+                            .map(|(b, _)| Bytes::from(b))
+                        });
+                        Ok(match c.usage {
+                            Some(u) => (c.body, u, UsageSource::Provider, canon),
+                            None => {
+                                let u = estimate(&routed, &canonical, &text_of_message(&c.body));
+                                (c.body, u, UsageSource::Estimated, canon)
+                            }
+                        })
+                    }
                     Ok(MessagesResponse::Stream { .. }) => {
                         let e = ApiError::new(
                             ErrorCode::UpstreamError,
@@ -208,7 +247,7 @@ async fn complete(
                             }
                         };
                         match anthropic::response_from_canonical(&c.body, &ex.req.model, &usage) {
-                            Ok(b) => Ok((Bytes::from(b.to_string()), usage, source)),
+                            Ok(b) => Ok((Bytes::from(b.to_string()), usage, source, Some(c.body))),
                             Err(e) => {
                                 return reject(rec, e, rid, Outcome::Failed, Format::Anthropic);
                             }
@@ -225,12 +264,16 @@ async fn complete(
                 }
             };
         match answer {
-            Ok((body, usage, source)) => {
+            Ok((body, usage, source, canon)) => {
                 let took = t0.elapsed();
                 attempt.success(Some(took), took, Instant::now());
                 ex.dispatch.succeeded(&routed);
                 pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
-                let resp = pipeline::json_response(body, &rid, &routed, rec.row());
+                if let (Some(f), Some(canon)) = (ex.fill.take(), canon) {
+                    f.complete(&canon, rec.row());
+                }
+                let mut resp = pipeline::json_response(body, &rid, &routed, rec.row());
+                cache::tag(resp.headers_mut(), rec.row());
                 rec.finish();
                 return resp;
             }
@@ -268,6 +311,11 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
                 return reject(rec, e, rid, o, Format::Anthropic);
             }
         };
+        if prepared.fitted || !cache::fill_matches(ex.fill.as_ref(), &routed) {
+            // Shortened to fit a budget, or served by a fallback model: not the answer the
+            // cache key stands for.
+            ex.fill = None;
+        }
         let provider = routed.deployment.provider.clone();
         let t0 = Instant::now();
         let started = if provider.kind() == ProviderKind::Anthropic {
@@ -331,6 +379,7 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
         let started = rec.started();
         let mut headers = HeaderMap::new();
         pipeline::routed_headers(&mut headers, &rid, &routed, rec.row());
+        cache::tag(&mut headers, rec.row());
         let cut = gw.0.cut.clone();
         let canonical = prepared.body.clone();
         return match started_stream {
@@ -346,13 +395,19 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
                 relay::sse_response(&gw, metered, headers, Format::Anthropic)
             }
             Started::Translated(chunks) => {
-                let renderer = AnthropicRenderer(StreamTranslator::new(&ex.req.model));
+                let (renderer, fill) = cache::caching(
+                    AnthropicRenderer(StreamTranslator::new(&ex.req.model)),
+                    ex.fill.take(),
+                );
                 let metered = MeteredStream::new(
                     chunks,
                     meter_options(&gw, &routed, canonical, prepared.output_cap),
                     renderer,
                     move |s: Settlement| {
                         pipeline::report_stream(attempt, &s, t0);
+                        if let Some(f) = fill {
+                            f.settled(&s, &routed);
+                        }
                         pipeline::settle_stream(rec, &s, &routed, started, &cut);
                     },
                 );
@@ -413,6 +468,49 @@ fn text_of_message(body: &[u8]) -> String {
                 .to_string(),
         })
         .collect()
+}
+
+/// Answers a cache hit in the Messages shape: the stored canonical answer translated like a
+/// live one — a Messages body, or its chunks replayed through the stream translator.
+fn serve_hit(
+    gw: &Gateway,
+    mut rec: PendingRow,
+    entry: &tollgate_cache::Entry,
+    routed: &Routed,
+    req: &MessagesRequest,
+    request_id: &str,
+) -> Response {
+    let headers = cache::hit_row(&mut rec, entry, routed, request_id);
+    let replay = if req.stream { entry.sse.as_ref() } else { None };
+    let resp = match replay {
+        Some(sse) => {
+            let mut t = StreamTranslator::new(&req.model);
+            let mut events = Vec::new();
+            for frame in sse.chunks.split(|&b| b == b'\n') {
+                if let Some(data) = frame.strip_prefix(b"data: ") {
+                    t.chunk(data, &mut events);
+                }
+            }
+            t.finish(Some(&entry.usage), &mut events);
+            let mut out = BytesMut::new();
+            put_events(&mut out, events);
+            let frames =
+                futures_util::stream::iter([Ok::<_, std::convert::Infallible>(out.freeze())]);
+            relay::sse_response(gw, frames, headers, Format::Anthropic)
+        }
+        None => match anthropic::response_from_canonical(&entry.body, &req.model, &entry.usage) {
+            Ok(body) => cache::hit_json(Bytes::from(body.to_string()), headers),
+            Err(e) => {
+                // The stored answer was checked when it was stored; this would be a bug.
+                tracing::error!(error = %e, "a cached answer could not be translated");
+                let resp = Format::Anthropic.error(e, request_id.to_string());
+                rec.finish();
+                return resp;
+            }
+        },
+    };
+    rec.finish();
+    resp
 }
 
 /// Renders canonical chunks as Messages stream events.

@@ -402,3 +402,85 @@ async fn the_memory_bound_holds_under_load() {
     );
     assert!(max_seen > BOUND / 2, "the cache was filled: {max_seen}");
 }
+
+/// `/v1/messages` with `body`; returns the cache header, request id and response.
+async fn messages(env: &TestEnv, key: &str, body: &Value) -> (String, String, reqwest::Response) {
+    let r = env
+        .http
+        .post(env.url("/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .expect("messages request");
+    assert_eq!(r.status(), 200);
+    let cache = r
+        .headers()
+        .get(CACHE_HEADER)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let id = header(&r, "x-tollgate-request-id").to_string();
+    (cache, id, r)
+}
+
+/// The text of Anthropic `content_block_delta` events.
+fn messages_stream_text(body: &str) -> String {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["type"] == "content_block_delta")
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_are_cached_translated_and_native_and_replayed_as_events() {
+    let mut o = opts("");
+    o.extra_providers =
+        "  sim-anthropic:\n    kind: anthropic\n    base_url: {sim_root}\n".to_string();
+    o.extra_models =
+        "  claude: {deployments: [{provider: sim-anthropic, model: claude-sonnet-4-6}]}\n"
+            .to_string();
+    let env = TestEnv::with(o).await;
+    let key = env.key().await;
+    for model in ["gpt-4o-mini", "claude"] {
+        let body = json!({"model": model, "max_tokens": 64, "temperature": 0,
+                          "messages": [{"role": "user", "content": format!("cache me via {model}")}]});
+        let (c, first_id, r) = messages(&env, &key, &body).await;
+        assert_eq!(c, "miss", "{model}");
+        let first: Value = r.json().await.unwrap();
+        let upstream = env.sim.stats().requests;
+        let (c, id, r) = messages(&env, &key, &body).await;
+        assert_eq!(c, "hit", "{model}");
+        assert_eq!(header(&r, "x-tollgate-cost-usd"), "0");
+        let again: Value = r.json().await.unwrap();
+        assert_eq!(again["type"], "message", "{again}");
+        assert_eq!(
+            again["content"][0]["text"], first["content"][0]["text"],
+            "{model}"
+        );
+        // Streamed: the same answer as Messages events, still without an upstream call.
+        let mut s = body.clone();
+        s["stream"] = json!(true);
+        let (c, _, r) = messages(&env, &key, &s).await;
+        assert_eq!(c, "hit", "{model}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("event: message_stop"), "{text}");
+        assert_eq!(
+            messages_stream_text(&text),
+            first["content"][0]["text"].as_str().unwrap(),
+            "{model}"
+        );
+        assert_eq!(
+            env.sim.stats().requests,
+            upstream,
+            "a hit reached the provider"
+        );
+        let hit = env.row(&id).await;
+        let miss = env.row(&first_id).await;
+        assert_eq!(hit["cache_status"], "hit");
+        assert_eq!(hit["effective_cost"], "0");
+        assert_eq!(hit["saved_cost"], miss["effective_cost"], "{model}");
+    }
+}

@@ -679,7 +679,10 @@ async fn the_budget_reservation_follows_the_deployment_actually_used() {
         );
     }
     let b = env.admin_get("/admin/v1/budgets/acme-monthly").await;
-    assert_eq!(b["reserved"], "0", "a reservation outlived its attempt: {b}");
+    assert_eq!(
+        b["reserved"], "0",
+        "a reservation outlived its attempt: {b}"
+    );
     let rows = env.rows("tenant=acme").await;
     let spent: i64 = rows
         .iter()
