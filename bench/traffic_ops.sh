@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# What traffic operations add to the request path: the same request, end to end, through two
+# logical models of one gateway in front of the simulator —
+#   core: one deployment, no rate limit, no cache (the core path);
+#   ops:  two deployments under the `latency` strategy (plan, breaker and EWMA bookkeeping,
+#         sticky-key check), a per-key rate limit with RPM and TPM (atomic reserve, token
+#         estimate, settle) and the response cache on (key, lookup — a miss, since every
+#         request carries a distinct prompt — and the insert of the answer).
+# Runs alternate core/ops ROUNDS times at one connection; the difference of the median p50s
+# is the cost of routing + rate limiting + cache lookup. Target (issue 5): ≤ 10 µs.
+#
+#   bench/traffic_ops.sh [--duration SECONDS] [--rounds N] [--no-build]
+#
+# Layout as bench/run.sh: Tollgate on CPU $GW_CPU (default 0), wrk and the simulator on CPU
+# $LOAD_CPU (default 1). Raw output in bench/out/traffic-ops-<ts>/.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+DUR=8
+ROUNDS=3
+BUILD=1
+GW_CPU=${GW_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration) DUR=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+log() { printf '[traffic-ops %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+for tool in wrk taskset python3 curl; do
+  command -v "$tool" >/dev/null || { echo "missing tool: $tool (bench/run.sh installs wrk)" >&2; exit 1; }
+done
+if [[ $BUILD == 1 ]]; then
+  log "cargo build --release -p tollgate"
+  (cd "$ROOT" && cargo build --release -p tollgate)
+fi
+BIN=${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate}
+[[ -x $BIN ]] || { echo "no binary at $BIN (drop --no-build)" >&2; exit 1; }
+
+RUN=$ROOT/bench/out/traffic-ops-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$RUN"
+WORK=$(mktemp -d /tmp/tollgate-ops-bench.XXXXXX)
+cp "$BIN" "$WORK/tollgate"
+BIN=$WORK/tollgate
+PIDS=()
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r SIM_PORT TG_PORT < <(python3 -c '
+import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))')
+wait_http() {
+  for _ in $(seq 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "timed out waiting for $1" >&2; return 1
+}
+
+taskset -c "$LOAD_CPU" "$BIN" mock-provider --listen "127.0.0.1:$SIM_PORT" \
+  --ttft-ms 0 --chunk-delay-ms 0 --chunks 8 --completion-tokens 16 >"$RUN/sim.log" 2>&1 &
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$SIM_PORT/_sim/config"
+
+cat > "$WORK/tollgate.yaml" <<YAML
+server:
+  listen: 127.0.0.1:$TG_PORT
+storage:
+  ledger: sqlite://$WORK/ledger.db
+providers:
+  sim-a:
+    kind: openai
+    base_url: http://127.0.0.1:$SIM_PORT/v1
+  sim-b:
+    kind: openai
+    base_url: http://127.0.0.1:$SIM_PORT/v1
+models:
+  core:
+    deployments: [{provider: sim-a, model: gpt-4o-mini}]
+  ops:
+    strategy: latency
+    deployments: [{provider: sim-a, model: gpt-4o-mini}, {provider: sim-b, model: gpt-4o-mini}]
+rate_limits:
+  - {name: per-key, per: key, match: {model: ops}, rpm: 1000000000, tpm: 1000000000000}
+cache:
+  models:
+    ops: {ttl_secs: 3600}
+YAML
+cp "$WORK/tollgate.yaml" "$RUN/tollgate.yaml"
+KEY=$("$BIN" keys create --name bench --tenant bench --config "$WORK/tollgate.yaml" 2>>"$RUN/tollgate.log")
+taskset -c "$GW_CPU" "$BIN" serve --config "$WORK/tollgate.yaml" >>"$RUN/tollgate.log" 2>&1 &
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$TG_PORT/healthz"
+URL=http://127.0.0.1:$TG_PORT/v1/chat/completions
+
+# The ops path really is on: rate-limit headers and a cache miss on a fresh prompt.
+curl -fsS -D "$RUN/ops-headers.txt" -o /dev/null -H 'content-type: application/json' \
+  -H "authorization: Bearer $KEY" \
+  -d '{"model":"ops","temperature":0,"messages":[{"role":"user","content":"check"}]}' "$URL"
+grep -qi '^x-tollgate-cache: miss' "$RUN/ops-headers.txt" && grep -qi '^x-ratelimit-limit-requests' "$RUN/ops-headers.txt" \
+  || { echo "the ops model is not rate limited and cached:" >&2; cat "$RUN/ops-headers.txt" >&2; exit 1; }
+
+run() { # NAME MODEL
+  BENCH_MODEL=$2 BENCH_KEY=$KEY taskset -c "$LOAD_CPU" wrk -t1 -c1 -d"${DUR}s" \
+    --timeout 10s --latency -s "$BENCH_DIR/unique.lua" "$URL" > "$RUN/$1.txt"
+  printf '{"run":"%s",%s\n' "$1" "$(sed -n 's/^WRKJSON {//p' "$RUN/$1.txt")" | tee "$RUN/$1.json"
+}
+log "warm-up"
+BENCH_MODEL=core DUR=2 run warmup-core core >/dev/null
+run warmup-ops ops >/dev/null
+for i in $(seq "$ROUNDS"); do
+  log "round $i/$ROUNDS (${DUR}s each)"
+  run "core-$i" core
+  run "ops-$i" ops
+done
+python3 - "$RUN" "$ROUNDS" <<'PY'
+import json, statistics, sys
+run, rounds = sys.argv[1], int(sys.argv[2])
+def p50s(name):
+    return [json.load(open(f"{run}/{name}-{i}.json"))["lat_p50_us"] for i in range(1, rounds + 1)]
+core, ops = p50s("core"), p50s("ops")
+out = {"core_p50_us": core, "ops_p50_us": ops,
+       "core_median_p50_us": statistics.median(core), "ops_median_p50_us": statistics.median(ops),
+       "added_p50_us": statistics.median(ops) - statistics.median(core)}
+print(json.dumps(out))
+json.dump(out, open(f"{run}/summary.json", "w"))
+PY
+log "raw outputs in $RUN"
