@@ -20,7 +20,7 @@ use crate::cache;
 use crate::dispatch::{self, Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
-use crate::ratelimit::{self, Limits};
+use crate::ratelimit;
 use crate::record::PendingRow;
 use crate::relay;
 
@@ -32,12 +32,10 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
     let first = dispatch.preview(&gw);
-    let limits = match &first {
-        Some(first) => match ratelimit::admit(&gw, &mut rec, first, &req.body, Shape::Chat) {
-            Ok(l) => l,
-            Err(l) => return l.reject(rec, request_id, Format::OpenAi),
-        },
-        None => Limits::default(),
+    let limits = match ratelimit::admit_first(&gw, &mut rec, first.as_ref(), &req.body, Shape::Chat)
+    {
+        Ok(l) => l,
+        Err(l) => return l.reject(rec, request_id, Format::OpenAi),
     };
     let fill = match &first {
         Some(first) => {
@@ -54,12 +52,12 @@ pub async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> 
         }
         None => None,
     };
-    let attempts = Attempts::new(req.body);
+    let attempts = Attempts::new(dispatch, req.body);
     let resp = if req.stream {
         let renderer = cache::stream_renderer(req.include_usage, fill);
-        stream(gw, rec, attempts, dispatch, renderer, request_id).await
+        stream(gw, rec, attempts, renderer, request_id).await
     } else {
-        complete(gw, rec, attempts, dispatch, request_id, fill).await
+        complete(gw, rec, attempts, request_id, fill).await
     };
     limits.apply(resp)
 }
@@ -98,7 +96,6 @@ async fn complete(
     gw: Gateway,
     mut rec: PendingRow,
     mut attempts: Attempts,
-    mut d: Dispatch,
     request_id: String,
     mut fill: Option<cache::Fill>,
 ) -> Response {
@@ -106,27 +103,19 @@ async fn complete(
     let rid = request_id.clone();
     pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
         loop {
-            let (routed, attempt) = match d.next(&g, rec.row()).await {
+            let (routed, attempt, p) = match attempts.next(&g, &mut rec, Shape::Chat).await {
                 Ok(v) => v,
                 Err(e) => {
                     let o = outcome_of(&mut rec);
                     return reject(rec, e, rid, o, Format::OpenAi);
                 }
             };
-            let request = match attempts.prepare(&g, &mut rec, &routed, Shape::Chat) {
-                Ok(p) => {
-                    if p.fitted || !cache::fill_matches(fill.as_ref(), &routed) {
-                        // Shortened to fit a budget, or served by a fallback model: not the
-                        // answer the cache key stands for.
-                        fill = None;
-                    }
-                    p.body
-                }
-                Err(e) => {
-                    let o = outcome_of(&mut rec);
-                    return reject(rec, e, rid, o, Format::OpenAi);
-                }
-            };
+            if p.fitted || !cache::fill_matches(fill.as_ref(), &routed) {
+                // Shortened to fit a budget, or served by a fallback model: not the answer the
+                // cache key stands for.
+                fill = None;
+            }
+            let request = p.body;
             let call = ChatCall {
                 body: request.clone(),
                 stream: false,
@@ -136,7 +125,7 @@ async fn complete(
                 Ok(ChatResponse::Complete(c)) => {
                     let took = t0.elapsed();
                     attempt.success(Some(took), took, Instant::now());
-                    d.succeeded(&routed);
+                    attempts.succeeded(&routed);
                     let (usage, source) = match c.usage {
                         Some(u) => (u, UsageSource::Provider),
                         None => (
@@ -164,7 +153,7 @@ async fn complete(
                     return reject(rec, e, rid, Outcome::Failed, Format::OpenAi);
                 }
                 Err(e) => {
-                    if let Err(api) = d.failed(&g, &routed, attempt, &e) {
+                    if let Err(api) = attempts.failed(&g, &routed, attempt, &e) {
                         return reject(rec, api, rid, Outcome::Failed, Format::OpenAi);
                     }
                 }
@@ -195,30 +184,21 @@ async fn stream(
     gw: Gateway,
     mut rec: PendingRow,
     mut attempts: Attempts,
-    mut d: Dispatch,
     (renderer, mut fill): (cache::CachingRenderer, Option<cache::StreamFill>),
     request_id: String,
 ) -> Response {
     loop {
-        let (routed, attempt) = match d.next(&gw, rec.row()).await {
+        let (routed, attempt, p) = match attempts.next(&gw, &mut rec, Shape::Chat).await {
             Ok(v) => v,
             Err(e) => {
                 let o = outcome_of(&mut rec);
                 return reject(rec, e, request_id, o, Format::OpenAi);
             }
         };
-        let (request, output_cap) = match attempts.prepare(&gw, &mut rec, &routed, Shape::Chat) {
-            Ok(p) => {
-                if p.fitted || !cache::stream_fill_matches(fill.as_ref(), &routed) {
-                    fill = None;
-                }
-                (p.body, p.output_cap)
-            }
-            Err(e) => {
-                let o = outcome_of(&mut rec);
-                return reject(rec, e, request_id, o, Format::OpenAi);
-            }
-        };
+        if p.fitted || !cache::stream_fill_matches(fill.as_ref(), &routed) {
+            fill = None;
+        }
+        let (request, output_cap) = (p.body, p.output_cap);
         let call = ChatCall {
             body: request.clone(),
             stream: true,
@@ -243,13 +223,13 @@ async fn stream(
         let chunks = match chunks {
             Ok(c) => c,
             Err(e) => {
-                if let Err(api) = d.failed(&gw, &routed, attempt, &e) {
+                if let Err(api) = attempts.failed(&gw, &routed, attempt, &e) {
                     return reject(rec, api, request_id, Outcome::Failed, Format::OpenAi);
                 }
                 continue;
             }
         };
-        d.succeeded(&routed);
+        attempts.succeeded(&routed);
         rec.row().status = 200;
         let started = rec.started();
         let mut headers = HeaderMap::new();

@@ -369,9 +369,11 @@ impl Dispatch {
     }
 }
 
-/// The upstream body of each attempt, built from the client's (canonical) body: moved, not
-/// copied, into the first attempt; later attempts copy the previous attempt's body.
+/// A request's attempts: the walk over deployments ([`Dispatch`]) and the upstream body of
+/// each attempt, built from the client's (canonical) body — moved, not copied, into the first
+/// attempt; later attempts copy the previous attempt's body.
 pub struct Attempts {
+    dispatch: Dispatch,
     fresh: Option<Map<String, Value>>,
     last: Option<Arc<Map<String, Value>>>,
 }
@@ -388,16 +390,47 @@ pub struct Prepared {
 }
 
 impl Attempts {
-    pub fn new(body: Map<String, Value>) -> Attempts {
+    pub fn new(dispatch: Dispatch, body: Map<String, Value>) -> Attempts {
         Attempts {
+            dispatch,
             fresh: Some(body),
             last: None,
         }
     }
 
+    /// The next attempt: its deployment ([`Dispatch::next`]), breaker guard and admitted body
+    /// ([`Attempts::prepare`]). An error is the request's final answer (record it with the
+    /// outcome [`outcome_of`] gives).
+    pub async fn next(
+        &mut self,
+        gw: &Gateway,
+        rec: &mut PendingRow,
+        shape: Shape,
+    ) -> Result<(Routed, Attempt, Prepared), ApiError> {
+        let (routed, attempt) = self.dispatch.next(gw, rec.row()).await?;
+        let prepared = self.prepare(gw, rec, &routed, shape)?;
+        Ok((routed, attempt, prepared))
+    }
+
+    /// See [`Dispatch::failed`].
+    pub fn failed(
+        &mut self,
+        gw: &Gateway,
+        routed: &Routed,
+        attempt: Attempt,
+        e: &UpstreamError,
+    ) -> Result<(), ApiError> {
+        self.dispatch.failed(gw, routed, attempt, e)
+    }
+
+    /// See [`Dispatch::succeeded`].
+    pub fn succeeded(&self, routed: &Routed) {
+        self.dispatch.succeeded(routed)
+    }
+
     /// Budget admission for `routed` — the previous attempt's reservation is returned first,
     /// since the new deployment may be priced differently — and the body to send.
-    pub fn prepare(
+    fn prepare(
         &mut self,
         gw: &Gateway,
         rec: &mut PendingRow,
@@ -405,6 +438,19 @@ impl Attempts {
         shape: Shape,
     ) -> Result<Prepared, ApiError> {
         rec.release();
+        if matches!(shape, Shape::Embeddings)
+            && !routed.deployment.provider.capabilities().embeddings
+        {
+            return Err(ApiError::new(
+                ErrorCode::EndpointNotSupported,
+                format!(
+                    "the model '{}' is served by provider '{}', which has no embeddings \
+                     endpoint",
+                    routed.logical, routed.deployment.provider_name
+                ),
+            )
+            .with_param("model"));
+        }
         let base = match (self.fresh.take(), &self.last) {
             (Some(b), _) => b,
             (None, Some(last)) => (**last).clone(),

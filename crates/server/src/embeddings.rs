@@ -10,67 +10,44 @@ use serde_json::Value;
 use tollgate_ingress::openai::EmbeddingsRequest;
 use tollgate_metering::tokens::{self, Encoding};
 use tollgate_providers::EmbeddingsCall;
-use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
+use tollgate_types::{ApiError, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
 use crate::budget::Shape;
 use crate::dispatch::{Attempts, Dispatch, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
-use crate::ratelimit::{self, Limits};
+use crate::ratelimit;
 use crate::record::PendingRow;
 
 pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let mut rec = PendingRow::open(&gw, Endpoint::Embeddings);
     let request_id = rec.request_id().to_string();
-    let (req, mut d) = match admit(&gw, &mut rec, &headers, body).await {
+    let (req, d) = match admit(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
         Err(e) => return reject(rec, e, request_id, Outcome::Rejected, Format::OpenAi),
     };
-    let limits = match d.preview(&gw) {
-        Some(first) => {
-            match ratelimit::admit(&gw, &mut rec, &first, &req.body, Shape::Embeddings) {
-                Ok(l) => l,
-                Err(l) => return l.reject(rec, request_id, Format::OpenAi),
-            }
-        }
-        None => Limits::default(),
-    };
+    let first = d.preview(&gw);
+    let limits =
+        match ratelimit::admit_first(&gw, &mut rec, first.as_ref(), &req.body, Shape::Embeddings) {
+            Ok(l) => l,
+            Err(l) => return l.reject(rec, request_id, Format::OpenAi),
+        };
     let input = req.body.get("input").cloned().unwrap_or(Value::Null);
-    let model = req.model;
-    let mut attempts = Attempts::new(req.body);
+    let mut attempts = Attempts::new(d, req.body);
     let g = gw.clone();
     let rid = request_id.clone();
     // Detached like non-streaming chat: the row and its cost survive a departing client.
     let resp = pipeline::detached(&gw, request_id, Format::OpenAi, move |gone| async move {
         loop {
-            let (routed, attempt) = match d.next(&g, rec.row()).await {
+            let (routed, attempt, p) = match attempts.next(&g, &mut rec, Shape::Embeddings).await {
                 Ok(v) => v,
                 Err(e) => {
                     let o = outcome_of(&mut rec);
                     return reject(rec, e, rid, o, Format::OpenAi);
                 }
             };
-            if !routed.deployment.provider.capabilities().embeddings {
-                let e = ApiError::new(
-                    ErrorCode::EndpointNotSupported,
-                    format!(
-                        "the model '{model}' is served by provider '{}', which has no embeddings \
-                         endpoint",
-                        routed.deployment.provider_name
-                    ),
-                )
-                .with_param("model");
-                let o = outcome_of(&mut rec);
-                return reject(rec, e, rid, o, Format::OpenAi);
-            }
-            let body = match attempts.prepare(&g, &mut rec, &routed, Shape::Embeddings) {
-                Ok(p) => p.body,
-                Err(e) => {
-                    let o = outcome_of(&mut rec);
-                    return reject(rec, e, rid, o, Format::OpenAi);
-                }
-            };
+            let body = p.body;
             let t0 = Instant::now();
             match routed
                 .deployment
@@ -81,7 +58,7 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
                 Ok(c) => {
                     let took = t0.elapsed();
                     attempt.success(Some(took), took, Instant::now());
-                    d.succeeded(&routed);
+                    attempts.succeeded(&routed);
                     let (usage, source) = match c.usage {
                         Some(u) => (u, UsageSource::Provider),
                         None => (estimate(&routed, &input), UsageSource::Estimated),
@@ -92,7 +69,7 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
                     return resp;
                 }
                 Err(e) => {
-                    if let Err(api) = d.failed(&g, &routed, attempt, &e) {
+                    if let Err(api) = attempts.failed(&g, &routed, attempt, &e) {
                         return reject(rec, api, rid, Outcome::Failed, Format::OpenAi);
                     }
                 }

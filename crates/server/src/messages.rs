@@ -30,7 +30,7 @@ use crate::cache;
 use crate::dispatch::{self, Attempts, Dispatch, Prepared, outcome_of};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
-use crate::ratelimit::{self, Limits};
+use crate::ratelimit;
 use crate::record::PendingRow;
 use crate::relay;
 
@@ -52,13 +52,11 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
         })
         .collect();
     let first = dispatch.preview(&gw);
-    let limits = match &first {
-        Some(first) => match ratelimit::admit(&gw, &mut rec, first, &canonical, Shape::Chat) {
+    let limits =
+        match ratelimit::admit_first(&gw, &mut rec, first.as_ref(), &canonical, Shape::Chat) {
             Ok(l) => l,
             Err(l) => return l.reject(rec, request_id, Format::Anthropic),
-        },
-        None => Limits::default(),
-    };
+        };
     let fill = match &first {
         Some(first) => {
             let row = rec.row();
@@ -78,8 +76,7 @@ pub async fn messages(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
     let ex = Exchange {
         req,
         forwarded,
-        attempts: Attempts::new(canonical),
-        dispatch,
+        attempts: Attempts::new(dispatch, canonical),
         request_id,
         fill,
     };
@@ -102,7 +99,6 @@ struct Exchange {
     /// Client headers forwarded to a native upstream.
     forwarded: Vec<(String, String)>,
     attempts: Attempts,
-    dispatch: Dispatch,
     request_id: String,
     /// Where a missed answer goes (stored in the canonical shape, so either ingress can be
     /// served from it).
@@ -164,15 +160,8 @@ async fn complete(
 ) -> Response {
     let rid = ex.request_id.clone();
     loop {
-        let (routed, attempt) = match ex.dispatch.next(&gw, rec.row()).await {
+        let (routed, attempt, prepared) = match ex.attempts.next(&gw, &mut rec, Shape::Chat).await {
             Ok(v) => v,
-            Err(e) => {
-                let o = outcome_of(&mut rec);
-                return reject(rec, e, rid, o, Format::Anthropic);
-            }
-        };
-        let prepared = match ex.attempts.prepare(&gw, &mut rec, &routed, Shape::Chat) {
-            Ok(p) => p,
             Err(e) => {
                 let o = outcome_of(&mut rec);
                 return reject(rec, e, rid, o, Format::Anthropic);
@@ -267,7 +256,7 @@ async fn complete(
             Ok((body, usage, source, canon)) => {
                 let took = t0.elapsed();
                 attempt.success(Some(took), took, Instant::now());
-                ex.dispatch.succeeded(&routed);
+                ex.attempts.succeeded(&routed);
                 pipeline::settle_complete(&mut rec, usage, source, &routed, &gone);
                 if let (Some(f), Some(canon)) = (ex.fill.take(), canon) {
                     f.complete(&canon, rec.row());
@@ -278,7 +267,7 @@ async fn complete(
                 return resp;
             }
             Err(e) => {
-                if let Err(api) = ex.dispatch.failed(&gw, &routed, attempt, &e) {
+                if let Err(api) = ex.attempts.failed(&gw, &routed, attempt, &e) {
                     return reject(rec, api, rid, Outcome::Failed, Format::Anthropic);
                 }
             }
@@ -297,15 +286,8 @@ enum Started {
 async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response {
     let rid = ex.request_id.clone();
     loop {
-        let (routed, attempt) = match ex.dispatch.next(&gw, rec.row()).await {
+        let (routed, attempt, prepared) = match ex.attempts.next(&gw, &mut rec, Shape::Chat).await {
             Ok(v) => v,
-            Err(e) => {
-                let o = outcome_of(&mut rec);
-                return reject(rec, e, rid, o, Format::Anthropic);
-            }
-        };
-        let prepared = match ex.attempts.prepare(&gw, &mut rec, &routed, Shape::Chat) {
-            Ok(p) => p,
             Err(e) => {
                 let o = outcome_of(&mut rec);
                 return reject(rec, e, rid, o, Format::Anthropic);
@@ -368,13 +350,13 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
         let started_stream = match started {
             Ok(s) => s,
             Err(e) => {
-                if let Err(api) = ex.dispatch.failed(&gw, &routed, attempt, &e) {
+                if let Err(api) = ex.attempts.failed(&gw, &routed, attempt, &e) {
                     return reject(rec, api, rid, Outcome::Failed, Format::Anthropic);
                 }
                 continue;
             }
         };
-        ex.dispatch.succeeded(&routed);
+        ex.attempts.succeeded(&routed);
         rec.row().status = 200;
         let started = rec.started();
         let mut headers = HeaderMap::new();

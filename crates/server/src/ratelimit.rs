@@ -54,6 +54,21 @@ impl Limited {
     }
 }
 
+/// [`admit`] on the routing the first attempt will get ([`crate::dispatch::Dispatch::preview`]);
+/// nothing to count when no candidate is priced (the request then fails `model_not_priced`).
+pub fn admit_first(
+    gw: &Gateway,
+    rec: &mut PendingRow,
+    first: Option<&Routed>,
+    body: &Map<String, Value>,
+    shape: Shape,
+) -> Result<Limits, Limited> {
+    match first {
+        Some(routed) => admit(gw, rec, routed, body, shape),
+        None => Ok(Limits::default()),
+    }
+}
+
 /// Checks and counts the request on every matching rate limit. `body` is the upstream body
 /// before budget admission.
 pub fn admit(
