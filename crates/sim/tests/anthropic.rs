@@ -566,7 +566,7 @@ async fn prompt_cache_reads_are_excluded_from_input_tokens() {
         ..SimConfig::default()
     })
     .await;
-    let b = body(json!({"system": long_text("anthropic", 6000)}));
+    let b = body(json!({"system": long_text("anthropic", 10_000)}));
     let p = prompt_of(&b);
     let u = post(&h, &b).await.json()["usage"].clone();
     assert_eq!(u["input_tokens"].as_u64().unwrap(), p);

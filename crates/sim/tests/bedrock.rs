@@ -397,7 +397,7 @@ async fn prompt_cache_reads_are_excluded_from_input_tokens() {
         ..SimConfig::default()
     })
     .await;
-    let b = body(json!({"system": [{"text": long_text("bedrock", 6000)}]}));
+    let b = body(json!({"system": [{"text": long_text("bedrock", 10_000)}]}));
     let p = prompt_of(&b);
     let u = post(&h, false, &b).await.json()["usage"].clone();
     assert_eq!(u["inputTokens"].as_u64().unwrap(), p);

@@ -666,7 +666,7 @@ async fn prompt_cache_reads_are_included_in_prompt_count() {
         ..SimConfig::default()
     })
     .await;
-    let b = body(json!({"systemInstruction": {"parts": [{"text": long_text("gemini", 6000)}]}}));
+    let b = body(json!({"systemInstruction": {"parts": [{"text": long_text("gemini", 10_000)}]}}));
     let p = prompt_of(&b);
     let u = post_raw(&url(&h, "generateContent"), &[], &b).await.json()["usageMetadata"].clone();
     assert_eq!(u["promptTokenCount"].as_u64().unwrap(), p);

@@ -51,13 +51,13 @@ fn rounded(n: u64) -> u64 {
 #[tokio::test]
 async fn follow_up_turn_reads_the_earlier_prompt_from_the_cache() {
     let h = sim(cache_on()).await;
-    let turn1 = conversation("gpt-4o-mini", "follow-up", 6000, 1);
+    let turn1 = conversation("gpt-4o-mini", "follow-up", 10_000, 1);
     let p1 = prompt_of(&turn1);
     assert!(p1 > 1200, "the test needs a cacheable prompt, got {p1}");
     // A miss the first time.
     assert_eq!(usage(&h, &turn1).await, (p1, 0));
 
-    let turn2 = conversation("gpt-4o-mini", "follow-up", 6000, 2);
+    let turn2 = conversation("gpt-4o-mini", "follow-up", 10_000, 2);
     let (p2, cached) = usage(&h, &turn2).await;
     assert_eq!(p2, prompt_of(&turn2));
     // The whole earlier prompt (its messages; the 3 reply-priming tokens are not part of a
@@ -66,12 +66,12 @@ async fn follow_up_turn_reads_the_earlier_prompt_from_the_cache() {
     assert_eq!(cached, p1 / 128 * 128, "p1 = {p1} straddles a multiple of 128");
 
     // Turn 3 reads all of turn 2's prompt; an exact repeat reads every message.
-    let turn3 = conversation("gpt-4o-mini", "follow-up", 6000, 3);
+    let turn3 = conversation("gpt-4o-mini", "follow-up", 10_000, 3);
     assert_eq!(usage(&h, &turn3).await.1, rounded(p2 - 3));
     assert_eq!(usage(&h, &turn3).await.1, rounded(prompt_of(&turn3) - 3));
 
     // A conversation with another opening shares nothing.
-    let other = conversation("gpt-4o-mini", "another", 6000, 2);
+    let other = conversation("gpt-4o-mini", "another", 10_000, 2);
     assert_eq!(usage(&h, &other).await.1, 0);
 
     let s = h.stats();
@@ -84,7 +84,7 @@ async fn follow_up_turn_reads_the_earlier_prompt_from_the_cache() {
 #[tokio::test]
 async fn streams_report_the_same_cached_tokens() {
     let h = sim(cache_on()).await;
-    let body = conversation("gpt-4o", "stream", 6000, 1);
+    let body = conversation("gpt-4o", "stream", 10_000, 1);
     usage(&h, &body).await;
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
@@ -112,7 +112,7 @@ async fn nothing_is_cached_under_1024_tokens() {
 #[tokio::test]
 async fn models_do_not_share_a_cache() {
     let h = sim(cache_on()).await;
-    let a = conversation("gpt-4o", "models", 6000, 1);
+    let a = conversation("gpt-4o", "models", 10_000, 1);
     let mut b = a.clone();
     b["model"] = json!("gpt-4o-mini");
     assert_eq!(usage(&h, &a).await.1, 0);
@@ -130,7 +130,7 @@ async fn prefixes_expire_after_the_ttl() {
         ..cache_on()
     })
     .await;
-    let body = conversation("gpt-4o-mini", "ttl", 6000, 1);
+    let body = conversation("gpt-4o-mini", "ttl", 10_000, 1);
     let hit = rounded(prompt_of(&body) - 3);
     assert_eq!(usage(&h, &body).await.1, 0);
     assert_eq!(usage(&h, &body).await.1, hit, "within the TTL");
@@ -151,7 +151,7 @@ async fn prefixes_expire_after_the_ttl() {
 async fn each_simulator_has_its_own_cache() {
     let a = sim(cache_on()).await;
     let b = sim(cache_on()).await;
-    let body = conversation("gpt-4o-mini", "instances", 6000, 1);
+    let body = conversation("gpt-4o-mini", "instances", 10_000, 1);
     let hit = rounded(prompt_of(&body) - 3);
     assert_eq!(usage(&a, &body).await.1, 0);
     assert_eq!(usage(&b, &body).await.1, 0, "another instance: a miss");
@@ -166,7 +166,7 @@ async fn prompt_cache_replaces_the_fixed_knob_and_can_be_reset() {
         ..cache_on()
     })
     .await;
-    let body = conversation("gpt-4o-mini", "knobs", 6000, 1);
+    let body = conversation("gpt-4o-mini", "knobs", 10_000, 1);
     let hit = rounded(prompt_of(&body) - 3);
     assert_eq!(usage(&h, &body).await.1, 0, "the fixed knob is ignored");
     assert_eq!(usage(&h, &body).await.1, hit);
