@@ -56,8 +56,8 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat, ToolChoice,
     ToolDef, content_text, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Failure, Refusal, next_id};
 use crate::prompt_cache::{PromptPrefixes, messages_of};
+use crate::router::{Ctx, Failure, Refusal, next_id};
 
 /// `anthropic-version` values the API accepts.
 /// A version is one date, `YYYY-MM-DD`, from the first published one on. Newer SDKs send later

@@ -47,8 +47,8 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, TOKENS_PER_TURN, ToolChoice,
     ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Failure, Refusal, bearer_token};
 use crate::prompt_cache::{PromptPrefixes, messages_of};
+use crate::router::{Ctx, Failure, Refusal, bearer_token};
 
 /// `Content-Type` of ConverseStream.
 const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";

@@ -58,8 +58,8 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat,
     TOKENS_PER_TURN, ToolChoice, ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Failure, GeminiMethod, Refusal, next_id, query_param};
 use crate::prompt_cache::{PromptPrefixes, messages_of};
+use crate::router::{Ctx, Failure, GeminiMethod, Refusal, next_id, query_param};
 
 const MAX_CANDIDATES: u64 = 8;
 const MAX_STOP_SEQUENCES: usize = 5;

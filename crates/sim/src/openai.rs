@@ -27,8 +27,8 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat, ToolChoice,
     ToolDef, content_text, encoding_for, group_ranges, plan_choices,
 };
-use crate::router::{Ctx, Dialect, Failure, InjectedFailure, Refusal, next_id, unix_now};
 use crate::prompt_cache::{PromptPrefixes, messages_of};
+use crate::router::{Ctx, Dialect, Failure, InjectedFailure, Refusal, next_id, unix_now};
 
 /// Prefix of tool-call ids.
 const CALL_ID_PREFIX: &str = "call_";

@@ -371,7 +371,11 @@ mod tests {
         let t0 = Instant::now();
         let convs: Vec<Vec<Value>> = (0..6).map(|i| msgs(&[&format!("c{i}")])).collect();
         for (i, m) in convs.iter().enumerate() {
-            c.serve(&prompt("m", m, 2000), TTL, t0 + Duration::from_millis(i as u64));
+            c.serve(
+                &prompt("m", m, 2000),
+                TTL,
+                t0 + Duration::from_millis(i as u64),
+            );
             assert!(c.len() <= 4);
         }
         let at = t0 + Duration::from_secs(1);
@@ -380,7 +384,11 @@ mod tests {
         assert_eq!(c.serve(&prompt("m", &convs[5], 2000), TTL, at), 1920);
         // Reusing one prefix over and over keeps the bookkeeping bounded too.
         for k in 0..100 {
-            c.serve(&prompt("m", &convs[5], 2000), TTL, at + Duration::from_millis(k));
+            c.serve(
+                &prompt("m", &convs[5], 2000),
+                TTL,
+                at + Duration::from_millis(k),
+            );
         }
         assert!(c.order.len() <= 8);
         assert_eq!(c.len(), 4);

@@ -423,7 +423,11 @@ impl Ctx {
     /// simulator's prompt cache holds of it (`prefixes` describes the prompt; it is only
     /// built when the knob is on), and the prompt is remembered; otherwise the
     /// `cached_prompt_tokens` knob.
-    pub fn prompt_usage(&self, total: u64, prefixes: impl FnOnce() -> PromptPrefixes) -> PromptUsage {
+    pub fn prompt_usage(
+        &self,
+        total: u64,
+        prefixes: impl FnOnce() -> PromptPrefixes,
+    ) -> PromptUsage {
         if !self.cfg.prompt_cache {
             return PromptUsage::new(total, self.cfg.cached_prompt_tokens);
         }
@@ -532,8 +536,8 @@ pub(crate) async fn handle(
         }
         Route::SimPromptCacheReset => {
             let cleared = shared.clear_prompt_cache();
-            let body = serde_json::to_vec(&serde_json::json!({ "cleared": cleared }))
-                .unwrap_or_default();
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "cleared": cleared })).unwrap_or_default();
             json_response(StatusCode::OK, body)
         }
         Route::SimConfig => control_config(&shared, req).await?,

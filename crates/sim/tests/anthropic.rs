@@ -577,7 +577,8 @@ async fn prompt_cache_reads_are_excluded_from_input_tokens() {
     let u = post(&h, &b).await.json()["usage"].clone();
     assert_eq!(u["cache_read_input_tokens"].as_u64().unwrap(), cached);
     assert_eq!(u["input_tokens"].as_u64().unwrap(), p - cached);
-    let events = named_events(&post(&h, &body(json!({"stream": true, "system": b["system"]}))).await);
+    let events =
+        named_events(&post(&h, &body(json!({"stream": true, "system": b["system"]}))).await);
     let start = &events[0].1["message"]["usage"];
     assert_eq!(start["cache_read_input_tokens"].as_u64().unwrap(), cached);
 }

@@ -39,7 +39,9 @@ async fn usage(h: &SimHandle, body: &Value) -> (u64, u64) {
     let u = &r.json["usage"];
     (
         u["prompt_tokens"].as_u64().unwrap(),
-        u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap(),
+        u["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
     )
 }
 
@@ -63,7 +65,11 @@ async fn follow_up_turn_reads_the_earlier_prompt_from_the_cache() {
     // The whole earlier prompt (its messages; the 3 reply-priming tokens are not part of a
     // message) rounded down to 128 tokens.
     assert_eq!(cached, rounded(p1 - 3));
-    assert_eq!(cached, p1 / 128 * 128, "p1 = {p1} straddles a multiple of 128");
+    assert_eq!(
+        cached,
+        p1 / 128 * 128,
+        "p1 = {p1} straddles a multiple of 128"
+    );
 
     // Turn 3 reads all of turn 2's prompt; an exact repeat reads every message.
     let turn3 = conversation("gpt-4o-mini", "follow-up", 10_000, 3);
@@ -193,7 +199,11 @@ async fn prompt_cache_replaces_the_fixed_knob_and_can_be_reset() {
         &json!({"prompt_cache": true}),
     )
     .await;
-    let r = post_json(&format!("http://{}/_sim/prompt_cache/reset", h.addr), &json!({})).await;
+    let r = post_json(
+        &format!("http://{}/_sim/prompt_cache/reset", h.addr),
+        &json!({}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.json["cleared"].as_u64().unwrap() >= 1);
     assert_eq!(usage(&h, &body).await.1, 0);

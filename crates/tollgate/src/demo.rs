@@ -660,8 +660,10 @@ fn cache_savings(
         );
     }
     let follow_ups = (CONVERSATIONS * (TURNS - 1)) as u64;
-    if let [(a, hits_a, share_a, paid_a, _, saved_a), (b, hits_b, share_b, paid_b, _, saved_b)] =
-        summary[..]
+    if let [
+        (a, hits_a, share_a, paid_a, _, saved_a),
+        (b, hits_b, share_b, paid_b, _, saved_b),
+    ] = summary[..]
     {
         let _ = writeln!(
             s,

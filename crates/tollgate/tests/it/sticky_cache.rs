@@ -51,8 +51,12 @@ async fn converse(env: &TestEnv, key: &str, model: &str) -> Vec<Vec<(u64, u64)>>
                     .unwrap_or(0),
                 v["usage"]["prompt_tokens"].as_u64().unwrap(),
             ));
-            messages.push(json!({"role": "assistant", "content": v["choices"][0]["message"]["content"]}));
-            messages.push(json!({"role": "user", "content": format!("turn {turn}: and the line items?")}));
+            messages.push(
+                json!({"role": "assistant", "content": v["choices"][0]["message"]["content"]}),
+            );
+            messages.push(
+                json!({"role": "user", "content": format!("turn {turn}: and the line items?")}),
+            );
         }
         out.push(turns);
     }
@@ -85,6 +89,7 @@ async fn sticky_conversations_read_the_provider_cache_and_cost_less() {
         assert_eq!(turns[0].0, 0, "{turns:?}");
         for w in turns.windows(2) {
             let (prev_input, cached) = (w[0].1, w[1].0);
+            assert!(cached >= 1024, "{turns:?}");
             assert_eq!(cached, (prev_input - 3) / 128 * 128, "{turns:?}");
         }
     }
