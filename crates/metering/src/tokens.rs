@@ -102,26 +102,33 @@ fn count_chat_prompt_parts(enc: Encoding, messages: Option<&Value>, tools: Optio
     let mut total = 0u64;
     if let Some(messages) = messages.and_then(Value::as_array) {
         for m in messages {
-            total += TOKENS_PER_MESSAGE;
-            if let Some(obj) = m.as_object() {
-                for (k, v) in obj {
-                    match k.as_str() {
-                        "content" => total += count_content(enc, v),
-                        "name" => {
-                            total += TOKENS_PER_NAME + v.as_str().map_or(0, |s| enc.count(s));
-                        }
-                        "role" => total += v.as_str().map_or(0, |s| enc.count(s)),
-                        "tool_calls" | "function_call" => total += count_json(enc, v),
-                        "tool_call_id" => total += v.as_str().map_or(0, |s| enc.count(s)),
-                        _ => {}
-                    }
-                }
-            }
+            total += count_chat_message(enc, m);
         }
         total += REPLY_PRIMING;
     }
     if let Some(tools) = tools.filter(|t| !t.is_null()) {
         total += count_json(enc, tools);
+    }
+    total
+}
+
+/// Tokens of one chat message as [`count_chat_prompt`] counts it, its framing included (a
+/// prompt is the sum over its messages, plus the reply priming and the tools).
+pub fn count_chat_message(enc: Encoding, m: &Value) -> u64 {
+    let mut total = TOKENS_PER_MESSAGE;
+    if let Some(obj) = m.as_object() {
+        for (k, v) in obj {
+            match k.as_str() {
+                "content" => total += count_content(enc, v),
+                "name" => {
+                    total += TOKENS_PER_NAME + v.as_str().map_or(0, |s| enc.count(s));
+                }
+                "role" => total += v.as_str().map_or(0, |s| enc.count(s)),
+                "tool_calls" | "function_call" => total += count_json(enc, v),
+                "tool_call_id" => total += v.as_str().map_or(0, |s| enc.count(s)),
+                _ => {}
+            }
+        }
     }
     total
 }

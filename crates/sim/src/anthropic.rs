@@ -25,7 +25,8 @@
 //! - **Usage**: the prompt is `count_chat_prompt` of the body (messages and tools) plus
 //!   `count_content` of `system`, with the model's encoding (`o200k_base` for Claude models);
 //!   `output_tokens` is the token count of the generated text or tool input JSON. Anthropic's
-//!   `input_tokens` *excludes* cache reads: with the `cached_prompt_tokens` knob, that many
+//!   `input_tokens` *excludes* cache reads: with the `cached_prompt_tokens` knob (or what the
+//!   `prompt_cache` knob finds cached: tools, then system, then messages), that many
 //!   prompt tokens are reported as `cache_read_input_tokens` and subtracted from
 //!   `input_tokens` (`cache_creation_input_tokens` is always 0).
 //! - **Streams**: `message_start` (input-side usage final, `output_tokens: 1`), per block
@@ -45,16 +46,17 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tollgate_metering::tokens::{count_chat_prompt, count_content};
+use tollgate_metering::tokens::{count_chat_message, count_chat_prompt, count_content};
 
 use crate::config::SimConfig;
 use crate::content::Fnv1a;
 use crate::error::AnthropicError;
 use crate::http::{SSE, SimBody, json_response};
 use crate::plan::{
-    Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, ResponseFormat, ToolChoice, ToolDef,
-    content_text, encoding_for, group_ranges, plan_choices,
+    Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat, ToolChoice,
+    ToolDef, content_text, encoding_for, group_ranges, plan_choices,
 };
+use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Failure, Refusal, next_id};
 
 /// `anthropic-version` values the API accepts.
@@ -1048,7 +1050,18 @@ pub(crate) async fn messages(ctx: Ctx, body: Bytes) -> Result<Response<SimBody>,
         };
         return Ok(e.into_response());
     }
-    let prompt = ctx.prompt_usage(prompt_total);
+    let prompt = ctx.prompt_usage(prompt_total, || {
+        let enc = req.ask.enc;
+        // Anthropic caches tools, then system, then messages.
+        PromptPrefixes::new(
+            req.model,
+            &[value.get("tools"), value.get("system")],
+            messages_of(&value, "messages"),
+            |m| count_chat_message(enc, m),
+            REPLY_PRIMING,
+            prompt_total,
+        )
+    });
     let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
     let Some(plan) = plans.first() else {
         // n is always 1; unreachable, but never panic on the request path.

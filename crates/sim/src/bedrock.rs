@@ -20,7 +20,8 @@
 //! - **Usage**: the prompt is, with the model's encoding (`o200k_base` for Bedrock model ids),
 //!   3 per message + its role + its content blocks (text as text, other blocks as their JSON),
 //!   plus 3, plus the `system` blocks and each tool's JSON. Bedrock's `inputTokens` *excludes*
-//!   cache reads: with the `cached_prompt_tokens` knob, that many are reported as
+//!   cache reads: with the `cached_prompt_tokens` knob (or what the `prompt_cache` knob finds
+//!   cached: `toolConfig`, then `system`, then messages), that many are reported as
 //!   `cacheReadInputTokens` (with `cacheWriteInputTokens: 0`; both absent when 0) and
 //!   subtracted from `inputTokens`; `totalTokens` counts every input and output token.
 //! - **Streams**: frames `messageStart`, then per block (`contentBlockStart` for tool use
@@ -46,6 +47,7 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, TOKENS_PER_TURN, ToolChoice,
     ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
 };
+use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Failure, Refusal, bearer_token};
 
 /// `Content-Type` of ConverseStream.
@@ -439,17 +441,22 @@ fn parse<'a>(body: &'a Value, model: &str) -> Result<Ask<'a>, BedrockError> {
     })
 }
 
+/// Tokens of one `messages` turn, its framing included.
+fn turn_tokens(enc: Encoding, m: &Value) -> u64 {
+    let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+    let content = m
+        .get("content")
+        .and_then(Value::as_array)
+        .map_or(0, |c| count_parts(enc, c));
+    TOKENS_PER_TURN + enc.count(role) + content
+}
+
 /// Prompt tokens of a Converse body (see the module doc).
 fn prompt_tokens(enc: Encoding, body: &Value) -> u64 {
     let mut total = 0;
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
         for m in messages {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-            let content = m
-                .get("content")
-                .and_then(Value::as_array)
-                .map_or(0, |c| count_parts(enc, c));
-            total += TOKENS_PER_TURN + enc.count(role) + content;
+            total += turn_tokens(enc, m);
         }
         total += REPLY_PRIMING;
     }
@@ -750,7 +757,18 @@ pub(crate) async fn converse(
         };
         return Ok(e.into_response());
     }
-    let prompt = ctx.prompt_usage(prompt_total);
+    let prompt = ctx.prompt_usage(prompt_total, || {
+        let enc = ask.enc;
+        // Bedrock's cache order: tools, system, messages.
+        PromptPrefixes::new(
+            model,
+            &[value.get("toolConfig"), value.get("system")],
+            messages_of(&value, "messages"),
+            |m| turn_tokens(enc, m),
+            REPLY_PRIMING,
+            prompt_total,
+        )
+    });
     let plans = plan_choices(&ask, ctx.cfg.completion_tokens);
     let Some(plan) = plans.first() else {
         // n is always 1; never panic on the request path.

@@ -29,6 +29,17 @@ pub struct SimConfig {
     /// `cacheReadInputTokens` (both excluded from `input_tokens`/`inputTokens`).
     #[arg(long, default_value_t = 0)]
     pub cached_prompt_tokens: u32,
+    /// Simulate the provider's automatic prompt cache: each request reports as cached the
+    /// longest prefix (at message boundaries) of its prompt that an earlier request to the
+    /// same model on this simulator sent within `prompt_cache_ttl_secs`, rounded down to a
+    /// multiple of 128 tokens and only from 1,024 tokens (OpenAI's rules), in the same usage
+    /// fields as `cached_prompt_tokens`. When on, it replaces `cached_prompt_tokens`.
+    #[arg(long)]
+    pub prompt_cache: bool,
+    /// How long a prompt prefix stays cached after the last request that sent it, seconds
+    /// (0 = nothing is ever cached).
+    #[arg(long, default_value_t = 300)]
+    pub prompt_cache_ttl_secs: u64,
     /// Share of requests (0..=1) answered with `fail_status` and the route's error body.
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
@@ -87,6 +98,8 @@ impl Default for SimConfig {
             chunks: 0,
             completion_tokens: 16,
             cached_prompt_tokens: 0,
+            prompt_cache: false,
+            prompt_cache_ttl_secs: 300,
             fail_rate: 0.0,
             fail_status: 500,
             retry_after_secs: None,
@@ -165,8 +178,13 @@ mod tests {
             "3",
             "--content-filter-rate",
             "0.25",
+            "--prompt-cache",
+            "--prompt-cache-ttl-secs",
+            "60",
         ])
         .unwrap();
+        assert!(cli.sim.prompt_cache);
+        assert_eq!(cli.sim.prompt_cache_ttl_secs, 60);
         assert_eq!(cli.sim.context_window, Some(100));
         assert_eq!(cli.sim.fail_first, 2);
         assert_eq!(cli.sim.stream_error_rate, 1.0);
@@ -191,6 +209,9 @@ mod tests {
         assert_eq!(m.ttft_ms, 7);
         assert_eq!(m.fail_rate, 0.25);
         assert_eq!(m.api_key.as_deref(), Some("k"));
+        let m = base.merged(&json!({"prompt_cache": true})).unwrap();
+        assert!(m.prompt_cache);
+        assert_eq!(m.prompt_cache_ttl_secs, 300);
         let m = base.merged(&json!({"api_key": null})).unwrap();
         assert_eq!(m.api_key, None);
         assert!(base.merged(&json!({"ttft": 1})).is_err());

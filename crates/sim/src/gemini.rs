@@ -24,7 +24,8 @@
 //! - **Usage** (`usageMetadata`): `promptTokenCount` is, with the model's encoding
 //!   (`o200k_base` for Gemini models), 3 per content + its `role` + its parts (text parts as
 //!   their text, other parts as their JSON) + 3, plus the `systemInstruction` parts and each
-//!   tool's JSON. It **includes** cached tokens: with the `cached_prompt_tokens` knob, that
+//!   tool's JSON. It **includes** cached tokens: with the `cached_prompt_tokens` knob (or what
+//!   the `prompt_cache` knob finds cached: tools, then `systemInstruction`, then contents), that
 //!   many are reported as `cachedContentTokenCount` (absent when 0).
 //!   `candidatesTokenCount` is the token count of all candidates' text or function-call
 //!   arguments JSON; `totalTokenCount` is their sum. No thoughts are simulated.
@@ -57,6 +58,7 @@ use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat,
     TOKENS_PER_TURN, ToolChoice, ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
 };
+use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Failure, GeminiMethod, Refusal, next_id, query_param};
 
 const MAX_CANDIDATES: u64 = 8;
@@ -650,6 +652,12 @@ fn content_parts_tokens(enc: Encoding, c: &Value) -> u64 {
         .map_or(0, |p| count_parts(enc, p))
 }
 
+/// Tokens of one `contents` turn, its framing included.
+fn turn_tokens(enc: Encoding, c: &Value) -> u64 {
+    let role = c.get("role").and_then(Value::as_str).unwrap_or("");
+    TOKENS_PER_TURN + enc.count(role) + content_parts_tokens(enc, c)
+}
+
 /// Prompt tokens of a generateContent / countTokens body (see the module doc).
 fn prompt_tokens(enc: Encoding, body: &Value) -> u64 {
     let Some(obj) = body.as_object() else {
@@ -658,8 +666,7 @@ fn prompt_tokens(enc: Encoding, body: &Value) -> u64 {
     let mut total = 0;
     if let Some(contents) = obj.get("contents").and_then(Value::as_array) {
         for c in contents {
-            let role = c.get("role").and_then(Value::as_str).unwrap_or("");
-            total += TOKENS_PER_TURN + enc.count(role) + content_parts_tokens(enc, c);
+            total += turn_tokens(enc, c);
         }
         total += REPLY_PRIMING;
     }
@@ -971,7 +978,19 @@ async fn generate(
             Refusal::ContentFilter => blocked(model, prompt_total, stream),
         });
     }
-    let prompt = ctx.prompt_usage(prompt_total);
+    let prompt = ctx.prompt_usage(prompt_total, || {
+        let enc = req.ask.enc;
+        let obj = value.as_object();
+        let system = obj.and_then(|o| get(o, "systemInstruction", "system_instruction"));
+        PromptPrefixes::new(
+            model,
+            &[value.get("tools"), system],
+            messages_of(value, "contents"),
+            |c| turn_tokens(enc, c),
+            REPLY_PRIMING,
+            prompt_total,
+        )
+    });
     let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
     let completion: u64 = plans.iter().map(|p| p.tokens).sum();
     let id = format!("sim{:016x}", next_id());

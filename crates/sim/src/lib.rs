@@ -28,6 +28,7 @@
 //! | `POST /model/{modelId}/converse-stream` | Bedrock ConverseStream: `application/vnd.amazon.eventstream` binary frames |
 //! | `GET /_sim/stats` | [`SimStats`] as JSON: `requests` (every request that reached a non-control route, failed ones included), one counter per route, fault counters |
 //! | `POST /_sim/stats/reset` | zeroes every counter but `in_flight` and returns the zeroed stats; changing the configuration does **not** reset them ([`SimHandle::reset_stats`] does the same in-process) |
+//! | `POST /_sim/prompt_cache/reset` | empties the `prompt_cache` knob's memory (as if every prompt had expired) and returns `{"cleared": N}` prefixes; [`SimHandle::clear_prompt_cache`] does the same in-process |
 //! | `GET /_sim/config`, `POST /_sim/config` | read, or partially update, the knobs (JSON fields of [`SimConfig`]; absent fields keep their value; unknown fields are a 400) |
 //!
 //! Anything else is a 404 (405 for a known path with the wrong method) in the error shape of
@@ -46,6 +47,8 @@
 //! | `chunks` | 0 | number of content chunks per streamed answer (per tool call for arguments); 0 = one chunk per token |
 //! | `completion_tokens` | 16 | answer length in tokens when the request sets no max (`max_completion_tokens`/`max_tokens`, Anthropic `max_tokens`, Gemini `maxOutputTokens`, Bedrock `inferenceConfig.maxTokens`); with one, the length is the smaller of the two |
 //! | `cached_prompt_tokens` | 0 | that many prompt tokens (capped at the prompt) are reported as read from the provider's cache, each format with its own semantics: OpenAI `prompt_tokens_details.cached_tokens` and Gemini `cachedContentTokenCount` are **included** in `prompt_tokens`/`promptTokenCount`; Anthropic `cache_read_input_tokens` and Bedrock `cacheReadInputTokens` are **excluded** from `input_tokens`/`inputTokens` |
+//! | `prompt_cache` | false | simulate the provider's automatic prompt cache, per simulator instance (so two instances are two deployments that do not share a cache): each generation request reports as cached the longest prefix of its prompt that an earlier request *to the same model on this simulator* sent within `prompt_cache_ttl_secs` — prefixes taken at message boundaries (the leading block of tools and, in Anthropic, Gemini and Bedrock, the system prompt; then each message/turn), rounded down to a multiple of 128 tokens and only from 1,024 tokens (OpenAI's documented rules) — in the same fields and with the same semantics as `cached_prompt_tokens`. A follow-up turn that extends an earlier prompt therefore reports the earlier prompt's message tokens as cached. At most 10,000 prefixes are remembered (least recently used evicted first); changing the configuration does not empty it (`POST /_sim/prompt_cache/reset` does). **When on, it replaces `cached_prompt_tokens`**, which is then ignored |
+//! | `prompt_cache_ttl_secs` | 300 | how long a prefix stays cached after the last request that sent it (each use renews it); 0 = nothing is ever cached |
 //! | `fail_rate` | 0 | share of requests answered with `fail_status` and the route's error body |
 //! | `fail_status` | 500 | status of injected failures, typed per format: OpenAI 5xx `server_error`, 429 `rate_limit_error`/`rate_limit_exceeded`; Anthropic 529 `overloaded_error`, 429 `rate_limit_error`, 504 `timeout_error`, 5xx `api_error`; Google 429 `RESOURCE_EXHAUSTED`, 503 `UNAVAILABLE`, 500 `INTERNAL`; Bedrock 429 `ThrottlingException`, 503 `ServiceUnavailableException`, 500 `InternalServerException` |
 //! | `retry_after_secs` | none | on injected 429/503 (and Anthropic 529): the `Retry-After` header (OpenAI, Anthropic), a `RetryInfo.retryDelay` detail (Google); Bedrock sends neither, as AWS does |
@@ -130,6 +133,7 @@ mod gemini;
 mod http;
 mod openai;
 mod plan;
+mod prompt_cache;
 mod router;
 mod server;
 mod stats;

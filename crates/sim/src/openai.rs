@@ -16,15 +16,18 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tollgate_metering::tokens::{Encoding, count_chat_prompt, count_embedding_input};
+use tollgate_metering::tokens::{
+    Encoding, count_chat_message, count_chat_prompt, count_embedding_input,
+};
 
 use crate::content::{Fnv1a, VOCAB, hash_json, hash_str, mix64, unit_vector};
 use crate::error::OpenAiError;
 use crate::http::{SSE, SimBody, json_response};
 use crate::plan::{
-    Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, ResponseFormat, ToolChoice, ToolDef,
-    content_text, encoding_for, group_ranges, plan_choices,
+    Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat, ToolChoice,
+    ToolDef, content_text, encoding_for, group_ranges, plan_choices,
 };
+use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Dialect, Failure, InjectedFailure, Refusal, next_id, unix_now};
 
 /// Prefix of tool-call ids.
@@ -930,7 +933,17 @@ pub(crate) async fn chat(
         });
     }
 
-    let prompt = ctx.prompt_usage(prompt_tokens);
+    let prompt = ctx.prompt_usage(prompt_tokens, || {
+        let enc = req.ask.enc;
+        PromptPrefixes::new(
+            &req.model,
+            &[value.get("tools")],
+            messages_of(&value, "messages"),
+            |m| count_chat_message(enc, m),
+            REPLY_PRIMING,
+            prompt_tokens,
+        )
+    });
     let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
     let completion_tokens: u64 = plans.iter().map(|p| p.tokens).sum();
     let usage = UsageOut::new(prompt, completion_tokens);

@@ -424,7 +424,8 @@ pub(crate) fn count_parts(enc: Encoding, parts: &[Value]) -> u64 {
 }
 
 /// Prompt tokens split into what the provider reports as read from its cache and the rest:
-/// the `cached_prompt_tokens` knob, capped at the prompt.
+/// the `cached_prompt_tokens` knob capped at the prompt, or what the simulated prompt cache
+/// holds of it (`crate::prompt_cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PromptUsage {
     /// Every prompt token, cached or not.

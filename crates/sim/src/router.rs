@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -23,6 +23,7 @@ use crate::error::{AnthropicError, BedrockError, Family, GoogleError, OpenAiErro
 use crate::faults::Fault;
 use crate::http::{PacedBody, SimBody, SimError, json_response, stream_response};
 use crate::plan::PromptUsage;
+use crate::prompt_cache::PromptPrefixes;
 use crate::server::Shared;
 use crate::stats::{InFlight, add, bump};
 use crate::{anthropic, bedrock, gemini, openai};
@@ -88,6 +89,8 @@ pub(crate) enum Route {
     SimStats,
     /// `POST /_sim/stats/reset`.
     SimStatsReset,
+    /// `POST /_sim/prompt_cache/reset`.
+    SimPromptCacheReset,
     NotFound(Family),
     MethodNotAllowed(Family),
 }
@@ -106,6 +109,9 @@ impl Route {
             "/_sim/config" => Route::MethodNotAllowed(Family::OpenAi),
             "/_sim/stats" => expect(Method::GET, Route::SimStats, Family::OpenAi),
             "/_sim/stats/reset" => expect(Method::POST, Route::SimStatsReset, Family::OpenAi),
+            "/_sim/prompt_cache/reset" => {
+                expect(Method::POST, Route::SimPromptCacheReset, Family::OpenAi)
+            }
             "/v1/messages" => expect(
                 Method::POST,
                 Route::Anthropic(AnthropicEndpoint::Messages),
@@ -246,9 +252,11 @@ impl Route {
             Route::Gemini(..) | Route::GeminiModels => Family::Google,
             Route::Bedrock { .. } => Family::Bedrock,
             Route::NotFound(f) | Route::MethodNotAllowed(f) => *f,
-            Route::Api(..) | Route::SimConfig | Route::SimStats | Route::SimStatsReset => {
-                Family::OpenAi
-            }
+            Route::Api(..)
+            | Route::SimConfig
+            | Route::SimStats
+            | Route::SimStatsReset
+            | Route::SimPromptCacheReset => Family::OpenAi,
         }
     }
 }
@@ -411,9 +419,25 @@ impl Ctx {
         }
     }
 
-    /// The `cached_prompt_tokens` split of a prompt of `total` tokens.
-    pub fn prompt_usage(&self, total: u64) -> PromptUsage {
-        PromptUsage::new(total, self.cfg.cached_prompt_tokens)
+    /// The cached split of a prompt of `total` tokens: with `prompt_cache`, what this
+    /// simulator's prompt cache holds of it (`prefixes` describes the prompt; it is only
+    /// built when the knob is on), and the prompt is remembered; otherwise the
+    /// `cached_prompt_tokens` knob.
+    pub fn prompt_usage(
+        &self,
+        total: u64,
+        prefixes: impl FnOnce() -> PromptPrefixes,
+    ) -> PromptUsage {
+        if !self.cfg.prompt_cache {
+            return PromptUsage::new(total, self.cfg.cached_prompt_tokens);
+        }
+        let prompt = prefixes();
+        let ttl = Duration::from_secs(self.cfg.prompt_cache_ttl_secs);
+        let cached = self.shared.serve_prompt(&prompt, ttl, Instant::now());
+        PromptUsage {
+            total,
+            cached: cached.min(total),
+        }
     }
 
     /// Counts the usage of a complete answer in the stats.
@@ -510,6 +534,12 @@ pub(crate) async fn handle(
             let body = serde_json::to_vec(&shared.stats.snapshot()).unwrap_or_default();
             json_response(StatusCode::OK, body)
         }
+        Route::SimPromptCacheReset => {
+            let cleared = shared.clear_prompt_cache();
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "cleared": cleared })).unwrap_or_default();
+            json_response(StatusCode::OK, body)
+        }
         Route::SimConfig => control_config(&shared, req).await?,
         Route::NotFound(f) | Route::MethodNotAllowed(f) => {
             bump(&shared.stats.requests);
@@ -542,9 +572,11 @@ pub(crate) async fn handle(
                 Route::Bedrock { stream: false, .. } => &stats.converse,
                 Route::Bedrock { stream: true, .. } => &stats.converse_stream,
                 // Handled above; never reached.
-                Route::SimConfig | Route::SimStats | Route::SimStatsReset | Route::NotFound(_) => {
-                    &stats.unknown_routes
-                }
+                Route::SimConfig
+                | Route::SimStats
+                | Route::SimStatsReset
+                | Route::SimPromptCacheReset
+                | Route::NotFound(_) => &stats.unknown_routes,
                 Route::MethodNotAllowed(_) => &stats.unknown_routes,
             });
             let ctx = Ctx {
@@ -617,6 +649,7 @@ async fn api(ctx: Ctx, route: Route, req: Request<Incoming>) -> Result<Response<
         Route::SimConfig
         | Route::SimStats
         | Route::SimStatsReset
+        | Route::SimPromptCacheReset
         | Route::NotFound(_)
         | Route::MethodNotAllowed(_) => Err(Failure::Client(Box::new(
             Family::OpenAi.not_found(req.method().as_str(), req.uri().path()),

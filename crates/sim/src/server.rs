@@ -4,8 +4,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::SimConfig;
 use crate::faults::FaultCounters;
+use crate::prompt_cache::{PromptCache, PromptPrefixes};
 use crate::stats::{SimStats, Stats};
 
 /// How long connections get to finish in-flight responses after shutdown starts. Requests
@@ -30,6 +31,10 @@ pub(crate) struct Shared {
     pub config: ArcSwap<SimConfig>,
     pub stats: Arc<Stats>,
     pub faults: FaultCounters,
+    /// The `prompt_cache` knob's memory: one per simulator, like one deployment's cache. The
+    /// only lock a request can take, and only with that knob on, for a hash-map lookup and
+    /// a few inserts (never across an await).
+    prompt_cache: Mutex<PromptCache>,
     /// Flips to `true` when shutdown starts (hung requests watch it).
     pub shutdown: watch::Sender<bool>,
 }
@@ -42,8 +47,32 @@ impl Shared {
             config: ArcSwap::from_pointee(cfg),
             stats: Arc::new(Stats::default()),
             faults,
+            prompt_cache: Mutex::new(PromptCache::default()),
             shutdown: watch::channel(false).0,
         })
+    }
+
+    /// Cached tokens of `prompt` in this simulator's prompt cache, which then remembers it
+    /// ([`PromptCache::serve`]).
+    pub fn serve_prompt(&self, prompt: &PromptPrefixes, ttl: Duration, now: Instant) -> u64 {
+        // A poisoned lock only means another request panicked mid-update; the map is still
+        // consistent enough for a simulator.
+        let mut cache = self
+            .prompt_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.serve(prompt, ttl, now)
+    }
+
+    /// Forgets every remembered prompt prefix; returns how many there were.
+    pub fn clear_prompt_cache(&self) -> usize {
+        let mut cache = self
+            .prompt_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = cache.len();
+        cache.clear();
+        n
     }
 
     /// Replaces the configuration and restarts the fault sequences.
@@ -81,6 +110,12 @@ impl SimHandle {
     /// (`/v1beta/models/…`) and Bedrock (`/model/…`) clients, which add their own paths.
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Empties this simulator's prompt cache (what `POST /_sim/prompt_cache/reset` does), as
+    /// if every remembered prompt had expired. Changing the configuration does not.
+    pub fn clear_prompt_cache(&self) {
+        self.shared.clear_prompt_cache();
     }
 
     /// Replaces every knob at runtime. Fault sequences restart from request 0.

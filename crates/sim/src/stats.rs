@@ -69,7 +69,7 @@ pub struct SimStats {
     /// counted when the answer is produced, whether or not the client reads all of it.
     pub prompt_tokens: u64,
     /// Of `prompt_tokens`, those reported as read from the provider's cache (the
-    /// `cached_prompt_tokens` knob, capped at each prompt).
+    /// `cached_prompt_tokens` knob capped at each prompt, or the `prompt_cache` knob's hits).
     pub cached_prompt_tokens: u64,
     /// Completion tokens of complete answers, as reported in their usage.
     pub completion_tokens: u64,

@@ -558,3 +558,27 @@ async fn structured_output_and_latency() {
     assert!(v["city"].is_string());
     assert_eq!(r["usage"]["output_tokens"].as_u64().unwrap(), o200k(text));
 }
+
+#[tokio::test]
+async fn prompt_cache_reads_are_excluded_from_input_tokens() {
+    let h = sim(SimConfig {
+        prompt_cache: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let b = body(json!({"system": long_text("anthropic", 10_000)}));
+    let p = prompt_of(&b);
+    let u = post(&h, &b).await.json()["usage"].clone();
+    assert_eq!(u["input_tokens"].as_u64().unwrap(), p);
+    assert_eq!(u["cache_read_input_tokens"], 0);
+    // The repeat reads every message (all but the 3 reply-priming tokens), in 128s.
+    let cached = (p - 3) / 128 * 128;
+    assert!(cached >= 1024);
+    let u = post(&h, &b).await.json()["usage"].clone();
+    assert_eq!(u["cache_read_input_tokens"].as_u64().unwrap(), cached);
+    assert_eq!(u["input_tokens"].as_u64().unwrap(), p - cached);
+    let events =
+        named_events(&post(&h, &body(json!({"stream": true, "system": b["system"]}))).await);
+    let start = &events[0].1["message"]["usage"];
+    assert_eq!(start["cache_read_input_tokens"].as_u64().unwrap(), cached);
+}

@@ -389,3 +389,24 @@ async fn cached_tokens_are_excluded_from_input_tokens() {
     let (events, _) = decode_event_stream(&post(&h, true, &b).await.bytes);
     assert_eq!(events.last().unwrap().payload["usage"], u);
 }
+
+#[tokio::test]
+async fn prompt_cache_reads_are_excluded_from_input_tokens() {
+    let h = sim(SimConfig {
+        prompt_cache: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let b = body(json!({"system": [{"text": long_text("bedrock", 10_000)}]}));
+    let p = prompt_of(&b);
+    let u = post(&h, false, &b).await.json()["usage"].clone();
+    assert_eq!(u["inputTokens"].as_u64().unwrap(), p);
+    let cached = (p - 3) / 128 * 128;
+    assert!(cached >= 1024);
+    let u = post(&h, false, &b).await.json()["usage"].clone();
+    assert_eq!(u["cacheReadInputTokens"].as_u64().unwrap(), cached);
+    assert_eq!(u["inputTokens"].as_u64().unwrap(), p - cached);
+    assert_eq!(u["totalTokens"].as_u64().unwrap(), p + 16);
+    let (events, _) = decode_event_stream(&post(&h, true, &b).await.bytes);
+    assert_eq!(events.last().unwrap().payload["usage"], u);
+}

@@ -658,3 +658,22 @@ async fn embeddings_count_tokens_and_models() {
     // "hello world" twice (2 tokens each) + "other" (1) + the OpenAI input (2).
     assert_eq!(s.prompt_tokens, 2 + 2 + 1 + 2);
 }
+
+#[tokio::test]
+async fn prompt_cache_reads_are_included_in_prompt_count() {
+    let h = sim(SimConfig {
+        prompt_cache: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let b = body(json!({"systemInstruction": {"parts": [{"text": long_text("gemini", 10_000)}]}}));
+    let p = prompt_of(&b);
+    let u = post_raw(&url(&h, "generateContent"), &[], &b).await.json()["usageMetadata"].clone();
+    assert_eq!(u["promptTokenCount"].as_u64().unwrap(), p);
+    assert!(u.get("cachedContentTokenCount").is_none());
+    let cached = (p - 3) / 128 * 128;
+    assert!(cached >= 1024);
+    let u = post_raw(&url(&h, "generateContent"), &[], &b).await.json()["usageMetadata"].clone();
+    assert_eq!(u["promptTokenCount"].as_u64().unwrap(), p);
+    assert_eq!(u["cachedContentTokenCount"].as_u64().unwrap(), cached);
+}

@@ -4,6 +4,11 @@
 //! ledger, creates virtual keys for three tenants through the admin API, drives a burst of
 //! mixed streaming, non-streaming and embeddings traffic over real HTTP, then prints the spend
 //! report straight from the ledger.
+//!
+//! One section measures prompt-cache stickiness: two more simulators, each with its own
+//! simulated provider prompt cache (`prompt_cache` knob), serve one logical model through two
+//! deployments, once with stickiness on and once off, and the ledger says how many input
+//! tokens were read from the cache and what that saved.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -57,6 +62,21 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let sim = tollgate_sim::spawn("127.0.0.1:0".parse()?, sim_cfg)
         .await
         .context("starting the simulated provider")?;
+    // Two deployments of one model whose providers each keep their own prompt cache.
+    let cache_cfg = tollgate_sim::SimConfig {
+        ttft_ms: 5,
+        completion_tokens: 24,
+        prompt_cache: true,
+        ..tollgate_sim::SimConfig::default()
+    };
+    let cache_sims = [
+        tollgate_sim::spawn("127.0.0.1:0".parse()?, cache_cfg.clone())
+            .await
+            .context("starting a simulated provider")?,
+        tollgate_sim::spawn("127.0.0.1:0".parse()?, cache_cfg)
+            .await
+            .context("starting a simulated provider")?,
+    ];
 
     let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -79,6 +99,12 @@ providers:
   sim-gemini:
     kind: gemini
     base_url: {origin}
+  cache-a:
+    kind: openai
+    base_url: {cache_a}
+  cache-b:
+    kind: openai
+    base_url: {cache_b}
 models:
   gpt-4o-mini:
     deployments: [{{provider: sim, model: gpt-4o-mini}}]
@@ -90,6 +116,11 @@ models:
     deployments: [{{provider: sim-anthropic, model: claude-sonnet-4-6}}]
   gemini-2.5-flash:
     deployments: [{{provider: sim-gemini, model: gemini-2.5-flash}}]
+  {STICKY_MODEL}:
+    deployments: [{{provider: cache-a, model: gpt-4o-mini}}, {{provider: cache-b, model: gpt-4o-mini}}]
+  {UNSTICKY_MODEL}:
+    deployments: [{{provider: cache-a, model: gpt-4o-mini}}, {{provider: cache-b, model: gpt-4o-mini}}]
+    sticky: {{enabled: false}}
 budgets:
   - {{name: hooli-daily, scope: {{tenant: hooli}}, limit_usd: "0.0012", window: day, mode: hard}}
   - {{name: org-monthly, scope: {{}}, limit_usd: "100", window: month, mode: soft}}
@@ -110,6 +141,8 @@ policies:
         db = db.display(),
         base = sim.base_url(),
         origin = sim.origin(),
+        cache_a = cache_sims[0].base_url(),
+        cache_b = cache_sims[1].base_url(),
     );
     let cfg = Config::from_yaml_str(&yaml, &NoEnv)
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?
@@ -124,6 +157,11 @@ policies:
     }));
     let base = format!("http://{addr}");
     println!("  simulated provider  {}", sim.base_url());
+    println!(
+        "  prompt-cache sims   {} · {}",
+        cache_sims[0].base_url(),
+        cache_sims[1].base_url()
+    );
     println!("  gateway             {base}/v1   (OpenAI-compatible)");
     println!("  ledger              {}\n", db.display());
 
@@ -312,15 +350,52 @@ policies:
         .await?;
     println!("  an unknown key → {}", bad.status().as_u16());
 
+    // The same conversations on a sticky and a non-sticky model over the same two
+    // deployments; each run starts with cold provider caches so neither warms the other's.
+    println!(
+        "\nPrompt-cache stickiness: {CONVERSATIONS} support conversations × {TURNS} turns, each opening with its own ~{SYSTEM_CHARS}-character system prompt, sent to `{STICKY_MODEL}` (sticky) and to `{UNSTICKY_MODEL}` (sticky: {{enabled: false}}); both spread over two gpt-4o-mini deployments whose providers each keep their own prompt cache:"
+    );
+    let mut sticky_runs = Vec::new();
+    for model in [STICKY_MODEL, UNSTICKY_MODEL] {
+        for s in &cache_sims {
+            s.clear_prompt_cache();
+        }
+        let ok = converse(&http, &base, &keys[0], model).await?;
+        let st: Value = http
+            .get(admin("deployments"))
+            .bearer_auth(&master)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let sticky = st["models"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["model"] == model))
+            .map(|m| m["sticky"].clone())
+            .unwrap_or(Value::Null);
+        println!(
+            "  {model:<18}  {ok}/{} turns answered 200 (provider caches cold at the start)",
+            CONVERSATIONS * TURNS,
+        );
+        sticky_runs.push((model, sticky["hits"].as_u64().unwrap_or(0)));
+    }
+
     let _ = stop_tx.send(());
     let summary = server.await.context("gateway task")??;
     sim.shutdown().await;
+    for s in cache_sims {
+        s.shutdown().await;
+    }
 
     let store = assemble::open_store(&cfg)?;
+    let prices = cfg.price_table().context("pricing")?;
+    println!();
+    print!("{}", cache_savings(&store, &prices, &sticky_runs)?);
+
     let (rows, total) = store.totals(&Default::default())?;
     println!(
         "\nLedger: {rows} rows for {} requests sent (every request leaves exactly one row), ${} in total.",
-        args.requests + 2 + sent,
+        args.requests + 2 + sent + 2 * CONVERSATIONS * TURNS,
         total.to_usd_fixed(6)
     );
     let by_tenant = tollgate_store::Dim::parse_list("tenant,model")?;
@@ -366,4 +441,245 @@ policies:
         db.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The logical models of the stickiness section: the same two deployments, stickiness on
+/// (the default) and off.
+const STICKY_MODEL: &str = "assistant";
+const UNSTICKY_MODEL: &str = "assistant-unsticky";
+const CONVERSATIONS: usize = 8;
+const TURNS: usize = 6;
+/// Long enough for the opening to clear the 1,024-token cache floor and the default
+/// `sticky.min_prefix_chars` (4,096).
+const SYSTEM_CHARS: usize = 6000;
+
+/// Conversation `c`'s system prompt: a support playbook plus that customer's account notes,
+/// so no two conversations share a cacheable prefix.
+fn system_prompt(c: usize) -> String {
+    const PLAYBOOK: [&str; 6] = [
+        "Answer billing questions with the exact figures from the account notes.",
+        "Quote invoice numbers and dates as written; never round amounts.",
+        "When a refund is requested, check the plan's refund window first.",
+        "Escalate disputes above the team's approval limit to a human.",
+        "Summarise the customer's usage trend before proposing a plan change.",
+        "Keep answers under five sentences unless the customer asks for detail.",
+    ];
+    let mut s = format!(
+        "You are the support assistant for customer account {:04}. Follow the playbook.\n",
+        1000 + c * 37
+    );
+    let mut i = 0;
+    while s.len() < SYSTEM_CHARS {
+        let line = match i % 3 {
+            0 => format!("Rule {}: {}\n", i + 1, PLAYBOOK[i % PLAYBOOK.len()]),
+            1 => format!(
+                "Note {}: invoice INV-{:05} for ${}.{:02} was issued on day {} of month {}.\n",
+                i + 1,
+                c * 1000 + i,
+                40 + (c * 13 + i * 7) % 900,
+                (c + i * 11) % 100,
+                1 + (i * 5 + c) % 28,
+                1 + (i + c) % 12
+            ),
+            _ => format!(
+                "Usage {}: {} requests, {} input tokens, {} output tokens that week.\n",
+                i + 1,
+                1200 + (c * 53 + i * 31) % 5000,
+                90_000 + (c * 7919 + i * 104_729) % 400_000,
+                20_000 + (c * 4111 + i * 7_013) % 90_000
+            ),
+        };
+        s.push_str(&line);
+        i += 1;
+    }
+    s
+}
+
+/// A follow-up question with the line items the customer pastes in (different every turn).
+fn follow_up(c: usize, turn: usize) -> String {
+    let mut s = format!(
+        "Follow-up {turn}: here are this week's line items; which of them changed, and why?\n"
+    );
+    for i in 0..24 {
+        let n = c * 131 + turn * 17 + i;
+        let _ = std::fmt::Write::write_fmt(
+            &mut s,
+            format_args!(
+                "- item {:03} · {} calls · ${}.{:02}\n",
+                n % 1000,
+                100 + (n * 37) % 900,
+                1 + (n * 13) % 60,
+                (n * 7) % 100
+            ),
+        );
+    }
+    s
+}
+
+/// Sends every conversation's turns in order (the conversations concurrently), each turn
+/// carrying the whole history so far, the way a chat client does. Returns how many turns were
+/// answered 200.
+async fn converse(http: &reqwest::Client, base: &str, key: &str, model: &str) -> Result<usize> {
+    let results: Vec<Result<usize>> = futures_util::stream::iter(0..CONVERSATIONS)
+        .map(|c| async move {
+            let mut messages = vec![
+                json!({"role": "system", "content": system_prompt(c)}),
+                json!({"role": "user", "content": format!("Why is my invoice for week {} higher than the week before?", c + 1)}),
+            ];
+            let mut ok = 0;
+            for turn in 1..=TURNS {
+                let resp = http
+                    .post(format!("{base}/v1/chat/completions"))
+                    .bearer_auth(key)
+                    .header("x-tollgate-feature", "support-chat")
+                    .json(&json!({"model": model, "max_tokens": 64, "messages": messages}))
+                    .send()
+                    .await?;
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                if status != 200 {
+                    break;
+                }
+                ok += 1;
+                let answer = body["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                messages.push(json!({"role": "assistant", "content": answer}));
+                messages.push(json!({"role": "user", "content": follow_up(c, turn)}));
+            }
+            Ok(ok)
+        })
+        .buffer_unordered(CONVERSATIONS)
+        .collect()
+        .await;
+    results.into_iter().sum()
+}
+
+/// The stickiness section's table, from the ledger rows of each model: input tokens, those
+/// read from the provider's cache, the cost paid, and the saving against paying the full
+/// input price for every input token (each row re-priced without its cache discount at the
+/// price the gateway used). Exact: integer nano-USD throughout.
+fn cache_savings(
+    store: &tollgate_store::Store,
+    prices: &tollgate_pricing::PriceTable,
+    runs: &[(&str, u64)],
+) -> Result<String> {
+    use std::fmt::Write;
+    use tollgate_types::NanoUsd;
+
+    let mut body = Vec::new();
+    let mut summary = Vec::new();
+    let mut price_note = None;
+    for &(model, sticky_hits) in runs {
+        let filter = tollgate_store::RowFilter {
+            model: Some(model.to_string()),
+            ..Default::default()
+        };
+        let (mut requests, mut hits, mut input, mut cached) = (0u64, 0u64, 0u64, 0u64);
+        let (mut paid, mut list, mut full) = (NanoUsd(0), NanoUsd(0), NanoUsd(0));
+        let mut page = tollgate_store::Page::first(tollgate_store::MAX_PAGE_LIMIT);
+        loop {
+            let (rows, next) = store.list_requests(&filter, page)?;
+            for r in &rows {
+                requests += 1;
+                hits += u64::from(r.usage.cached_input_tokens > 0);
+                input += r.usage.input_tokens;
+                cached += r.usage.cached_input_tokens;
+                paid = paid.saturating_add(r.effective_cost);
+                list = list.saturating_add(r.list_cost);
+                let (Some(provider), Some(upstream)) = (&r.provider, &r.served_model) else {
+                    continue;
+                };
+                let deployment = tollgate_pricing::DeploymentRef {
+                    provider,
+                    model: upstream,
+                };
+                match prices.resolve(model, &deployment) {
+                    tollgate_pricing::Resolution::Priced { price, .. } => {
+                        price_note.get_or_insert(price);
+                        let uncached = tollgate_types::Usage {
+                            cached_input_tokens: 0,
+                            ..r.usage
+                        };
+                        full = full.saturating_add(tollgate_pricing::cost(&uncached, &price));
+                    }
+                    tollgate_pricing::Resolution::Unpriced { .. } => {
+                        bail!("{model} is not priced: the demo needs a price to show savings")
+                    }
+                }
+            }
+            match next {
+                Some(cursor) => {
+                    page = tollgate_store::Page {
+                        limit: tollgate_store::MAX_PAGE_LIMIT,
+                        cursor: Some(cursor),
+                    }
+                }
+                None => break,
+            }
+        }
+        let saved = full.saturating_sub(list);
+        // Share in tenths of a percent, in integers.
+        let share = (cached * 1000).checked_div(input).unwrap_or(0);
+        body.push(vec![
+            model.to_string(),
+            requests.to_string(),
+            sticky_hits.to_string(),
+            hits.to_string(),
+            input.to_string(),
+            cached.to_string(),
+            format!("{}.{}%", share / 10, share % 10),
+            paid.to_usd_fixed(6),
+            full.to_usd_fixed(6),
+            saved.to_usd_fixed(6),
+        ]);
+        summary.push((model, hits, share, paid, full, saved));
+    }
+    let mut s = report::table(
+        &[
+            "model",
+            "requests",
+            "sticky_hits",
+            "cache_hits",
+            "input_tokens",
+            "cached_input_tokens",
+            "cached",
+            "paid_usd",
+            "full_price_usd",
+            "saved_usd",
+        ],
+        &body,
+    );
+    if let Some(p) = price_note {
+        let _ = writeln!(
+            s,
+            "cache_hits: turns that read part of their prompt from the provider's cache; full_price_usd: the same rows with every input token at the full price (gpt-4o-mini: ${} input, ${} cached input per 1M tokens).",
+            p.input.to_usd_string(),
+            p.cached_input_or_input().to_usd_string(),
+        );
+    }
+    let follow_ups = (CONVERSATIONS * (TURNS - 1)) as u64;
+    if let [
+        (a, hits_a, share_a, paid_a, _, saved_a),
+        (b, hits_b, share_b, paid_b, _, saved_b),
+    ] = summary[..]
+    {
+        let _ = writeln!(
+            s,
+            "With stickiness {hits_a} of {follow_ups} follow-up turns hit the cache ({}.{}% of input tokens cached), without it {hits_b} ({}.{}%): a turn only finds what its deployment happened to serve of the conversation.",
+            share_a / 10,
+            share_a % 10,
+            share_b / 10,
+            share_b % 10,
+        );
+        let _ = writeln!(
+            s,
+            "Saved ${} with stickiness vs ${} without; `{a}` paid ${} less than `{b}` for the same conversations.",
+            saved_a.to_usd_fixed(6),
+            saved_b.to_usd_fixed(6),
+            paid_b.saturating_sub(paid_a).to_usd_fixed(6),
+        );
+    }
+    Ok(s)
 }

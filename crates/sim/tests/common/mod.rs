@@ -304,3 +304,20 @@ pub fn merged(mut base: Value, extra: Value) -> Value {
     }
     base
 }
+
+/// About `chars` characters of varied prose, tagged so different tags never share a prefix
+/// (long enough prompts for the `prompt_cache` knob, which caches from 1,024 tokens).
+pub fn long_text(tag: &str, chars: usize) -> String {
+    const WORDS: [&str; 12] = [
+        "ledger", "budget", "forecast", "tenant", "invoice", "quarter", "margin", "routing",
+        "cache", "provider", "latency", "policy",
+    ];
+    let mut s = format!("[{tag}] ");
+    let mut i = 0usize;
+    while s.len() < chars {
+        s.push_str(WORDS[(i * 7 + i / 12) % WORDS.len()]);
+        s.push_str(if i % 9 == 8 { ". " } else { " " });
+        i += 1;
+    }
+    s
+}

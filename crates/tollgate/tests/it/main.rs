@@ -17,5 +17,6 @@ mod policies;
 mod providers;
 mod ratelimits;
 mod routing;
+mod sticky_cache;
 mod streaming;
 mod upstream;
