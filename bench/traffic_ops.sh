@@ -10,6 +10,7 @@
 # is the cost of routing + rate limiting + cache lookup. Target (issue 5): ≤ 10 µs.
 #
 #   bench/traffic_ops.sh [--duration SECONDS] [--rounds N] [--no-build]
+#   BREAKDOWN=1 bench/traffic_ops.sh …   also route-only, rate-limit-only and cache-only models
 #
 # Layout as bench/run.sh: Tollgate on CPU $GW_CPU (default 0), wrk and the simulator on CPU
 # $LOAD_CPU (default 1). Raw output in bench/out/traffic-ops-<ts>/.
@@ -92,11 +93,20 @@ models:
   ops:
     strategy: latency
     deployments: [{provider: sim-a, model: gpt-4o-mini}, {provider: sim-b, model: gpt-4o-mini}]
+  route:
+    strategy: latency
+    deployments: [{provider: sim-a, model: gpt-4o-mini}, {provider: sim-b, model: gpt-4o-mini}]
+  limit:
+    deployments: [{provider: sim-a, model: gpt-4o-mini}]
+  cached:
+    deployments: [{provider: sim-a, model: gpt-4o-mini}]
 rate_limits:
-  - {name: per-key, per: key, match: {model: ops}, rpm: 1000000000, tpm: 1000000000000}
+  - {name: ops, per: key, match: {model: ops}, rpm: 1000000000, tpm: 1000000000000}
+  - {name: limit, per: key, match: {model: limit}, rpm: 1000000000, tpm: 1000000000000}
 cache:
   models:
     ops: {ttl_secs: 3600}
+    cached: {ttl_secs: 3600}
 YAML
 cp "$WORK/tollgate.yaml" "$RUN/tollgate.yaml"
 KEY=$("$BIN" keys create --name bench --tenant bench --config "$WORK/tollgate.yaml" 2>>"$RUN/tollgate.log")
@@ -120,20 +130,23 @@ run() { # NAME MODEL
 log "warm-up"
 BENCH_MODEL=core DUR=2 run warmup-core core >/dev/null
 run warmup-ops ops >/dev/null
+MODELS=(core ops)
+[[ ${BREAKDOWN:-0} == 1 ]] && MODELS=(core route limit cached ops)
 for i in $(seq "$ROUNDS"); do
   log "round $i/$ROUNDS (${DUR}s each)"
-  run "core-$i" core
-  run "ops-$i" ops
+  for m in "${MODELS[@]}"; do run "$m-$i" "$m"; done
 done
-python3 - "$RUN" "$ROUNDS" <<'PY'
+python3 - "$RUN" "$ROUNDS" "${MODELS[@]}" <<'PY'
 import json, statistics, sys
-run, rounds = sys.argv[1], int(sys.argv[2])
+run, rounds, models = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def p50s(name):
     return [json.load(open(f"{run}/{name}-{i}.json"))["lat_p50_us"] for i in range(1, rounds + 1)]
-core, ops = p50s("core"), p50s("ops")
-out = {"core_p50_us": core, "ops_p50_us": ops,
-       "core_median_p50_us": statistics.median(core), "ops_median_p50_us": statistics.median(ops),
-       "added_p50_us": statistics.median(ops) - statistics.median(core)}
+out = {}
+base = statistics.median(p50s("core"))
+for m in models:
+    v = p50s(m)
+    out[m] = {"p50_us": v, "median_p50_us": statistics.median(v),
+              "added_p50_us": statistics.median(v) - base}
 print(json.dumps(out))
 json.dump(out, open(f"{run}/summary.json", "w"))
 PY

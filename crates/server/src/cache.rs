@@ -248,23 +248,24 @@ impl Fill {
         if row.outcome != Outcome::Ok || row.status != 200 {
             return;
         }
-        let Some(sse) = tollgate_cache::assemble::check_complete(body) else {
-            return;
-        };
         let served = (
             row.served_model.clone().unwrap_or_default(),
             row.provider.clone().unwrap_or_default(),
             row.deployment.clone().unwrap_or_default(),
         );
-        let entry = Entry::new(
-            body.clone(),
-            sse,
-            row.usage,
-            row.effective_cost,
-            served,
-            self.ttl,
-        );
-        self.cache.insert(&self.model, self.key, entry);
+        self.store(body.clone(), row.usage, row.effective_cost, served);
+    }
+
+    /// Checks and stores an answer on a task of its own: parsing the answer and pre-rendering
+    /// its SSE replay is the costly part of a miss, and the client need not wait for it.
+    fn store(self, body: Bytes, usage: Usage, cost: NanoUsd, served: (String, String, String)) {
+        tokio::spawn(async move {
+            let Some(sse) = tollgate_cache::assemble::check_complete(&body) else {
+                return;
+            };
+            let entry = Entry::new(body, sse, usage, cost, served, self.ttl);
+            self.cache.insert(&self.model, self.key, entry);
+        });
     }
 
     /// Splits into the assembler for the relayed stream and the part that stores its
@@ -296,25 +297,13 @@ impl StreamFill {
         let Some(body) = self.slot.get() else {
             return;
         };
-        let Some(sse) = tollgate_cache::assemble::check_complete(body) else {
-            return;
-        };
         let cost = routed
             .price
             .as_ref()
             .map_or(NanoUsd::ZERO, |(p, _)| tollgate_pricing::cost(&s.usage, p));
         let d = &routed.deployment;
-        let entry = Entry::new(
-            body.clone(),
-            sse,
-            s.usage,
-            cost,
-            (d.model.clone(), d.provider_name.clone(), d.label.clone()),
-            self.fill.ttl,
-        );
-        self.fill
-            .cache
-            .insert(&self.fill.model, self.fill.key, entry);
+        let served = (d.model.clone(), d.provider_name.clone(), d.label.clone());
+        self.fill.store(body.clone(), s.usage, cost, served);
     }
 }
 
