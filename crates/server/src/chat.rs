@@ -17,7 +17,7 @@ use tollgate_types::{ApiError, ErrorCode, Outcome, Usage, UsageSource};
 use crate::Gateway;
 use crate::budget::Shape;
 use crate::cache;
-use crate::dispatch::{self, Attempts, Dispatch, outcome_of};
+use crate::dispatch::{self, Attempts, Dispatch};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::ratelimit;
@@ -105,10 +105,7 @@ async fn complete(
         loop {
             let (routed, attempt, p) = match attempts.next(&g, &mut rec, Shape::Chat).await {
                 Ok(v) => v,
-                Err(e) => {
-                    let o = outcome_of(&mut rec);
-                    return reject(rec, e, rid, o, Format::OpenAi);
-                }
+                Err(e) => return dispatch::give_up(rec, e, rid, Format::OpenAi),
             };
             if p.fitted || !cache::fill_matches(fill.as_ref(), &routed) {
                 // Shortened to fit a budget, or served by a fallback model: not the answer the
@@ -190,10 +187,7 @@ async fn stream(
     loop {
         let (routed, attempt, p) = match attempts.next(&gw, &mut rec, Shape::Chat).await {
             Ok(v) => v,
-            Err(e) => {
-                let o = outcome_of(&mut rec);
-                return reject(rec, e, request_id, o, Format::OpenAi);
-            }
+            Err(e) => return dispatch::give_up(rec, e, request_id, Format::OpenAi),
         };
         if p.fitted || !cache::stream_fill_matches(fill.as_ref(), &routed) {
             fill = None;

@@ -26,6 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::Response;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tollgate_pricing::{DeploymentRef, Resolution};
@@ -35,7 +36,7 @@ use tollgate_types::{ApiError, ErrorCode, LedgerRow, Outcome};
 
 use crate::Gateway;
 use crate::budget::{self, Shape};
-use crate::pipeline::Routed;
+use crate::pipeline::{Format, Routed};
 use crate::record::PendingRow;
 
 /// Request header pinning a deployment (`provider/model` label) or a provider, for keys with
@@ -477,14 +478,20 @@ impl Attempts {
     }
 }
 
-/// How a request that ends in an error is recorded: failed once an upstream call was made,
-/// rejected when it never got that far (budget refusal, every circuit open).
-pub fn outcome_of(rec: &mut PendingRow) -> Outcome {
-    if rec.row().attempts > 0 {
+/// Records and answers a request whose attempts ended in `error`: `failed` once an upstream
+/// call was made, `rejected` when it never got that far (budget refusal, every circuit open).
+pub fn give_up(
+    mut rec: PendingRow,
+    error: ApiError,
+    request_id: String,
+    format: Format,
+) -> Response {
+    let outcome = if rec.row().attempts > 0 {
         Outcome::Failed
     } else {
         Outcome::Rejected
-    }
+    };
+    crate::pipeline::reject(rec, error, request_id, outcome, format)
 }
 
 /// Prices deployment `di` of `model` (fail-closed) into a [`Routed`].

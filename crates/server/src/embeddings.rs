@@ -14,7 +14,7 @@ use tollgate_types::{ApiError, Outcome, Usage, UsageSource};
 
 use crate::Gateway;
 use crate::budget::Shape;
-use crate::dispatch::{Attempts, Dispatch, outcome_of};
+use crate::dispatch::{self, Attempts, Dispatch};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::ratelimit;
@@ -42,10 +42,7 @@ pub async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Bod
         loop {
             let (routed, attempt, p) = match attempts.next(&g, &mut rec, Shape::Embeddings).await {
                 Ok(v) => v,
-                Err(e) => {
-                    let o = outcome_of(&mut rec);
-                    return reject(rec, e, rid, o, Format::OpenAi);
-                }
+                Err(e) => return dispatch::give_up(rec, e, rid, Format::OpenAi),
             };
             let body = p.body;
             let t0 = Instant::now();

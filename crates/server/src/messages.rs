@@ -27,7 +27,7 @@ use tollgate_types::{ApiError, ErrorCode, Outcome, ProviderKind, Usage, UsageSou
 use crate::Gateway;
 use crate::budget::Shape;
 use crate::cache;
-use crate::dispatch::{self, Attempts, Dispatch, Prepared, outcome_of};
+use crate::dispatch::{self, Attempts, Dispatch, Prepared};
 use crate::metrics::Endpoint;
 use crate::pipeline::{self, Format, Routed, reject};
 use crate::ratelimit;
@@ -162,10 +162,7 @@ async fn complete(
     loop {
         let (routed, attempt, prepared) = match ex.attempts.next(&gw, &mut rec, Shape::Chat).await {
             Ok(v) => v,
-            Err(e) => {
-                let o = outcome_of(&mut rec);
-                return reject(rec, e, rid, o, Format::Anthropic);
-            }
+            Err(e) => return dispatch::give_up(rec, e, rid, Format::Anthropic),
         };
         if prepared.fitted || !cache::fill_matches(ex.fill.as_ref(), &routed) {
             // Shortened to fit a budget, or served by a fallback model: not the answer the
@@ -288,10 +285,7 @@ async fn stream(gw: Gateway, mut rec: PendingRow, mut ex: Exchange) -> Response 
     loop {
         let (routed, attempt, prepared) = match ex.attempts.next(&gw, &mut rec, Shape::Chat).await {
             Ok(v) => v,
-            Err(e) => {
-                let o = outcome_of(&mut rec);
-                return reject(rec, e, rid, o, Format::Anthropic);
-            }
+            Err(e) => return dispatch::give_up(rec, e, rid, Format::Anthropic),
         };
         if prepared.fitted || !cache::fill_matches(ex.fill.as_ref(), &routed) {
             // Shortened to fit a budget, or served by a fallback model: not the answer the

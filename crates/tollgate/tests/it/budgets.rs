@@ -55,15 +55,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> reqwest::Response {
-    let mut req = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("chat request")
+    env.chat_with(key, headers, body).await
 }
 
 /// `GET /admin/v1/budgets/{name}`.

@@ -43,15 +43,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> reqwest::Response {
-    let mut req = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("chat request")
+    env.chat_with(key, headers, body).await
 }
 
 /// Sends a request; returns the cache header (empty when absent), request id and body.
@@ -87,15 +79,7 @@ fn money(row: &Value, field: &str) -> i64 {
 
 /// A `/metrics` sample.
 async fn metric(env: &TestEnv, name: &str) -> u64 {
-    let text = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))

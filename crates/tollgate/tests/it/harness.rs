@@ -297,13 +297,37 @@ impl TestEnv {
     // ---- data plane -------------------------------------------------------------------------
 
     pub async fn chat(&self, key: &str, body: Value) -> reqwest::Response {
-        self.http
+        self.chat_with(key, &[], &body).await
+    }
+
+    /// `POST /v1/chat/completions` with extra request headers.
+    pub async fn chat_with(
+        &self,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
             .post(self.url("/v1/chat/completions"))
             .bearer_auth(key)
-            .json(&body)
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("chat request")
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
             .send()
             .await
-            .expect("chat request")
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics body")
     }
 }
 

@@ -48,15 +48,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> reqwest::Response {
-    let mut req = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("chat request")
+    env.chat_with(key, headers, body).await
 }
 
 fn num(r: &reqwest::Response, name: &str) -> u64 {
@@ -145,15 +137,7 @@ async fn rpm_holds_exactly_under_500_concurrent_requests() {
         assert_eq!(r["policy_actions"], "rate_limited=per-key", "{r}");
         assert_eq!(r["tenant"], "acme", "{r}");
     }
-    let metrics = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.metrics().await;
     assert!(
         metrics.contains(r#"tollgate_rate_limited_total{endpoint="/v1/chat/completions"} 400"#),
         "{metrics}"

@@ -51,6 +51,30 @@ fn ask(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
 }
 
+/// Model `duo` over two simulators — `first` (configured as given) and a healthy `live` —
+/// plus `extra` lines under the model; returns the env, both simulators and a key allowed to
+/// pin a deployment.
+async fn duo(first: SimConfig, extra: &str) -> (TestEnv, SimHandle, SimHandle, String) {
+    let first = spawn_sim(first).await;
+    let live = spawn_sim(SimConfig::default()).await;
+    let env = TestEnv::with(Opts {
+        extra_providers: openai_provider("first", &first) + &openai_provider("live", &live),
+        extra_models: format!(
+            "  duo:\n    deployments: [{{provider: first, model: gpt-4o-mini}}, {{provider: live, model: gpt-4o-mini}}]\n{extra}"
+        ),
+        ..Opts::default()
+    })
+    .await;
+    let (key, _) = env
+        .create_key(json!({"name": "pin", "tenant": "acme", "allow_route_override": true}))
+        .await;
+    (env, first, live, key)
+}
+
+fn stream_ask(model: &str) -> Value {
+    json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+}
+
 async fn deployments(env: &TestEnv) -> Vec<Value> {
     env.admin_get("/admin/v1/deployments").await["data"]
         .as_array()
@@ -104,15 +128,7 @@ async fn a_dead_deployment_is_routed_around_and_its_breaker_opens() {
         assert_eq!(r["provider"], "live");
     }
     // Prometheus shows the open breaker and the retries.
-    let m = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.metrics().await;
     assert!(
         m.contains(
             "tollgate_deployment_breaker_open{model=\"duo\",deployment=\"dead/gpt-4o-mini\"} 1"
@@ -295,32 +311,15 @@ async fn the_retry_budget_caps_retries_during_an_outage() {
 
 #[tokio::test]
 async fn a_stream_failing_before_its_first_byte_fails_over_transparently() {
-    let broken = spawn_sim(SimConfig {
+    let broken = SimConfig {
         stream_error_rate: 1.0,
         stream_error_after_chunks: 0,
         ..SimConfig::default()
-    })
-    .await;
-    let live = spawn_sim(SimConfig::default()).await;
-    let env = TestEnv::with(Opts {
-        extra_providers: openai_provider("broken", &broken) + &openai_provider("live", &live),
-        extra_models: "  duo:\n    deployments: [{provider: broken, model: gpt-4o-mini}, {provider: live, model: gpt-4o-mini}]\n".into(),
-        ..Opts::default()
-    })
-    .await;
-    let (key, _) = env
-        .create_key(json!({"name": "pin", "tenant": "acme", "allow_route_override": true}))
-        .await;
+    };
+    let (env, broken, _live, key) = duo(broken, "").await;
     // Pin the broken deployment first; the live one is the failover.
-    let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-tollgate-deployment", "broken")
-        .json(&json!({"model": "duo", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let pin = [("x-tollgate-deployment", "first")];
+    let r = env.chat_with(&key, &pin, &stream_ask("duo")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-tollgate-provider"), "live");
     let id = header(&r, "x-tollgate-request-id").to_string();
@@ -336,38 +335,21 @@ async fn a_stream_failing_before_its_first_byte_fails_over_transparently() {
     assert_eq!(broken.stats().chat_completions, 1);
     let row = env.row(&id).await;
     assert_eq!(row["attempts"], 2);
-    assert_eq!(row["attempted"], "broken/gpt-4o-mini,live/gpt-4o-mini");
+    assert_eq!(row["attempted"], "first/gpt-4o-mini,live/gpt-4o-mini");
     assert_eq!(row["outcome"], "ok");
     assert!(row["effective_cost"].as_str().is_some() || row["effective_cost"].is_number());
 }
 
 #[tokio::test]
 async fn a_stream_failing_after_its_first_byte_ends_with_an_error_and_is_billed() {
-    let broken = spawn_sim(SimConfig {
+    let broken = SimConfig {
         stream_error_rate: 1.0,
         stream_error_after_chunks: 3,
         ..SimConfig::default()
-    })
-    .await;
-    let live = spawn_sim(SimConfig::default()).await;
-    let env = TestEnv::with(Opts {
-        extra_providers: openai_provider("broken", &broken) + &openai_provider("live", &live),
-        extra_models: "  duo:\n    deployments: [{provider: broken, model: gpt-4o-mini}, {provider: live, model: gpt-4o-mini}]\n".into(),
-        ..Opts::default()
-    })
-    .await;
-    let (key, _) = env
-        .create_key(json!({"name": "pin", "tenant": "acme", "allow_route_override": true}))
-        .await;
-    let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-tollgate-deployment", "broken/gpt-4o-mini")
-        .json(&json!({"model": "duo", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    };
+    let (env, _broken, live, key) = duo(broken, "").await;
+    let pin = [("x-tollgate-deployment", "first/gpt-4o-mini")];
+    let r = env.chat_with(&key, &pin, &stream_ask("duo")).await;
     assert_eq!(r.status(), 200);
     let id = header(&r, "x-tollgate-request-id").to_string();
     let events = read_stream(r).await;
@@ -491,14 +473,12 @@ async fn context_window_errors_go_to_the_larger_model_and_content_policy_is_fina
         .create_key(json!({"name": "pin", "tenant": "acme", "allow_route_override": true}))
         .await;
     let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-tollgate-deployment", "filtered")
-        .json(&ask("strict"))
-        .send()
-        .await
-        .unwrap();
+        .chat_with(
+            &key,
+            &[("x-tollgate-deployment", "filtered")],
+            &ask("strict"),
+        )
+        .await;
     let id = header(&r, "x-tollgate-request-id").to_string();
     assert_eq!(r.status(), 400);
     assert_eq!(
@@ -566,27 +546,23 @@ async fn pinning_needs_the_keys_permission() {
     let env = TestEnv::start().await;
     let key = env.key().await;
     let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-tollgate-deployment", "sim")
-        .json(&ask("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
+        .chat_with(
+            &key,
+            &[("x-tollgate-deployment", "sim")],
+            &ask("gpt-4o-mini"),
+        )
+        .await;
     expect_error(r, 403, "route_override_not_allowed").await;
     let (key, _) = env
         .create_key(json!({"name": "pin", "allow_route_override": true}))
         .await;
     let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("x-tollgate-deployment", "nowhere")
-        .json(&ask("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
+        .chat_with(
+            &key,
+            &[("x-tollgate-deployment", "nowhere")],
+            &ask("gpt-4o-mini"),
+        )
+        .await;
     expect_error(r, 400, "invalid_request").await;
 }
 

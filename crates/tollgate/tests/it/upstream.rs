@@ -362,15 +362,7 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_bills_partial() {
         gpt4o_mini_cost(input, 0, out)
     );
     assert_eq!(env.rows("").await.len(), 1);
-    let metrics = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.metrics().await;
     assert!(
         metrics.contains("tollgate_requests_in_flight 0\n"),
         "{metrics}"
