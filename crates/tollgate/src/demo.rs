@@ -9,6 +9,11 @@
 //! simulated provider prompt cache (`prompt_cache` knob), serve one logical model through two
 //! deployments, once with stickiness on and once off, and the ledger says how many input
 //! tokens were read from the cache and what that saved.
+//!
+//! Another shows the traffic operations, each read back from the gateway: failover to a healthy
+//! deployment and the circuit breaker taking a failing one (a simulator answering every request
+//! with 503) out of rotation, a fallback to another provider, a per-key rate limit refusing a
+//! concurrent burst, and the response cache answering repeats for $0.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -78,6 +83,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             .context("starting a simulated provider")?,
     ];
 
+    // A provider that is down: every request answered 503.
+    let down = tollgate_sim::spawn(
+        "127.0.0.1:0".parse()?,
+        tollgate_sim::SimConfig {
+            fail_rate: 1.0,
+            fail_status: 503,
+            ..tollgate_sim::SimConfig::default()
+        },
+    )
+    .await
+    .context("starting a simulated provider")?;
+
     let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("ledger.db");
@@ -105,6 +122,9 @@ providers:
   cache-b:
     kind: openai
     base_url: {cache_b}
+  sim-down:
+    kind: openai
+    base_url: {down}
 models:
   gpt-4o-mini:
     deployments: [{{provider: sim, model: gpt-4o-mini}}]
@@ -121,6 +141,23 @@ models:
   {UNSTICKY_MODEL}:
     deployments: [{{provider: cache-a, model: gpt-4o-mini}}, {{provider: cache-b, model: gpt-4o-mini}}]
     sticky: {{enabled: false}}
+  # Traffic operations: the dead deployment is the primary (weight 3), as when a region fails.
+  {FAILOVER_MODEL}:
+    deployments: [{{provider: sim-down, model: gpt-4o-mini, weight: 3}}, {{provider: sim, model: gpt-4o-mini}}]
+    breaker: {{consecutive_failures: 3, cooldown_secs: 60}}
+  {FALLBACK_MODEL}:
+    deployments: [{{provider: sim-down, model: gpt-4o-mini}}]
+    fallbacks: [claude-sonnet-4-6]
+    retry: {{max_attempts: 2}}
+  {LIMITED_MODEL}:
+    deployments: [{{provider: sim, model: gpt-4o-mini}}]
+  {CACHED_MODEL}:
+    deployments: [{{provider: sim, model: gpt-4o-mini}}]
+rate_limits:
+  - {{name: demo-rpm, per: key, match: {{model: {LIMITED_MODEL}}}, rpm: {RPM}}}
+cache:
+  models:
+    {CACHED_MODEL}: {{ttl_secs: 300}}
 budgets:
   - {{name: hooli-daily, scope: {{tenant: hooli}}, limit_usd: "0.0012", window: day, mode: hard}}
   - {{name: org-monthly, scope: {{}}, limit_usd: "100", window: month, mode: soft}}
@@ -143,6 +180,7 @@ policies:
         origin = sim.origin(),
         cache_a = cache_sims[0].base_url(),
         cache_b = cache_sims[1].base_url(),
+        down = down.base_url(),
     );
     let cfg = Config::from_yaml_str(&yaml, &NoEnv)
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?
@@ -162,6 +200,7 @@ policies:
         cache_sims[0].base_url(),
         cache_sims[1].base_url()
     );
+    println!("  failing sim (503)   {}", down.base_url());
     println!("  gateway             {base}/v1   (OpenAI-compatible)");
     println!("  ledger              {}\n", db.display());
 
@@ -350,6 +389,8 @@ policies:
         .await?;
     println!("  an unknown key → {}", bad.status().as_u16());
 
+    let ops_sent = traffic_ops(&http, &base, &master, &keys[0]).await?;
+
     // The same conversations on a sticky and a non-sticky model over the same two
     // deployments; each run starts with cold provider caches so neither warms the other's.
     println!(
@@ -383,6 +424,7 @@ policies:
     let _ = stop_tx.send(());
     let summary = server.await.context("gateway task")??;
     sim.shutdown().await;
+    down.shutdown().await;
     for s in cache_sims {
         s.shutdown().await;
     }
@@ -395,7 +437,7 @@ policies:
     let (rows, total) = store.totals(&Default::default())?;
     println!(
         "\nLedger: {rows} rows for {} requests sent (every request leaves exactly one row), ${} in total.",
-        args.requests + 2 + sent + 2 * CONVERSATIONS * TURNS,
+        args.requests + 2 + sent + ops_sent + 2 * CONVERSATIONS * TURNS,
         total.to_usd_fixed(6)
     );
     let by_tenant = tollgate_store::Dim::parse_list("tenant,model")?;
@@ -441,6 +483,273 @@ policies:
         db.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The logical models of the traffic-operations section (no other section sends to them).
+const FAILOVER_MODEL: &str = "resilient";
+const FALLBACK_MODEL: &str = "gpt-4o-mini-eu";
+const LIMITED_MODEL: &str = "limited";
+const CACHED_MODEL: &str = "faq-bot";
+/// `demo-rpm`'s requests per minute, and the burst sent against it.
+const RPM: usize = 5;
+const BURST: usize = 8;
+const FAILOVER_REQUESTS: usize = 20;
+
+/// A response header as text, `-` when absent.
+fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// The traffic-operations section: failover and the circuit breaker, a cross-provider
+/// fallback, a rate limit and the response cache, every number read back from the gateway
+/// (response headers, `/admin/v1/deployments`, the ledger through `/admin/v1/requests`).
+/// Returns how many data-plane requests it sent.
+async fn traffic_ops(http: &reqwest::Client, base: &str, master: &str, key: &str) -> Result<usize> {
+    let admin_get = |path: String| async move {
+        let resp = http
+            .get(format!("{base}/admin/v1/{path}"))
+            .bearer_auth(master)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("GET /admin/v1/{path}: {}", resp.text().await?);
+        }
+        Ok::<Value, anyhow::Error>(resp.json().await?)
+    };
+    // Admin reads flush the ledger first, so every row of the requests sent is there.
+    let rows = |model: &'static str| {
+        let admin_get = &admin_get;
+        async move {
+            let page = admin_get(format!("requests?model={model}&limit=1000")).await?;
+            Ok::<Vec<Value>, anyhow::Error>(page["data"].as_array().cloned().unwrap_or_default())
+        }
+    };
+    let chat = |model: &str, content: String| {
+        http.post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-tollgate-feature", "traffic-ops")
+            .json(&json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": content}]}))
+    };
+    let mut sent = 0;
+
+    println!(
+        "\nTraffic operations (a third simulator answers every request with 503):\n  failover — `{FAILOVER_MODEL}`: two gpt-4o-mini deployments, the primary on the failing simulator; breaker opens after 3 failures in a row:"
+    );
+    // One at a time, so the breaker sees the failures in order and opens after exactly three.
+    let mut ok = 0;
+    for i in 0..FAILOVER_REQUESTS {
+        let resp = chat(FAILOVER_MODEL, format!("Request {i}: status of order {i}?"))
+            .send()
+            .await?;
+        sent += 1;
+        ok += usize::from(resp.status().as_u16() == 200);
+        let _ = resp.bytes().await?;
+    }
+    let ledger = rows(FAILOVER_MODEL).await?;
+    let retried: Vec<&Value> = ledger
+        .iter()
+        .filter(|r| r["attempts"].as_u64().unwrap_or(0) > 1)
+        .collect();
+    println!(
+        "    {ok}/{FAILOVER_REQUESTS} answered 200; the ledger says {} needed a second attempt{}",
+        retried.len(),
+        retried
+            .first()
+            .map(|r| format!(" (attempted: {})", r["attempted"].as_str().unwrap_or("")))
+            .unwrap_or_default()
+    );
+    let deployments = admin_get("deployments".into()).await?;
+    let health: Vec<String> = deployments["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["model"] == FAILOVER_MODEL)
+        .map(|d| {
+            let h = &d["health"];
+            let probe = h["retry_in_ms"]
+                .as_u64()
+                .map(|ms| format!(", next probe in {}s", ms.div_ceil(1000)))
+                .unwrap_or_default();
+            format!(
+                "{} {} ({} requests, {} failures{probe})",
+                d["deployment"].as_str().unwrap_or("?"),
+                h["state"].as_str().unwrap_or("?"),
+                h["requests"],
+                h["failures"],
+            )
+        })
+        .collect();
+    println!("    breakers: {}", health.join(" · "));
+
+    let resp = chat(FALLBACK_MODEL, "Where is my parcel?".to_string())
+        .send()
+        .await?;
+    sent += 1;
+    let (status, provider, served) = (
+        resp.status().as_u16(),
+        header(&resp, "x-tollgate-provider"),
+        header(&resp, "x-tollgate-served-model"),
+    );
+    let rid = header(&resp, "x-tollgate-request-id");
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let row = rows(FALLBACK_MODEL)
+        .await?
+        .into_iter()
+        .find(|r| r["request_id"] == rid.as_str())
+        .unwrap_or(Value::Null);
+    println!(
+        "  fallback — `{FALLBACK_MODEL}` (only deployment on the failing simulator, fallbacks: [claude-sonnet-4-6], retry.max_attempts 2):\n    {status} `{}` in the OpenAI format, x-tollgate-provider: {provider}, served by {served}; ledger: {} attempts ({})",
+        body["object"].as_str().unwrap_or("?"),
+        row["attempts"],
+        row["attempted"].as_str().unwrap_or(""),
+    );
+
+    let burst: Vec<reqwest::Response> = futures_util::future::try_join_all(
+        (0..BURST).map(|i| chat(LIMITED_MODEL, format!("Batch item {i}: classify it.")).send()),
+    )
+    .await?;
+    sent += BURST;
+    let mut admitted = 0;
+    let mut refused = Vec::new();
+    for resp in burst {
+        if resp.status().as_u16() == 200 {
+            admitted += 1;
+            let _ = resp.bytes().await?;
+            continue;
+        }
+        let (status, remaining, retry) = (
+            resp.status().as_u16(),
+            header(&resp, "x-ratelimit-remaining-requests"),
+            header(&resp, "retry-after"),
+        );
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let code = body["error"]["code"].as_str().unwrap_or("?").to_string();
+        refused.push((status, code, remaining, retry));
+    }
+    println!(
+        "  rate limit — rule demo-rpm ({RPM} requests per minute per key on `{LIMITED_MODEL}`), {BURST} requests at once:\n    {admitted} admitted, {} refused{}",
+        refused.len(),
+        refused
+            .first()
+            .map(|(status, code, remaining, retry)| format!(
+                " with {status} {code}; one refusal: x-ratelimit-remaining-requests: {remaining}, retry-after: {retry}"
+            ))
+            .unwrap_or_default()
+    );
+
+    let ask = json!({
+        "model": CACHED_MODEL,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "What are your opening hours?"}],
+    });
+    let mut statuses = Vec::new();
+    let mut answer = String::new();
+    for i in 0..3 {
+        if i == 1 {
+            // The miss's answer is stored on a task of its own; wait until it is in.
+            wait_cached(http, base).await?;
+        }
+        let resp = http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-tollgate-feature", "traffic-ops")
+            .json(&ask)
+            .send()
+            .await?;
+        sent += 1;
+        statuses.push(header(&resp, "x-tollgate-cache"));
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        answer = body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    }
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("x-tollgate-feature", "traffic-ops")
+        .json(&streamed)
+        .send()
+        .await?;
+    sent += 1;
+    let stream_cache = header(&resp, "x-tollgate-cache");
+    let sse = String::from_utf8_lossy(&resp.bytes().await?).into_owned();
+    let (mut chunks, mut text, mut done) = (0, String::new(), false);
+    for data in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        chunks += 1;
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+    }
+    let ledger = rows(CACHED_MODEL).await?;
+    let hits: Vec<&Value> = ledger
+        .iter()
+        .filter(|r| r["cache_status"] == "hit")
+        .collect();
+    let miss_cost = ledger
+        .iter()
+        .find(|r| r["cache_status"] == "miss")
+        .and_then(|r| r["effective_cost"].as_str())
+        .unwrap_or("?");
+    // Distinct values of a money field over the hit rows: one value when they agree.
+    let distinct = |field: &str| {
+        let set: std::collections::BTreeSet<&str> = hits
+            .iter()
+            .map(|r| r[field].as_str().unwrap_or("?"))
+            .collect();
+        set.into_iter().collect::<Vec<_>>().join("/")
+    };
+    println!(
+        "  response cache — `{CACHED_MODEL}` (cache ttl_secs 300), the same temperature-0 request three times:\n    x-tollgate-cache: {}",
+        statuses.join(", "),
+    );
+    println!(
+        "    the same request with stream: true → x-tollgate-cache: {stream_cache}, replayed as {chunks} SSE chunks{}, {} the plain answer",
+        if done { " + [DONE]" } else { " (no [DONE])" },
+        if text == answer && !text.is_empty() {
+            "same text as"
+        } else {
+            "NOT the same text as"
+        },
+    );
+    println!(
+        "    ledger: the miss cost ${miss_cost}; {} hit rows (the streamed one included) cost ${} with saved_cost ${} each",
+        hits.len(),
+        distinct("effective_cost"),
+        distinct("saved_cost"),
+    );
+    Ok(sent)
+}
+
+/// Polls `/metrics` until the response cache holds an entry (at most about a second).
+async fn wait_cached(http: &reqwest::Client, base: &str) -> Result<()> {
+    for _ in 0..100 {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let entries = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tollgate_cache_entries "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if entries >= 1.0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// The logical models of the stickiness section: the same two deployments, stickiness on
