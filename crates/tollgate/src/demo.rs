@@ -537,7 +537,7 @@ async fn traffic_ops(http: &reqwest::Client, base: &str, master: &str, key: &str
     let mut sent = 0;
 
     println!(
-        "\nTraffic operations (a third simulator answers every request with 503):\n  failover — `{FAILOVER_MODEL}`: two gpt-4o-mini deployments, the primary on the failing simulator; breaker opens after 3 failures in a row:"
+        "\nTraffic operations (one more simulator answers every request with 503):\n  failover — `{FAILOVER_MODEL}`: two gpt-4o-mini deployments, the primary on the failing simulator; breaker opens after 3 failures in a row:"
     );
     // One at a time, so the breaker sees the failures in order and opens after exactly three.
     let mut ok = 0;
