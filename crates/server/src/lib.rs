@@ -7,13 +7,18 @@
 //! 2. authentication (virtual key → `StoredKey`) — `401 invalid_api_key`;
 //! 3. body read under `server.max_body_bytes` (`413`) and validated by `tollgate-ingress`;
 //! 4. attribution (`tollgate-attribution::resolve`);
-//! 5. model resolution and key permission (`404` / `403`), deployment pick (`tollgate-router`);
-//! 6. pricing resolution, fail-closed (`400 model_not_priced`), spend policies; then the
-//!    response cache (`cache`): a hit is answered here at zero cost, a miss may be stored at 8;
-//! 7. the provider call (`tollgate-providers`): non-streaming calls run on a tracked task so a
-//!    departing client cannot stop the bill from being recorded; streams are wrapped in a
-//!    [`tollgate_metering::MeteredStream`] and relayed chunk by chunk;
-//! 8. settlement: cost from usage (`tollgate-pricing`), row to the ledger (`tollgate-ledger`).
+//! 5. spend policies (`policy`), then model resolution and key permission (`404` / `403`) and
+//!    the ranked candidates — deployments, then fallback models (`dispatch`, `tollgate-router`);
+//! 6. rate limits (`ratelimit`) and the response cache (`cache`): a hit is answered here at zero
+//!    cost, a miss may be stored at 8;
+//! 7. the attempt loop (`dispatch::Attempts`): breaker check, pricing (fail-closed,
+//!    `400 model_not_priced`), budget admission at that deployment's price (`budget`), the
+//!    provider call (`tollgate-providers`); retryable failures move to the next candidate.
+//!    Non-streaming calls run on a tracked task so a departing client cannot stop the bill
+//!    from being recorded; streams are held until their first content (so they can still fail
+//!    over), then wrapped in a [`tollgate_metering::MeteredStream`] and relayed chunk by chunk;
+//! 8. settlement: cost from usage (`tollgate-pricing`), budget and rate-limit holds settled,
+//!    the attempt reported to the deployment's breaker, row to the ledger (`tollgate-ledger`).
 //!
 //! Admin routes (`/admin/v1/…`) need the master key. `/healthz`, `/readyz` and `/metrics` are
 //! open. Every error, including unknown routes and panics, is OpenAI-shaped.
