@@ -75,6 +75,11 @@ pub struct SimConfig {
     /// in the body).
     #[arg(long, default_value_t = 0)]
     pub stream_error_after_chunks: u32,
+    /// Every stream stalls — sends nothing more, never ends — after its preamble and this
+    /// many content chunks (an upstream that hangs mid-answer; the client's idle timeout is
+    /// what ends it).
+    #[arg(long)]
+    pub stall_after_chunks: Option<u32>,
     /// The next N faultable requests (counted from when the configuration was set) fail with
     /// `fail_status` (and `retry_after_secs`), then requests succeed again.
     #[arg(long, default_value_t = 0)]
@@ -110,6 +115,7 @@ impl Default for SimConfig {
             content_filter_rate: 0.0,
             stream_error_rate: 0.0,
             stream_error_after_chunks: 0,
+            stall_after_chunks: None,
             fail_first: 0,
             stream_usage: true,
             api_key: None,

@@ -86,6 +86,8 @@ pub struct PacedBody {
     sent: usize,
     cut_after: Option<usize>,
     cut_armed: bool,
+    /// After this many frames, nothing more is sent and the body never ends.
+    stall_after: Option<usize>,
     done: bool,
     _in_flight: InFlight,
 }
@@ -95,6 +97,7 @@ impl PacedBody {
         frames: Vec<Bytes>,
         delay: Duration,
         cut_after: Option<usize>,
+        stall_after: Option<usize>,
         in_flight: InFlight,
     ) -> Self {
         PacedBody {
@@ -105,6 +108,7 @@ impl PacedBody {
             sent: 0,
             cut_after,
             cut_armed: false,
+            stall_after,
             done: false,
             _in_flight: in_flight,
         }
@@ -122,6 +126,10 @@ impl Body for PacedBody {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
+        }
+        if this.stall_after.is_some_and(|n| this.sent >= n) {
+            // Stalled for good: no waker is registered, the client's timeout ends it.
+            return Poll::Pending;
         }
         if this.cut_after.is_some_and(|n| this.sent >= n) {
             // Pause briefly before failing: failing at once would make hyper drop the

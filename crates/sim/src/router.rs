@@ -485,6 +485,10 @@ impl Ctx {
     ) -> Response<SimBody> {
         let stats = &self.shared.stats;
         bump(&stats.streams);
+        let stall_after = self
+            .cfg
+            .stall_after_chunks
+            .map(|n| first_content.saturating_add(n as usize).min(first_final));
         let cut_after = if self.shared.faults.cut(&self.cfg) {
             bump(&stats.streams_cut);
             // At least one frame when the stream has one to spare, but never the final one:
@@ -503,7 +507,10 @@ impl Ctx {
             frames.push(error_frame(keep == 0));
             None
         } else {
-            self.count_usage(prompt, completion);
+            // A stalled answer is never delivered: its usage does not count.
+            if stall_after.is_none() {
+                self.count_usage(prompt, completion);
+            }
             None
         };
         self.ttft().await;
@@ -511,6 +518,7 @@ impl Ctx {
             frames,
             Duration::from_millis(self.cfg.chunk_delay_ms),
             cut_after,
+            stall_after,
             self.in_flight,
         );
         stream_response(body, content_type)

@@ -493,3 +493,50 @@ async fn idle_upstream_before_first_content_is_a_504() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_mid_stream_ends_with_an_error_and_bills_what_was_relayed() {
+    // The simulator streams its preamble and three content chunks, then hangs.
+    let env = TestEnv::with(Opts {
+        single_attempt: true,
+        sim: SimConfig {
+            stall_after_chunks: Some(3),
+            ..SimConfig::default()
+        },
+        idle_ms: Some(200),
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    let r = env.chat(&key, hi(true)).await;
+    let id = header(&r, "x-tollgate-request-id").to_string();
+    let events = read_stream(r).await;
+    assert!(events.iter().all(|e| !e.is_done()));
+    let (last, relayed) = events.split_last().unwrap();
+    let err = last.json();
+    assert_error_shape(&err);
+    assert_eq!(err["error"]["code"], "upstream_timeout");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("provider 'sim'") && msg.contains("idle"),
+        "{msg}"
+    );
+    let relayed_tokens = streamed_text(relayed).split_whitespace().count() as u64;
+    assert_eq!(relayed_tokens, 3, "{relayed:?}");
+    let row = env.row(&id).await;
+    assert_eq!(row["outcome"], "failed");
+    assert_eq!(row["status"], 200);
+    assert_eq!(row["error_code"], "upstream_timeout");
+    assert_eq!(row["usage_source"], "estimated");
+    assert_eq!(row["output_tokens"], relayed_tokens);
+    let input = row["input_tokens"].as_u64().unwrap();
+    assert!(input > 0);
+    assert_eq!(
+        nanos(row["effective_cost"].as_str().unwrap()),
+        gpt4o_mini_cost(input, 0, relayed_tokens)
+    );
+    eventually("the upstream call is dropped", || async {
+        env.sim.stats().in_flight == 0
+    })
+    .await;
+}
