@@ -228,9 +228,16 @@ impl Stream for TimedBody {
     }
 }
 
-/// Parses a `Retry-After` / `retry-after-ms` header pair into a duration (seconds form only for
-/// `Retry-After`; HTTP dates are ignored).
+/// Parses a `Retry-After` / `retry-after-ms` header pair into a duration. `Retry-After` may be
+/// seconds or an HTTP date (RFC 9110 §10.2.3); a date in the past means "now".
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    retry_after_at(headers, jiff::Timestamp::now())
+}
+
+fn retry_after_at(
+    headers: &reqwest::header::HeaderMap,
+    now: jiff::Timestamp,
+) -> Option<std::time::Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
@@ -239,12 +246,43 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Du
     {
         return Some(std::time::Duration::from_millis(ms as u64));
     }
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(std::time::Duration::from_secs_f64)
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs));
+    }
+    let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    let wait = at.duration_since(now);
+    Some(std::time::Duration::try_from(wait).unwrap_or(std::time::Duration::ZERO))
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    fn with(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn seconds_dates_and_milliseconds() {
+        let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let secs = |h: &HeaderMap| retry_after_at(h, now).map(|d| d.as_secs_f64());
+        assert_eq!(secs(&with("7")), Some(7.0));
+        assert_eq!(secs(&with("Sat, 21 Nov 2026 12:00:30 GMT")), Some(30.0));
+        assert_eq!(secs(&with("Sat, 21 Nov 2026 11:00:00 GMT")), Some(0.0));
+        assert_eq!(secs(&with("soon")), None);
+        assert_eq!(secs(&with("-3")), None);
+        let mut h = with("7");
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(secs(&h), Some(1.5));
+    }
 }
 
 /// The provider's request id header, if any.
