@@ -259,6 +259,15 @@ fn retry_after_at(
     Some(std::time::Duration::try_from(wait).unwrap_or(std::time::Duration::ZERO))
 }
 
+/// The provider's request id header, if any.
+pub fn upstream_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    ["x-request-id", "request-id", "apim-request-id"]
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod retry_after_tests {
     use super::*;
@@ -283,13 +292,4 @@ mod retry_after_tests {
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(secs(&h), Some(1.5));
     }
-}
-
-/// The provider's request id header, if any.
-pub fn upstream_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    ["x-request-id", "request-id", "apim-request-id"]
-        .iter()
-        .find_map(|h| headers.get(*h))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
 }
