@@ -208,7 +208,7 @@ pub fn render_deployments(router: &tollgate_router::Router, out: &mut String) {
     for name in router.names() {
         let Some(m) = router.get(name) else { continue };
         for d in &m.deployments {
-            rows.push((name, d.label.as_str(), d.health.snapshot(now)));
+            rows.push((label(name), label(&d.label), d.health.snapshot(now)));
         }
     }
     for (model, label, h) in &rows {
@@ -241,9 +241,33 @@ pub fn render_deployments(router: &tollgate_router::Router, out: &mut String) {
             let st = m.sticky_stats();
             let _ = writeln!(
                 out,
-                "tollgate_sticky_hits_total{{model=\"{name}\"}} {}",
+                "tollgate_sticky_hits_total{{model=\"{}\"}} {}",
+                label(name),
                 st.hits
             );
         }
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped (model names may hold
+/// any printable character).
+fn label(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        std::borrow::Cow::Owned(
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n"),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::label("gpt-4o"), "gpt-4o");
+        assert_eq!(super::label("a\"b\\c"), "a\\\"b\\\\c");
     }
 }
