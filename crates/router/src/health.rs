@@ -40,7 +40,7 @@ pub const WINDOW_BUCKETS: usize = 6;
 /// `now + retry_after` far from `Instant` overflow.
 const MAX_OPEN: Duration = Duration::from_secs(24 * 60 * 60);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSettings {
     /// `false`: the breaker never opens (health is still tracked for routing and metrics).
     pub enabled: bool,

@@ -79,6 +79,10 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
         adapters.insert(name.clone(), adapter);
     }
     let mut models = Vec::new();
+    // One health (breaker, EWMAs, in-flight count) per provider deployment, shared by every
+    // logical model that routes to it with the same breaker settings: a provider that is down
+    // is down for all of them.
+    let mut healths: Vec<(String, BreakerSettings, Arc<Health>)> = Vec::new();
     for (name, m) in &cfg.models {
         let b = &m.breaker;
         let breaker = BreakerSettings {
@@ -103,7 +107,7 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
                         model: d.model.clone(),
                         label: d.label(),
                         weight: d.weight,
-                        health: Arc::new(Health::new(breaker.clone())),
+                        health: shared_health(&mut healths, d.label(), &breaker),
                         unit_cost: unit_cost(&prices, name, &d.provider, &d.model),
                         prompt_cache_ttl: Duration::from_secs(
                             m.sticky.ttl_secs.unwrap_or(PROMPT_CACHE_TTL_SECS),
@@ -139,6 +143,20 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
         Duration::from_secs(10),
     ));
     Ok((router, secrets))
+}
+
+/// The health of deployment `label` under `breaker` settings, created on first use.
+fn shared_health(
+    healths: &mut Vec<(String, BreakerSettings, Arc<Health>)>,
+    label: String,
+    breaker: &BreakerSettings,
+) -> Arc<Health> {
+    if let Some((_, _, h)) = healths.iter().find(|(l, b, _)| *l == label && b == breaker) {
+        return h.clone();
+    }
+    let h = Arc::new(Health::new(breaker.clone()));
+    healths.push((label, breaker.clone(), h.clone()));
+    h
 }
 
 /// Nano-USD of one million input plus one million output tokens at a deployment's price: the

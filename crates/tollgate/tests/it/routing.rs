@@ -97,7 +97,7 @@ async fn a_dead_deployment_is_routed_around_and_its_breaker_opens() {
     let live = spawn_sim(SimConfig::default()).await;
     let env = TestEnv::with(Opts {
         extra_providers: openai_provider("dead", &dead) + &openai_provider("live", &live),
-        extra_models: "  duo:\n    deployments: [{provider: dead, model: gpt-4o-mini}, {provider: live, model: gpt-4o-mini}]\n    breaker: {consecutive_failures: 3, cooldown_secs: 60}\n".into(),
+        extra_models: "  duo:\n    deployments: [{provider: dead, model: gpt-4o-mini}, {provider: live, model: gpt-4o-mini}]\n    breaker: {consecutive_failures: 3, cooldown_secs: 60}\n  other:\n    deployments: [{provider: dead, model: gpt-4o-mini}, {provider: live, model: gpt-4o-mini}]\n    breaker: {consecutive_failures: 3, cooldown_secs: 60}\n".into(),
         ..Opts::default()
     })
     .await;
@@ -136,6 +136,13 @@ async fn a_dead_deployment_is_routed_around_and_its_breaker_opens() {
         "{m}"
     );
     assert!(m.contains("tollgate_upstream_retries_total 3"), "{m}");
+
+    // Another model on the same provider deployment shares its health: the open breaker
+    // keeps it away from the dead deployment from its first request on.
+    for _ in 0..5 {
+        assert_eq!(env.chat(&key, ask("other")).await.status(), 200);
+    }
+    assert_eq!(calls(&dead), 3);
 }
 
 #[tokio::test]
