@@ -507,26 +507,35 @@ async fn latency_routing_moves_traffic_to_the_faster_deployment() {
     })
     .await;
     let key = env.key().await;
-    // Warm up both, then slow `b` down.
-    for _ in 0..10 {
-        assert_eq!(env.chat(&key, ask("fast")).await.status(), 200);
-    }
-    b.set_config(SimConfig {
-        ttft_ms: 150,
-        ..SimConfig::default()
-    });
+    // Warm up both (each gets its first samples), then slow down whichever one the strategy
+    // currently prefers: traffic must move to the other.
     for _ in 0..10 {
         assert_eq!(env.chat(&key, ask("fast")).await.status(), 200);
     }
     let (a0, b0) = (calls(&a), calls(&b));
+    for _ in 0..10 {
+        assert_eq!(env.chat(&key, ask("fast")).await.status(), 200);
+    }
+    let (preferred, other, slow_label) = if calls(&a) - a0 >= calls(&b) - b0 {
+        (&a, &b, "a/gpt-4o-mini")
+    } else {
+        (&b, &a, "b/gpt-4o-mini")
+    };
+    preferred.set_config(SimConfig {
+        ttft_ms: 150,
+        ..SimConfig::default()
+    });
+    let (p0, o0) = (calls(preferred), calls(other));
     for _ in 0..60 {
         assert_eq!(env.chat(&key, ask("fast")).await.status(), 200);
     }
-    let (da, db) = (calls(&a) - a0, calls(&b) - b0);
-    assert_eq!(da + db, 60);
-    // Exploration sends a few requests to the slow one; most go to the fast one.
-    assert!(da >= 48, "fast got {da}, slow got {db}");
-    let h = health_of(&env, "b/gpt-4o-mini").await;
+    let (dp, d_other) = (calls(preferred) - p0, calls(other) - o0);
+    assert_eq!(dp + d_other, 60);
+    // One request finds out the preferred one got slow; exploration sends it a few more; the
+    // rest go to the other.
+    assert!(d_other >= 48, "slowed got {dp}, the other {d_other}");
+    assert!(dp >= 1, "the slowdown was never observed");
+    let h = health_of(&env, slow_label).await;
     assert!(h["ewma_latency_ms"].as_f64().unwrap() > 20.0, "{h}");
 }
 
