@@ -188,7 +188,13 @@ fn concurrent_settle_release_and_expire_change_counters_once() {
         .iter()
         .filter(|r| r.state() == tollgate_policy::ReservationState::Settled)
         .count() as i64;
-    assert!(settled > 0);
+    // The releasing thread visits every reservation, so each ends settled or released —
+    // how many of each depends on the interleaving (all released is possible when the
+    // settling threads are descheduled), the charge does not.
+    assert!(rs.iter().all(|r| matches!(
+        r.state(),
+        tollgate_policy::ReservationState::Settled | tollgate_policy::ReservationState::Released
+    )));
     assert_eq!(st.spent, NanoUsd(settled * (WORST / 2)));
     assert_eq!(e.live_count(), 0);
 }
