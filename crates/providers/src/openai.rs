@@ -51,6 +51,10 @@ pub struct OpenAi {
     flavor: Flavor,
     base: String,
     headers: HeaderMap,
+    /// The OpenAI flavor's two request URLs, parsed once (parsing per request showed up in
+    /// profiles); Azure URLs depend on the deployment and are built per request.
+    chat_url: Option<reqwest::Url>,
+    embeddings_url: Option<reqwest::Url>,
 }
 
 impl OpenAi {
@@ -92,17 +96,32 @@ impl OpenAi {
             headers.insert(name, value);
         }
         let client = http::client(&settings.timeouts)?;
+        let fixed = |path: &str| match flavor {
+            Flavor::OpenAi => reqwest::Url::parse(&format!("{base}/{path}")).ok(),
+            Flavor::Azure { .. } => None,
+        };
+        let (chat_url, embeddings_url) = (fixed("chat/completions"), fixed("embeddings"));
         Ok(OpenAi {
             settings,
             client,
             flavor,
             base,
             headers,
+            chat_url,
+            embeddings_url,
         })
     }
 
-    fn url(&self, path: &str, model: &str) -> String {
-        match &self.flavor {
+    fn url(&self, path: &str, model: &str) -> Result<reqwest::Url, UpstreamError> {
+        let pre = match path {
+            "chat/completions" => self.chat_url.as_ref(),
+            "embeddings" => self.embeddings_url.as_ref(),
+            _ => None,
+        };
+        if let Some(u) = pre {
+            return Ok(u.clone());
+        }
+        let s = match &self.flavor {
             Flavor::OpenAi => format!("{}/{path}", self.base),
             Flavor::Azure { api_version } => format!(
                 "{}/openai/deployments/{}/{path}?api-version={}",
@@ -110,7 +129,14 @@ impl OpenAi {
                 encode_segment(model),
                 encode_segment(api_version)
             ),
-        }
+        };
+        // The base URL was validated at build time and segments are encoded, so this parses;
+        // should it not, the request fails as unsendable rather than panicking.
+        reqwest::Url::parse(&s).map_err(|e| {
+            self.err(UpstreamErrorKind::Unsupported(format!(
+                "cannot build the upstream URL: {e}"
+            )))
+        })
     }
 
     fn name(&self) -> &str {
@@ -132,7 +158,7 @@ impl OpenAi {
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut req = self
             .client
-            .post(self.url(path, model))
+            .post(self.url(path, model)?)
             .headers(self.headers.clone())
             .body(body);
         if stream {
