@@ -129,8 +129,12 @@ impl Dispatch {
 
     /// The routing the first attempt will most likely get (the first priced candidate), for
     /// the per-request stages before the attempt loop (rate limits, the response cache).
-    /// `None` when no candidate is priced — the loop then answers `model_not_priced`.
+    /// `None` when no candidate is priced — the loop then answers `model_not_priced` — and,
+    /// without computing anything, when neither stage is configured: both skip a `None`.
     pub fn preview(&self, gw: &Gateway) -> Option<Routed> {
+        if gw.0.rate_limits.is_empty() && gw.0.cache.is_none() {
+            return None;
+        }
         self.order
             .iter()
             .find_map(|&(mi, di)| price(gw, &self.models[mi], di, self.policy_cap).ok())
