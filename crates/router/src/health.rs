@@ -488,10 +488,6 @@ impl Attempt {
     pub fn is_probe(&self) -> bool {
         self.probe.is_some()
     }
-
-    pub fn health(&self) -> &Arc<Health> {
-        &self.health
-    }
 }
 
 impl Drop for Attempt {

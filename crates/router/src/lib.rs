@@ -183,14 +183,6 @@ impl LogicalModel {
         self.total_weight
     }
 
-    /// The best deployment for a request with no pin, no sticky key and no streaming: the
-    /// first of [`LogicalModel::plan`].
-    pub fn pick(&self) -> &Deployment {
-        let plan = self.plan(&PlanRequest::default(), Instant::now());
-        // `new` guarantees at least one deployment, so the plan is never empty.
-        &self.deployments[plan.first().copied().unwrap_or(0)]
-    }
-
     /// After a successful answer from `deployment` for a request with a sticky key: stick the
     /// key to it until `now` + that deployment's `prompt_cache_ttl` (refreshing on every use).
     pub fn stick(&self, key: u64, deployment: usize, now: Instant) {

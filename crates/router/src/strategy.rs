@@ -26,7 +26,6 @@
 //! sorts fixed-size keys on the stack (up to [`INLINE`] deployments), and allocates only the
 //! returned `Vec`.
 
-use std::str::FromStr;
 use std::time::Instant;
 
 use rand::Rng;
@@ -72,21 +71,6 @@ impl Strategy {
 impl std::fmt::Display for Strategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Strategy::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown strategy '{s}' (expected weighted, latency, cost or least_inflight)"
-                )
-            })
     }
 }
 
