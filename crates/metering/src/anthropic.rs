@@ -20,7 +20,7 @@ use tollgate_providers::{EventStream, UpstreamError};
 use tollgate_types::{ApiError, Outcome, UsageSource};
 
 use crate::meter::{MeterOptions, Settlement};
-use crate::tokens;
+use tollgate_tokens as tokens;
 
 type SettleFn = Box<dyn FnOnce(Settlement) + Send>;
 
@@ -210,7 +210,7 @@ mod tests {
 
     fn opts() -> MeterOptions {
         MeterOptions {
-            encoding: crate::tokens::Encoding::Approximate,
+            encoding: tokens::Encoding::Approximate,
             request: Arc::new(
                 serde_json::from_str(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap(),
             ),

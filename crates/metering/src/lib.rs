@@ -1,14 +1,24 @@
 //! Stream metering: the stage between the provider adapter and the ledger.
 //!
-//! It owns two things:
-//! - [`tokens`]: local token counting (exact BPE for OpenAI-tokenised models, a documented
-//!   estimate otherwise), used when a provider reports no usage;
-//! - [`meter`]: a wrapper around a response chunk stream that relays each chunk as it arrives,
-//!   captures provider usage, counts relayed output, and emits exactly one [`meter::Settlement`]
-//!   when the stream ends, fails or is dropped by a departing client.
+//! - [`meter`]: a wrapper around a canonical response chunk stream that relays each chunk as
+//!   it arrives (through a [`Renderer`] for the client's wire format), captures provider usage,
+//!   counts relayed output against the budget's output cap, and emits exactly one
+//!   [`meter::Settlement`] when the stream ends, fails, is cut at the cap, or is dropped by a
+//!   departing client;
+//! - [`anthropic`]: the same for native Anthropic Messages streams passed through untranslated
+//!   ([`anthropic::MeteredEvents`]), including the live cut at the output cap in Anthropic's
+//!   own event shape.
+//!
+//! Token counting lives in its own crate, `tollgate-tokens`, so that budget admission and the
+//! simulator can count tokens without depending on this crate (and the provider adapters it
+//! pulls in).
 
 pub mod anthropic;
 pub mod meter;
-pub mod tokens;
+
+/// Temporary re-export of `tollgate-tokens` for users that still name
+/// `tollgate_metering::tokens::…`; new code depends on `tollgate-tokens` directly. To be
+/// removed once they have moved.
+pub use tollgate_tokens as tokens;
 
 pub use meter::{MeterOptions, MeteredStream, OpenAiRenderer, Renderer, Settlement};

@@ -27,7 +27,7 @@ use tollgate_providers::{ChunkStream, UpstreamError};
 use tollgate_types::canonical::ChunkPeek;
 use tollgate_types::{ApiError, Outcome, Usage, UsageSource};
 
-use crate::tokens::{self, Encoding};
+use tollgate_tokens::{self as tokens, Encoding};
 
 /// Turns canonical chunks into the bytes the client's wire format expects.
 pub trait Renderer: Send + 'static {

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tollgate_metering::tokens::{count_chat_message, count_chat_prompt, count_content};
+use tollgate_tokens::{count_chat_message, count_chat_prompt, count_content};
 
 use crate::config::SimConfig;
 use crate::content::Fnv1a;

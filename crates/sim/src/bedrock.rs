@@ -37,7 +37,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tollgate_metering::tokens::{Encoding, count_content};
+use tollgate_tokens::{Encoding, count_content};
 
 use crate::config::SimConfig;
 use crate::content::Fnv1a;

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
-use tollgate_metering::tokens::Encoding;
+use tollgate_tokens::Encoding;
 
 /// 128 words, each one token in o200k_base and cl100k_base, bare and with a leading space
 /// (checked by a test). A power of two so a word is picked with a mask, without bias.
@@ -267,7 +267,7 @@ pub fn hash_str(s: &str) -> u64 {
     h.finish()
 }
 
-/// The tokenizer behind an encoding (the metering crate keeps its own mapping private).
+/// The tokenizer behind an encoding (`tollgate-tokens` keeps its own mapping private).
 fn tokenizer(enc: Encoding) -> &'static bpe_openai::Tokenizer {
     match enc {
         Encoding::Cl100k => bpe_openai::cl100k_base(),

@@ -48,7 +48,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, Uri};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tollgate_metering::tokens::{Encoding, count_content};
+use tollgate_tokens::{Encoding, count_content};
 
 use crate::config::SimConfig;
 use crate::content::{Fnv1a, hash_str, unit_vector};

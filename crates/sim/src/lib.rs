@@ -98,10 +98,10 @@
 //!   encoding, `o200k_base` for unknown models such as Claude and Gemini) of exactly what the
 //!   answer contains, including tool-call argument JSON and JSON answers; the stop reason says
 //!   when the request's max cut the answer. Prompt tokens use
-//!   [`count_chat_prompt`](tollgate_metering::tokens::count_chat_prompt) (OpenAI; Anthropic
+//!   [`count_chat_prompt`](tollgate_tokens::count_chat_prompt) (OpenAI; Anthropic
 //!   adds `system`) or the same per-turn accounting over parts (Gemini, Bedrock).
 //!   Embeddings use
-//!   [`count_embedding_input`](tollgate_metering::tokens::count_embedding_input).
+//!   [`count_embedding_input`](tollgate_tokens::count_embedding_input).
 //! - **Tools**: with function tools, a tool choice other than none and a last turn where the
 //!   user asks (not one carrying tool results), the answer is tool calls: the named tool;
 //!   else every tool the last user turn mentions by name when it mentions two or more and

@@ -16,9 +16,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tollgate_metering::tokens::{
-    Encoding, count_chat_message, count_chat_prompt, count_embedding_input,
-};
+use tollgate_tokens::{Encoding, count_chat_message, count_chat_prompt, count_embedding_input};
 
 use crate::content::{Fnv1a, VOCAB, hash_json, hash_str, mix64, unit_vector};
 use crate::error::OpenAiError;

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
-use tollgate_metering::tokens::{Encoding, count_content};
+use tollgate_tokens::{Encoding, count_content};
 
 use crate::content::{
     Rng, Tokenized, fill_object_schema, fill_schema, mix64, sentence, tokenize, word_pieces,
@@ -404,7 +404,7 @@ pub(crate) fn content_text(content: Option<&Value>) -> String {
 }
 
 /// Framing tokens per turn and for priming the reply, as in OpenAI's chat accounting
-/// (`tollgate_metering::tokens::count_chat_prompt`), reused for the other shapes so every
+/// (`tollgate_tokens::count_chat_prompt`), reused for the other shapes so every
 /// format counts a conversation the same way.
 pub(crate) const TOKENS_PER_TURN: u64 = 3;
 pub(crate) const REPLY_PRIMING: u64 = 3;

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use tollgate_metering::tokens::{Encoding, count_chat_prompt};
+use tollgate_tokens::{Encoding, count_chat_prompt};
 
 const VERSION: (&str, &str) = ("anthropic-version", "2023-06-01");
 

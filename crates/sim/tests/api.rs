@@ -5,7 +5,7 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
-use tollgate_metering::tokens::{Encoding, count_embedding_input};
+use tollgate_tokens::{Encoding, count_embedding_input};
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array()

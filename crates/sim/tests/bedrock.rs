@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use tollgate_metering::tokens::Encoding;
+use tollgate_tokens::Encoding;
 
 /// A model id as it appears in a request path: percent-encoded colon.
 const MODEL_PATH: &str = "anthropic.claude-3-5-sonnet-20240620-v1%3A0";

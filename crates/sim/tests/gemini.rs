@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use tollgate_metering::tokens::Encoding;
+use tollgate_tokens::Encoding;
 
 const MODEL: &str = "gemini-2.5-flash";
 

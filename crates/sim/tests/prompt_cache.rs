@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tollgate_metering::tokens::{Encoding, count_chat_prompt};
+use tollgate_tokens::{Encoding, count_chat_prompt};
 
 fn cache_on() -> SimConfig {
     SimConfig {

@@ -1,9 +1,23 @@
-//! Local token counting.
+//! `tollgate-tokens`: local token counting, shared by every part of Tollgate that needs a
+//! token count without asking a provider.
 //!
-//! Billing uses provider-reported usage whenever it exists. These counts are the fallback for
+//! It owns the mapping from a model name to its tokenizer ([`Encoding`]), bounded counting of
+//! text ([`Encoding::count`]), and the prompt accounting for the request shapes the gateway
+//! sees: chat prompts ([`count_chat_prompt`], [`count_chat_prompt_map`]), one message
+//! ([`count_chat_message`]), message content ([`count_content`]) and embedding inputs
+//! ([`count_embedding_input`]).
+//!
+//! It is its own crate, with no dependency but the tokenizer and `serde_json`, because its users
+//! sit in different places: the meter (`tollgate-metering`) estimates usage when a provider
+//! reports none, budget and rate-limit admission estimate a request before it is routed, and
+//! the simulated provider (`tollgate-sim`) reports usage with the same functions so estimates
+//! and "provider" counts agree in tests. None of them should have to pull in the provider
+//! adapters (and their HTTP client) to count tokens.
+//!
+//! Billing uses provider-reported usage whenever it exists; these counts are the fallback for
 //! streams that end without usage (cut mid-way, client cancelled, an upstream that ignores
-//! `stream_options.include_usage`) and, later, the admission estimate. The simulated provider
-//! reports usage with the same functions, so estimates and "provider" counts agree in tests.
+//! `stream_options.include_usage`), the live count against a budget's output cap, and the
+//! admission estimate.
 //!
 //! Chat prompts follow OpenAI's published accounting for the `o200k`/`cl100k` families: three
 //! tokens of framing per message, one more per `name`, three to prime the reply. Tool
@@ -220,5 +234,77 @@ mod tests {
     fn oversized_text_is_bounded_not_tokenised() {
         let big = "a".repeat(EXACT_COUNT_LIMIT_BYTES + 1);
         assert_eq!(Encoding::O200k.count(&big), big.len() as u64);
+    }
+
+    #[test]
+    fn embedding_inputs() {
+        let enc = Encoding::Cl100k;
+        assert_eq!(count_embedding_input(enc, &json!("hello world")), 2);
+        assert_eq!(
+            count_embedding_input(enc, &json!(["hello world", "hello"])),
+            3
+        );
+        assert_eq!(count_embedding_input(enc, &json!([1, 2, 3])), 3);
+        assert_eq!(count_embedding_input(enc, &json!([[1, 2], [3]])), 3);
+        assert_eq!(count_embedding_input(enc, &json!(null)), 0);
+    }
+
+    #[test]
+    fn a_prompt_is_the_sum_of_its_messages_plus_priming() {
+        let enc = Encoding::O200k;
+        let messages = json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "name": "ann", "content": [
+                {"type": "text", "text": "hello world"},
+                {"type": "image_url", "image_url": {"url": "https://example.invalid/a.png"}},
+            ]},
+        ]);
+        let body = json!({ "messages": messages });
+        let per_message: u64 = messages
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| count_chat_message(enc, m))
+            .sum();
+        assert_eq!(count_chat_prompt(enc, &body), per_message + REPLY_PRIMING);
+        let map = body.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            count_chat_prompt_map(enc, &map),
+            per_message + REPLY_PRIMING
+        );
+        // The image part is the fixed estimate.
+        assert!(per_message > IMAGE_TOKENS_ESTIMATE);
+    }
+
+    proptest::proptest! {
+        /// Byte-level BPE: every token covers at least one byte, so a count never exceeds the
+        /// byte length — on either side of the exact-count limit.
+        #[test]
+        fn count_never_exceeds_bytes(text in "\\PC{0,200}") {
+            for enc in [Encoding::O200k, Encoding::Cl100k, Encoding::Approximate] {
+                let n = enc.count(&text);
+                proptest::prop_assert!(n <= text.len() as u64);
+                proptest::prop_assert_eq!(n == 0, text.is_empty());
+            }
+        }
+
+        /// A prompt is the sum of its messages (framing included) plus the reply priming,
+        /// whatever the texts.
+        #[test]
+        fn prompt_is_additive(texts in proptest::collection::vec("\\PC{0,40}", 0..6)) {
+            let enc = Encoding::O200k;
+            let messages: Vec<Value> = texts
+                .iter()
+                .map(|t| json!({"role": "user", "content": t}))
+                .collect();
+            let expected: u64 = messages.iter().map(|m| count_chat_message(enc, m)).sum::<u64>()
+                + REPLY_PRIMING;
+            let per_text: u64 = texts.iter().map(|t| enc.count(t)).sum();
+            proptest::prop_assert_eq!(count_chat_prompt(enc, &json!({ "messages": messages })), expected);
+            proptest::prop_assert_eq!(
+                expected,
+                per_text + texts.len() as u64 * (TOKENS_PER_MESSAGE + 1) + REPLY_PRIMING
+            );
+        }
     }
 }
