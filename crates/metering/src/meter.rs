@@ -95,9 +95,10 @@ pub struct MeterOptions {
     /// Secrets to scrub from provider error text relayed to the client.
     pub secrets: Arc<[String]>,
     /// The output tokens a hard budget reserved for this stream. Output is counted as it is
-    /// relayed; a stream about to go past the cap is ended cleanly (`finish_reason: "length"`)
-    /// and billed for what was relayed — a second line of defence behind the `max_tokens`
-    /// clamp, for upstreams that overrun it.
+    /// relayed; a stream about to go past the cap is ended cleanly (`finish_reason: "length"`;
+    /// a native Anthropic stream in [`crate::anthropic::MeteredEvents`]: `stop_reason:
+    /// "max_tokens"`) and billed for what was relayed — a second line of defence behind the
+    /// `max_tokens` clamp, for upstreams that overrun it.
     pub output_cap: Option<u64>,
 }
 
