@@ -2,6 +2,7 @@
 //! `get` returns; a miss pays exactly this before going upstream).
 //!
 //! `cargo bench -p tollgate-cache --bench lookup`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks may panic
 
 use std::hint::black_box;
 use std::time::Duration;

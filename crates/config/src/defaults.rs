@@ -35,7 +35,7 @@ fn non_empty(env: &dyn EnvSource, name: &str) -> Option<String> {
 }
 
 /// Logical models exposed by the default `anthropic` provider.
-pub const DEFAULT_ANTHROPIC_MODELS: &[&str] = &[
+pub(crate) const DEFAULT_ANTHROPIC_MODELS: &[&str] = &[
     "claude-haiku-4-5",
     "claude-sonnet-4-5",
     "claude-sonnet-4-6",
@@ -44,7 +44,7 @@ pub const DEFAULT_ANTHROPIC_MODELS: &[&str] = &[
 ];
 
 /// Logical models exposed by the default `gemini` provider.
-pub const DEFAULT_GEMINI_MODELS: &[&str] = &[
+pub(crate) const DEFAULT_GEMINI_MODELS: &[&str] = &[
     "gemini-2.0-flash",
     "gemini-2.5-flash",
     "gemini-2.5-flash-lite",

@@ -1,5 +1,6 @@
 //! Behaviour of config loading as a user sees it: the documented example, path-naming errors,
 //! interpolation, secrets, embedded defaults, unsupported parts of the contract.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

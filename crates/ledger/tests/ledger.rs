@@ -1,5 +1,6 @@
 //! Ledger tests on real SQLite files: never-drop under overload, shutdown, crash replay,
 //! database failures, exact money.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::io::Write;
 use std::path::Path;

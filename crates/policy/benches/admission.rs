@@ -6,6 +6,7 @@
 //! timed one by one, since the target is a percentile — for admit+settle alone and for
 //! admit + policy evaluation (100 policies) + settle + burn recording — and for the rate-limit
 //! check (admit + settle over 4 rules, 6 counters, 1,000 keys and users).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks may panic
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};

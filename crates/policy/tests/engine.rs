@@ -1,5 +1,6 @@
 //! Engine behaviour: matching, modes, fitting, the reservation life cycle, definition changes at
 //! runtime, rebuild from the ledger, and fail-closed/fail-open with a failing store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Invariant 2 (hard budgets hold) and 5 (money is exact) as properties: random interleavings
 //! of admit / settle / release / expire / time passing across nested budgets, checked against
 //! a model after every step.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::collections::HashMap;
 use std::sync::Arc;

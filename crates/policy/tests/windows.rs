@@ -1,5 +1,6 @@
 //! Windows with an injected clock: calendar boundaries in non-UTC time zones (DST days
 //! included), resets to zero, rolling-window ageing, and `Retry-After` for both kinds.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::sync::Arc;
 

@@ -4,6 +4,7 @@
 //! the native `/v1/messages` passthrough, and error mapping (529, 400, in-stream error, cut
 //! stream). The upstream is a raw TCP server that records the request and replays a fixture, so
 //! nothing between the adapter and the socket is mocked. See `fixtures/anthropic/README.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,10 @@ impl Canned {
 }
 
 /// Serves one canned HTTP response per connection and records each request.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a fake upstream for one test: its tasks die with the test's runtime and record no ledger rows"
+)]
 async fn upstream(canned: Canned) -> (String, Arc<Mutex<Vec<Captured>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -11,6 +11,7 @@
 //!
 //! The upstream is a raw TCP server that records each request and replays a canned response,
 //! writing bodies in small pieces so frames straddle reads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,10 @@ impl Canned {
 
 /// Serves the canned responses in order, one per connection, and records each request. Bodies
 /// are written 7 bytes at a time, flushed, so the client reads frames in pieces.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a fake upstream for one test: its tasks die with the test's runtime and record no ledger rows"
+)]
 async fn upstream(
     responses: Vec<(Canned, Vec<(&'static str, &'static str)>)>,
 ) -> (String, Arc<Mutex<Vec<Captured>>>) {

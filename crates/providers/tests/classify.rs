@@ -3,6 +3,7 @@
 //! them into an `UpstreamError`, and `class()`, `retry_after()` and the client-facing code are
 //! checked. Nothing between the adapter and the socket is mocked, so the Bedrock case also
 //! covers the exception name travelling in `x-amzn-errortype`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,10 @@ fn fixture(name: &str) -> String {
 }
 
 /// Answers every connection with the same canned response, then closes it.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a fake upstream for one test: its tasks die with the test's runtime and record no ledger rows"
+)]
 async fn upstream(
     status: u16,
     headers: &'static [(&'static str, &'static str)],

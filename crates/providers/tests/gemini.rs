@@ -4,6 +4,7 @@
 //! response (body, usage, streamed chunks), error mapping, and where the API key travels. The
 //! upstream is a raw TCP server that records each request and replays a fixture, so nothing
 //! between the adapter and the socket is mocked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,10 @@ enum Framing {
 }
 
 /// Serves one canned response per connection and records each request.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a fake upstream for one test: its tasks die with the test's runtime and record no ledger rows"
+)]
 async fn upstream(
     status: u16,
     content_type: &str,

@@ -3,6 +3,7 @@
 //! usage; streaming chunks), and error mapping. The upstream is a raw TCP server that records the
 //! request and replays a fixture response, so nothing between the adapter and the socket is
 //! mocked. Fixtures follow the OpenAI Chat Completions wire format as of openai-python v3.3.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,10 @@ struct Captured {
 }
 
 /// Serves one canned HTTP response per connection and records each request.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a fake upstream for one test: its tasks die with the test's runtime and record no ledger rows"
+)]
 async fn canned_upstream(
     status: u16,
     content_type: &str,

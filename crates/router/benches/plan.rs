@@ -2,6 +2,7 @@
 //!
 //! `cargo bench -p tollgate-router --bench plan -- --quick`. `plan` runs on every request, so
 //! besides criterion's means this prints p50/p99 of single calls timed one by one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks may panic
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! Store tests against real SQLite files in temp dirs (and `sqlite::memory:` for proptests).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
