@@ -54,7 +54,7 @@ use crate::error::AnthropicError;
 use crate::http::{SSE, SimBody, json_response};
 use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat, ToolChoice,
-    ToolDef, content_text, encoding_for, group_ranges, plan_choices,
+    ToolDef, content_text, encoding_for, group_ranges, plan_answers,
 };
 use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Failure, Refusal, next_id};
@@ -1062,7 +1062,7 @@ pub(crate) async fn messages(ctx: Ctx, body: Bytes) -> Result<Response<SimBody>,
             prompt_total,
         )
     });
-    let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
+    let plans = plan_answers(&req.ask, &ctx.cfg);
     let Some(plan) = plans.first() else {
         // n is always 1; unreachable, but never panic on the request path.
         return Err(invalid("no answer").into());

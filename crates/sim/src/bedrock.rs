@@ -45,7 +45,7 @@ use crate::error::BedrockError;
 use crate::http::SimBody;
 use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, TOKENS_PER_TURN, ToolChoice,
-    ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
+    ToolDef, count_parts, encoding_for, group_ranges, plan_answers,
 };
 use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Failure, Refusal, bearer_token};
@@ -769,7 +769,7 @@ pub(crate) async fn converse(
             prompt_total,
         )
     });
-    let plans = plan_choices(&ask, ctx.cfg.completion_tokens);
+    let plans = plan_answers(&ask, &ctx.cfg);
     let Some(plan) = plans.first() else {
         // n is always 1; never panic on the request path.
         return Err(invalid("no answer").into());

@@ -23,6 +23,12 @@ pub struct SimConfig {
     /// Completion length in tokens when the request sets no max_tokens/max_completion_tokens.
     #[arg(long, default_value_t = 16)]
     pub completion_tokens: u32,
+    /// Do not honour the request's max (`max_tokens`, `max_completion_tokens`,
+    /// `maxOutputTokens`, `inferenceConfig.maxTokens`): every answer is `completion_tokens`
+    /// long and ends as if by itself — an upstream that overruns `max_tokens`, so the
+    /// gateway's own cut at the budget's output cap is what stops a stream.
+    #[arg(long)]
+    pub ignore_max_tokens: bool,
     /// Prompt tokens reported as read from the provider's prompt cache (capped at the
     /// prompt): OpenAI `cached_tokens` and Gemini `cachedContentTokenCount` (both included
     /// in the prompt count), Anthropic `cache_read_input_tokens` and Bedrock
@@ -102,6 +108,7 @@ impl Default for SimConfig {
             chunk_delay_ms: 0,
             chunks: 0,
             completion_tokens: 16,
+            ignore_max_tokens: false,
             cached_prompt_tokens: 0,
             prompt_cache: false,
             prompt_cache_ttl_secs: 300,
@@ -187,8 +194,10 @@ mod tests {
             "--prompt-cache",
             "--prompt-cache-ttl-secs",
             "60",
+            "--ignore-max-tokens",
         ])
         .unwrap();
+        assert!(cli.sim.ignore_max_tokens);
         assert!(cli.sim.prompt_cache);
         assert_eq!(cli.sim.prompt_cache_ttl_secs, 60);
         assert_eq!(cli.sim.context_window, Some(100));
@@ -218,6 +227,9 @@ mod tests {
         let m = base.merged(&json!({"prompt_cache": true})).unwrap();
         assert!(m.prompt_cache);
         assert_eq!(m.prompt_cache_ttl_secs, 300);
+        let m = base.merged(&json!({"ignore_max_tokens": true})).unwrap();
+        assert!(m.ignore_max_tokens);
+        assert_eq!(m.completion_tokens, 16);
         let m = base.merged(&json!({"api_key": null})).unwrap();
         assert_eq!(m.api_key, None);
         assert!(base.merged(&json!({"ttft": 1})).is_err());

@@ -56,7 +56,7 @@ use crate::error::GoogleError;
 use crate::http::{SSE, SimBody, json_response};
 use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat,
-    TOKENS_PER_TURN, ToolChoice, ToolDef, count_parts, encoding_for, group_ranges, plan_choices,
+    TOKENS_PER_TURN, ToolChoice, ToolDef, count_parts, encoding_for, group_ranges, plan_answers,
 };
 use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Failure, GeminiMethod, Refusal, next_id, query_param};
@@ -991,7 +991,7 @@ async fn generate(
             prompt_total,
         )
     });
-    let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
+    let plans = plan_answers(&req.ask, &ctx.cfg);
     let completion: u64 = plans.iter().map(|p| p.tokens).sum();
     let id = format!("sim{:016x}", next_id());
     match stream {

@@ -23,7 +23,7 @@ use crate::error::OpenAiError;
 use crate::http::{SSE, SimBody, json_response};
 use crate::plan::{
     Ask, ChoiceBody, ChoicePlan, Finish, PromptUsage, REPLY_PRIMING, ResponseFormat, ToolChoice,
-    ToolDef, content_text, encoding_for, group_ranges, plan_choices,
+    ToolDef, content_text, encoding_for, group_ranges, plan_answers,
 };
 use crate::prompt_cache::{PromptPrefixes, messages_of};
 use crate::router::{Ctx, Dialect, Failure, InjectedFailure, Refusal, next_id, unix_now};
@@ -942,7 +942,7 @@ pub(crate) async fn chat(
             prompt_tokens,
         )
     });
-    let plans = plan_choices(&req.ask, ctx.cfg.completion_tokens);
+    let plans = plan_answers(&req.ask, &ctx.cfg);
     let completion_tokens: u64 = plans.iter().map(|p| p.tokens).sum();
     let usage = UsageOut::new(prompt, completion_tokens);
     let id = format!("chatcmpl-{:016x}{:016x}", next_id(), next_id());
@@ -1156,6 +1156,7 @@ pub(crate) fn models() -> Response<SimBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::plan_choices;
 
     fn plan(body: Value, default_len: u32) -> Vec<ChoicePlan> {
         let req = parse_chat(&body, &Dialect::OpenAi).unwrap();

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value, json};
 use tollgate_tokens::{Encoding, count_content};
 
+use crate::config::SimConfig;
 use crate::content::{
     Rng, Tokenized, fill_object_schema, fill_schema, mix64, sentence, tokenize, word_pieces,
 };
@@ -210,15 +211,34 @@ fn tools_to_call<'r, 'a>(ask: &'r Ask<'a>) -> Option<Vec<&'r ToolDef<'a>>> {
     Some(vec![first])
 }
 
-/// Decides every choice's content. Deterministic: the same conversation (and choice index)
-/// gives the same answer. `default_len` is the `completion_tokens` knob.
+/// Decides every choice's content under the simulator's length knobs: `completion_tokens` is
+/// the answer's length when the request sets no smaller max, and with `ignore_max_tokens` the
+/// request's max is not honoured at all (an upstream that overruns `max_tokens`: the whole
+/// answer is sent, with the stop reason and usage of an answer that ended by itself).
+/// Deterministic: the same conversation (and choice index) gives the same answer.
+pub(crate) fn plan_answers(ask: &Ask<'_>, cfg: &SimConfig) -> Vec<ChoicePlan> {
+    let max_tokens = if cfg.ignore_max_tokens {
+        None
+    } else {
+        ask.max_tokens
+    };
+    plan(ask, max_tokens, cfg.completion_tokens)
+}
+
+/// [`plan_answers`] with the request's max honoured and `default_len` as `completion_tokens`.
+#[cfg(test)]
 pub(crate) fn plan_choices(ask: &Ask<'_>, default_len: u32) -> Vec<ChoicePlan> {
+    plan(ask, ask.max_tokens, default_len)
+}
+
+/// Plans every choice, truncated to `max_tokens` (when it is smaller than `default_len`).
+fn plan(ask: &Ask<'_>, max_tokens: Option<u64>, default_len: u32) -> Vec<ChoicePlan> {
     let enc = ask.enc;
-    let target = match ask.max_tokens {
+    let target = match max_tokens {
         Some(max) => max.min(u64::from(default_len)),
         None => u64::from(default_len),
     };
-    let cut_by_max = ask.max_tokens.is_some_and(|m| m < u64::from(default_len));
+    let cut_by_max = max_tokens.is_some_and(|m| m < u64::from(default_len));
     let calls = tools_to_call(ask);
 
     (0..ask.n)
@@ -226,7 +246,7 @@ pub(crate) fn plan_choices(ask: &Ask<'_>, default_len: u32) -> Vec<ChoicePlan> {
             let seed = mix64(ask.seed ^ mix64(u64::from(index) + 1));
             let mut rng = Rng::new(seed);
             if let Some(tools) = &calls {
-                return plan_tool_calls(enc, tools, ask.max_tokens, index, seed, &mut rng);
+                return plan_tool_calls(enc, tools, max_tokens, index, seed, &mut rng);
             }
             let json_text = match ask.format {
                 ResponseFormat::Text => None,
@@ -248,7 +268,7 @@ pub(crate) fn plan_choices(ask: &Ask<'_>, default_len: u32) -> Vec<ChoicePlan> {
                         pieces,
                         tokens,
                         truncated,
-                    } = tokenize(enc, &text, ask.max_tokens);
+                    } = tokenize(enc, &text, max_tokens);
                     let finish = if truncated {
                         Finish::Length
                     } else {
@@ -531,6 +551,38 @@ mod tests {
             plan_choices(&ask, 10)[0].body,
             ChoiceBody::Text(_)
         ));
+    }
+
+    #[test]
+    fn ignore_max_tokens_plans_the_whole_answer() {
+        let mut ask = Ask::new(Encoding::O200k, 7);
+        ask.max_tokens = Some(3);
+        let honoured = SimConfig {
+            completion_tokens: 12,
+            ..SimConfig::default()
+        };
+        let p = &plan_answers(&ask, &honoured)[0];
+        assert_eq!((p.tokens, &p.finish), (3, &Finish::Length));
+        let ignored = SimConfig {
+            ignore_max_tokens: true,
+            ..honoured.clone()
+        };
+        let full = &plan_answers(&ask, &ignored)[0];
+        assert_eq!((full.tokens, &full.finish), (12, &Finish::Stop));
+        assert!(text(full).starts_with(&text(p)), "the same answer, not cut");
+        // Tool arguments are not truncated either.
+        let schema = json!({"type":"object","properties":{"city":{"type":"string"},
+            "days":{"type":"integer"}},"required":["city","days"]});
+        ask.tools = vec![ToolDef {
+            name: "f",
+            parameters: Some(&schema),
+        }];
+        ask.user_turn = Some("hi".into());
+        ask.max_tokens = Some(1);
+        assert_eq!(plan_answers(&ask, &honoured)[0].finish, Finish::Length);
+        let p = &plan_answers(&ask, &ignored)[0];
+        assert_eq!(p.finish, Finish::ToolCalls);
+        assert!(p.tokens > 1);
     }
 
     #[test]

@@ -202,6 +202,83 @@ async fn max_tokens_and_stop_sequences() {
 }
 
 #[tokio::test]
+async fn ignore_max_tokens_overruns_the_stream() {
+    // 40-token answers; the request asks for 5.
+    let h = sim(SimConfig {
+        completion_tokens: 40,
+        ..SimConfig::default()
+    })
+    .await;
+    let b = body(json!({"max_tokens": 5, "stream": true}));
+    let deltas = |events: &[(String, Value)]| {
+        events
+            .iter()
+            .filter(|(n, _)| n == "content_block_delta")
+            .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_string())
+            .collect::<String>()
+    };
+    let honoured = named_events(&post(&h, &b).await);
+    assert_eq!(o200k(&deltas(&honoured)), 5);
+    assert_eq!(
+        honoured[honoured.len() - 2].1["delta"]["stop_reason"],
+        "max_tokens"
+    );
+
+    // Set at run time, as the gateway's integration tests and scripts do.
+    let r = post_json(
+        &format!("{}/_sim/config", h.origin()),
+        &json!({"ignore_max_tokens": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["ignore_max_tokens"], true);
+    let r = post(&h, &b).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.errored);
+    let events = named_events(&r);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let mut expected = vec!["message_start", "content_block_start", "ping"];
+    expected.extend(std::iter::repeat_n("content_block_delta", 40));
+    expected.extend(["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(names, expected, "the whole answer, well past max_tokens");
+    let text = deltas(&events);
+    assert_eq!(o200k(&text), 40);
+    assert!(
+        text.starts_with(&deltas(&honoured)),
+        "the same answer, not cut"
+    );
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(
+        delta["usage"]["output_tokens"], 40,
+        "usage reports the overrun"
+    );
+    assert_eq!(h.stats().completion_tokens, 5 + 40);
+
+    // Tool arguments too: a 1-token max still gets complete arguments.
+    let ask = body(json!({
+        "max_tokens": 1, "stream": true, "tools": weather_tools(),
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+    }));
+    let events = named_events(&post(&h, &ask).await);
+    let json: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_string())
+        .collect();
+    assert!(o200k(&json) > 1);
+    let input: Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        input["city"].is_string() && input["days"].is_number(),
+        "{input}"
+    );
+    assert_eq!(
+        events[events.len() - 2].1["delta"]["stop_reason"],
+        "tool_use"
+    );
+}
+
+#[tokio::test]
 async fn tools_round_trip() {
     let h = sim(SimConfig::default()).await;
     let ask = body(json!({"tools": weather_tools(),
