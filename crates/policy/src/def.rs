@@ -37,8 +37,22 @@ pub struct BudgetDef {
     pub timezone: Option<String>,
 }
 
-/// The attribution dimensions (and model) a budget is restricted to. Every field that is set
-/// must equal the request's value; unset fields match anything.
+/// Which requests a budget, a spend policy or a rate limit applies to: attribution dimensions
+/// and the model. Every field that is set must equal the request's value; unset fields match
+/// anything; a set field the request does not carry (no tenant, say) does not match, so a
+/// scope `{tenant: acme}` never sees unattributed traffic and `{}` sees everything.
+///
+/// Written `scope:` on budgets and policies and `match:` on rate limits
+/// ([`RateLimitDef::filter`](crate::RateLimitDef::filter)), with the same field names; unknown
+/// fields are rejected in both. Two fields mean slightly different things to the two:
+///
+/// | field | budgets and spend policies ([`Scope::matches`]) | rate limits |
+/// |---|---|---|
+/// | `key` | the virtual key's **id** only (names can be reused, ids cannot) | the key's **name or id** |
+/// | `model` | the logical model the client **asked for** (the ledger's `requested_model`) | the logical model **served**: the one the request is routed to, after a spend policy's downgrade or reroute |
+///
+/// The difference lives in the callers: budgets and policies call [`Scope::matches`] with the
+/// requested model; rate limits compare `key` by name or id and pass the served model.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
@@ -48,31 +62,41 @@ pub struct Scope {
     pub feature: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// The virtual key's id (not its name: names can be reused, ids cannot).
+    /// The virtual key: its id for budgets and policies, its name or id for rate limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
-    /// The logical model the client asked for (the ledger's `requested_model`).
+    /// A logical model: the one asked for (budgets, policies) or the one served (rate limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
 impl Scope {
-    /// True when every constrained field equals the request's value. A constrained field the
-    /// request does not carry (no tenant, say) does not match: a budget for tenant `acme` never
-    /// sees unattributed spend, the organisation budget `{}` does.
-    pub fn matches(&self, attribution: &Attribution, model: &str) -> bool {
+    /// Budget and spend-policy matching: `key` is compared with the key's id, `model` is the
+    /// logical model the client asked for. True when every constrained field equals the
+    /// request's value.
+    pub fn matches(&self, attribution: &Attribution, requested_model: &str) -> bool {
+        self.matches_with_key(attribution, requested_model, |k| {
+            attribution.key_id.as_deref() == Some(k)
+        })
+    }
+
+    /// [`Scope::matches`] with the comparison for `key` supplied by the caller (`key_matches`
+    /// is called only when `key` is set); every other field compares as documented on the type.
+    pub(crate) fn matches_with_key(
+        &self,
+        attribution: &Attribution,
+        model: &str,
+        key_matches: impl FnOnce(&str) -> bool,
+    ) -> bool {
         fn eq(want: &Option<String>, have: Option<&str>) -> bool {
-            match want {
-                None => true,
-                Some(w) => have == Some(w.as_str()),
-            }
+            want.as_deref().is_none_or(|w| have == Some(w))
         }
         eq(&self.tenant, attribution.tenant.as_deref())
             && eq(&self.feature, attribution.feature.as_deref())
             && eq(&self.user, attribution.user.as_deref())
-            && eq(&self.key, attribution.key_id.as_deref())
+            && self.key.as_deref().is_none_or(key_matches)
             && eq(&self.team, attribution.team.as_deref())
             && eq(&self.model, (!model.is_empty()).then_some(model))
     }
@@ -505,5 +529,13 @@ mod tests {
         assert!(!s(r#"{"model":"gpt-4o"}"#).matches(&attr, ""));
         // A constrained dimension the request lacks never matches.
         assert!(!s(r#"{"user":"u1"}"#).matches(&attr, "gpt-4o"));
+        // Budgets match `key` by id only, never by the (reusable) name.
+        let named = Attribution {
+            key_name: Some("ci".into()),
+            ..attr.clone()
+        };
+        assert!(!s(r#"{"key":"ci"}"#).matches(&named, "gpt-4o"));
+        // Unknown fields are rejected.
+        assert!(serde_json::from_str::<Scope>(r#"{"tenat":"acme"}"#).is_err());
     }
 }

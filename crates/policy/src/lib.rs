@@ -77,7 +77,6 @@ pub use engine::{
 };
 pub use ratelimit::{
     Dimension, Per, Quota, Quotas, RateAdmission, RateAsk, RateHold, RateLimitDef, RateLimits,
-    RateMatch,
 };
 pub use store::{
     CounterKey, CounterStore, Counts, Entry, Grant, MemoryStore, Refusal, Room, SeedSpend, Slot,

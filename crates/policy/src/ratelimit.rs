@@ -1,9 +1,10 @@
 //! Rate limits: requests per minute (RPM) and tokens per minute (TPM) per key, tenant, user or
 //! model, on the same [`CounterStore`] the budgets use (PRODUCT.md §2, "Rate limits").
 //!
-//! A rule ([`RateLimitDef`]) says which requests it applies to (`match`, ANDed filters), what
-//! it counts them by (`per`: one counter per distinct key, tenant, user or model; absent = one
-//! counter for everything the rule matches) and its limits. Every rule matching a request is
+//! A rule ([`RateLimitDef`]) says which requests it applies to (`match`: a [`Scope`], the type
+//! budgets use, with its rate-limit meanings of `key` and `model`), what it counts them by
+//! (`per`: one counter per distinct key, tenant, user or model; absent = one counter for
+//! everything the rule matches) and its limits. Every rule matching a request is
 //! checked in **one** atomic [`CounterStore::try_reserve_each`]: 1 on each RPM counter, the
 //! request's token estimate on each TPM counter, all or nothing. That single step is what makes
 //! "no more admitted than the limit" exact under any concurrency — there is no read-then-write
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tollgate_types::{Attribution, NanoUsd};
 
-use crate::def::{DefError, validate_name, validate_value};
+use crate::def::{DefError, Scope, validate_name, validate_value};
 use crate::store::{CounterKey, CounterStore, Entry, Refusal, Slot};
 use crate::window::bucket_start;
 
@@ -76,58 +77,12 @@ impl Per {
     }
 }
 
-/// `match`: which requests a rule applies to. Every given field must equal the request's value;
-/// a field the request does not carry does not match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateMatch {
-    /// The virtual key's name or id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feature: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// The logical model served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
-impl RateMatch {
-    pub fn is_empty(&self) -> bool {
-        *self == RateMatch::default()
-    }
-
-    fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("key", &self.key),
-            ("team", &self.team),
-            ("tenant", &self.tenant),
-            ("feature", &self.feature),
-            ("user", &self.user),
-            ("model", &self.model),
-        ]
-        .into_iter()
-        .filter_map(|(f, v)| v.as_deref().map(|v| (f, v)))
-    }
-
-    fn matches(&self, a: &Attribution, model: &str) -> bool {
-        fn eq(want: &Option<String>, have: Option<&str>) -> bool {
-            want.as_deref().is_none_or(|w| have == Some(w))
-        }
-        self.key
-            .as_deref()
-            .is_none_or(|k| a.key_name.as_deref() == Some(k) || a.key_id.as_deref() == Some(k))
-            && eq(&self.team, a.team.as_deref())
-            && eq(&self.tenant, a.tenant.as_deref())
-            && eq(&self.feature, a.feature.as_deref())
-            && eq(&self.user, a.user.as_deref())
-            && eq(&self.model, (!model.is_empty()).then_some(model))
-    }
+/// Whether a rule's `match` applies, with the rate-limit meanings documented on [`Scope`]:
+/// `key` by the virtual key's name or id, `model` against the logical model served.
+fn rule_matches(filter: &Scope, a: &Attribution, served_model: &str) -> bool {
+    filter.matches_with_key(a, served_model, |k| {
+        a.key_name.as_deref() == Some(k) || a.key_id.as_deref() == Some(k)
+    })
 }
 
 /// One rate-limit rule (`rate_limits[i]` in the config):
@@ -146,8 +101,14 @@ pub struct RateLimitDef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<Per>,
-    #[serde(default, rename = "match", skip_serializing_if = "RateMatch::is_empty")]
-    pub filter: RateMatch,
+    /// `match`: which requests the rule applies to (absent = every request); [`Scope`] says
+    /// what `key` and `model` mean in a rate limit.
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "Scope::is_everything"
+    )]
+    pub filter: Scope,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -514,7 +475,7 @@ impl RateLimits {
 
 /// The value a rule counts the request under, or `None` when the rule does not apply.
 fn value_of<'a>(def: &RateLimitDef, a: &'a Attribution, model: &'a str) -> Option<&'a str> {
-    if !def.filter.matches(a, model) {
+    if !rule_matches(&def.filter, a, model) {
         return None;
     }
     match def.per {
@@ -745,16 +706,27 @@ mod tests {
             RateAdmission::Admitted { .. }
         ));
         // Key filter by name or id.
-        let m = RateMatch {
+        let m = Scope {
             key: Some("ci".into()),
-            ..RateMatch::default()
+            ..Scope::default()
         };
-        assert!(m.matches(&b, "x"));
-        let m = RateMatch {
+        assert!(rule_matches(&m, &b, "x"));
+        let m = Scope {
             key: Some("key_1".into()),
-            ..RateMatch::default()
+            ..Scope::default()
         };
-        assert!(m.matches(&b, "x"));
+        assert!(rule_matches(&m, &b, "x"));
+        // The same scope read as a budget's: `key` is the id only.
+        let by_name = Scope {
+            key: Some("ci".into()),
+            ..Scope::default()
+        };
+        assert!(!by_name.matches(&b, "x"));
+        // `match` rejects unknown fields, like a budget's `scope`.
+        assert!(
+            serde_yaml_ng::from_str::<RateLimitDef>("{name: a, rpm: 1, match: {tenat: x}}")
+                .is_err()
+        );
     }
 
     #[test]
