@@ -17,7 +17,7 @@ use tollgate_tokens::Encoding;
 
 /// 128 words, each one token in o200k_base and cl100k_base, bare and with a leading space
 /// (checked by a test). A power of two so a word is picked with a mask, without bias.
-pub const VOCAB: [&str; 128] = [
+pub(crate) const VOCAB: [&str; 128] = [
     "the", "model", "answer", "data", "time", "system", "value", "result", "token", "simple",
     "test", "request", "response", "cost", "budget", "price", "team", "user", "level", "rate",
     "check", "point", "line", "small", "large", "fast", "quick", "good", "clear", "first", "last",
@@ -36,7 +36,7 @@ pub const VOCAB: [&str; 128] = [
 /// 64-bit FNV-1a. Chosen because it is tiny, dependency-free and stable across runs and
 /// platforms (std's `DefaultHasher` is randomly keyed per process).
 #[derive(Debug, Clone, Copy)]
-pub struct Fnv1a(u64);
+pub(crate) struct Fnv1a(u64);
 
 impl Default for Fnv1a {
     fn default() -> Self {
@@ -45,25 +45,25 @@ impl Default for Fnv1a {
 }
 
 impl Fnv1a {
-    pub fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
 
-    pub fn write_u64(&mut self, v: u64) {
+    pub(crate) fn write_u64(&mut self, v: u64) {
         self.write(&v.to_le_bytes());
     }
 
-    pub fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         self.0
     }
 
     /// Feeds a JSON value in a canonical walk (type tag, then contents), without serialising.
     /// Object keys are taken in the order sent, so reordering keys changes the answer; that is
     /// fine for a simulator and avoids sorting on the hot path.
-    pub fn write_json(&mut self, v: &Value) {
+    pub(crate) fn write_json(&mut self, v: &Value) {
         match v {
             Value::Null => self.write(b"n"),
             Value::Bool(b) => self.write(if *b { b"t" } else { b"f" }),
@@ -97,7 +97,7 @@ impl Fnv1a {
 }
 
 /// FNV-1a of a JSON value (see [`Fnv1a::write_json`]).
-pub fn hash_json(v: &Value) -> u64 {
+pub(crate) fn hash_json(v: &Value) -> u64 {
     let mut h = Fnv1a::default();
     h.write_json(v);
     h.finish()
@@ -106,25 +106,25 @@ pub fn hash_json(v: &Value) -> u64 {
 /// SplitMix64: a fast, well-mixed PRNG; good enough to pick words and is fully determined by
 /// its seed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix64(self.0)
     }
 
     /// A uniformly random word of [`VOCAB`].
-    pub fn word(&mut self) -> &'static str {
+    pub(crate) fn word(&mut self) -> &'static str {
         VOCAB[(self.next_u64() & (VOCAB.len() as u64 - 1)) as usize]
     }
 
     /// A float in `[-1, 1)`.
-    pub fn unit(&mut self) -> f32 {
+    pub(crate) fn unit(&mut self) -> f32 {
         // 24 random bits: exactly representable in an f32 mantissa.
         let bits = (self.next_u64() >> 40) as u32;
         (bits as f32 / (1u32 << 23) as f32) - 1.0
@@ -132,7 +132,7 @@ impl Rng {
 }
 
 /// The SplitMix64 finaliser; also used to derive sub-seeds.
-pub fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -140,7 +140,7 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// `n` words as token pieces: the first bare, the rest with their leading space, so the
 /// concatenation is a sentence whose token count is exactly `n`.
-pub fn word_pieces(rng: &mut Rng, n: usize) -> Vec<Cow<'static, str>> {
+pub(crate) fn word_pieces(rng: &mut Rng, n: usize) -> Vec<Cow<'static, str>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let w = rng.word();
@@ -154,7 +154,7 @@ pub fn word_pieces(rng: &mut Rng, n: usize) -> Vec<Cow<'static, str>> {
 }
 
 /// `n` words joined by spaces, for use inside JSON strings.
-pub fn sentence(rng: &mut Rng, n: usize) -> String {
+pub(crate) fn sentence(rng: &mut Rng, n: usize) -> String {
     let mut s = String::with_capacity(n * 7);
     for i in 0..n {
         if i > 0 {
@@ -171,12 +171,12 @@ const MAX_SCHEMA_DEPTH: usize = 8;
 /// filled; strings get a word, numbers and integers `1`, booleans `true`, nested objects are
 /// filled the same way, arrays are empty, `enum`/`const` take their first allowed value, and
 /// anything else is `null`. Bounded in depth so a hostile schema cannot recurse forever.
-pub fn fill_schema(schema: &Value, rng: &mut Rng) -> Value {
+pub(crate) fn fill_schema(schema: &Value, rng: &mut Rng) -> Value {
     fill_schema_at(schema, rng, 0)
 }
 
 /// Like [`fill_schema`] but always returns an object (tool arguments must be one).
-pub fn fill_object_schema(schema: Option<&Value>, rng: &mut Rng) -> Value {
+pub(crate) fn fill_object_schema(schema: Option<&Value>, rng: &mut Rng) -> Value {
     match schema.map(|s| fill_schema_at(s, rng, 0)) {
         Some(v @ Value::Object(_)) => v,
         _ => Value::Object(Map::new()),
@@ -248,7 +248,7 @@ fn fill_schema_at(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
 
 /// A deterministic unit vector of `dims` floats for `seed` (the hash of one embedding input):
 /// the same input always embeds the same way, whatever else is in the batch.
-pub fn unit_vector(seed: u64, dims: usize) -> Vec<f32> {
+pub(crate) fn unit_vector(seed: u64, dims: usize) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let mut v: Vec<f32> = (0..dims).map(|_| rng.unit()).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -261,7 +261,7 @@ pub fn unit_vector(seed: u64, dims: usize) -> Vec<f32> {
 }
 
 /// FNV-1a of a string (embedding inputs).
-pub fn hash_str(s: &str) -> u64 {
+pub(crate) fn hash_str(s: &str) -> u64 {
     let mut h = Fnv1a::default();
     h.write(s.as_bytes());
     h.finish()
@@ -277,7 +277,7 @@ fn tokenizer(enc: Encoding) -> &'static bpe_openai::Tokenizer {
 
 /// Text split into token pieces, possibly truncated to a token budget.
 #[derive(Debug, Clone)]
-pub struct Tokenized {
+pub(crate) struct Tokenized {
     /// Decoded pieces; concatenated they give the (possibly truncated) text. A piece is one
     /// token, except where a multi-byte character spans tokens: those are merged so every
     /// piece is valid UTF-8.
@@ -289,7 +289,7 @@ pub struct Tokenized {
 }
 
 /// Tokenizes `text` with `enc`, keeping at most `max_tokens` tokens.
-pub fn tokenize(enc: Encoding, text: &str, max_tokens: Option<u64>) -> Tokenized {
+pub(crate) fn tokenize(enc: Encoding, text: &str, max_tokens: Option<u64>) -> Tokenized {
     let tok = tokenizer(enc);
     let mut ids = tok.encode(text);
     let mut truncated = false;

@@ -18,7 +18,7 @@ use crate::http::{SimBody, json_response};
 
 /// An error reply in the OpenAI shape.
 #[derive(Debug, Clone)]
-pub struct OpenAiError {
+pub(crate) struct OpenAiError {
     pub status: StatusCode,
     pub message: String,
     pub kind: &'static str,
@@ -43,7 +43,7 @@ struct Inner<'a> {
 
 impl OpenAiError {
     /// A 400 `invalid_request_error` naming the offending parameter.
-    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
         OpenAiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -54,17 +54,17 @@ impl OpenAiError {
         }
     }
 
-    pub fn with_code(mut self, code: &'static str) -> Self {
+    pub(crate) fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
     }
 
-    pub fn with_status(mut self, status: StatusCode) -> Self {
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self
     }
 
-    pub fn invalid_json() -> Self {
+    pub(crate) fn invalid_json() -> Self {
         OpenAiError::invalid(
             "We could not parse the JSON body of your request. (HINT: This likely means you \
              aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
@@ -73,14 +73,14 @@ impl OpenAiError {
         )
     }
 
-    pub fn missing(param: &str) -> Self {
+    pub(crate) fn missing(param: &str) -> Self {
         OpenAiError::invalid(
             format!("Missing required parameter: '{param}'."),
             Some(param),
         )
     }
 
-    pub fn invalid_api_key() -> Self {
+    pub(crate) fn invalid_api_key() -> Self {
         OpenAiError {
             status: StatusCode::UNAUTHORIZED,
             message: "Incorrect API key provided.".to_string(),
@@ -91,18 +91,18 @@ impl OpenAiError {
         }
     }
 
-    pub fn not_found(method: &str, path: &str) -> Self {
+    pub(crate) fn not_found(method: &str, path: &str) -> Self {
         OpenAiError::invalid(format!("Invalid URL ({method} {path})"), None)
             .with_status(StatusCode::NOT_FOUND)
     }
 
-    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+    pub(crate) fn method_not_allowed(method: &str, path: &str) -> Self {
         OpenAiError::invalid(format!("Method {method} not allowed on {path}"), None)
             .with_status(StatusCode::METHOD_NOT_ALLOWED)
     }
 
     /// The reply of an injected failure with status `status`.
-    pub fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
+    pub(crate) fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
         let status = injected_status(status);
         let (message, kind, code) = match status.as_u16() {
             429 => (
@@ -138,7 +138,7 @@ impl OpenAiError {
         }
     }
 
-    pub fn body(&self) -> Vec<u8> {
+    pub(crate) fn body(&self) -> Vec<u8> {
         let env = Envelope {
             error: Inner {
                 message: &self.message,
@@ -150,7 +150,7 @@ impl OpenAiError {
         serde_json::to_vec(&env).unwrap_or_default()
     }
 
-    pub fn into_response(self) -> Response<SimBody> {
+    pub(crate) fn into_response(self) -> Response<SimBody> {
         let mut resp = json_response(self.status, self.body());
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
@@ -179,7 +179,7 @@ pub(crate) enum Family {
 }
 
 impl Family {
-    pub fn not_found(self, method: &str, path: &str) -> Response<SimBody> {
+    pub(crate) fn not_found(self, method: &str, path: &str) -> Response<SimBody> {
         match self {
             Family::OpenAi => OpenAiError::not_found(method, path).into_response(),
             Family::Anthropic => AnthropicError::new(
@@ -202,7 +202,7 @@ impl Family {
         }
     }
 
-    pub fn method_not_allowed(self, method: &str, path: &str) -> Response<SimBody> {
+    pub(crate) fn method_not_allowed(self, method: &str, path: &str) -> Response<SimBody> {
         let status = StatusCode::METHOD_NOT_ALLOWED;
         let message = format!("Method {method} not allowed on {path}");
         match self {
@@ -218,7 +218,7 @@ impl Family {
     }
 
     /// 413 for a body above the simulator's limit.
-    pub fn too_large(self, limit: usize) -> Response<SimBody> {
+    pub(crate) fn too_large(self, limit: usize) -> Response<SimBody> {
         let status = StatusCode::PAYLOAD_TOO_LARGE;
         let message = format!("The request body exceeds {limit} bytes.");
         match self {
@@ -238,7 +238,7 @@ impl Family {
 
 /// An error reply in Anthropic's shape.
 #[derive(Debug, Clone)]
-pub struct AnthropicError {
+pub(crate) struct AnthropicError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
@@ -246,7 +246,7 @@ pub struct AnthropicError {
 }
 
 impl AnthropicError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         AnthropicError {
             status,
             kind,
@@ -257,11 +257,11 @@ impl AnthropicError {
 
     /// A 400 `invalid_request_error`; Anthropic prefixes the message with the field path
     /// (`max_tokens: Field required`).
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         AnthropicError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
-    pub fn authentication() -> Self {
+    pub(crate) fn authentication() -> Self {
         AnthropicError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -272,7 +272,7 @@ impl AnthropicError {
     /// The reply of an injected failure: 429 `rate_limit_error`, 529 `overloaded_error`, 500
     /// and other 5xx `api_error` (504 `timeout_error`), 4xx by their Anthropic type.
     /// `Retry-After` on 429, 503 and 529.
-    pub fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
+    pub(crate) fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
         let status = injected_status(status);
         let (kind, message) = match status.as_u16() {
             401 => ("authentication_error", "invalid x-api-key (simulated)"),
@@ -301,12 +301,12 @@ impl AnthropicError {
         }
     }
 
-    pub fn body(&self) -> Vec<u8> {
+    pub(crate) fn body(&self) -> Vec<u8> {
         let v = json!({"type": "error", "error": {"type": self.kind, "message": self.message}});
         serde_json::to_vec(&v).unwrap_or_default()
     }
 
-    pub fn into_response(self) -> Response<SimBody> {
+    pub(crate) fn into_response(self) -> Response<SimBody> {
         let mut resp = json_response(self.status, self.body());
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
@@ -318,7 +318,7 @@ impl AnthropicError {
 
 /// An error reply in Google's shape (`google.rpc.Status` as JSON).
 #[derive(Debug, Clone)]
-pub struct GoogleError {
+pub(crate) struct GoogleError {
     pub status: StatusCode,
     pub message: String,
     /// `google.rpc.Code` name (`INVALID_ARGUMENT`, …).
@@ -349,7 +349,7 @@ fn google_status_name(status: StatusCode) -> &'static str {
 }
 
 impl GoogleError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         GoogleError {
             status,
             message: message.into(),
@@ -360,12 +360,12 @@ impl GoogleError {
     }
 
     /// A 400 `INVALID_ARGUMENT`.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         GoogleError::new(StatusCode::BAD_REQUEST, message)
     }
 
     /// No key at all: 403 `PERMISSION_DENIED`, as Google answers unregistered callers.
-    pub fn missing_key() -> Self {
+    pub(crate) fn missing_key() -> Self {
         GoogleError::new(
             StatusCode::FORBIDDEN,
             "Method doesn't allow unregistered callers (callers without established identity). \
@@ -374,7 +374,7 @@ impl GoogleError {
     }
 
     /// A wrong key: Google answers 400 `INVALID_ARGUMENT` with reason `API_KEY_INVALID`.
-    pub fn invalid_key() -> Self {
+    pub(crate) fn invalid_key() -> Self {
         GoogleError {
             reason: Some("API_KEY_INVALID"),
             ..GoogleError::invalid("API key not valid. Please pass a valid API key.")
@@ -383,7 +383,7 @@ impl GoogleError {
 
     /// The reply of an injected failure: 429 `RESOURCE_EXHAUSTED` (with `RetryInfo` when
     /// `retry_after_secs` is set), 503 `UNAVAILABLE`, 500 `INTERNAL`, …
-    pub fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
+    pub(crate) fn injected(status: u16, retry_after_secs: Option<u64>) -> Self {
         let status = injected_status(status);
         let message = match status.as_u16() {
             429 => "Resource has been exhausted (e.g. check quota). (simulated)",
@@ -398,7 +398,7 @@ impl GoogleError {
         }
     }
 
-    pub fn value(&self) -> Value {
+    pub(crate) fn value(&self) -> Value {
         let mut details = Vec::new();
         if let Some(reason) = self.reason {
             details.push(json!({
@@ -424,7 +424,7 @@ impl GoogleError {
         json!({ "error": error })
     }
 
-    pub fn into_response(self) -> Response<SimBody> {
+    pub(crate) fn into_response(self) -> Response<SimBody> {
         json_response(
             self.status,
             serde_json::to_vec(&self.value()).unwrap_or_default(),
@@ -434,7 +434,7 @@ impl GoogleError {
 
 /// An error reply in Bedrock's shape: `{"message"}` plus `x-amzn-ErrorType`.
 #[derive(Debug, Clone)]
-pub struct BedrockError {
+pub(crate) struct BedrockError {
     pub status: StatusCode,
     /// Exception name (`ValidationException`, `ThrottlingException`, …).
     pub kind: &'static str,
@@ -442,7 +442,7 @@ pub struct BedrockError {
 }
 
 impl BedrockError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         BedrockError {
             status,
             kind,
@@ -451,14 +451,14 @@ impl BedrockError {
     }
 
     /// A 400 `ValidationException`.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         BedrockError::new(StatusCode::BAD_REQUEST, "ValidationException", message)
     }
 
     /// The reply of an injected failure: 429 `ThrottlingException`, 503
     /// `ServiceUnavailableException`, 500 `InternalServerException`, 408
     /// `ModelTimeoutException`, 424 `ModelErrorException`, … (AWS sends no `Retry-After`).
-    pub fn injected(status: u16) -> Self {
+    pub(crate) fn injected(status: u16) -> Self {
         let status = injected_status(status);
         let (kind, message) = match status.as_u16() {
             403 => ("AccessDeniedException", "Access denied (simulated)."),
@@ -485,7 +485,7 @@ impl BedrockError {
         BedrockError::new(status, kind, message)
     }
 
-    pub fn into_response(self) -> Response<SimBody> {
+    pub(crate) fn into_response(self) -> Response<SimBody> {
         let body = serde_json::to_vec(&json!({ "message": self.message })).unwrap_or_default();
         let mut resp = json_response(self.status, body);
         // AWS appends the service's namespace to the type; SDKs keep what precedes the colon.
@@ -508,7 +508,7 @@ impl BedrockError {
 
 impl OpenAiError {
     /// OpenAI and Azure: 400 `context_length_exceeded`.
-    pub fn context_window(prompt: u64, window: u32) -> Self {
+    pub(crate) fn context_window(prompt: u64, window: u32) -> Self {
         OpenAiError::invalid(
             format!(
                 "This model's maximum context length is {window} tokens. However, your messages resulted in {prompt} tokens. Please reduce the length of the messages."
@@ -519,7 +519,7 @@ impl OpenAiError {
     }
 
     /// OpenAI's chat refusal of a flagged prompt: 400 `invalid_prompt`.
-    pub fn content_policy() -> Self {
+    pub(crate) fn content_policy() -> Self {
         OpenAiError::invalid(
             "Invalid prompt: your prompt was flagged as potentially violating our usage policy. Please try again with a different prompt. (simulated)",
             None,
@@ -530,7 +530,7 @@ impl OpenAiError {
 
 /// Azure OpenAI's prompt filter: 400 `content_filter` with `innererror.code:
 /// ResponsibleAIPolicyViolation` and the per-category results.
-pub fn azure_content_filter() -> Response<SimBody> {
+pub(crate) fn azure_content_filter() -> Response<SimBody> {
     let body = json!({"error": {
         "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry. (simulated)",
         "type": null,
@@ -556,7 +556,7 @@ pub fn azure_content_filter() -> Response<SimBody> {
 
 /// OpenAI's in-stream failure: a `data:` event whose JSON has a top-level `error` (no
 /// `[DONE]` follows).
-pub fn openai_stream_error_frame() -> bytes::Bytes {
+pub(crate) fn openai_stream_error_frame() -> bytes::Bytes {
     bytes::Bytes::from_static(
         b"data: {\"error\":{\"message\":\"The server had an error while processing your request. Sorry about that! (simulated)\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
     )
@@ -564,20 +564,20 @@ pub fn openai_stream_error_frame() -> bytes::Bytes {
 
 impl AnthropicError {
     /// 400 `invalid_request_error` "prompt is too long: N tokens > M maximum".
-    pub fn context_window(prompt: u64, window: u32) -> Self {
+    pub(crate) fn context_window(prompt: u64, window: u32) -> Self {
         AnthropicError::invalid(format!(
             "prompt is too long: {prompt} tokens > {window} maximum"
         ))
     }
 
     /// 400 `invalid_request_error` "Output blocked by content filtering policy".
-    pub fn content_policy() -> Self {
+    pub(crate) fn content_policy() -> Self {
         AnthropicError::invalid("Output blocked by content filtering policy")
     }
 }
 
 /// Anthropic's in-stream failure: `event: error` with an `overloaded_error`.
-pub fn anthropic_stream_error_frame() -> bytes::Bytes {
+pub(crate) fn anthropic_stream_error_frame() -> bytes::Bytes {
     bytes::Bytes::from_static(
         b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded (simulated)\"}}\n\n",
     )
@@ -586,7 +586,7 @@ pub fn anthropic_stream_error_frame() -> bytes::Bytes {
 impl GoogleError {
     /// 400 `INVALID_ARGUMENT` "The input token count (N) exceeds the maximum number of
     /// tokens allowed (M)."
-    pub fn context_window(prompt: u64, window: u32) -> Self {
+    pub(crate) fn context_window(prompt: u64, window: u32) -> Self {
         GoogleError::invalid(format!(
             "The input token count ({prompt}) exceeds the maximum number of tokens allowed ({window})."
         ))
@@ -594,7 +594,7 @@ impl GoogleError {
 
     /// Gemini's in-stream failure: an element `{"error":{…503 UNAVAILABLE…}}`, as an SSE
     /// event (`sse`) or as the next element of the streamed JSON array (closing it).
-    pub fn stream_error_frame(sse: bool, first: bool) -> bytes::Bytes {
+    pub(crate) fn stream_error_frame(sse: bool, first: bool) -> bytes::Bytes {
         let err = GoogleError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The model is overloaded. Please try again later. (simulated)",
@@ -614,14 +614,14 @@ impl GoogleError {
 
 impl BedrockError {
     /// 400 `ValidationException`, the message Bedrock wraps around the model's refusal.
-    pub fn context_window() -> Self {
+    pub(crate) fn context_window() -> Self {
         BedrockError::invalid(
             "The model returned the following errors: Input is too long for requested model.",
         )
     }
 
     /// 400 `ValidationException` carrying a hosted model's content-filter refusal.
-    pub fn content_policy() -> Self {
+    pub(crate) fn content_policy() -> Self {
         BedrockError::invalid(
             "The model returned the following errors: Output blocked by content filtering policy",
         )

@@ -74,7 +74,7 @@ fn draw(counter: &AtomicU64, rate: f64) -> bool {
 
 impl FaultCounters {
     /// Restarts every kind's sequence and re-arms `fail_first` (on configuration change).
-    pub fn reset(&self, cfg: &SimConfig) {
+    pub(crate) fn reset(&self, cfg: &SimConfig) {
         for c in [
             &self.reset,
             &self.hang,
@@ -98,7 +98,7 @@ impl FaultCounters {
 
     /// The pre-answer fault for the next faultable request; `generation` is false for
     /// embeddings (never content-filtered).
-    pub fn decide(&self, cfg: &SimConfig, generation: bool) -> Fault {
+    pub(crate) fn decide(&self, cfg: &SimConfig, generation: bool) -> Fault {
         if self.take_fail_first() {
             Fault::Fail
         } else if draw(&self.reset, cfg.reset_rate) {
@@ -115,12 +115,12 @@ impl FaultCounters {
     }
 
     /// Whether the next stream that was not cut ends with an in-stream error instead.
-    pub fn stream_error(&self, cfg: &SimConfig) -> bool {
+    pub(crate) fn stream_error(&self, cfg: &SimConfig) -> bool {
         draw(&self.stream_error, cfg.stream_error_rate)
     }
 
     /// Whether the next stream that got past [`FaultCounters::decide`] is cut.
-    pub fn cut(&self, cfg: &SimConfig) -> bool {
+    pub(crate) fn cut(&self, cfg: &SimConfig) -> bool {
         draw(&self.cut, cfg.cut_rate)
     }
 }

@@ -20,7 +20,7 @@ use crate::stats::InFlight;
 /// hyper abort the connection (HTTP/1) or reset the stream (HTTP/2) without a complete
 /// response — exactly the failure the fault knobs simulate.
 #[derive(Debug, thiserror::Error)]
-pub enum SimError {
+pub(crate) enum SimError {
     #[error("connection reset by fault injection")]
     Reset,
     #[error("stream cut by fault injection")]
@@ -36,16 +36,16 @@ pub enum SimError {
 const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(10);
 
 /// Every response body the simulator sends.
-pub type SimBody = UnsyncBoxBody<Bytes, SimError>;
+pub(crate) type SimBody = UnsyncBoxBody<Bytes, SimError>;
 
-pub fn full(bytes: impl Into<Bytes>) -> SimBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> SimBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// A response with a JSON body.
-pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<SimBody> {
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<SimBody> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -56,12 +56,12 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<SimBody> {
 }
 
 /// `Content-Type` of SSE streams.
-pub const SSE: &str = "text/event-stream";
+pub(crate) const SSE: &str = "text/event-stream";
 
 /// A streamed response whose frames are paced and possibly cut (see [`PacedBody`]):
 /// `text/event-stream` for SSE, `application/vnd.amazon.eventstream` for Bedrock, JSON for
 /// Gemini's array stream.
-pub fn stream_response(body: PacedBody, content_type: &'static str) -> Response<SimBody> {
+pub(crate) fn stream_response(body: PacedBody, content_type: &'static str) -> Response<SimBody> {
     let mut resp = Response::new(body.boxed_unsync());
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -77,7 +77,7 @@ pub fn stream_response(body: PacedBody, content_type: &'static str) -> Response<
 /// from its own `poll_frame`; when the delay is non-zero the body returns `Pending` between
 /// frames, which makes hyper flush each chunk to the socket separately instead of batching
 /// the stream.
-pub struct PacedBody {
+pub(crate) struct PacedBody {
     frames: std::vec::IntoIter<Bytes>,
     delay: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -93,7 +93,7 @@ pub struct PacedBody {
 }
 
 impl PacedBody {
-    pub fn new(
+    pub(crate) fn new(
         frames: Vec<Bytes>,
         delay: Duration,
         cut_after: Option<usize>,

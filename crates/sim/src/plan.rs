@@ -75,7 +75,7 @@ pub(crate) struct Ask<'a> {
 #[cfg(test)]
 impl<'a> Ask<'a> {
     /// A text-only ask (no tools, no JSON, one choice).
-    pub fn new(enc: Encoding, seed: u64) -> Self {
+    pub(crate) fn new(enc: Encoding, seed: u64) -> Self {
         Ask {
             enc,
             seed,
@@ -104,7 +104,7 @@ pub(crate) struct ToolCallPlan {
 impl ToolCallPlan {
     /// The call id with a provider's prefix (`call_`, `toolu_`, `tooluse_`): deterministic, and
     /// made of `[a-zA-Z0-9_]` so it is valid in every format.
-    pub fn id(&self, prefix: &str) -> String {
+    pub(crate) fn id(&self, prefix: &str) -> String {
         format!(
             "{prefix}{:016x}{:08x}",
             self.id_seed,
@@ -113,14 +113,14 @@ impl ToolCallPlan {
     }
 
     /// The arguments JSON text (possibly truncated by the token budget).
-    pub fn arguments(&self) -> String {
+    pub(crate) fn arguments(&self) -> String {
         self.pieces.concat()
     }
 
     /// The arguments as an object, for formats that send them parsed (Anthropic `input`,
     /// Gemini `args`, Bedrock `input`). Arguments cut by the token budget do not parse; they
     /// become `{}` (the stop reason says the answer was cut).
-    pub fn input(&self) -> Value {
+    pub(crate) fn input(&self) -> Value {
         match serde_json::from_str::<Value>(&self.arguments()) {
             Ok(v @ Value::Object(_)) => v,
             _ => Value::Object(Map::new()),
@@ -161,7 +161,7 @@ pub(crate) struct ChoicePlan {
 
 impl ChoicePlan {
     /// Number of pieces (tokens, roughly) the body is made of.
-    pub fn pieces_len(&self) -> usize {
+    pub(crate) fn pieces_len(&self) -> usize {
         match &self.body {
             ChoiceBody::Text(p) => p.len(),
             ChoiceBody::ToolCalls(calls) => calls.iter().map(|c| c.pieces.len()).sum(),
@@ -455,7 +455,7 @@ pub(crate) struct PromptUsage {
 }
 
 impl PromptUsage {
-    pub fn new(total: u64, cached_knob: u32) -> Self {
+    pub(crate) fn new(total: u64, cached_knob: u32) -> Self {
         PromptUsage {
             total,
             cached: u64::from(cached_knob).min(total),
@@ -464,7 +464,7 @@ impl PromptUsage {
 
     /// Prompt tokens not read from the cache (Anthropic `input_tokens`, Bedrock
     /// `inputTokens`).
-    pub fn uncached(&self) -> u64 {
+    pub(crate) fn uncached(&self) -> u64 {
         self.total - self.cached
     }
 }

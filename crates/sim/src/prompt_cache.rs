@@ -54,7 +54,7 @@ impl PromptPrefixes {
     /// `message_tokens` gives with its per-turn framing. The head's tokens are what `total`
     /// leaves after the messages and the `priming` tokens, so the boundaries always agree
     /// with the reported usage.
-    pub fn new(
+    pub(crate) fn new(
         model: &str,
         head: &[Option<&Value>],
         messages: &[Value],
@@ -184,7 +184,7 @@ impl Default for PromptCache {
 }
 
 impl PromptCache {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         PromptCache {
             entries: HashMap::new(),
             order: VecDeque::new(),
@@ -197,7 +197,7 @@ impl PromptCache {
     /// remembered and used less than `ttl` ago, through [`reportable`]), then remembers every
     /// cacheable prefix of this prompt as used at `now`, as a provider's cache does after
     /// processing it. `now` must not go backwards between calls.
-    pub fn serve(&mut self, prompt: &PromptPrefixes, ttl: Duration, now: Instant) -> u64 {
+    pub(crate) fn serve(&mut self, prompt: &PromptPrefixes, ttl: Duration, now: Instant) -> u64 {
         self.expire(ttl, now);
         let hit = prompt
             .boundaries
@@ -222,11 +222,11 @@ impl PromptCache {
     }
 
     /// Remembered prefixes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
     }

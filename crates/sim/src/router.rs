@@ -355,7 +355,7 @@ pub(crate) enum Refusal {
 impl Ctx {
     /// Decides and applies the pre-answer faults (reset, hang, fail) for an embeddings
     /// request. `Ok(Some(_))` means "answer with this injected failure".
-    pub async fn pre_answer_fault(&self) -> Result<Option<InjectedFailure>, Failure> {
+    pub(crate) async fn pre_answer_fault(&self) -> Result<Option<InjectedFailure>, Failure> {
         match self.fault(false).await? {
             Some(Refusal::Fail(f)) => Ok(Some(f)),
             // Embeddings are never content-filtered nor checked against the context window.
@@ -366,7 +366,10 @@ impl Ctx {
     /// The pre-answer refusal of a generation request whose prompt is `prompt_tokens` long:
     /// the context window first (a real provider checks it before anything else, and it does
     /// not advance the fault sequences), then the faults of [`crate::faults`].
-    pub async fn generation_fault(&self, prompt_tokens: u64) -> Result<Option<Refusal>, Failure> {
+    pub(crate) async fn generation_fault(
+        &self,
+        prompt_tokens: u64,
+    ) -> Result<Option<Refusal>, Failure> {
         if let Some(window) = self.cfg.context_window
             && prompt_tokens > u64::from(window)
         {
@@ -413,7 +416,7 @@ impl Ctx {
     }
 
     /// Waits the configured time to first token.
-    pub async fn ttft(&self) {
+    pub(crate) async fn ttft(&self) {
         if self.cfg.ttft_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.cfg.ttft_ms)).await;
         }
@@ -423,7 +426,7 @@ impl Ctx {
     /// simulator's prompt cache holds of it (`prefixes` describes the prompt; it is only
     /// built when the knob is on), and the prompt is remembered; otherwise the
     /// `cached_prompt_tokens` knob.
-    pub fn prompt_usage(
+    pub(crate) fn prompt_usage(
         &self,
         total: u64,
         prefixes: impl FnOnce() -> PromptPrefixes,
@@ -441,7 +444,7 @@ impl Ctx {
     }
 
     /// Counts the usage of a complete answer in the stats.
-    pub fn count_usage(&self, prompt: PromptUsage, completion: u64) {
+    pub(crate) fn count_usage(&self, prompt: PromptUsage, completion: u64) {
         let stats = &self.shared.stats;
         add(&stats.prompt_tokens, prompt.total);
         add(&stats.cached_prompt_tokens, prompt.cached);
@@ -449,7 +452,7 @@ impl Ctx {
     }
 
     /// A complete JSON answer: counts its usage, then waits `ttft_ms` before the headers.
-    pub async fn answer_json(
+    pub(crate) async fn answer_json(
         &self,
         body: Vec<u8>,
         prompt: PromptUsage,
@@ -473,7 +476,7 @@ impl Ctx {
     /// with `stream_error_after_chunks: 0` — and ends the body cleanly. Its usage is not
     /// counted either.
     #[allow(clippy::too_many_arguments)]
-    pub async fn answer_stream(
+    pub(crate) async fn answer_stream(
         self,
         mut frames: Vec<Bytes>,
         first_final: usize,

@@ -54,7 +54,7 @@ impl Shared {
 
     /// Cached tokens of `prompt` in this simulator's prompt cache, which then remembers it
     /// ([`PromptCache::serve`]).
-    pub fn serve_prompt(&self, prompt: &PromptPrefixes, ttl: Duration, now: Instant) -> u64 {
+    pub(crate) fn serve_prompt(&self, prompt: &PromptPrefixes, ttl: Duration, now: Instant) -> u64 {
         // A poisoned lock only means another request panicked mid-update; the map is still
         // consistent enough for a simulator.
         let mut cache = self
@@ -65,7 +65,7 @@ impl Shared {
     }
 
     /// Forgets every remembered prompt prefix; returns how many there were.
-    pub fn clear_prompt_cache(&self) -> usize {
+    pub(crate) fn clear_prompt_cache(&self) -> usize {
         let mut cache = self
             .prompt_cache
             .lock()
@@ -76,7 +76,7 @@ impl Shared {
     }
 
     /// Replaces the configuration and restarts the fault sequences.
-    pub fn set_config(&self, cfg: SimConfig) {
+    pub(crate) fn set_config(&self, cfg: SimConfig) {
         self.faults.reset(&cfg);
         self.config.store(Arc::new(cfg));
     }
@@ -156,6 +156,13 @@ pub async fn spawn(listen: SocketAddr, cfg: SimConfig) -> io::Result<SimHandle> 
     let addr = listener.local_addr()?;
     let shared = Shared::new(cfg);
     let (stop, stopped) = oneshot::channel::<()>();
+    // The simulator is a test tool, never on the gateway's request path; and this task is
+    // tracked: the handle keeps its JoinHandle, `shutdown` awaits it, dropping the handle
+    // stops it.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the simulator's own server task, owned and awaited by SimHandle"
+    )]
     let task = tokio::spawn(serve(listener, shared.clone(), async move {
         // Resolves on an explicit stop and when the handle is dropped.
         let _ = stopped.await;

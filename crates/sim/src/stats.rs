@@ -119,7 +119,7 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 }
 
 impl Stats {
-    pub fn snapshot(&self) -> SimStats {
+    pub(crate) fn snapshot(&self) -> SimStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SimStats {
             requests: g(&self.requests),
@@ -157,7 +157,7 @@ impl Stats {
 impl Stats {
     /// Zeroes every counter except `in_flight`, which tracks live requests rather than
     /// counting past ones.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         for c in [
             &self.requests,
             &self.chat_completions,
@@ -199,7 +199,7 @@ impl Stats {
 pub(crate) struct InFlight(Arc<Stats>);
 
 impl InFlight {
-    pub fn new(stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(stats: Arc<Stats>) -> Self {
         bump(&stats.in_flight);
         InFlight(stats)
     }

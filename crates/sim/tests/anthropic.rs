@@ -1,6 +1,8 @@
 //! Anthropic Messages over real HTTP: shape, usage consistency, SSE event order, max tokens,
 //! tools round trip, validation, auth, faults (529 included), cut streams, cached tokens.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -1,5 +1,7 @@
 //! Embeddings, models, Azure paths, auth, validation errors, unknown routes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use base64::Engine as _;

@@ -1,5 +1,7 @@
 //! Fault injection at exact rates, cut streams, runtime configuration, latency, shutdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -163,6 +165,10 @@ async fn hung_requests_do_not_block_shutdown() {
     })
     .await;
     let url = chat_url(&h);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test's client request, awaited below; not on any request path"
+    )]
     let pending = tokio::spawn(async move { client().post(url).json_body(&body()).send().await });
     while h.stats().faults_hang == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -2,6 +2,8 @@
 //! maxOutputTokens, candidates, JSON mode, function calling round trip, validation, auth,
 //! faults, cut streams, cached tokens, embeddings, countTokens, models.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

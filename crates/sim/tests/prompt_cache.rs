@@ -1,6 +1,8 @@
 //! The `prompt_cache` knob over real HTTP: a provider's automatic prefix cache, per simulator
 //! instance and per model, with OpenAI's 1,024-token floor and 128-token increments.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! `stream_error_rate` / `stream_error_after_chunks`, `fail_first`, and the request counter
 //! (`GET /_sim/stats`, `POST /_sim/stats/reset`). Each wire format answers in its real shape.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -7,20 +7,20 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-pub use tollgate_sim::{SimConfig, SimHandle};
+pub(crate) use tollgate_sim::{SimConfig, SimHandle};
 
-pub async fn sim(cfg: SimConfig) -> SimHandle {
+pub(crate) async fn sim(cfg: SimConfig) -> SimHandle {
     tollgate_sim::spawn("127.0.0.1:0".parse().unwrap(), cfg)
         .await
         .unwrap()
 }
 
 /// reqwest refuses to build a client (even for plain http) without a rustls provider.
-pub fn install_crypto() {
+pub(crate) fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     install_crypto();
     reqwest::Client::builder()
         .no_proxy()
@@ -29,18 +29,18 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub json: Value,
 }
 
-pub async fn post_json(url: &str, body: &Value) -> Reply {
+pub(crate) async fn post_json(url: &str, body: &Value) -> Reply {
     let resp = client().post(url).json_body(body).send().await.unwrap();
     reply(resp).await
 }
 
-pub async fn reply(resp: reqwest::Response) -> Reply {
+pub(crate) async fn reply(resp: reqwest::Response) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap();
@@ -54,7 +54,7 @@ pub async fn reply(resp: reqwest::Response) -> Reply {
 }
 
 /// Sets a JSON body without needing reqwest's `json` feature.
-pub trait JsonBody {
+pub(crate) trait JsonBody {
     fn json_body(self, v: &Value) -> Self;
 }
 
@@ -67,7 +67,7 @@ impl JsonBody for reqwest::RequestBuilder {
 
 /// A streamed response read to its end: the `data:` payloads in order and whether the body
 /// ended with a transport error (a cut stream).
-pub struct Sse {
+pub(crate) struct Sse {
     pub status: StatusCode,
     pub content_type: String,
     pub data: Vec<String>,
@@ -78,7 +78,7 @@ pub struct Sse {
 
 impl Sse {
     /// Parsed JSON chunks (everything but `[DONE]`).
-    pub fn chunks(&self) -> Vec<Value> {
+    pub(crate) fn chunks(&self) -> Vec<Value> {
         self.data
             .iter()
             .filter(|d| *d != "[DONE]")
@@ -86,12 +86,12 @@ impl Sse {
             .collect()
     }
 
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.data.last().map(String::as_str) == Some("[DONE]")
     }
 
     /// Concatenated `delta.content` of choice `index`.
-    pub fn content(&self, index: u64) -> String {
+    pub(crate) fn content(&self, index: u64) -> String {
         self.chunks()
             .iter()
             .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
@@ -101,12 +101,12 @@ impl Sse {
     }
 }
 
-pub async fn stream(url: &str, body: &Value) -> Sse {
+pub(crate) async fn stream(url: &str, body: &Value) -> Sse {
     let resp = client().post(url).json_body(body).send().await.unwrap();
     read_sse(resp).await
 }
 
-pub async fn read_sse(resp: reqwest::Response) -> Sse {
+pub(crate) async fn read_sse(resp: reqwest::Response) -> Sse {
     let status = resp.status();
     let content_type = resp
         .headers()
@@ -150,13 +150,13 @@ pub async fn read_sse(resp: reqwest::Response) -> Sse {
     }
 }
 
-pub fn chat_url(h: &SimHandle) -> String {
+pub(crate) fn chat_url(h: &SimHandle) -> String {
     format!("{}/chat/completions", h.base_url())
 }
 
 /// A response body read to its end, whatever its framing: the bytes received and whether the
 /// body ended with a transport error (a cut stream).
-pub struct Raw {
+pub(crate) struct Raw {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub bytes: Vec<u8>,
@@ -164,20 +164,20 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn content_type(&self) -> &str {
+    pub(crate) fn content_type(&self) -> &str {
         self.headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.bytes)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
     }
 }
 
-pub async fn read_raw(resp: reqwest::Response) -> Raw {
+pub(crate) async fn read_raw(resp: reqwest::Response) -> Raw {
     let status = resp.status();
     let headers = resp.headers().clone();
     let mut body = resp.bytes_stream();
@@ -201,7 +201,7 @@ pub async fn read_raw(resp: reqwest::Response) -> Raw {
 }
 
 /// POSTs JSON with extra headers and reads the whole body.
-pub async fn post_raw(url: &str, headers: &[(&str, &str)], body: &Value) -> Raw {
+pub(crate) async fn post_raw(url: &str, headers: &[(&str, &str)], body: &Value) -> Raw {
     let mut req = client().post(url).json_body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -210,7 +210,7 @@ pub async fn post_raw(url: &str, headers: &[(&str, &str)], body: &Value) -> Raw 
 }
 
 /// Named SSE events (`event: NAME` / `data: JSON`), as Anthropic sends them.
-pub fn named_events(raw: &Raw) -> Vec<(String, Value)> {
+pub(crate) fn named_events(raw: &Raw) -> Vec<(String, Value)> {
     let text = std::str::from_utf8(&raw.bytes).unwrap();
     text.split("\n\n")
         .filter(|e| !e.is_empty())
@@ -225,7 +225,7 @@ pub fn named_events(raw: &Raw) -> Vec<(String, Value)> {
 }
 
 /// CRC-32 (IEEE), computed bit by bit: an independent check of the simulator's table.
-pub fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     let mut c = !0u32;
     for b in bytes {
         c ^= u32::from(*b);
@@ -242,13 +242,13 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 /// One decoded AWS event-stream message.
 #[derive(Debug)]
-pub struct EventMessage {
+pub(crate) struct EventMessage {
     pub headers: Vec<(String, String)>,
     pub payload: Value,
 }
 
 impl EventMessage {
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -256,14 +256,14 @@ impl EventMessage {
             .unwrap_or_else(|| panic!("no header {name}"))
     }
 
-    pub fn event_type(&self) -> &str {
+    pub(crate) fn event_type(&self) -> &str {
         self.header(":event-type")
     }
 }
 
 /// Decodes AWS event-stream messages, checking both CRCs of each. Returns the messages and
 /// the number of trailing bytes that do not form a complete message.
-pub fn decode_event_stream(mut bytes: &[u8]) -> (Vec<EventMessage>, usize) {
+pub(crate) fn decode_event_stream(mut bytes: &[u8]) -> (Vec<EventMessage>, usize) {
     let mut out = Vec::new();
     while bytes.len() >= 16 {
         let total = u32::from_be_bytes(bytes[0..4].try_into().unwrap()) as usize;
@@ -296,7 +296,7 @@ pub fn decode_event_stream(mut bytes: &[u8]) -> (Vec<EventMessage>, usize) {
 }
 
 /// Merges `extra`'s fields into `base` (test bodies).
-pub fn merged(mut base: Value, extra: Value) -> Value {
+pub(crate) fn merged(mut base: Value, extra: Value) -> Value {
     if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
             b.insert(k.clone(), v.clone());
@@ -307,7 +307,7 @@ pub fn merged(mut base: Value, extra: Value) -> Value {
 
 /// About `chars` characters of varied prose, tagged so different tags never share a prefix
 /// (long enough prompts for the `prompt_cache` knob, which caches from 1,024 tokens).
-pub fn long_text(tag: &str, chars: usize) -> String {
+pub(crate) fn long_text(tag: &str, chars: usize) -> String {
     const WORDS: [&str; 12] = [
         "ledger", "budget", "forecast", "tenant", "invoice", "quarter", "margin", "routing",
         "cache", "provider", "latency", "policy",
