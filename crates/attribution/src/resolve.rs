@@ -1,7 +1,7 @@
 //! Resolving a request's attribution `{key, team, tenant, feature, user, tags}`.
 //!
-//! Precedence (PRODUCT.md §2): headers where the key allows them, then the OpenAI body's `user`
-//! and `metadata`, then the key's defaults.
+//! Precedence (docs/contracts.md §1 "Attribution"): headers where the key allows them, then
+//! the OpenAI body's `user` and `metadata`, then the key's defaults.
 //! - tenant: `x-tollgate-tenant` only if the key has `allow_tenant_header` (and, when the key
 //!   lists `allowed_tenants`, only one of those); otherwise the key's tenant. A header the key
 //!   may not use is an error, not silently ignored — a SaaS backend that believes it is

@@ -1,4 +1,5 @@
-//! The exact-match response cache (PRODUCT.md: `cache`, `x-tollgate-cache`, invariant 7).
+//! The exact-match response cache (docs/contracts.md §6 `cache`, §4
+//! `x-tollgate-cache`, §2 invariant 7).
 //!
 //! It owns three things, none of which knows about HTTP or the ledger:
 //! - [`key`]: the cache key — SHA-256 over a canonical encoding of every request field that can

@@ -1,5 +1,5 @@
-//! The embedded defaults used when `tollgate serve` runs without `--config` (PRODUCT.md §4,
-//! CLI): listen `127.0.0.1:4000`, SQLite ledger `./tollgate.db`, providers from the
+//! The embedded defaults used when `tollgate serve` runs without `--config` (docs/contracts.md
+//! §3 CLI): listen `127.0.0.1:4000`, SQLite ledger `./tollgate.db`, providers from the
 //! environment.
 //!
 //! The defaults are built as a raw config and go through the same validation as a file, so

@@ -1,4 +1,4 @@
-//! Tollgate's configuration: the YAML file of PRODUCT.md §4 ("Config"), or the embedded
+//! Tollgate's configuration: the YAML file of docs/contracts.md §6 (Config), or the embedded
 //! defaults when there is none.
 //!
 //! Loading is two-phase. The text is parsed into a YAML tree; `${VAR}` references in its string

@@ -16,7 +16,7 @@ use tollgate_types::ProviderKind;
 
 use crate::Secret;
 
-/// The whole configuration (PRODUCT.md §4, "Config").
+/// The whole configuration (docs/contracts.md §6 Config).
 ///
 /// Top-level YAML sections: `server`, `storage`, `providers`, `models`, `pricing`, `tenants`,
 /// `budgets`, `policies`, `rate_limits`, `cache`. The contract's `guardrails` is rejected by

@@ -10,8 +10,8 @@ use tollgate_types::ProviderKind;
 
 use crate::Secret;
 
-/// Sections PRODUCT.md names that this build does not implement. Present → validation error,
-/// never silently ignored.
+/// Sections docs/contracts.md §6 names that this build does not implement (planned). Present →
+/// validation error, never silently ignored.
 pub(crate) const UNSUPPORTED_SECTIONS: &[&str] = &["guardrails"];
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,6 @@
 //! # tollgate-ledger — the batched writer that never drops a row
 //!
-//! ## Contract (PRODUCT.md invariants 1, 4, 5)
+//! ## Contract (docs/contracts.md §2 invariants 1, 4, 5)
 //! Every request leaves exactly one [`LedgerRow`]. [`Ledger::record`] never blocks on the
 //! database and never discards: a row is either queued for the writer thread, or appended to
 //! the spill file, which is replayed into the store. Restarts lose nothing: a new

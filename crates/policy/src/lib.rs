@@ -1,5 +1,6 @@
 //! The budget engine: budgets that hold while traffic is live, by **reserving before, metering
-//! during, settling after** (PRODUCT.md §2 "Budget", §3 invariants 2–5).
+//! during, settling after** (docs/contracts.md §1 "Budget", §2
+//! invariants 2–5).
 //!
 //! Pure logic and an in-process counter store: no async runtime, no HTTP, no SQL. The server
 //! wires it in: it builds an [`Ask`] per request, turns an [`Admission`] into a response (or a

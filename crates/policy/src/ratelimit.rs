@@ -1,5 +1,6 @@
 //! Rate limits: requests per minute (RPM) and tokens per minute (TPM) per key, tenant, user or
-//! model, on the same [`CounterStore`] the budgets use (PRODUCT.md §2, "Rate limits").
+//! model, on the same [`CounterStore`] the budgets use (docs/contracts.md §6
+//! `rate_limits`, §5 "rate limited").
 //!
 //! A rule ([`RateLimitDef`]) says which requests it applies to (`match`: a [`Scope`], the type
 //! budgets use, with its rate-limit meanings of `key` and `model`), what it counts them by

@@ -12,7 +12,7 @@
 //! - [`validate_price`]: the sanity rules every price passes, built-in or configured
 //!   ([`validate`]).
 //!
-//! Invariant 6 of PRODUCT.md (unknown prices fail closed) is expressed here as
+//! docs/contracts.md §2 invariant 6 (unknown prices fail closed) is expressed here as
 //! [`Resolution::Unpriced`]: nothing in this crate ever invents a zero price.
 
 pub mod builtin;

@@ -31,7 +31,8 @@ use crate::{BuiltinTable, ModelLimits, ModelPrice, PriceError, builtin, validate
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownModel {
-    /// Fail closed: the request is refused with `model_not_priced` (PRODUCT.md invariant 6).
+    /// Fail closed: the request is refused with `model_not_priced` (docs/contracts.md §2
+    /// invariant 6).
     #[default]
     Reject,
     /// Serve it, record cost 0 and flag the ledger row `unpriced`.

@@ -2,9 +2,9 @@
 //!
 //! ## What it owns
 //! - The SQLite database file: opening it, connection settings, schema migrations.
-//! - The **ledger table** `requests` (one row per request, PRODUCT.md invariant 1): idempotent
-//!   batched inserts ([`Store::insert_rows`]), exact spend reports ([`Store::spend`]), paginated
-//!   listing ([`Store::list_requests`]) and reconciliation totals ([`Store::totals`]).
+//! - The **ledger table** `requests` (one row per request, docs/contracts.md §2 invariant 1):
+//!   idempotent batched inserts ([`Store::insert_rows`]), exact spend reports ([`Store::spend`]),
+//!   paginated listing ([`Store::list_requests`]) and reconciliation totals ([`Store::totals`]).
 //! - The **virtual keys table** `keys` (hashes only, never the key) and the `keys_version`
 //!   counter a running gateway polls to notice out-of-process key changes.
 //!

@@ -1,9 +1,10 @@
 //! The stable error-code table and the client-facing error value.
 //!
-//! Clients match on `code`, never on message text, so codes are a public contract (PRODUCT.md §4,
-//! "Errors"). Every error a client can see is an [`ApiError`] built from one [`ErrorCode`]; the
-//! HTTP status and the OpenAI `type` come from the table, so they cannot drift apart per call
-//! site. `docs/errors.md` lists the same table for users; a test keeps the two in step.
+//! Clients match on `code`, never on message text, so codes are a public contract
+//! (docs/contracts.md §5 Errors). Every error a client can see is an [`ApiError`] built from
+//! one [`ErrorCode`]; the HTTP status and the OpenAI `type` come from the table, so they cannot
+//! drift apart per call site. `docs/errors.md` lists the same table for users; a test keeps the
+//! two in step.
 
 use serde::Serialize;
 

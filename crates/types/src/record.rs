@@ -1,4 +1,5 @@
-//! The ledger row: the append-only record one request leaves behind (PRODUCT.md §2, "Ledger").
+//! The ledger row: the append-only record one request leaves behind (docs/contracts.md §1
+//! "Ledger row").
 //!
 //! Every request that reaches a data-plane route produces exactly one [`LedgerRow`], whatever
 //! its outcome. The row is plain data; `tollgate-ledger` writes it and `tollgate-store` persists

@@ -1,5 +1,5 @@
-//! Spend policies (PRODUCT.md §2 "Policy"): graded ladders of `when → then` steps over budget
-//! utilisation, forecast, burn rate and revenue share, with hysteresis, shadow mode,
+//! Spend policies (docs/contracts.md §1 "Policy"): graded ladders of `when → then` steps over
+//! budget utilisation, forecast, burn rate and revenue share, with hysteresis, shadow mode,
 //! once-per-window alerts and a decision log in which every decision carries its reason.
 //!
 //! Pure and synchronous, for the request path: the server calls [`Policies::evaluate`] at
