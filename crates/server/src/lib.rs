@@ -1,46 +1,34 @@
 //! The HTTP server: where a request enters and its row leaves.
 //!
-//! Life of a data-plane request (`POST /v1/chat/completions`):
+//! The module tree is the architecture; each layer uses only the ones above it in this list
+//! (`tests/module_graph.rs` keeps the graph acyclic):
 //!
-//! 1. [`record::PendingRow`] is opened: from here on, one ledger row is guaranteed — recorded
-//!    explicitly on every exit, or by its `Drop` if the client vanishes mid-handler.
-//! 2. authentication (virtual key → `StoredKey`) — `401 invalid_api_key`;
-//! 3. body read under `server.max_body_bytes` (`413`) and validated by `tollgate-ingress`;
-//! 4. attribution (`tollgate-attribution::resolve`);
-//! 5. spend policies (`policy`), then model resolution and key permission (`404` / `403`) and
-//!    the ranked candidates — deployments, then fallback models (`dispatch`, `tollgate-router`);
-//! 6. rate limits (`ratelimit`) and the response cache (`cache`): a hit is answered here at zero
-//!    cost, a miss may be stored at 8;
-//! 7. the attempt loop (`dispatch::Attempts`): breaker check, pricing (fail-closed,
-//!    `400 model_not_priced`), budget admission at that deployment's price (`budget`), the
-//!    provider call (`tollgate-providers`); retryable failures move to the next candidate.
-//!    Non-streaming calls run on a tracked task so a departing client cannot stop the bill
-//!    from being recorded; streams are held until their first content (so they can still fail
-//!    over), then wrapped in a [`tollgate_metering::MeteredStream`] and relayed chunk by chunk;
-//! 8. settlement: cost from usage (`tollgate-pricing`), budget and rate-limit holds settled,
-//!    the attempt reported to the deployment's breaker, row to the ledger (`tollgate-ledger`).
+//! - [`gateway`], `metrics` — the shared state built at start-up, and the counters;
+//! - `http` — plumbing every layer shares: error shapes, headers, body reading, SSE;
+//! - `stages` — one file per stage of a data-plane request (authenticate, attribute, spend
+//!   policies, target, rate limits, cache, budget admission);
+//! - `exchange` — runs the stages in order for any endpoint (the numbered list of stages is
+//!   its module doc), owns the attempt loop, the provider call, metering and the one ledger
+//!   row of every request;
+//! - `endpoints` — the data-plane endpoints, each only its wire format;
+//! - `admin` — the admin API: one guard, one list shape, one delete shape;
+//! - `ops` (health, readiness, metrics), `background` (loops `serve` runs), `routes` (the
+//!   route table), and [`serve`] itself.
 //!
 //! Admin routes (`/admin/v1/…`) need the master key. `/healthz`, `/readyz` and `/metrics` are
-//! open. Every error, including unknown routes and panics, is OpenAI-shaped.
+//! open. Every error, including unknown routes and panics, is OpenAI-shaped (Anthropic-shaped
+//! on `/v1/messages`).
 
 mod admin;
-mod budget;
-mod cache;
-mod chat;
-mod dispatch;
-mod embeddings;
-mod error;
-mod health;
-mod messages;
+mod background;
+mod endpoints;
+mod exchange;
+mod gateway;
+mod http;
 mod metrics;
-mod models;
-mod pipeline;
-mod policy;
-mod ratelimit;
-mod record;
-mod relay;
+mod ops;
 mod routes;
-mod state;
+mod stages;
 
 use std::future::Future;
 use std::time::Duration;
@@ -50,9 +38,8 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use admin::{parse_time, validate_new_key_models};
-pub use budget::seed_from_ledger;
-pub use error::ErrorResponse;
-pub use state::{Gateway, GatewayParts, ServerSettings};
+pub use gateway::{Gateway, GatewayParts, ServerSettings};
+pub use stages::budget::seed_from_ledger;
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, lets in-flight requests
 /// (streams included) finish within `shutdown_grace`, waits for detached billing tasks, and
@@ -64,11 +51,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<ShutdownSummary> {
     let grace = gateway.settings().shutdown_grace;
-    let draining = gateway.draining_token();
+    let draining = gateway.0.draining.clone();
     let app = routes::app(gateway.clone());
-    let poller = gateway.spawn_key_poller();
-    let sweeper = gateway.spawn_reservation_sweeper();
-    let alerts = gateway.spawn_alert_delivery();
+    let poller = background::key_poller(&gateway);
+    let sweeper = background::reservation_sweeper(&gateway);
+    let alerts = background::alert_delivery(&gateway);
 
     let drain_signal = draining.clone();
     // Without TCP_NODELAY, Nagle's algorithm holds small writes (one SSE chunk) until the
@@ -101,7 +88,7 @@ pub async fn serve(
     }
     // Every pending row holds a token of this tracker (as do detached billing tasks), so this
     // waits until every request still in flight has recorded its row.
-    let tasks = gateway.tasks();
+    let tasks = gateway.0.tasks.clone();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await

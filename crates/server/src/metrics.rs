@@ -8,28 +8,29 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tollgate_types::{ErrorCode, LedgerRow, Outcome};
 
+/// A data-plane route: the row's `endpoint` and the metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Route {
     Chat,
     Embeddings,
     Models,
     Messages,
 }
 
-impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
-        Endpoint::Chat,
-        Endpoint::Embeddings,
-        Endpoint::Models,
-        Endpoint::Messages,
+impl Route {
+    pub(crate) const ALL: [Route; 4] = [
+        Route::Chat,
+        Route::Embeddings,
+        Route::Models,
+        Route::Messages,
     ];
 
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
-            Endpoint::Chat => "/v1/chat/completions",
-            Endpoint::Embeddings => "/v1/embeddings",
-            Endpoint::Models => "/v1/models",
-            Endpoint::Messages => "/v1/messages",
+            Route::Chat => "/v1/chat/completions",
+            Route::Embeddings => "/v1/embeddings",
+            Route::Models => "/v1/models",
+            Route::Messages => "/v1/messages",
         }
     }
 }
@@ -51,7 +52,7 @@ fn outcome_idx(o: Outcome) -> usize {
 }
 
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     requests: [[AtomicU64; 4]; 4],
     cost_nanos: [AtomicU64; 4],
     input_tokens: [AtomicU64; 4],
@@ -64,8 +65,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe(&self, ep: Endpoint, row: &LedgerRow) {
-        let e = ep as usize;
+    pub(crate) fn observe(&self, route: Route, row: &LedgerRow) {
+        let e = route as usize;
         self.requests[e][outcome_idx(row.outcome)].fetch_add(1, Ordering::Relaxed);
         self.cost_nanos[e].fetch_add(row.effective_cost.0.max(0) as u64, Ordering::Relaxed);
         self.input_tokens[e].fetch_add(row.usage.input_tokens, Ordering::Relaxed);
@@ -77,27 +78,27 @@ impl Metrics {
     }
 
     /// An upstream attempt after a request's first (retry, failover or fallback).
-    pub fn retry(&self) {
+    pub(crate) fn retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A retry refused because the gateway-wide retry budget was spent.
-    pub fn retry_budget_exhausted(&self) {
+    pub(crate) fn retry_budget_exhausted(&self) {
         self.retry_budget_exhausted.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn in_flight(&self, delta: i64) {
+    pub(crate) fn in_flight(&self, delta: i64) {
         self.in_flight.fetch_add(delta, Ordering::Relaxed);
     }
 
-    pub fn render(&self, ledger: &tollgate_ledger::LedgerStats) -> String {
+    pub(crate) fn render(&self, ledger: &tollgate_ledger::LedgerStats) -> String {
         let mut s = String::with_capacity(4096);
         let _ = writeln!(
             s,
             "# HELP tollgate_requests_total Data-plane requests by endpoint and outcome."
         );
         let _ = writeln!(s, "# TYPE tollgate_requests_total counter");
-        for ep in Endpoint::ALL {
+        for ep in Route::ALL {
             for o in OUTCOMES {
                 let v = self.requests[ep as usize][outcome_idx(o)].load(Ordering::Relaxed);
                 let _ = writeln!(
@@ -138,7 +139,7 @@ impl Metrics {
         for (name, help, vals) in families {
             let _ = writeln!(s, "# HELP {name} {help}");
             let _ = writeln!(s, "# TYPE {name} counter");
-            for ep in Endpoint::ALL {
+            for ep in Route::ALL {
                 let _ = writeln!(
                     s,
                     "{name}{{endpoint=\"{}\"}} {}",
@@ -196,7 +197,7 @@ impl Metrics {
 
 /// Per-deployment gauges from the router's live health: breaker state, in-flight requests,
 /// latency EWMAs, and the prompt-cache stickiness table of each logical model.
-pub fn render_deployments(router: &tollgate_router::Router, out: &mut String) {
+pub(crate) fn render_deployments(router: &tollgate_router::Router, out: &mut String) {
     let now = std::time::Instant::now();
     let _ = writeln!(
         out,
@@ -246,6 +247,65 @@ pub fn render_deployments(router: &tollgate_router::Router, out: &mut String) {
                 st.hits
             );
         }
+    }
+}
+
+/// Cache gauges and counters for `/metrics`.
+pub(crate) fn render_cache(cache: &tollgate_cache::ResponseCache, out: &mut String) {
+    let s = cache.stats();
+    for (name, kind, help, v) in [
+        (
+            "tollgate_cache_bytes",
+            "gauge",
+            "Bytes held by the response cache (payload plus per-entry overhead).",
+            s.bytes,
+        ),
+        (
+            "tollgate_cache_max_bytes",
+            "gauge",
+            "The response cache's global memory bound.",
+            s.max_bytes,
+        ),
+        (
+            "tollgate_cache_entries",
+            "gauge",
+            "Answers held by the response cache.",
+            s.entries,
+        ),
+        (
+            "tollgate_cache_hits_total",
+            "counter",
+            "Requests answered from the cache.",
+            s.hits,
+        ),
+        (
+            "tollgate_cache_misses_total",
+            "counter",
+            "Cache lookups that found nothing.",
+            s.misses,
+        ),
+        (
+            "tollgate_cache_bypasses_total",
+            "counter",
+            "Requests that skipped the cache.",
+            s.bypasses,
+        ),
+        (
+            "tollgate_cache_inserts_total",
+            "counter",
+            "Answers stored.",
+            s.inserts,
+        ),
+        (
+            "tollgate_cache_expired_total",
+            "counter",
+            "Entries found expired and dropped.",
+            s.expired,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {v}");
     }
 }
 

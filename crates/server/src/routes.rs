@@ -1,74 +1,79 @@
-//! The route table and the outer layers.
+//! The route table: every HTTP route Tollgate serves, in one place (`docs/openapi.yaml` lists
+//! the same; `tests/sdk/test_openapi.py` keeps them in step).
 //!
 //! Layers, outermost first: catch-panic (a panic becomes an OpenAI-shaped 500, never a dropped
-//! connection). Body limits are enforced by the handlers' body reader so the 413 is
-//! OpenAI-shaped too. Unknown routes and wrong methods answer in the OpenAI error shape.
+//! connection); on the admin routes, the admin guard (`admin::guard`: authentication and the
+//! role check). Body limits are enforced by the body reader so the 413 is OpenAI-shaped too.
+//! Unknown routes and wrong methods answer in the OpenAI error shape.
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tollgate_types::{ApiError, ErrorCode};
 
-use crate::error::ErrorResponse;
-use crate::{Gateway, admin, chat, embeddings, health, messages, models};
+use crate::admin::{self, budgets, deployments, keys, policies, reports};
+use crate::endpoints::{chat, embeddings, messages, models};
+use crate::gateway::Gateway;
+use crate::http::error::ErrorResponse;
+use crate::ops;
 
-pub fn app(gw: Gateway) -> Router {
-    let api = Router::new()
-        .route("/v1/chat/completions", post(chat::chat))
-        .route("/v1/embeddings", post(embeddings::embeddings))
-        .route("/v1/messages", post(messages::messages))
+pub(crate) fn app(gw: Gateway) -> Router {
+    let data_plane = Router::new()
+        .route("/v1/chat/completions", post(chat::handle))
+        .route("/v1/embeddings", post(embeddings::handle))
+        .route("/v1/messages", post(messages::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route(
-            "/admin/v1/keys",
-            post(admin::create_key).get(admin::list_keys),
-        )
-        .route(
-            "/admin/v1/keys/{id}",
-            get(admin::get_key).delete(admin::revoke_key),
-        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics));
+    let admin = Router::new()
+        .route("/admin/v1/keys", post(keys::create).get(keys::list))
+        .route("/admin/v1/keys/{id}", get(keys::get).delete(keys::delete))
         .route(
             "/admin/v1/budgets",
-            post(admin::create_budget).get(admin::list_budgets),
+            post(budgets::create).get(budgets::list),
         )
         .route(
             "/admin/v1/budgets/{name}",
-            get(admin::get_budget)
-                .patch(admin::patch_budget)
-                .delete(admin::delete_budget),
+            get(budgets::get)
+                .patch(budgets::patch)
+                .delete(budgets::delete),
         )
         .route(
             "/admin/v1/policies",
-            post(admin::create_policy).get(admin::list_policies),
+            post(policies::create).get(policies::list),
         )
-        .route("/admin/v1/policies/decisions", get(admin::policy_decisions))
+        .route("/admin/v1/policies/decisions", get(policies::decisions))
         .route(
             "/admin/v1/policies/{name}",
-            get(admin::get_policy)
-                .patch(admin::patch_policy)
-                .delete(admin::delete_policy),
+            get(policies::get)
+                .patch(policies::patch)
+                .delete(policies::delete),
         )
-        .route("/admin/v1/deployments", get(admin::deployments))
-        .route("/admin/v1/spend", get(admin::spend))
-        .route("/admin/v1/requests", get(admin::requests))
+        .route("/admin/v1/deployments", get(deployments::list))
+        .route("/admin/v1/spend", get(reports::spend))
+        .route("/admin/v1/requests", get(reports::requests))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            admin::guard,
+        ));
+    data_plane
+        .merge(admin)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    api.with_state(gw)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gw)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
 }
 
 async fn not_found() -> Response {
-    ErrorResponse::new(ApiError::new(ErrorCode::NotFound, "no such route")).into_response()
+    ErrorResponse(ApiError::new(ErrorCode::NotFound, "no such route")).into_response()
 }
 
 async fn method_not_allowed() -> Response {
-    ErrorResponse::new(ApiError::new(
+    ErrorResponse(ApiError::new(
         ErrorCode::MethodNotAllowed,
         "this route does not support this HTTP method",
     ))
@@ -76,9 +81,5 @@ async fn method_not_allowed() -> Response {
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    let mut r = ErrorResponse::new(ApiError::new(ErrorCode::InternalError, "internal error"))
-        .into_response();
-    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    r
+    ErrorResponse(ApiError::internal("a request handler panicked")).into_response()
 }

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
-use tollgate_types::{Attribution, LedgerRow, NanoUsd, Outcome, UNATTRIBUTED, Usage, UsageSource};
+use tollgate_types::{
+    Attribution, LedgerRow, NanoUsd, Outcome, PolicyActions, UNATTRIBUTED, Usage, UsageSource,
+};
 
 use crate::{Store, StoreError};
 
@@ -200,7 +202,7 @@ impl Store {
                             r.effective_cost.nanos(),
                             r.price_version,
                             r.unpriced,
-                            r.policy_actions,
+                            r.policy_actions.to_string(),
                             r.cache_status,
                             r.status,
                             r.outcome.as_str(),
@@ -384,7 +386,7 @@ fn decode_row(r: &rusqlite::Row<'_>) -> Result<LedgerRow, StoreError> {
         effective_cost: NanoUsd(r.get(23)?),
         price_version: r.get(24)?,
         unpriced: r.get(25)?,
-        policy_actions: r.get(26)?,
+        policy_actions: PolicyActions::parse(&r.get::<_, String>(26)?),
         cache_status: r.get(27)?,
         status,
         outcome,

@@ -71,9 +71,9 @@ fn row(i: u64) -> LedgerRow {
     r.price_version = pick(&["builtin-2025-01-01", ""], i);
     r.unpriced = i.is_multiple_of(17);
     r.policy_actions = if i.is_multiple_of(9) {
-        "cap_max_tokens=120".into()
+        tollgate_types::PolicyActions::parse("cap_max_tokens=120")
     } else {
-        String::new()
+        Default::default()
     };
     r.cache_status = pick(&["hit", "miss", ""], i);
     r.saved_cost = NanoUsd(i as i64 * 7);

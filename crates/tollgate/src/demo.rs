@@ -190,6 +190,10 @@ policies:
     let addr = listener.local_addr()?;
     let gw = tollgate_server::Gateway::new(parts)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the gateway itself: the demo awaits this handle, which drains every row"
+    )]
     let server = tokio::spawn(tollgate_server::serve(listener, gw, async move {
         let _ = stop_rx.await;
     }));
@@ -409,10 +413,10 @@ policies:
             .await?
             .json()
             .await?;
-        let sticky = st["models"]
+        let sticky = st["data"]
             .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["model"] == model))
-            .map(|m| m["sticky"].clone())
+            .and_then(|ds| ds.iter().find(|d| d["model"] == model))
+            .map(|d| d["routing"]["sticky"].clone())
             .unwrap_or(Value::Null);
         println!(
             "  {model:<18}  {ok}/{} turns answered 200 (provider caches cold at the start)",

@@ -8,6 +8,16 @@
 //! exactly one usage-only chunk, tool calls with parseable arguments and a full round trip,
 //! image parts accepted, JSON answers under a schema, embeddings.
 
+// Tests may panic, their helpers are not an API, and the tasks they spawn (clients, the
+// gateway under test) are awaited or die with the test's runtime.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    unreachable_pub
+)]
+
 use std::sync::Arc;
 
 use futures_util::StreamExt;

@@ -85,6 +85,8 @@ error_codes! {
         "No logical model with this name is configured."),
     RouteOverrideNotAllowed => ("route_override_not_allowed", 403, "permission_error", Client,
         "The key may not pin a deployment with `x-tollgate-deployment` (create it with `allow_route_override`)."),
+    PermissionDenied => ("permission_denied", 403, "permission_error", Client,
+        "The admin caller's role does not allow this: a viewer reads everything and changes nothing."),
     NotFound => ("not_found", 404, "invalid_request_error", Client,
         "No such route or resource."),
     MethodNotAllowed => ("method_not_allowed", 405, "invalid_request_error", Client,
@@ -123,6 +125,8 @@ error_codes! {
         "Every deployment of the model and of its fallbacks has an open circuit breaker (or the retry budget is spent); `Retry-After` says when one will be probed again."),
     ShuttingDown => ("shutting_down", 503, "server_error", Gateway,
         "The gateway is draining for shutdown."),
+    ClientClosedRequest => ("client_closed_request", 499, "invalid_request_error", Client,
+        "Recorded, never sent: the client went away before the answer was complete (nginx's 499). The ledger row is `cancelled` and billed for what the provider produced."),
     InternalError => ("internal_error", 500, "server_error", Gateway,
         "A bug in Tollgate. The request id in the response headers identifies it in the logs."),
 }
@@ -138,6 +142,9 @@ pub struct ApiError {
     pub status_override: Option<u16>,
     /// Seconds for a `Retry-After` header, when meaningful.
     pub retry_after_secs: Option<u64>,
+    /// What went wrong inside the gateway, for the log only: never sent to the client (set by
+    /// [`ApiError::internal`]).
+    pub cause: Option<String>,
 }
 
 impl ApiError {
@@ -148,7 +155,20 @@ impl ApiError {
             param: None,
             status_override: None,
             retry_after_secs: None,
+            cause: None,
         }
+    }
+
+    /// A bug or an environment failure inside the gateway: the client gets a generic
+    /// `internal_error`; `cause` is kept for the log line written with the request id when the
+    /// error is answered.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let mut e = ApiError::new(
+            ErrorCode::InternalError,
+            "internal error; the request id in the response headers identifies it in the gateway log",
+        );
+        e.cause = Some(cause.to_string());
+        e
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {

@@ -4,6 +4,7 @@
 //! ([`Usage`]), request ids, [`Attribution`], the provider kinds, and the table of stable
 //! error codes ([`ErrorCode`]) every client-facing error is built from.
 
+pub mod actions;
 pub mod attribution;
 pub mod canonical;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod provider;
 pub mod record;
 pub mod usage;
 
+pub use actions::{PolicyAction, PolicyActions};
 pub use attribution::{Attribution, UNATTRIBUTED};
 pub use error::{ApiError, ErrorCode, ErrorOrigin};
 pub use ids::RequestId;

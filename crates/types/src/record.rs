@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Attribution, NanoUsd, Usage, UsageSource};
+use crate::{Attribution, NanoUsd, PolicyActions, Usage, UsageSource};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +79,9 @@ pub struct LedgerRow {
     pub price_version: Option<String>,
     /// True when the model had no price and `pricing.unknown_model: allow` let it through.
     pub unpriced: bool,
-    /// Policy actions applied, comma-separated (`cap_max_tokens=120`); empty when none.
-    pub policy_actions: String,
+    /// What budgets, spend policies and rate limits did, in order; stored and shown
+    /// comma-separated (`cap_max_tokens=120`), empty when none.
+    pub policy_actions: PolicyActions,
     /// `hit`, `miss`, `bypass`, or `None` when caching is off.
     pub cache_status: Option<String>,
     /// HTTP status returned to the client (200 for streams that started, whatever followed).
@@ -124,7 +125,7 @@ impl LedgerRow {
             effective_cost: NanoUsd::ZERO,
             price_version: None,
             unpriced: false,
-            policy_actions: String::new(),
+            policy_actions: PolicyActions::default(),
             cache_status: None,
             status: 0,
             outcome: Outcome::Ok,

@@ -73,6 +73,9 @@ pub struct DecisionFilter {
     /// Entries at or after this time.
     #[serde(default)]
     pub since_ms: Option<i64>,
+    /// Entries older than this sequence number (keyset pagination, newest first).
+    #[serde(default)]
+    pub before_seq: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -125,6 +128,7 @@ impl DecisionLog {
                     && f.kind.is_none_or(|k| k == e.kind)
                     && f.shadow.is_none_or(|sh| sh == e.shadow)
                     && f.since_ms.is_none_or(|t| e.at_ms >= t)
+                    && f.before_seq.is_none_or(|s| e.seq < s)
             })
             .take(limit)
             .map(|s| {

@@ -105,7 +105,7 @@ async fn auth_errors_and_revocation() {
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().await.unwrap(),
-        json!({"id": key_id, "revoked": true})
+        json!({"id": key_id, "object": "key", "deleted": true})
     );
     let (err, _) = check(
         &env,

@@ -1,6 +1,16 @@
 //! Tollgate's integration tests over real HTTP: a simulated provider and the gateway run
 //! in-process on ephemeral loopback ports (see [`harness`]); every test has its own ledger.
 
+// Tests may panic, their helpers are not an API, and the tasks they spawn (clients, the
+// gateway under test) are awaited or die with the test's runtime.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    unreachable_pub
+)]
+
 mod harness;
 
 mod admin;

@@ -628,12 +628,12 @@ async fn conversations_stick_to_their_deployment_while_the_prompt_cache_is_warm(
         by_conversation.push(served[0].clone());
     }
     let st = env.admin_get("/admin/v1/deployments").await;
-    let model = st["models"]
+    let model = st["data"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["model"] == "chat")
-        .unwrap()
+        .find(|d| d["model"] == "chat")
+        .unwrap()["routing"]
         .clone();
     assert_eq!(model["sticky"]["hits"], 6 * 4, "{model}");
 }

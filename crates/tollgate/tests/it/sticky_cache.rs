@@ -139,12 +139,12 @@ async fn sticky_conversations_read_the_provider_cache_and_cost_less() {
 
     let st = env.admin_get("/admin/v1/deployments").await;
     let sticky_hits = |m: &str| {
-        st["models"]
+        st["data"]
             .as_array()
             .unwrap()
             .iter()
             .find(|x| x["model"] == m)
-            .unwrap()["sticky"]["hits"]
+            .unwrap()["routing"]["sticky"]["hits"]
             .clone()
     };
     assert_eq!(sticky_hits("chat"), (CONVERSATIONS * (TURNS - 1)) as u64);

@@ -1,9 +1,10 @@
-//! The gateway's shared state, built once at start-up.
+//! The gateway's shared state, built once at start-up: what every stage reads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_attribution::KeyIndex;
@@ -13,6 +14,10 @@ use tollgate_router::Router;
 use tollgate_store::Store;
 
 use crate::metrics::Metrics;
+
+/// Alerts waiting for delivery at most; beyond that new ones are dropped with a warning (an
+/// alert is a notification, not a ledger row: the decision log keeps the record).
+const ALERT_QUEUE: usize = 1024;
 
 /// Server knobs (from `server:` in config).
 #[derive(Clone)]
@@ -57,26 +62,27 @@ pub struct GatewayParts {
 }
 
 pub(crate) struct Inner {
-    pub settings: ServerSettings,
-    pub router: Router,
-    pub prices: PriceTable,
-    pub keys: KeyIndex,
-    pub store: Store,
-    pub ledger: Ledger,
-    pub secrets: Arc<[String]>,
-    pub budgets: Arc<tollgate_policy::Budgets>,
-    pub policies: Arc<tollgate_policy::rules::Policies>,
-    pub rate_limits: Arc<tollgate_policy::RateLimits>,
-    pub cache: Option<Arc<tollgate_cache::ResponseCache>>,
-    pub alerts: tokio::sync::mpsc::Sender<tollgate_policy::rules::Alert>,
-    pub alert_rx:
-        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<tollgate_policy::rules::Alert>>>,
-    pub metrics: Metrics,
-    pub tasks: TaskTracker,
-    pub draining: CancellationToken,
+    pub(crate) settings: ServerSettings,
+    pub(crate) router: Router,
+    pub(crate) prices: PriceTable,
+    pub(crate) keys: KeyIndex,
+    pub(crate) store: Store,
+    pub(crate) ledger: Ledger,
+    pub(crate) secrets: Arc<[String]>,
+    pub(crate) budgets: Arc<tollgate_policy::Budgets>,
+    pub(crate) policies: Arc<tollgate_policy::rules::Policies>,
+    pub(crate) rate_limits: Arc<tollgate_policy::RateLimits>,
+    pub(crate) cache: Option<Arc<tollgate_cache::ResponseCache>>,
+    pub(crate) alerts: mpsc::Sender<tollgate_policy::rules::Alert>,
+    pub(crate) alert_rx: std::sync::Mutex<Option<mpsc::Receiver<tollgate_policy::rules::Alert>>>,
+    pub(crate) metrics: Metrics,
+    /// Every pending row and detached billing task holds a token: shutdown waits on it.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when shutdown begins: new requests are refused with `shutting_down`.
+    pub(crate) draining: CancellationToken,
     /// Cancelled when the shutdown grace period is over: streams still running end at once
-    /// (see `chat::CutOnShutdown`) so their rows are recorded before the ledger closes.
-    pub cut: CancellationToken,
+    /// (`http::sse`) so their rows are recorded before the ledger closes.
+    pub(crate) cut: CancellationToken,
 }
 
 /// Cheap-to-clone handle on the gateway state.
@@ -87,7 +93,7 @@ impl Gateway {
     /// Assembles the gateway; loads the key index from the store.
     pub fn new(parts: GatewayParts) -> Result<Gateway, tollgate_store::StoreError> {
         let keys = KeyIndex::load(&parts.store, now_ms())?;
-        let (alerts, alert_rx) = crate::policy::alert_channel();
+        let (alerts, alert_rx) = mpsc::channel(ALERT_QUEUE);
         Ok(Gateway(Arc::new(Inner {
             settings: parts.settings,
             router: parts.router,
@@ -129,44 +135,9 @@ impl Gateway {
         &self.0.policies
     }
 
-    /// Starts the alert delivery task (once).
-    pub(crate) fn spawn_alert_delivery(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let rx = self.0.alert_rx.lock().ok()?.take()?;
-        Some(tokio::spawn(crate::policy::deliver_alerts(rx)))
-    }
-
-    /// Releases reservations whose request died without settling, once a second; every ten
-    /// seconds also drops idle rate-limit counters.
-    pub(crate) fn spawn_reservation_sweeper(&self) -> tokio::task::JoinHandle<()> {
-        let gw = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut ticks: u64 = 0;
-            loop {
-                tick.tick().await;
-                ticks += 1;
-                if ticks.is_multiple_of(10) {
-                    // Rate-limit counters of keys/users gone quiet for a minute.
-                    gw.0.rate_limits.sweep(now_ms());
-                }
-                let expired = gw.0.budgets.expire(now_ms());
-                if expired > 0 {
-                    tracing::warn!(
-                        expired,
-                        "released budget reservations of requests that never settled"
-                    );
-                }
-            }
-        })
-    }
-
-    pub(crate) fn tasks(&self) -> TaskTracker {
-        self.0.tasks.clone()
-    }
-
-    pub(crate) fn draining_token(&self) -> CancellationToken {
-        self.0.draining.clone()
+    /// The configured provider adapters' credentials (to scrub from relayed provider text).
+    pub(crate) fn secrets(&self) -> &Arc<[String]> {
+        &self.0.secrets
     }
 
     /// Reloads the key index now (after an admin change).
@@ -174,35 +145,30 @@ impl Gateway {
         let gw = self.clone();
         let res =
             tokio::task::spawn_blocking(move || gw.0.keys.reload(&gw.0.store, now_ms())).await;
-        if !matches!(res, Ok(Ok(()))) {
-            tracing::error!("reloading the key index failed; the poller will retry");
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reloading the key index failed; the poller will retry")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the key index failed; the poller will retry")
+            }
         }
     }
+}
 
-    /// Polls the store's key version so CLI changes (another process) reach this one.
-    pub(crate) fn spawn_key_poller(&self) -> tokio::task::JoinHandle<()> {
-        let gw = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(gw.0.settings.key_poll_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let g = gw.clone();
-                let res = tokio::task::spawn_blocking(move || {
-                    g.0.keys.refresh_if_changed(&g.0.store, now_ms())
-                })
-                .await;
-                if let Ok(Err(e)) = res {
-                    tracing::warn!(error = %e, "key index refresh failed");
-                }
-            }
-        })
-    }
+/// An upstream failure as the client sees it: its message scrubbed of every provider secret.
+pub(crate) fn scrubbed(
+    gw: &Gateway,
+    e: &tollgate_providers::UpstreamError,
+) -> tollgate_types::ApiError {
+    let secrets: Vec<&str> = gw.secrets().iter().map(String::as_str).collect();
+    e.to_api_error(&secrets)
 }
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }

@@ -1,4 +1,5 @@
-//! The policy/budget stage: admission by reservation (PRODUCT.md invariant 2).
+//! Stage 9b, budget admission by reservation, once per attempt (`docs/contracts.md` §2,
+//! invariant 2).
 //!
 //! Before the provider is called, the request's worst-case cost is reserved on every budget
 //! whose scope matches, atomically, all or nothing (`tollgate_policy::Budgets::admit`):
@@ -12,7 +13,7 @@
 //!   clamped to what remains (`x-tollgate-policy: cap_max_tokens=N`); when not even a minimal
 //!   answer fits it is refused with `429 budget_exceeded`, `Retry-After` = seconds to the reset.
 //!
-//! The reservation rides on the request's `PendingRow` and is settled with the row's actual
+//! The reservation rides on the request's `exchange::row::PendingRow` and is settled with the row's actual
 //! cost whenever the row is recorded — served, failed, cancelled — so nothing leaks; a request
 //! that dies without a row is released by the expiry sweep.
 //!
@@ -25,22 +26,22 @@ use serde_json::{Map, Value};
 use tollgate_metering::tokens::{self, Encoding};
 use tollgate_policy::{Admission, Ask, Reservation};
 use tollgate_pricing::{DeploymentRef, ModelPrice, worst_case_cost};
-use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd};
+use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, PolicyAction};
 
-use crate::Gateway;
-use crate::pipeline::Routed;
+use crate::gateway::Gateway;
+use crate::stages::target::Candidate;
 
 /// The least output worth admitting a request for.
-pub const MIN_ANSWER_TOKENS: u64 = 16;
+pub(crate) const MIN_ANSWER_TOKENS: u64 = 16;
 /// Output cap assumed when neither the request nor the price table gives one.
-pub const FALLBACK_OUTPUT_CAP: u64 = 4096;
+pub(crate) const FALLBACK_OUTPUT_CAP: u64 = 4096;
 /// A reservation whose request never settles is released after this long (longer than the
 /// default total provider timeout of 10 minutes).
-pub const RESERVATION_TTL_MS: i64 = 20 * 60_000;
+pub(crate) const RESERVATION_TTL_MS: i64 = 20 * 60_000;
 
 /// What kind of request is being admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// Chat-like: prompt plus an output cap in `max_completion_tokens`/`max_tokens`.
     Chat,
     /// Embeddings: input only.
@@ -48,13 +49,13 @@ pub enum Shape {
 }
 
 /// The outcome of admission for an admitted request.
-pub struct Admitted {
-    pub reservation: Option<Reservation>,
+pub(crate) struct Admitted {
+    pub(crate) reservation: Option<Reservation>,
     /// The output cap written into the request, when admission changed or set it.
-    pub clamped_to: Option<u64>,
+    pub(crate) clamped_to: Option<u64>,
     /// A hard budget could not take the worst case and the output cap was lowered to fit:
     /// the answer may be shorter than the same request would get otherwise (never cached).
-    pub fitted: bool,
+    pub(crate) fitted: bool,
 }
 
 /// The field a request's output cap lives in: the one the client used, else the one the
@@ -76,7 +77,7 @@ fn cap_field(body: &Map<String, Value>, upstream_model: &str) -> &'static str {
 
 /// The total output a budget reserved for a streamed request (cap × `n`), for the meter's
 /// live cut.
-pub fn stream_output_cap(body: &Map<String, Value>) -> Option<u64> {
+pub(crate) fn stream_output_cap(body: &Map<String, Value>) -> Option<u64> {
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     requested_cap(body).map(|c| c.saturating_mul(n))
 }
@@ -140,34 +141,35 @@ fn fit_cap(input: u64, n: u64, allowed: NanoUsd, price: &ModelPrice) -> u64 {
     cap
 }
 
-/// What admission counts for a request: prompt tokens (exact for OpenAI-tokenised models, an
-/// upper bound otherwise), choices, and the output cap.
+/// The most tokens a request can use, as admission counts them: prompt tokens (exact for
+/// OpenAI-tokenised models, an upper bound otherwise), choices, and the output cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Estimate {
-    pub input: u64,
-    pub n: u64,
-    pub out_cap: u64,
+pub(crate) struct TokenBound {
+    pub(crate) input: u64,
+    pub(crate) n: u64,
+    pub(crate) out_cap: u64,
     /// The cap came from the request (not the model's limit or the fallback).
-    pub explicit: bool,
+    pub(crate) explicit: bool,
 }
 
-impl Estimate {
+impl TokenBound {
     /// Worst-case tokens: prompt + output cap × choices.
-    pub fn tokens(&self) -> u64 {
+    pub(crate) fn tokens(&self) -> u64 {
         self.input
             .saturating_add(self.out_cap.saturating_mul(self.n))
     }
 }
 
-/// Counts a request the way budget admission does (shared with rate limiting, `crate::ratelimit`).
-pub fn estimate(
+/// Bounds a request's tokens the way budget admission does (shared with rate limiting,
+/// [`super::ratelimit`]).
+pub(crate) fn token_bound(
     gw: &Gateway,
-    routed: &Routed,
+    cand: &Candidate,
     body: &Map<String, Value>,
     shape: Shape,
-) -> Estimate {
-    let logical_model = routed.logical.as_str();
-    let enc = Encoding::for_model(&routed.deployment.model);
+) -> TokenBound {
+    let logical_model = cand.logical.as_str();
+    let enc = Encoding::for_model(&cand.deployment.model);
     let (input, n, out_cap, explicit) = match shape {
         Shape::Chat => {
             let input = if enc.is_exact() {
@@ -181,12 +183,12 @@ pub fn estimate(
                     .limits(
                         logical_model,
                         &DeploymentRef {
-                            provider: &routed.deployment.provider_name,
-                            model: &routed.deployment.model,
+                            provider: &cand.deployment.provider_name,
+                            model: &cand.deployment.model,
                         },
                     )
                     .max_output_tokens;
-            let default = routed.default_cap.map(u64::from).or(limit);
+            let default = cand.default_cap.map(u64::from).or(limit);
             match requested_cap(body) {
                 Some(c) => (input, n, c, true),
                 None => (input, n, default.unwrap_or(FALLBACK_OUTPUT_CAP), false),
@@ -206,7 +208,7 @@ pub fn estimate(
             (input, 1, 0, true)
         }
     };
-    Estimate {
+    TokenBound {
         input,
         n,
         out_cap,
@@ -215,20 +217,20 @@ pub fn estimate(
 }
 
 /// Admits a request against the budgets. May write the output cap into `body`.
-pub fn admit(
+pub(crate) fn admit(
     gw: &Gateway,
     row: &mut LedgerRow,
-    routed: &Routed,
+    cand: &Candidate,
     body: &mut Map<String, Value>,
     shape: Shape,
 ) -> Result<Admitted, ApiError> {
-    let logical_model = routed.logical.as_str();
+    let logical_model = cand.logical.as_str();
     // A policy's cap comes first, so the worst case below is computed on it.
     let mut policy_clamp = None;
-    if let (Some(cap), Shape::Chat) = (routed.policy_cap, &shape) {
+    if let (Some(cap), Shape::Chat) = (cand.policy_cap, &shape) {
         let cap = u64::from(cap);
         if requested_cap(body).is_none_or(|c| c > cap) {
-            body.insert(cap_field(body, &routed.deployment.model).into(), cap.into());
+            body.insert(cap_field(body, &cand.deployment.model).into(), cap.into());
             policy_clamp = Some(cap);
         }
     }
@@ -238,19 +240,19 @@ pub fn admit(
         fitted: false,
     };
     // An unpriced request (pricing.unknown_model: allow) costs 0 and cannot be budgeted.
-    let Some((price, _)) = &routed.price else {
+    let Some((price, _)) = &cand.price else {
         return Ok(none);
     };
     let budgets = &gw.0.budgets;
     if !budgets.any_match(&row.attribution, logical_model) {
         return Ok(none);
     }
-    let Estimate {
+    let TokenBound {
         input,
         n,
         out_cap,
         explicit,
-    } = estimate(gw, routed, body, shape);
+    } = token_bound(gw, cand, body, shape);
     let worst = worst_case_cost(input, out_cap.saturating_mul(n), price);
     let minimum = match shape {
         Shape::Chat => worst_case_cost(
@@ -269,11 +271,13 @@ pub fn admit(
         ttl_ms: RESERVATION_TTL_MS,
     };
     let admission = budgets.admit(&ask);
-    let mut actions: Vec<String> = Vec::new();
+    // The decision first, then the soft and shadow notes.
+    let mut actions: Vec<PolicyAction> = Vec::new();
     if let Some(a) = admission.advisory() {
-        actions.extend(a.soft_exceeded.iter().map(|b| format!("soft_exceeded={b}")));
-        actions.extend(a.would_deny.iter().map(|b| format!("shadow_block={b}")));
-        actions.extend(a.would_fit.iter().map(|b| format!("shadow_cap={b}")));
+        let soft = (a.soft_exceeded.iter()).map(|b| PolicyAction::SoftExceeded(b.to_string()));
+        let deny = (a.would_deny.iter()).map(|b| PolicyAction::ShadowBlock(b.to_string()));
+        let fit = (a.would_fit.iter()).map(|b| PolicyAction::ShadowCap(b.to_string()));
+        actions.extend(soft.chain(deny).chain(fit));
     }
     let result = match admission {
         Admission::Admitted { reservation, .. } => {
@@ -281,7 +285,7 @@ pub fn admit(
             if !explicit && matches!(shape, Shape::Chat) {
                 // Reserved against the model's cap: make the provider honour it.
                 body.insert(
-                    cap_field(body, &routed.deployment.model).into(),
+                    cap_field(body, &cand.deployment.model).into(),
                     out_cap.into(),
                 );
                 clamped_to = Some(out_cap);
@@ -298,8 +302,8 @@ pub fn admit(
             ..
         } => {
             let cap = fit_cap(input, n, allowed, price).max(1);
-            body.insert(cap_field(body, &routed.deployment.model).into(), cap.into());
-            actions.insert(0, format!("cap_max_tokens={cap}"));
+            body.insert(cap_field(body, &cand.deployment.model).into(), cap.into());
+            actions.insert(0, PolicyAction::CapMaxTokens(cap));
             Ok(Admitted {
                 reservation: Some(reservation),
                 clamped_to: Some(cap),
@@ -314,7 +318,7 @@ pub fn admit(
             retry_after_secs,
             ..
         } => {
-            actions.insert(0, format!("block={budget}"));
+            actions.insert(0, PolicyAction::BudgetBlock(budget.to_string()));
             let resets = jiff::Timestamp::from_millisecond(window_end_ms)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
@@ -334,31 +338,10 @@ pub fn admit(
             format!("budget '{budget}' could not be evaluated: {reason}"),
         )),
     };
-    if !actions.is_empty() {
-        // Appended: the policy stage may already have noted its actions.
-        if !row.policy_actions.is_empty() {
-            row.policy_actions.push(',');
-        }
-        row.policy_actions.push_str(&actions.join(","));
+    for a in actions {
+        row.policy_actions.push(a);
     }
     result
-}
-
-/// The actions to show in `x-tollgate-policy`: the applied ones (never shadow or soft notes).
-/// Shadow notes come in two spellings: `shadow_block=…` / `shadow_cap=…` from shadow budgets
-/// and `shadow:policy/step:effect` from shadow spend policies (`crate::policy`) — both are
-/// decisions not applied, so neither may appear in the header.
-pub fn header_value(policy_actions: &str) -> Option<String> {
-    let applied: Vec<&str> = policy_actions
-        .split(',')
-        .filter(|a| {
-            !a.is_empty()
-                && !a.starts_with("shadow_")
-                && !a.starts_with("shadow:")
-                && !a.starts_with("soft_")
-        })
-        .collect();
-    (!applied.is_empty()).then(|| applied.join(","))
 }
 
 /// Seeds the counters of every budget that needs it from the ledger, so a restart (or a budget
@@ -434,18 +417,5 @@ mod tests {
         assert_eq!(cap_field(&m(r#"{"max_tokens":5}"#), "gpt-5"), "max_tokens");
         assert_eq!(cap_field(&m("{}"), "gpt-5-mini"), "max_completion_tokens");
         assert_eq!(cap_field(&m("{}"), "gpt-4o"), "max_tokens");
-    }
-
-    #[test]
-    fn header_shows_applied_actions_only() {
-        assert_eq!(
-            header_value("cap_max_tokens=12,shadow_block=x").as_deref(),
-            Some("cap_max_tokens=12")
-        );
-        assert_eq!(header_value("soft_exceeded=x"), None);
-        assert_eq!(
-            header_value("shadow:p/1:block,q/2:cap_max_tokens=3").as_deref(),
-            Some("q/2:cap_max_tokens=3")
-        );
     }
 }

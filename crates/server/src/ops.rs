@@ -4,20 +4,21 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::Gateway;
+use crate::gateway::Gateway;
+use crate::http::headers::JSON;
 
 /// The process is up.
-pub async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, JSON)],
         r#"{"status":"ok"}"#,
     )
         .into_response()
 }
 
 /// Ready to take traffic: not draining, and the ledger writer is alive.
-pub async fn readyz(State(gw): State<Gateway>) -> Response {
+pub(crate) async fn readyz(State(gw): State<Gateway>) -> Response {
     let (status, body) = if gw.0.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
     } else if !gw.0.ledger.is_running() {
@@ -28,13 +29,16 @@ pub async fn readyz(State(gw): State<Gateway>) -> Response {
     } else {
         (StatusCode::OK, r#"{"status":"ready"}"#)
     };
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (status, [(header::CONTENT_TYPE, JSON)], body).into_response()
 }
 
-pub async fn metrics(State(gw): State<Gateway>) -> Response {
+/// Prometheus text: request counters, deployments' health, the cache, the ledger writer.
+pub(crate) async fn metrics(State(gw): State<Gateway>) -> Response {
     let mut text = gw.0.metrics.render(&gw.0.ledger.stats());
     crate::metrics::render_deployments(&gw.0.router, &mut text);
-    crate::cache::render_metrics(&gw, &mut text);
+    if let Some(cache) = &gw.0.cache {
+        crate::metrics::render_cache(cache, &mut text);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

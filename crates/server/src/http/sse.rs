@@ -9,22 +9,28 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tollgate_types::{ApiError, ErrorCode};
 
-use crate::Gateway;
-use crate::pipeline::Format;
+use crate::http::WireFormat;
+use crate::http::headers;
 
-type Frames = Result<Bytes, std::convert::Infallible>;
+pub(crate) type Frame = Result<Bytes, std::convert::Infallible>;
 
-/// A `text/event-stream` response relaying `stream` chunk by chunk.
-pub fn sse_response<S>(gw: &Gateway, stream: S, headers: HeaderMap, format: Format) -> Response
+/// A `text/event-stream` response relaying `stream` chunk by chunk; ended early with a
+/// `shutting_down` event in the client's format when `cut` is cancelled.
+pub(crate) fn response<S>(
+    stream: S,
+    headers: HeaderMap,
+    format: WireFormat,
+    cut: &CancellationToken,
+) -> Response
 where
-    S: Stream<Item = Frames> + Send + Unpin + 'static,
+    S: Stream<Item = Frame> + Send + Unpin + 'static,
 {
     let body = CutOnShutdown {
         inner: Some(stream),
-        cut: Box::pin(gw.0.cut.clone().cancelled_owned()),
+        cut: Box::pin(cut.clone().cancelled_owned()),
         format,
     };
     let mut resp = Response::new(Body::from_stream(body));
@@ -32,7 +38,7 @@ where
     h.extend(headers);
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
+        HeaderValue::from_static(headers::EVENT_STREAM),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style intermediaries not to buffer the stream.
@@ -47,11 +53,11 @@ where
 struct CutOnShutdown<S> {
     inner: Option<S>,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
-    format: Format,
+    format: WireFormat,
 }
 
-impl<S: Stream<Item = Frames> + Unpin> Stream for CutOnShutdown<S> {
-    type Item = Frames;
+impl<S: Stream<Item = Frame> + Unpin> Stream for CutOnShutdown<S> {
+    type Item = Frame;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -64,19 +70,15 @@ impl<S: Stream<Item = Frames> + Unpin> Stream for CutOnShutdown<S> {
                 ErrorCode::ShuttingDown,
                 "the gateway shut down before the stream finished",
             );
+            let body = this.format.error_body(&e).to_string();
             let mut out = BytesMut::new();
             match this.format {
-                Format::OpenAi => tollgate_metering::meter::put_sse_frame(
-                    &mut out,
-                    e.openai_body().to_string().as_bytes(),
-                ),
-                Format::Anthropic => tollgate_metering::anthropic::put_event(
-                    &mut out,
-                    "error",
-                    tollgate_ingress::anthropic::error_body(&e)
-                        .to_string()
-                        .as_bytes(),
-                ),
+                WireFormat::OpenAi => {
+                    tollgate_metering::meter::put_sse_frame(&mut out, body.as_bytes())
+                }
+                WireFormat::Anthropic => {
+                    tollgate_metering::anthropic::put_event(&mut out, "error", body.as_bytes())
+                }
             }
             return Poll::Ready(Some(Ok(out.freeze())));
         }

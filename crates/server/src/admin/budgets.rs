@@ -1,0 +1,167 @@
+//! `/admin/v1/budgets`: budgets at runtime. A definition is stored in the ledger database
+//! (overriding the config file's by name), then installed in the engine; a budget whose
+//! counter starts fresh is seeded from the ledger so spend already recorded in its window
+//! counts.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::Value;
+use tollgate_policy::BudgetDef;
+use tollgate_types::{ApiError, ErrorCode};
+
+use crate::admin::definitions::{self, def_error};
+use crate::admin::list::{self, PageQuery};
+use crate::admin::{AdminResult, blocking, deleted, flush, rfc3339, to_json};
+use crate::gateway::{Gateway, now_ms};
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no budget named '{name}'"))
+}
+
+/// Definition, limit, spent, reserved, remaining, window and forecast.
+fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
+    let status = gw
+        .budgets()
+        .status(name, now_ms())
+        .map_err(|_| not_found(name))?;
+    let mut v = to_json("a budget", &status)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("window_start".into(), rfc3339(status.window_start_ms));
+        m.insert("window_end".into(), rfc3339(status.window_end_ms));
+    }
+    Ok(v)
+}
+
+/// Stores the definition, installs it, and seeds a fresh counter from the ledger. Any failure
+/// puts back what was there (store and engine), so the two never disagree.
+async fn install(gw: &Gateway, def: BudgetDef) -> Result<(), ApiError> {
+    let name = def.name.clone();
+    let previous = gw.budgets().get(&name);
+    let json = serde_json::to_string(&def)
+        .map_err(|e| ApiError::internal(format!("rendering budget '{name}': {e}")))?;
+    put(gw, &name, Some(json)).await?;
+    let up = match gw.budgets().upsert(def) {
+        Ok(up) => up,
+        Err(e) => {
+            restore(gw, &name, previous).await;
+            return Err(def_error(e));
+        }
+    };
+    if up.needs_seed {
+        // The seed sums committed rows only, and rows are written asynchronously: without
+        // this barrier, spend recorded just before the budget was created (settled before it
+        // existed, so not counted live) would be missing from its counter for good.
+        let seeded = match flush(gw).await {
+            Ok(()) => {
+                let (store, budgets) = (gw.store().clone(), gw.budgets().clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::stages::budget::seed_from_ledger(&budgets, &store, now_ms())
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map(|_| ()))
+            }
+            Err(e) => Err(e.cause.unwrap_or(e.message)),
+        };
+        if let Err(cause) = seeded {
+            restore(gw, &name, previous).await;
+            return Err(ApiError::internal(format!(
+                "seeding budget '{name}' from the ledger: {cause}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes (or deletes, `None`) a stored definition.
+async fn put(gw: &Gateway, name: &str, json: Option<String>) -> Result<(), ApiError> {
+    let store = gw.store().clone();
+    let name = name.to_string();
+    blocking(move || match json {
+        Some(j) => store.put_budget(&name, &j, now_ms()),
+        None => store.delete_budget(&name).map(|_| ()),
+    })
+    .await
+}
+
+/// Puts back the definition a failed install replaced (best effort; logged).
+async fn restore(gw: &Gateway, name: &str, previous: Option<BudgetDef>) {
+    let json = previous
+        .as_ref()
+        .and_then(|d| serde_json::to_string(d).ok());
+    match previous {
+        Some(d) => {
+            if let Err(e) = gw.budgets().upsert(d) {
+                tracing::error!(budget = name, error = %e, "restoring a budget failed");
+            }
+        }
+        None => {
+            gw.budgets().remove(name);
+        }
+    }
+    if let Err(e) = put(gw, name, json).await {
+        tracing::error!(budget = name, error = %e, cause = ?e.cause, "restoring a stored budget failed");
+    }
+}
+
+pub(crate) async fn create(State(gw): State<Gateway>, body: Body) -> AdminResult {
+    let text = definitions::read(&gw, body).await?;
+    let def = BudgetDef::from_json(&text).map_err(def_error)?;
+    if gw.budgets().get(&def.name).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a budget named '{}' exists; PATCH it instead", def.name),
+        )
+        .into());
+    }
+    let name = def.name.clone();
+    install(&gw, def).await?;
+    Ok((StatusCode::CREATED, Json(view(&gw, &name)?)).into_response())
+}
+
+/// By name.
+pub(crate) async fn list(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let page = PageQuery::from_query(&q)?;
+    let (defs, next) = list::page(gw.budgets().defs(), |d| d.name.clone(), &page)?;
+    let data = defs
+        .iter()
+        .map(|d| view(&gw, &d.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(list::respond(data, next))
+}
+
+pub(crate) async fn get(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
+    Ok(Json(view(&gw, &name)?).into_response())
+}
+
+/// JSON merge patch (RFC 7396) over the current definition; the name cannot change.
+pub(crate) async fn patch(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+    body: Body,
+) -> AdminResult {
+    let Some(current) = gw.budgets().get(&name) else {
+        return Err(not_found(&name).into());
+    };
+    let text = definitions::patched(&gw, "budget", &name, &current, body).await?;
+    let def = BudgetDef::from_json(&text).map_err(def_error)?;
+    install(&gw, def).await?;
+    Ok(Json(view(&gw, &name)?).into_response())
+}
+
+pub(crate) async fn delete(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
+    if gw.budgets().get(&name).is_none() {
+        return Err(not_found(&name).into());
+    }
+    put(&gw, &name, None).await?;
+    gw.budgets().remove(&name);
+    Ok(deleted("budget", &name))
+}

@@ -1,0 +1,171 @@
+//! The admin API (`/admin/v1/…`): one shape for every resource.
+//!
+//! - **Auth** is a layer ([`guard`]) over every admin route, not a call in each handler: it
+//!   authenticates the caller (today the master key, compared in constant time; without one
+//!   configured the admin API answers `401` to everything), and checks the caller's
+//!   [`Role`] against the method in one line — a reader may `GET`, only an admin may change
+//!   anything. Handlers that need to know who called take the [`Caller`] extension.
+//! - **Lists** are `{"object": "list", "data": [...], "next_cursor": …}` with keyset
+//!   pagination (`?limit=&cursor=`, [`list`]); an item that cannot be rendered is an error,
+//!   never silently dropped.
+//! - **Deletes** answer `{"id", "object", "deleted": true}` ([`deleted`]).
+//! - **Changes** are written to the store first, then to memory, so a store error leaves both
+//!   as they were.
+//! - **Errors** come from the error table; a store failure is `500 internal_error` with its
+//!   cause in the log.
+//!
+//! Reads of the ledger first flush it, so a report includes every request that finished before
+//! it was asked for.
+
+pub(crate) mod budgets;
+pub(crate) mod definitions;
+pub(crate) mod deployments;
+pub(crate) mod keys;
+pub(crate) mod list;
+pub(crate) mod policies;
+pub(crate) mod reports;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tollgate_attribution::keys::presented_key;
+use tollgate_store::StoreError;
+use tollgate_types::{ApiError, ErrorCode};
+
+use crate::gateway::Gateway;
+use crate::http::error::ErrorResponse;
+
+pub use keys::validate_new_key_models;
+pub use reports::parse_time;
+
+pub(crate) type AdminResult = Result<Response, ErrorResponse>;
+
+/// What an admin caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Reads everything, changes everything.
+    Admin,
+    /// Reads everything, changes nothing.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "viewer tokens (POST /admin/v1/tokens) arrive with the dashboard"
+        )
+    )]
+    Viewer,
+}
+
+impl Role {
+    fn may(self, method: &Method) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Viewer => matches!(*method, Method::GET | Method::HEAD),
+        }
+    }
+}
+
+/// The authenticated admin caller, in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub(crate) role: Role,
+}
+
+/// Who is calling: the master key is an admin.
+fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(master) = gw.settings().master_key.as_deref() else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "the admin API is disabled: set server.master_key (e.g. master_key: ${TOLLGATE_MASTER_KEY})",
+        ));
+    };
+    let presented = presented_key(headers);
+    if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(master.as_bytes())) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "invalid master key",
+        ));
+    }
+    Ok(Caller { role: Role::Admin })
+}
+
+/// The admin routes' layer: authenticate, check the role against the method, pass the caller
+/// on.
+pub(crate) async fn guard(State(gw): State<Gateway>, mut req: Request, next: Next) -> Response {
+    let caller = match authenticate(&gw, req.headers()) {
+        Ok(c) => c,
+        Err(e) => return ErrorResponse(e).into_response(),
+    };
+    if !caller.role.may(req.method()) {
+        return ErrorResponse(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!("a {:?} may read but not change anything", caller.role).to_lowercase(),
+        ))
+        .into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, what),
+        StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what),
+        StoreError::InvalidInput(what) => ApiError::new(ErrorCode::InvalidRequest, what),
+        other => ApiError::internal(format!("store: {other}")),
+    }
+}
+
+/// Runs a store call off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store task: {e}")))?
+        .map_err(store_error)
+}
+
+/// Waits until every row recorded so far is in the store.
+pub(crate) async fn flush(gw: &Gateway) -> Result<(), ApiError> {
+    gw.ledger()
+        .flush()
+        .await
+        .map_err(|e| ApiError::internal(format!("ledger flush: {e}")))
+}
+
+pub(crate) fn rfc3339(ms: i64) -> Value {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| Value::String(t.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// A value's JSON, or an internal error naming what could not be rendered.
+pub(crate) fn to_json(what: &str, v: &impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal(format!("rendering {what}: {e}")))
+}
+
+/// The one delete answer: `{"id", "object", "deleted": true}`.
+pub(crate) fn deleted(object: &str, id: &str) -> Response {
+    Json(json!({"id": id, "object": object, "deleted": true})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_viewer_reads_and_changes_nothing() {
+        for m in [Method::GET, Method::HEAD] {
+            assert!(Role::Viewer.may(&m));
+        }
+        for m in [Method::POST, Method::PATCH, Method::DELETE, Method::PUT] {
+            assert!(!Role::Viewer.may(&m));
+            assert!(Role::Admin.may(&m));
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `/admin/v1/policies`: spend policies at runtime (stored in the ledger database, overriding
+//! the config file's by name), and the decision log.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use tollgate_policy::rules::{DecisionFilter, PolicyDef};
+use tollgate_store::Definitions;
+use tollgate_types::{ApiError, ErrorCode};
+
+use crate::admin::definitions::{self, def_error};
+use crate::admin::list::{self, PageQuery};
+use crate::admin::{AdminResult, blocking, deleted, to_json};
+use crate::gateway::{Gateway, now_ms};
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no policy named '{name}'"))
+}
+
+/// The definition and, once it has been evaluated, its ladder state.
+fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
+    let def = gw.policies().get(name).ok_or_else(|| not_found(name))?;
+    let mut v = to_json("a policy", &def)?;
+    if let (Value::Object(m), Some(state)) = (&mut v, gw.policies().state(name)) {
+        m.insert(
+            "state".into(),
+            json!({"instance": state.instance, "level": state.level, "steps": state.steps}),
+        );
+    }
+    Ok(v)
+}
+
+/// Writes (or deletes, `None`) a stored definition.
+async fn put(gw: &Gateway, name: &str, json: Option<String>) -> Result<(), ApiError> {
+    let store = gw.store().clone();
+    let name = name.to_string();
+    blocking(move || match json {
+        Some(j) => store.put_definition(Definitions::Policies, &name, &j, now_ms()),
+        None => store
+            .delete_definition(Definitions::Policies, &name)
+            .map(|_| ()),
+    })
+    .await
+}
+
+/// Stores the definition, then installs it; a refusal by the engine puts the stored one back.
+async fn install(gw: &Gateway, def: PolicyDef) -> Result<(), ApiError> {
+    let name = def.name.clone();
+    let previous = gw.policies().get(&name);
+    let json = serde_json::to_string(&def)
+        .map_err(|e| ApiError::internal(format!("rendering policy '{name}': {e}")))?;
+    put(gw, &name, Some(json)).await?;
+    if let Err(e) = gw.policies().upsert(def) {
+        let back = previous
+            .as_ref()
+            .and_then(|d| serde_json::to_string(d).ok());
+        if let Err(re) = put(gw, &name, back).await {
+            tracing::error!(policy = %name, error = %re, cause = ?re.cause, "restoring a stored policy failed");
+        }
+        return Err(def_error(e));
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(State(gw): State<Gateway>, body: Body) -> AdminResult {
+    let text = definitions::read(&gw, body).await?;
+    let def = PolicyDef::from_json(&text).map_err(def_error)?;
+    if gw.policies().get(&def.name).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a policy named '{}' exists; PATCH it instead", def.name),
+        )
+        .into());
+    }
+    let name = def.name.clone();
+    install(&gw, def).await?;
+    Ok((StatusCode::CREATED, Json(view(&gw, &name)?)).into_response())
+}
+
+/// By name.
+pub(crate) async fn list(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let page = PageQuery::from_query(&q)?;
+    let (defs, next) = list::page(gw.policies().defs(), |d| d.name.clone(), &page)?;
+    let data = defs
+        .iter()
+        .map(|d| view(&gw, &d.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(list::respond(data, next))
+}
+
+pub(crate) async fn get(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
+    Ok(Json(view(&gw, &name)?).into_response())
+}
+
+/// JSON merge patch over the current definition (e.g. `{"mode": "enforce"}` to turn a shadow
+/// policy on); the name cannot change.
+pub(crate) async fn patch(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+    body: Body,
+) -> AdminResult {
+    let Some(current) = gw.policies().get(&name) else {
+        return Err(not_found(&name).into());
+    };
+    let text = definitions::patched(&gw, "policy", &name, &current, body).await?;
+    let def = PolicyDef::from_json(&text).map_err(def_error)?;
+    install(&gw, def).await?;
+    Ok(Json(view(&gw, &name)?).into_response())
+}
+
+pub(crate) async fn delete(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
+    if gw.policies().get(&name).is_none() {
+        return Err(not_found(&name).into());
+    }
+    put(&gw, &name, None).await?;
+    gw.policies().remove(&name);
+    Ok(deleted("policy", &name))
+}
+
+/// The decision log, newest first: `?policy=` and the list parameters. The cursor is the
+/// sequence number of the last entry shown.
+pub(crate) async fn decisions(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let page = PageQuery::from_query(&q)?;
+    let before_seq = match page.after()? {
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::new(ErrorCode::InvalidRequest, "invalid page cursor").with_param("cursor")
+        })?),
+        None => None,
+    };
+    let filter = DecisionFilter {
+        policy: q.get("policy").filter(|p| !p.is_empty()).cloned(),
+        before_seq,
+        ..Default::default()
+    };
+    let mut data = gw.policies().decisions(&filter, page.limit + 1);
+    let next = if data.len() > page.limit {
+        data.truncate(page.limit);
+        data.last().map(|e| list::encode(&e.seq.to_string()))
+    } else {
+        None
+    };
+    let data = data
+        .iter()
+        .map(|e| to_json("a decision", e))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(list::respond(data, next))
+}

@@ -1,0 +1,105 @@
+//! The gateway's background loops, started by [`crate::serve`] and aborted by it at shutdown:
+//! the key-index poller, the reservation sweeper and alert delivery. None of them is on the
+//! request path; all run on the gateway's task tracker.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tollgate_policy::rules::Alert;
+
+use crate::gateway::{Gateway, now_ms};
+
+const ALERT_ATTEMPTS: u32 = 4;
+
+/// Releases reservations whose request died without settling, once a second; every ten
+/// seconds also drops idle rate-limit counters.
+pub(crate) fn reservation_sweeper(gw: &Gateway) -> JoinHandle<()> {
+    let g = gw.clone();
+    gw.0.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            if ticks.is_multiple_of(10) {
+                // Rate-limit counters of keys/users gone quiet for a minute.
+                g.0.rate_limits.sweep(now_ms());
+            }
+            let expired = g.0.budgets.expire(now_ms());
+            if expired > 0 {
+                tracing::warn!(
+                    expired,
+                    "released budget reservations of requests that never settled"
+                );
+            }
+        }
+    })
+}
+
+/// Polls the store's key version so CLI changes (another process) reach this one.
+pub(crate) fn key_poller(gw: &Gateway) -> JoinHandle<()> {
+    let g = gw.clone();
+    gw.0.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(g.0.settings.key_poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let g2 = g.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                g2.0.keys.refresh_if_changed(&g2.0.store, now_ms())
+            })
+            .await;
+            match res {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "key index refresh failed"),
+                Err(e) => tracing::warn!(error = %e, "key index refresh task failed"),
+            }
+        }
+    })
+}
+
+/// Starts alert delivery (once: the receiver is taken).
+pub(crate) fn alert_delivery(gw: &Gateway) -> Option<JoinHandle<()>> {
+    let rx = gw.0.alert_rx.lock().ok()?.take()?;
+    Some(gw.0.tasks.spawn(deliver_alerts(rx)))
+}
+
+/// Delivers alerts: POST the JSON payload to the webhook, retrying with exponential backoff.
+async fn deliver_alerts(mut rx: mpsc::Receiver<Alert>) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "alert delivery disabled: no HTTP client");
+            return;
+        }
+    };
+    while let Some(alert) = rx.recv().await {
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=ALERT_ATTEMPTS {
+            let sent = client
+                .post(&alert.webhook)
+                .json(&alert.payload)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => {
+                    tracing::warn!(policy = %alert.policy, status = r.status().as_u16(), attempt, "alert webhook refused")
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %alert.policy, error = %e, attempt, "alert webhook unreachable")
+                }
+            }
+            if attempt < ALERT_ATTEMPTS {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}

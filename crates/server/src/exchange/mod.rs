@@ -1,0 +1,512 @@
+//! The exchange: one data-plane request from its first byte to its ledger row, the same for
+//! every endpoint. An endpoint implements [`Endpoint`] — its wire format in and out — and the
+//! exchange runs the stages, in this order:
+//!
+//! 1. **open the row** ([`row::PendingRow`]): from here on exactly one ledger row is
+//!    guaranteed, recorded on every exit or by `Drop` if the client vanishes;
+//! 2. **authenticate** (`stages::auth`) → `401 invalid_api_key`, `503 shutting_down`;
+//! 3. **read and parse** the body under `server.max_body_bytes` (`413`) into the endpoint's
+//!    state and the canonical (OpenAI Chat-shaped) request ([`Endpoint::parse`]) → `400`
+//!    naming the `param`;
+//! 4. **attribute** (`stages::attribute`) → `400` naming the header;
+//! 5. **spend policies** (`stages::policy`): downgrade / reroute, cap, block
+//!    (`429 policy_blocked`), alerts queued;
+//! 6. **target** (`stages::target`): the logical model and key permission (`404` / `403`),
+//!    the deployment pin, the stickiness key; the candidates ranked ([`attempts::Dispatch`]);
+//! 7. **rate limits** (`stages::ratelimit`) on the first candidate → `429
+//!    rate_limit_exceeded`, `x-ratelimit-*` on every answer;
+//! 8. **response cache** (`stages::cache`), for cacheable endpoints: a hit is answered here at
+//!    zero cost in the endpoint's format ([`Endpoint::hit`]); a miss may be stored at 11;
+//! 9. **attempts** ([`attempts::Attempts`]), until one answers or the rules give up — (9a) the
+//!    next candidate whose breaker admits it, priced (fail-closed `400 model_not_priced`);
+//!    (9b) budget admission at that price (`stages::budget`): reserve, fit by clamping the
+//!    output cap, or `429 budget_exceeded`; (9c) the provider call the endpoint builds
+//!    ([`Endpoint::call`], [`upstream`]); a retryable failure returns the reservation and
+//!    moves on;
+//! 10. **relay**: a complete answer in the endpoint's format ([`Endpoint::respond`]) from a
+//!     detached task, so a departing client cannot stop the bill from being recorded; a
+//!     stream, held until its first content, relayed chunk by chunk through the meter (the
+//!     endpoint's renderer for canonical chunks, native events as they came), cut cleanly at
+//!     the output cap the budget reserved;
+//! 11. **settle** ([`settle`]): usage and cost into the row (provider usage, else counted
+//!     locally and flagged `estimated`), the attempt reported to its breaker, a clean miss
+//!     stored in the cache, the row recorded — which settles the budget reservation and the
+//!     rate-limit hold.
+//!
+//! A new endpoint is a file in `crate::endpoints` implementing [`Endpoint`], and a route in
+//! `crate::routes`. A new stage is a file in `crate::stages` and one step here.
+
+pub(crate) mod attempts;
+pub(crate) mod row;
+pub(crate) mod settle;
+pub(crate) mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tollgate_cache::Entry;
+use tollgate_metering::tokens::Encoding;
+use tollgate_metering::{
+    MeterOptions, MeteredStream, OpenAiRenderer, Renderer, Settlement, anthropic::MeteredEvents,
+};
+use tollgate_providers::ChatCall;
+use tollgate_store::StoredKey;
+use tollgate_types::{ApiError, LedgerRow, NanoUsd, Outcome, Usage, UsageSource};
+
+use crate::gateway::Gateway;
+use crate::http::{WireFormat, body, headers, sse};
+use crate::metrics::Route;
+use crate::stages::budget::Shape;
+use crate::stages::cache::{self, Fill, Lookup};
+use crate::stages::target::{self, Candidate};
+use crate::stages::{attribute, auth, policy, ratelimit};
+
+use attempts::{Attempts, Dispatch, Prepared};
+use row::PendingRow;
+use upstream::{Answer, Call, Miss, Reply, Started};
+
+/// A request as every stage reads it: the canonical (OpenAI Chat-shaped) body, whatever the
+/// client's wire format.
+pub(crate) struct Canonical {
+    /// The logical model the client asked for.
+    pub(crate) model: String,
+    pub(crate) stream: bool,
+    pub(crate) body: Map<String, Value>,
+}
+
+/// A cache hit rendered in the client's wire format.
+pub(crate) enum Hit {
+    Json(Bytes),
+    /// SSE frames, sent in order.
+    Events(Vec<Bytes>),
+}
+
+/// What an endpoint of the data plane tells the exchange: its wire format, in and out, and
+/// three properties. Everything else — the stages, the attempt loop, metering, the row — is
+/// the exchange's. The defaults fit an OpenAI-shaped endpoint.
+pub(crate) trait Endpoint: Sized + Send + Sync + 'static {
+    /// The route: the row's `endpoint` and the metrics label.
+    const ROUTE: Route;
+    /// The shape of errors and of stream error events.
+    const FORMAT: WireFormat;
+    /// Priced by tokens as a chat (prompt + output cap) or as input only (embeddings).
+    const SHAPE: Shape;
+    /// The cache's endpoint family; `None` when answers are never cached.
+    const CACHE: Option<&'static str>;
+    /// Whether a client may ask for a stream.
+    const STREAMS: bool;
+
+    /// The client's body → the endpoint's own state (kept to render the answer) and the
+    /// canonical request.
+    fn parse(body: &[u8], headers: &HeaderMap) -> Result<(Self, Canonical), ApiError>;
+
+    /// The provider call of one attempt on `cand`, from the admitted canonical body.
+    fn call(&self, cand: &Candidate, prepared: &Prepared, stream: bool) -> Call {
+        let _ = cand;
+        Call::Chat(ChatCall {
+            body: prepared.body.clone(),
+            stream,
+        })
+    }
+
+    /// A complete answer in the client's format (`usage` is what was billed).
+    fn respond(&self, reply: &Reply, usage: &Usage) -> Result<Bytes, ApiError> {
+        let _ = usage;
+        Ok(reply.body().clone())
+    }
+
+    /// How canonical stream chunks reach the client.
+    fn renderer(&self) -> Box<dyn Renderer> {
+        Box::new(OpenAiRenderer {
+            client_wants_usage: false,
+        })
+    }
+
+    /// A cached canonical answer in the client's format (cacheable endpoints only).
+    fn hit(&self, entry: &Entry, stream: bool) -> Result<Hit, ApiError> {
+        let _ = (entry, stream);
+        Err(ApiError::internal(format!(
+            "{} has no cache rendering",
+            Self::ROUTE.path()
+        )))
+    }
+}
+
+/// Runs one request of endpoint `E` through every stage.
+pub(crate) async fn run<E: Endpoint>(gw: Gateway, headers: HeaderMap, body: Body) -> Response {
+    // 1.
+    let mut rec = PendingRow::open(&gw, E::ROUTE);
+    let (ep, canonical, dispatch) = match admit::<E>(&gw, &mut rec, &headers, body).await {
+        Ok(v) => v,
+        Err(e) => return rec.reject(e, Outcome::Rejected, E::FORMAT),
+    };
+    // 7.
+    let first = dispatch.preview(&gw);
+    let limits = match ratelimit::admit(&gw, rec.row(), first.as_ref(), &canonical.body, E::SHAPE) {
+        Ok(a) => {
+            if let Some(h) = a.hold {
+                rec.hold_rate(h);
+            }
+            a.limits
+        }
+        Err(l) => {
+            let ratelimit::Limited { error, limits } = *l;
+            return limits.apply(rec.reject(error, Outcome::Rejected, E::FORMAT));
+        }
+    };
+    // 8.
+    let stream = canonical.stream && E::STREAMS;
+    let fill = match (E::CACHE, &first) {
+        (Some(family), Some(first)) => {
+            let row = rec.row();
+            match cache::lookup(&gw, row, &headers, family, &canonical.body, stream, first) {
+                Lookup::Hit(entry) => {
+                    return limits.apply(serve_hit(&gw, rec, &ep, &entry, stream));
+                }
+                Lookup::Miss(fill) => Some(fill),
+                Lookup::Off | Lookup::Bypass => None,
+            }
+        }
+        _ => None,
+    };
+    // 9. – 11.
+    let ex = Exchange {
+        gw,
+        rec,
+        ep,
+        attempts: Attempts::new(dispatch, canonical.body),
+        fill,
+    };
+    let resp = if stream {
+        ex.stream().await
+    } else {
+        ex.complete().await
+    };
+    limits.apply(resp)
+}
+
+/// Stages 2–6: every check before the per-request limits. Fills the row as facts become
+/// known, so a rejected request's row says how far it got.
+async fn admit<E: Endpoint>(
+    gw: &Gateway,
+    rec: &mut PendingRow,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(E, Canonical, Dispatch), ApiError> {
+    // 2.
+    let key = auth::authenticate(gw, headers)?;
+    auth::note_key(rec.row(), &key);
+    // 3.
+    let bytes = body::read(body, gw.settings().max_body_bytes).await?;
+    let (ep, canonical) = E::parse(&bytes, headers)?;
+    let row = rec.row();
+    row.requested_model = Some(canonical.model.clone());
+    row.stream = canonical.stream && E::STREAMS;
+    // 4.
+    attribute::attribute(row, &key, headers, &canonical.body)?;
+    // 5.
+    let steer = policy::evaluate(gw, row, &canonical.model)?;
+    // 6.
+    let hints = target::Hints {
+        headers,
+        conversation: (E::SHAPE == Shape::Chat).then_some(&canonical.body),
+        stream: row.stream,
+    };
+    let target = target::resolve(gw, &key, row, &canonical.model, steer, hints)?;
+    Ok((ep, canonical, Dispatch::new(gw, target)))
+}
+
+/// Answers a request the gateway serves itself (no upstream, no cost) after stages 1–2:
+/// `answer` gets the key and the row and returns the JSON body or the error.
+pub(crate) fn local(
+    gw: &Gateway,
+    route: Route,
+    headers: &HeaderMap,
+    answer: impl FnOnce(&StoredKey, &mut LedgerRow) -> Result<Value, ApiError>,
+) -> Response {
+    let mut rec = PendingRow::open(gw, route);
+    let key = match auth::authenticate(gw, headers) {
+        Ok(k) => k,
+        Err(e) => return rec.reject(e, Outcome::Rejected, WireFormat::OpenAi),
+    };
+    auth::note_key(rec.row(), &key);
+    match answer(&key, rec.row()) {
+        Ok(v) => {
+            let mut h = HeaderMap::new();
+            headers::request_id(&mut h, rec.request_id());
+            rec.row().status = 200;
+            rec.finish();
+            json(Bytes::from(v.to_string()), h)
+        }
+        Err(e) => rec.reject(e, Outcome::Rejected, WireFormat::OpenAi),
+    }
+}
+
+/// A complete JSON answer with `headers`.
+fn json(body: Bytes, headers: HeaderMap) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.extend(headers);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(headers::JSON),
+    );
+    resp
+}
+
+/// The headers of a routed answer: request id, policy actions, who served it, cache status.
+fn routed_headers(row: &LedgerRow, served_model: &str, provider: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    headers::request_id(&mut h, &row.request_id);
+    headers::policy(&mut h, &row.policy_actions);
+    headers::served(&mut h, served_model, provider);
+    headers::cache(&mut h, row.cache_status.as_deref());
+    h
+}
+
+/// Stage 8's hit: zero cost, `saved_cost` = what the answer cost when produced, labelled with
+/// the deployment that produced it; no upstream attempt.
+fn serve_hit<E: Endpoint>(
+    gw: &Gateway,
+    mut rec: PendingRow,
+    ep: &E,
+    entry: &Entry,
+    stream: bool,
+) -> Response {
+    let started = rec.started();
+    cache::hit_row(rec.row(), entry, started);
+    let body = match ep.hit(entry, stream) {
+        Ok(b) => b,
+        // The stored answer was checked when it was stored: this is a bug.
+        Err(e) => return rec.reject(e, Outcome::Failed, E::FORMAT),
+    };
+    let mut h = routed_headers(rec.row(), &entry.served_model, &entry.provider);
+    let resp = match body {
+        Hit::Json(b) => {
+            headers::cost(&mut h, NanoUsd::ZERO);
+            json(b, h)
+        }
+        Hit::Events(frames) => {
+            let frames = futures_util::stream::iter(frames.into_iter().map(Ok));
+            sse::response(frames, h, E::FORMAT, &gw.0.cut)
+        }
+    };
+    rec.finish();
+    resp
+}
+
+/// One request across its attempts (stages 9–11).
+struct Exchange<E> {
+    gw: Gateway,
+    rec: PendingRow,
+    ep: E,
+    attempts: Attempts,
+    /// Where a missed answer goes (in the canonical shape, so every endpoint of its family
+    /// can be served from it).
+    fill: Option<Fill>,
+}
+
+impl<E: Endpoint> Exchange<E> {
+    /// Keeps the cache fill only for an answer the cache key stands for: not one shortened
+    /// to fit a budget, not one served by a fallback model.
+    fn keep_fill(&mut self, cand: &Candidate, prepared: &Prepared) {
+        if prepared.fitted || !self.fill.as_ref().is_none_or(|f| f.matches(cand)) {
+            self.fill = None;
+        }
+    }
+
+    /// Records the request as failed or rejected, by how far it got: `failed` once an
+    /// upstream call was made, `rejected` when it never got that far (budget refusal, every
+    /// circuit open).
+    fn give_up(mut self, error: ApiError) -> Response {
+        let outcome = if self.rec.row().attempts > 0 {
+            Outcome::Failed
+        } else {
+            Outcome::Rejected
+        };
+        self.rec.reject(error, outcome, E::FORMAT)
+    }
+
+    /// Non-streaming: the attempts run on a tracked task (see [`detached`]).
+    async fn complete(self) -> Response {
+        let gw = self.gw.clone();
+        let id = self.rec.request_id().to_string();
+        detached(&gw, id, E::FORMAT, move |gone| self.complete_attached(gone)).await
+    }
+
+    async fn complete_attached(mut self, gone: Arc<AtomicBool>) -> Response {
+        loop {
+            let (cand, attempt, prepared) =
+                match self.attempts.next(&self.gw, &mut self.rec, E::SHAPE).await {
+                    Ok(v) => v,
+                    Err(e) => return self.give_up(e),
+                };
+            self.keep_fill(&cand, &prepared);
+            let call = self.ep.call(&cand, &prepared, false);
+            let t0 = Instant::now();
+            let Answer { reply, usage } = match upstream::complete(&cand, call).await {
+                Ok(a) => a,
+                Err(Miss::Final(e)) => return self.rec.reject(e, Outcome::Failed, E::FORMAT),
+                Err(Miss::Upstream(e)) => {
+                    match self.attempts.failed(&self.gw, &cand, attempt, &e) {
+                        Ok(()) => continue,
+                        Err(api) => return self.rec.reject(api, Outcome::Failed, E::FORMAT),
+                    }
+                }
+            };
+            let took = t0.elapsed();
+            attempt.success(Some(took), took, Instant::now());
+            self.attempts.succeeded(&cand);
+            let (usage, source) = match usage {
+                Some(u) => (u, UsageSource::Provider),
+                None => (
+                    settle::local_usage(E::SHAPE, &cand, &prepared.body, &reply),
+                    UsageSource::Estimated,
+                ),
+            };
+            // Billed before rendering: the provider charged for the answer whatever happens
+            // to it here.
+            settle::complete(&mut self.rec, &cand, usage, source, &gone);
+            let body = match self.ep.respond(&reply, &usage) {
+                Ok(b) => b,
+                Err(e) => return self.rec.reject(e, Outcome::Failed, E::FORMAT),
+            };
+            if let Some(f) = self.fill.take()
+                && let Some(canonical) = canonical_answer(&reply)
+            {
+                f.complete(canonical, self.rec.row());
+            }
+            let row = self.rec.row();
+            let d = &cand.deployment;
+            let mut h = routed_headers(row, &d.model, &d.provider_name);
+            headers::cost(&mut h, row.effective_cost);
+            self.rec.finish();
+            return json(body, h);
+        }
+    }
+
+    /// Streaming: each attempt is held until its first content, so an upstream that fails
+    /// before producing anything fails over without the client noticing; then headers go out
+    /// and the stream is relayed through the meter, which settles the row when the stream
+    /// ends, fails or is dropped.
+    async fn stream(mut self) -> Response {
+        loop {
+            let (cand, attempt, prepared) =
+                match self.attempts.next(&self.gw, &mut self.rec, E::SHAPE).await {
+                    Ok(v) => v,
+                    Err(e) => return self.give_up(e),
+                };
+            self.keep_fill(&cand, &prepared);
+            let call = self.ep.call(&cand, &prepared, true);
+            let t0 = Instant::now();
+            let started = match upstream::stream(&cand, call).await {
+                Ok(s) => s,
+                Err(Miss::Final(e)) => return self.rec.reject(e, Outcome::Failed, E::FORMAT),
+                Err(Miss::Upstream(e)) => {
+                    match self.attempts.failed(&self.gw, &cand, attempt, &e) {
+                        Ok(()) => continue,
+                        Err(api) => return self.rec.reject(api, Outcome::Failed, E::FORMAT),
+                    }
+                }
+            };
+            self.attempts.succeeded(&cand);
+            let Exchange {
+                gw,
+                mut rec,
+                ep,
+                fill,
+                ..
+            } = self;
+            rec.row().status = 200;
+            let d = &cand.deployment;
+            let h = routed_headers(rec.row(), &d.model, &d.provider_name);
+            let opts = MeterOptions {
+                encoding: Encoding::for_model(&d.model),
+                request: prepared.body.clone(),
+                secrets: gw.secrets().clone(),
+                output_cap: prepared.output_cap,
+            };
+            let cut = gw.0.cut.clone();
+            let cut_for_row = cut.clone();
+            return match started {
+                Started::Chunks(chunks) => {
+                    let (renderer, fill) = cache::caching(ep.renderer(), fill);
+                    let metered =
+                        MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
+                            settle::report_stream(attempt, &s, t0);
+                            if let Some(f) = fill {
+                                f.settled(&s, &cand);
+                            }
+                            settle::stream(rec, &cand, &s, &cut_for_row);
+                        });
+                    sse::response(metered, h, E::FORMAT, &cut)
+                }
+                // Native events are relayed as the provider sent them; they are not stored
+                // (the cache holds canonical answers).
+                Started::Events(events) => {
+                    let metered = MeteredEvents::new(events, opts, move |s: Settlement| {
+                        settle::report_stream(attempt, &s, t0);
+                        settle::stream(rec, &cand, &s, &cut_for_row);
+                    });
+                    sse::response(metered, h, E::FORMAT, &cut)
+                }
+            };
+        }
+    }
+}
+
+/// A complete answer in the canonical shape the cache stores.
+fn canonical_answer(reply: &Reply) -> Option<Bytes> {
+    match reply {
+        Reply::Completion(b) => Some(b.clone()),
+        Reply::Message(b) => {
+            let created = u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0);
+            tollgate_providers::anthropic::response::to_chat_completion(b, created)
+                .ok()
+                .map(|(b, _)| Bytes::from(b))
+        }
+        Reply::Embeddings(_) => None,
+    }
+}
+
+/// Sets a flag when dropped unless disarmed: tells a detached task that the client is gone.
+struct ClientWatch(Arc<AtomicBool>, bool);
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Runs a non-streaming upstream exchange on a tracked task, so its usage is captured and its
+/// row recorded even if the client disconnects while the model is generating (the provider
+/// bills the whole answer either way). `work` receives a flag that turns true when the client
+/// has gone; shutdown waits for these tasks.
+async fn detached<F, Fut>(gw: &Gateway, request_id: String, format: WireFormat, work: F) -> Response
+where
+    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    let gone = Arc::new(AtomicBool::new(false));
+    let mut watch = ClientWatch(gone.clone(), false);
+    let out = gw.0.tasks.spawn(work(gone)).await;
+    watch.1 = true;
+    match out {
+        Ok(resp) => resp,
+        // The task's own row was recorded by its `Drop` (as cancelled); this answers the
+        // client, with the panic in the log.
+        Err(join) => crate::http::error_response(
+            format,
+            ApiError::internal(format!("the upstream task failed: {join}")),
+            Some(&request_id),
+        ),
+    }
+}

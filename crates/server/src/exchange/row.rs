@@ -1,0 +1,166 @@
+//! The pending ledger row of one request, and the settlement of what rides on it.
+//!
+//! **Invariant: one request, one row.** A [`PendingRow`] is opened before anything else
+//! happens and consumed by exactly one of its finishing methods; if it is dropped unfinished —
+//! the client disconnected and axum dropped the handler future — its `Drop` records the row as
+//! `cancelled`. There is no path that leaves a request without a row.
+//!
+//! Recording settles everything the request holds: the budget reservation (with the row's
+//! actual cost, so a failure returns it all), the rate-limit token hold (with the actual
+//! tokens), the burn-rate counters of spend policies, the metrics; then the row goes to the
+//! ledger without blocking.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::response::Response;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, Outcome, RequestId};
+
+use crate::gateway::{Gateway, Inner, now_ms};
+use crate::http::{WireFormat, error_response};
+use crate::metrics::Route;
+
+pub(crate) struct PendingRow {
+    row: Option<LedgerRow>,
+    started: Instant,
+    route: Route,
+    gw: Arc<Inner>,
+    /// Counts this request as in flight for `serve`'s final wait; dropped with the row.
+    _in_flight: TaskTrackerToken,
+    /// The budget reservation admission took, settled with the row's cost when it is recorded.
+    reservation: Option<tollgate_policy::Reservation>,
+    /// The rate-limit token reservation, settled with the row's actual input + output tokens.
+    rate: Option<tollgate_policy::RateHold>,
+}
+
+impl PendingRow {
+    pub(crate) fn open(gw: &Gateway, route: Route) -> PendingRow {
+        gw.0.metrics.in_flight(1);
+        PendingRow {
+            row: Some(LedgerRow::start(
+                RequestId::new().to_string(),
+                now_ms(),
+                route.path(),
+            )),
+            started: Instant::now(),
+            route,
+            gw: gw.0.clone(),
+            _in_flight: gw.0.tasks.token(),
+            reservation: None,
+            rate: None,
+        }
+    }
+
+    pub(crate) fn request_id(&self) -> &str {
+        self.row.as_ref().map_or("", |r| r.request_id.as_str())
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Mutable access to the row being built.
+    pub(crate) fn row(&mut self) -> &mut LedgerRow {
+        // The row is only taken by `record`, which only runs when `self` is consumed.
+        self.row
+            .get_or_insert_with(|| LedgerRow::start(String::new(), 0, ""))
+    }
+
+    /// Holds a budget reservation until the row is recorded.
+    pub(crate) fn hold(&mut self, reservation: tollgate_policy::Reservation) {
+        self.reservation = Some(reservation);
+    }
+
+    /// Returns a held budget reservation unused (an attempt failed before costing anything;
+    /// the next attempt reserves for its own deployment's price).
+    pub(crate) fn release(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.gw.budgets.settle(&r, NanoUsd::ZERO);
+        }
+    }
+
+    /// Holds a rate-limit token reservation until the row is recorded.
+    pub(crate) fn hold_rate(&mut self, hold: tollgate_policy::RateHold) {
+        self.rate = Some(hold);
+    }
+
+    /// Records a request refused or failed with `error` and answers it in `format`.
+    pub(crate) fn reject(
+        mut self,
+        error: ApiError,
+        outcome: Outcome,
+        format: WireFormat,
+    ) -> Response {
+        let row = self.row();
+        row.status = error.status();
+        row.outcome = outcome;
+        row.error_code = Some(error.code.as_str().to_string());
+        row.error_origin = Some(error.code.origin().as_str().to_string());
+        let id = row.request_id.clone();
+        self.finish();
+        error_response(format, error, Some(&id))
+    }
+
+    /// Records the row as it stands (status and outcome already set by the caller).
+    pub(crate) fn finish(mut self) {
+        self.record();
+    }
+
+    fn record(&mut self) {
+        let Some(mut row) = self.row.take() else {
+            return;
+        };
+        row.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let gw = &self.gw;
+        gw.metrics.observe(self.route, &row);
+        gw.metrics.in_flight(-1);
+        // Settling with the actual cost (0 for a failure) returns the unused reservation;
+        // every exit path records the row, so no reservation outlives its request.
+        if let Some(r) = self.reservation.take()
+            && let Some(s) = gw.budgets.settle(&r, row.effective_cost)
+            && (s.excess.nanos() > 0 || s.late)
+        {
+            tracing::warn!(
+                request_id = %row.request_id,
+                excess = %s.excess,
+                late = s.late,
+                "actual cost exceeded the budget reservation"
+            );
+        }
+        // Same for the rate limits' token estimate (a failed call usually used 0).
+        if let Some(h) = self.rate.take() {
+            gw.rate_limits.settle(h, row.usage.total_tokens());
+        }
+        if row.effective_cost.nanos() > 0
+            && let Some(model) = row.requested_model.as_deref()
+        {
+            // Burn-rate triggers read settled spend per policy scope.
+            gw.policies.record_spend(
+                &row.attribution,
+                model,
+                row.effective_cost,
+                row.started_at_ms,
+            );
+        }
+        gw.ledger.record(row);
+    }
+}
+
+/// Marks a row as abandoned by its client.
+pub(crate) fn client_closed(row: &mut LedgerRow) {
+    let code = ErrorCode::ClientClosedRequest;
+    row.outcome = Outcome::Cancelled;
+    row.status = code.status();
+    row.error_code = Some(code.as_str().into());
+    row.error_origin = Some(code.origin().as_str().into());
+}
+
+impl Drop for PendingRow {
+    fn drop(&mut self) {
+        if let Some(row) = self.row.as_mut() {
+            client_closed(row);
+        }
+        self.record();
+    }
+}
