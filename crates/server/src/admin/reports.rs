@@ -141,6 +141,8 @@ pub(crate) async fn requests(
 ) -> AdminResult {
     let filter = row_filter(&q)?;
     let page = PageQuery::from_query(&q)?;
+    // The store's cursors are encoded like every list's: refuse a bad one here, naming it.
+    page.after()?;
     let page = Page {
         limit: page.limit,
         cursor: page.cursor,

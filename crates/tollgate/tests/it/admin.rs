@@ -1,4 +1,5 @@
-//! The admin keys API: what a key looks like from the outside, once and afterwards.
+//! The admin API: what a key looks like from the outside, once and afterwards; the one list
+//! shape with keyset pagination, the one delete shape and the guard, on every resource.
 
 use serde_json::{Value, json};
 
@@ -155,4 +156,221 @@ async fn expired_keys_are_refused() {
         )
         .await;
     assert_eq!(r.status(), 200);
+}
+
+async fn call(env: &TestEnv, m: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = env.http.request(m, env.url(path)).bearer_auth(MASTER);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every page of `path` with `limit`, following `next_cursor`: the items' `field`.
+async fn all_pages(env: &TestEnv, path: &str, limit: usize, field: &str) -> Vec<String> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{path}{sep}limit={limit}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page = env.admin_get(&url).await;
+        let mut keys: Vec<&str> = page
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["data", "next_cursor", "object"], "{url}: {page}");
+        assert_eq!(page["object"], "list");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= limit, "{url}: {page}");
+        out.extend(data.iter().map(|d| d[field].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(data.len(), limit, "a short page before the last: {page}");
+                cursor = Some(c.to_string());
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
+    use reqwest::Method;
+    let mut env = TestEnv::start().await;
+    // Created out of name order: lists are in their documented order, not insertion order.
+    let names = ["delta", "alpha", "echo", "charlie", "bravo"];
+    let mut key_ids = Vec::new();
+    for n in names {
+        let budget = json!({"name": n, "scope": {"tenant": n}, "limit_usd": "5",
+                            "window": "month", "mode": "hard"});
+        assert_eq!(
+            call(&env, Method::POST, "/admin/v1/budgets", Some(budget))
+                .await
+                .0,
+            201
+        );
+        let policy = json!({"name": n, "scope": {"tenant": n}, "budget": n, "mode": "shadow",
+                            "steps": [{"when": {"utilization_pct": 50}, "then": ["block"]}]});
+        assert_eq!(
+            call(&env, Method::POST, "/admin/v1/policies", Some(policy))
+                .await
+                .0,
+            201
+        );
+        key_ids.push(env.create_key(json!({"name": n})).await.1);
+    }
+    let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    sorted.sort();
+    for limit in [1, 2, 5, 7] {
+        assert_eq!(
+            all_pages(&env, "/admin/v1/budgets", limit, "name").await,
+            sorted
+        );
+        assert_eq!(
+            all_pages(&env, "/admin/v1/policies", limit, "name").await,
+            sorted
+        );
+        // Keys: oldest first.
+        assert_eq!(
+            all_pages(&env, "/admin/v1/keys", limit, "id").await,
+            key_ids
+        );
+    }
+    // Requests and deployments page the same way.
+    let key = env.key().await;
+    for _ in 0..3 {
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(env.chat(&key, body).await.status(), 200);
+    }
+    let ids = all_pages(&env, "/admin/v1/requests", 2, "request_id").await;
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let deployments = all_pages(&env, "/admin/v1/deployments", 1, "deployment").await;
+    assert_eq!(
+        deployments.len(),
+        all_pages(&env, "/admin/v1/deployments", 100, "deployment")
+            .await
+            .len()
+    );
+    assert!(!deployments.is_empty());
+    let decisions = env.admin_get("/admin/v1/policies/decisions?limit=1").await;
+    assert_eq!(decisions["object"], "list");
+    assert!(decisions.get("next_cursor").is_some(), "{decisions}");
+
+    // A page survives the deletion of the item its cursor names.
+    let first = env.admin_get("/admin/v1/budgets?limit=2").await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    assert_eq!(
+        call(&env, Method::DELETE, "/admin/v1/budgets/bravo", None).await,
+        (
+            200,
+            json!({"id": "bravo", "object": "budget", "deleted": true})
+        )
+    );
+    let next = env
+        .admin_get(&format!("/admin/v1/budgets?limit=2&cursor={cursor}"))
+        .await;
+    let names: Vec<&str> = next["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["charlie", "delta"]);
+
+    // One delete answer for every resource; a second delete is a 404 from the table.
+    for (path, object, id) in [
+        ("/admin/v1/policies/alpha", "policy", "alpha"),
+        ("/admin/v1/budgets/alpha", "budget", "alpha"),
+        (
+            &format!("/admin/v1/keys/{}", key_ids[0]) as &str,
+            "key",
+            key_ids[0].as_str(),
+        ),
+    ] {
+        assert_eq!(
+            call(&env, Method::DELETE, path, None).await,
+            (200, json!({"id": id, "object": object, "deleted": true})),
+            "{path}"
+        );
+        let (st, v) = call(&env, Method::DELETE, path, None).await;
+        assert_eq!(st, 404, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "not_found");
+    }
+    // Deleted from the store as well as from memory: a restart agrees with the lists.
+    env.restart().await;
+    let expect: Vec<String> = ["charlie", "delta", "echo"].map(String::from).to_vec();
+    assert_eq!(
+        all_pages(&env, "/admin/v1/budgets", 2, "name").await,
+        expect
+    );
+    let expect: Vec<String> = ["bravo", "charlie", "delta", "echo"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(
+        all_pages(&env, "/admin/v1/policies", 3, "name").await,
+        expect
+    );
+
+    // Bad page parameters are refused naming the parameter.
+    for (q, param) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("cursor=zz", "cursor"),
+    ] {
+        for path in [
+            "/admin/v1/keys",
+            "/admin/v1/budgets",
+            "/admin/v1/policies",
+            "/admin/v1/policies/decisions",
+            "/admin/v1/requests",
+            "/admin/v1/deployments",
+        ] {
+            let (st, v) = call(&env, Method::GET, &format!("{path}?{q}"), None).await;
+            assert_eq!(st, 400, "{path}?{q}: {v}");
+            assert_eq!(v["error"]["param"], param, "{path}?{q}: {v}");
+        }
+    }
+
+    // The guard: every admin route, every method, refuses a missing or wrong master key with
+    // the table's 401 before the handler runs (nothing is created).
+    for (m, p) in [
+        (Method::GET, "/admin/v1/keys"),
+        (Method::POST, "/admin/v1/keys"),
+        (Method::GET, "/admin/v1/keys/x"),
+        (Method::DELETE, "/admin/v1/keys/x"),
+        (Method::GET, "/admin/v1/budgets"),
+        (Method::POST, "/admin/v1/budgets"),
+        (Method::PATCH, "/admin/v1/budgets/echo"),
+        (Method::DELETE, "/admin/v1/budgets/echo"),
+        (Method::GET, "/admin/v1/deployments"),
+        (Method::GET, "/admin/v1/spend"),
+        (Method::GET, "/admin/v1/requests"),
+        (Method::GET, "/admin/v1/policies/decisions"),
+    ] {
+        for auth in [None, Some("wrong")] {
+            let mut req = env
+                .http
+                .request(m.clone(), env.url(p))
+                .json(&json!({"name": "x"}));
+            if let Some(a) = auth {
+                req = req.bearer_auth(a);
+            }
+            expect_error(req.send().await.unwrap(), 401, "invalid_api_key").await;
+        }
+    }
+    assert_eq!(
+        env.admin_get("/admin/v1/budgets/echo").await["name"],
+        "echo"
+    );
 }

@@ -824,3 +824,86 @@ async fn soft_and_shadow_budgets_never_block() {
     assert_eq!(shadow, 3 * HI16);
     assert!(soft > soft_limit);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_anthropic_stream_is_cut_at_the_budget_cap() {
+    // `/v1/messages` to an Anthropic deployment is passed through natively. The simulator
+    // ignores `max_tokens` (it would stream 1,000 tokens), so only the gateway's live cut at
+    // the output the budget reserved can keep the spend inside the limit.
+    let input_price = 3_000i64; // nano-USD per token: $3 / 1M
+    let output_price = 15_000i64; // $15 / 1M
+    let limit = 1_530_000i64; // room for roughly 100 output tokens after the prompt
+    let env = TestEnv::with(Opts {
+        sim: SimConfig {
+            completion_tokens: 1000,
+            ignore_max_tokens: true,
+            ..SimConfig::default()
+        },
+        extra_providers: "  sim-anthropic:\n    kind: anthropic\n    base_url: {sim_root}\n"
+            .to_string(),
+        extra_models: "  claude: {deployments: [{provider: sim-anthropic, model: claude-sonnet-4-5}], price: {input: 3, output: 15}}\n"
+            .to_string(),
+        extra_yaml: budgets_yaml(&[&format!(
+            "{{name: cap, scope: {{tenant: acme}}, limit_usd: \"{}\", window: month, mode: hard}}",
+            usd(limit)
+        )]),
+        ..Opts::default()
+    })
+    .await;
+    let (key, _) = env
+        .create_key(json!({"name": "native", "tenant": "acme"}))
+        .await;
+    let r = env
+        .http
+        .post(env.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": "claude", "max_tokens": 4096, "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let policy = header(&r, "x-tollgate-policy").to_string();
+    let cap: i64 = policy
+        .strip_prefix("cap_max_tokens=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not fitted: {policy}"));
+    assert!(cap > 16 && cap < 1000, "{cap}");
+    let id = header(&r, "x-tollgate-request-id").to_string();
+    let events: Vec<Value> = read_stream(r).await.iter().map(|e| e.json()).collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    // Ended in Anthropic's own shape: the open block closed, the stop reason, the end.
+    assert_eq!(kinds.first(), Some(&"message_start"), "{kinds:?}");
+    assert_eq!(
+        &kinds[kinds.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"],
+        "{kinds:?}"
+    );
+    let delta = &events[events.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens", "{delta}");
+    let relayed = delta["usage"]["output_tokens"].as_i64().unwrap();
+    assert!(relayed <= cap && relayed > 0, "{relayed} > {cap}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert!(!text.is_empty());
+
+    let row = env.row(&id).await;
+    assert_eq!(row["outcome"], "ok", "{row}");
+    assert_eq!(row["output_tokens"], relayed, "{row}");
+    assert_eq!(row["usage_source"], "estimated", "{row}");
+    let actions: Vec<&str> = row["policy_actions"].as_str().unwrap().split(',').collect();
+    assert!(actions.contains(&policy.as_str()), "{row}");
+    assert!(actions.contains(&"stream_cut_at_budget_cap"), "{row}");
+    let input = row["input_tokens"].as_i64().unwrap();
+    assert_eq!(
+        nanos(row["effective_cost"].as_str().unwrap()),
+        input * input_price + relayed * output_price
+    );
+    // Spent (from the ledger) never passes the hard limit.
+    let (spent, _) = check_budget(&env, "cap", "tenant=acme").await;
+    assert!(spent <= limit, "{spent} > {limit}");
+}
