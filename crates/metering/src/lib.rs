@@ -16,9 +16,4 @@
 pub mod anthropic;
 pub mod meter;
 
-/// Temporary re-export of `tollgate-tokens` for users that still name
-/// `tollgate_metering::tokens::…`; new code depends on `tollgate-tokens` directly. To be
-/// removed once they have moved.
-pub use tollgate_tokens as tokens;
-
 pub use meter::{MeterOptions, MeteredStream, OpenAiRenderer, Renderer, Settlement};

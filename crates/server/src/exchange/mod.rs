@@ -51,12 +51,12 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tollgate_cache::Entry;
-use tollgate_metering::tokens::Encoding;
 use tollgate_metering::{
     MeterOptions, MeteredStream, OpenAiRenderer, Renderer, Settlement, anthropic::MeteredEvents,
 };
 use tollgate_providers::ChatCall;
 use tollgate_store::StoredKey;
+use tollgate_tokens::Encoding;
 use tollgate_types::{ApiError, LedgerRow, NanoUsd, Outcome, Usage, UsageSource};
 
 use crate::gateway::Gateway;

@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tollgate_metering::Settlement;
-use tollgate_metering::tokens::{self, Encoding};
 use tollgate_router::{Attempt, Failure};
+use tollgate_tokens::{self as tokens, Encoding};
 use tollgate_types::canonical::ResponsePeek;
 use tollgate_types::{ErrorCode, ErrorOrigin, Outcome, PolicyAction, Usage, UsageSource};
 

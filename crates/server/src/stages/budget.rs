@@ -23,9 +23,9 @@
 //! zero (image parts are the exception: counted at a fixed 765 tokens each).
 
 use serde_json::{Map, Value};
-use tollgate_metering::tokens::{self, Encoding};
 use tollgate_policy::{Admission, Ask, Reservation};
 use tollgate_pricing::{DeploymentRef, ModelPrice, worst_case_cost};
+use tollgate_tokens::{self as tokens, Encoding};
 use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, PolicyAction};
 
 use crate::gateway::Gateway;
