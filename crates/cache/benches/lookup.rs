@@ -11,7 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Map, Value, json};
 use tollgate_cache::key::{self, KeyInput, Namespace};
-use tollgate_cache::{Entry, ModelSettings, ResponseCache, Scope};
+use tollgate_cache::{CacheScope, Entry, ModelSettings, ResponseCache};
 use tollgate_types::{NanoUsd, Usage};
 
 /// A typical small chat request (the benchmark's request: ~1 KiB of JSON, one tool).
@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
     let settings = ModelSettings {
         ttl: Duration::from_secs(3600),
         max_bytes: 64 << 20,
-        scope: Scope::Tenant,
+        scope: CacheScope::Tenant,
         cache_nondeterministic: false,
     };
     let cache = ResponseCache::new(256 << 20, [("gpt-4o-mini".to_string(), settings)]);

@@ -38,9 +38,10 @@ pub use key::{CacheKey, KeyInput, Namespace};
 /// its weight so that many tiny entries cannot escape the bound.
 pub const ENTRY_OVERHEAD: u64 = 256;
 
-/// Who shares a model's cached answers.
+/// Who shares a model's cached answers (not a budget or rate-limit `Scope`: those select
+/// requests by attribution; this says how far an answer may travel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub enum CacheScope {
     /// Each tenant (or, without a tenant, each virtual key) has its own answers.
     Tenant,
     /// Every caller shares answers — only for models whose prompts carry no tenant data.
@@ -52,7 +53,7 @@ pub enum Scope {
 pub struct ModelSettings {
     pub ttl: Duration,
     pub max_bytes: u64,
-    pub scope: Scope,
+    pub scope: CacheScope,
     /// Cache sampled requests (temperature > 0 or absent) too.
     pub cache_nondeterministic: bool,
 }
@@ -313,7 +314,7 @@ mod tests {
         ModelSettings {
             ttl,
             max_bytes,
-            scope: Scope::Tenant,
+            scope: CacheScope::Tenant,
             cache_nondeterministic: false,
         }
     }

@@ -247,8 +247,8 @@ pub fn response_cache(cfg: &Config) -> Option<Arc<tollgate_cache::ResponseCache>
                     ttl: Duration::from_secs(r.ttl_secs),
                     max_bytes: r.max_bytes,
                     scope: match r.scope {
-                        tollgate_config::CacheScope::Tenant => tollgate_cache::Scope::Tenant,
-                        tollgate_config::CacheScope::Global => tollgate_cache::Scope::Global,
+                        tollgate_config::CacheScope::Tenant => tollgate_cache::CacheScope::Tenant,
+                        tollgate_config::CacheScope::Global => tollgate_cache::CacheScope::Global,
                     },
                     cache_nondeterministic: r.cache_nondeterministic,
                 },

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
 use tokio_util::task::TaskTracker;
 use tollgate_cache::key::{self, KeyInput, Namespace};
-use tollgate_cache::{CacheKey, Entry, ResponseCache, Scope, StreamAssembler};
+use tollgate_cache::{CacheKey, CacheScope, Entry, ResponseCache, StreamAssembler};
 use tollgate_metering::{Renderer, Settlement};
 use tollgate_types::canonical::ChunkPeek;
 use tollgate_types::{ApiError, LedgerRow, NanoUsd, Outcome, Usage, UsageSource};
@@ -82,11 +82,11 @@ pub(crate) fn lookup(
     }
     let a = &row.attribution;
     let namespace = match (settings.scope, &a.tenant, &a.key_id) {
-        (Scope::Global, _, _) => Namespace::Global,
-        (Scope::Tenant, Some(t), _) => Namespace::Tenant(t),
-        (Scope::Tenant, None, Some(k)) => Namespace::Key(k),
+        (CacheScope::Global, _, _) => Namespace::Global,
+        (CacheScope::Tenant, Some(t), _) => Namespace::Tenant(t),
+        (CacheScope::Tenant, None, Some(k)) => Namespace::Key(k),
         // Authentication always sets the key id; without one nothing is shared.
-        (Scope::Tenant, None, None) => return bypass(row),
+        (CacheScope::Tenant, None, None) => return bypass(row),
     };
     let key = key::compute(&KeyInput {
         namespace,
