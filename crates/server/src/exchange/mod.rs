@@ -301,6 +301,17 @@ fn serve_hit<E: Endpoint>(
     resp
 }
 
+/// The attempt that answered.
+struct Won<T> {
+    cand: Candidate,
+    /// Its breaker guard, reported when the answer is settled.
+    attempt: tollgate_router::Attempt,
+    prepared: Prepared,
+    /// When the provider call started.
+    t0: Instant,
+    got: T,
+}
+
 /// One request across its attempts (stages 9–11).
 struct Exchange<E> {
     gw: Gateway,
@@ -321,16 +332,44 @@ impl<E: Endpoint> Exchange<E> {
         }
     }
 
-    /// Records the request as failed or rejected, by how far it got: `failed` once an
-    /// upstream call was made, `rejected` when it never got that far (budget refusal, every
-    /// circuit open).
-    fn give_up(mut self, error: ApiError) -> Response {
-        let outcome = if self.rec.row().attempts > 0 {
-            Outcome::Failed
-        } else {
-            Outcome::Rejected
-        };
-        self.rec.reject(error, outcome, E::FORMAT)
+    /// Stage 9: attempts until one answers — the next candidate, admitted against the budgets,
+    /// called with `call` (a complete call or a held stream). A retryable miss moves on by the
+    /// dispatch rules. `Err` is the request's final error, with `failed` once an upstream call
+    /// was made and `rejected` when it never got that far (budget refusal, every circuit open).
+    async fn attempt<T>(
+        &mut self,
+        stream: bool,
+        call: impl AsyncFn(&Candidate, Call) -> Result<T, Miss>,
+    ) -> Result<Won<T>, (ApiError, Outcome)> {
+        loop {
+            let (cand, attempt, prepared) =
+                match self.attempts.next(&self.gw, &mut self.rec, E::SHAPE).await {
+                    Ok(v) => v,
+                    Err(e) if self.rec.row().attempts > 0 => return Err((e, Outcome::Failed)),
+                    Err(e) => return Err((e, Outcome::Rejected)),
+                };
+            self.keep_fill(&cand, &prepared);
+            let request = self.ep.call(&cand, &prepared, stream);
+            let t0 = Instant::now();
+            match call(&cand, request).await {
+                Ok(got) => {
+                    self.attempts.succeeded(&cand);
+                    return Ok(Won {
+                        cand,
+                        attempt,
+                        prepared,
+                        t0,
+                        got,
+                    });
+                }
+                Err(Miss::Final(e)) => return Err((e, Outcome::Failed)),
+                Err(Miss::Upstream(e)) => {
+                    if let Err(api) = self.attempts.failed(&self.gw, &cand, attempt, &e) {
+                        return Err((api, Outcome::Failed));
+                    }
+                }
+            }
+        }
     }
 
     /// Non-streaming: the attempts run on a tracked task (see [`detached`]).
@@ -341,54 +380,44 @@ impl<E: Endpoint> Exchange<E> {
     }
 
     async fn complete_attached(mut self, gone: Arc<AtomicBool>) -> Response {
-        loop {
-            let (cand, attempt, prepared) =
-                match self.attempts.next(&self.gw, &mut self.rec, E::SHAPE).await {
-                    Ok(v) => v,
-                    Err(e) => return self.give_up(e),
-                };
-            self.keep_fill(&cand, &prepared);
-            let call = self.ep.call(&cand, &prepared, false);
-            let t0 = Instant::now();
-            let Answer { reply, usage } = match upstream::complete(&cand, call).await {
-                Ok(a) => a,
-                Err(Miss::Final(e)) => return self.rec.reject(e, Outcome::Failed, E::FORMAT),
-                Err(Miss::Upstream(e)) => {
-                    match self.attempts.failed(&self.gw, &cand, attempt, &e) {
-                        Ok(()) => continue,
-                        Err(api) => return self.rec.reject(api, Outcome::Failed, E::FORMAT),
-                    }
-                }
-            };
-            let took = t0.elapsed();
-            attempt.success(Some(took), took, Instant::now());
-            self.attempts.succeeded(&cand);
-            let (usage, source) = match usage {
-                Some(u) => (u, UsageSource::Provider),
-                None => (
-                    settle::local_usage(E::SHAPE, &cand, &prepared.body, &reply),
-                    UsageSource::Estimated,
-                ),
-            };
-            // Billed before rendering: the provider charged for the answer whatever happens
-            // to it here.
-            settle::complete(&mut self.rec, &cand, usage, source, &gone);
-            let body = match self.ep.respond(&reply, &usage) {
-                Ok(b) => b,
-                Err(e) => return self.rec.reject(e, Outcome::Failed, E::FORMAT),
-            };
-            if let Some(f) = self.fill.take()
-                && let Some(canonical) = canonical_answer(&reply)
-            {
-                f.complete(canonical, self.rec.row());
-            }
-            let row = self.rec.row();
-            let d = &cand.deployment;
-            let mut h = routed_headers(row, &d.model, &d.provider_name);
-            headers::cost(&mut h, row.effective_cost);
-            self.rec.finish();
-            return json(body, h);
+        let won = match self.attempt(false, upstream::complete).await {
+            Ok(w) => w,
+            Err((e, outcome)) => return self.rec.reject(e, outcome, E::FORMAT),
+        };
+        let Won {
+            cand,
+            attempt,
+            prepared,
+            t0,
+            got: Answer { reply, usage },
+        } = won;
+        let took = t0.elapsed();
+        attempt.success(Some(took), took, Instant::now());
+        let (usage, source) = match usage {
+            Some(u) => (u, UsageSource::Provider),
+            None => (
+                settle::local_usage(E::SHAPE, &cand, &prepared.body, &reply),
+                UsageSource::Estimated,
+            ),
+        };
+        // Billed before rendering: the provider charged for the answer whatever happens
+        // to it here.
+        settle::complete(&mut self.rec, &cand, usage, source, &gone);
+        let body = match self.ep.respond(&reply, &usage) {
+            Ok(b) => b,
+            Err(e) => return self.rec.reject(e, Outcome::Failed, E::FORMAT),
+        };
+        if let Some(f) = self.fill.take()
+            && let Some(canonical) = canonical_answer(&reply)
+        {
+            f.complete(canonical, self.rec.row());
         }
+        let row = self.rec.row();
+        let d = &cand.deployment;
+        let mut h = routed_headers(row, &d.model, &d.provider_name);
+        headers::cost(&mut h, row.effective_cost);
+        self.rec.finish();
+        json(body, h)
     }
 
     /// Streaming: each attempt is held until its first content, so an upstream that fails
@@ -396,67 +425,56 @@ impl<E: Endpoint> Exchange<E> {
     /// and the stream is relayed through the meter, which settles the row when the stream
     /// ends, fails or is dropped.
     async fn stream(mut self) -> Response {
-        loop {
-            let (cand, attempt, prepared) =
-                match self.attempts.next(&self.gw, &mut self.rec, E::SHAPE).await {
-                    Ok(v) => v,
-                    Err(e) => return self.give_up(e),
-                };
-            self.keep_fill(&cand, &prepared);
-            let call = self.ep.call(&cand, &prepared, true);
-            let t0 = Instant::now();
-            let started = match upstream::stream(&cand, call).await {
-                Ok(s) => s,
-                Err(Miss::Final(e)) => return self.rec.reject(e, Outcome::Failed, E::FORMAT),
-                Err(Miss::Upstream(e)) => {
-                    match self.attempts.failed(&self.gw, &cand, attempt, &e) {
-                        Ok(()) => continue,
-                        Err(api) => return self.rec.reject(api, Outcome::Failed, E::FORMAT),
+        let won = match self.attempt(true, upstream::stream).await {
+            Ok(w) => w,
+            Err((e, outcome)) => return self.rec.reject(e, outcome, E::FORMAT),
+        };
+        let Won {
+            cand,
+            attempt,
+            prepared,
+            t0,
+            got: started,
+        } = won;
+        let Exchange {
+            gw,
+            mut rec,
+            ep,
+            fill,
+            ..
+        } = self;
+        rec.row().status = 200;
+        let d = &cand.deployment;
+        let h = routed_headers(rec.row(), &d.model, &d.provider_name);
+        let opts = MeterOptions {
+            encoding: Encoding::for_model(&d.model),
+            request: prepared.body.clone(),
+            secrets: gw.secrets().clone(),
+            output_cap: prepared.output_cap,
+        };
+        let cut = gw.0.cut.clone();
+        let cut_for_row = cut.clone();
+        match started {
+            Started::Chunks(chunks) => {
+                let (renderer, fill) = cache::caching(ep.renderer(), fill);
+                let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
+                    settle::report_stream(attempt, &s, t0);
+                    if let Some(f) = fill {
+                        f.settled(&s, &cand);
                     }
-                }
-            };
-            self.attempts.succeeded(&cand);
-            let Exchange {
-                gw,
-                mut rec,
-                ep,
-                fill,
-                ..
-            } = self;
-            rec.row().status = 200;
-            let d = &cand.deployment;
-            let h = routed_headers(rec.row(), &d.model, &d.provider_name);
-            let opts = MeterOptions {
-                encoding: Encoding::for_model(&d.model),
-                request: prepared.body.clone(),
-                secrets: gw.secrets().clone(),
-                output_cap: prepared.output_cap,
-            };
-            let cut = gw.0.cut.clone();
-            let cut_for_row = cut.clone();
-            return match started {
-                Started::Chunks(chunks) => {
-                    let (renderer, fill) = cache::caching(ep.renderer(), fill);
-                    let metered =
-                        MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
-                            settle::report_stream(attempt, &s, t0);
-                            if let Some(f) = fill {
-                                f.settled(&s, &cand);
-                            }
-                            settle::stream(rec, &cand, &s, &cut_for_row);
-                        });
-                    sse::response(metered, h, E::FORMAT, &cut)
-                }
-                // Native events are relayed as the provider sent them; they are not stored
-                // (the cache holds canonical answers).
-                Started::Events(events) => {
-                    let metered = MeteredEvents::new(events, opts, move |s: Settlement| {
-                        settle::report_stream(attempt, &s, t0);
-                        settle::stream(rec, &cand, &s, &cut_for_row);
-                    });
-                    sse::response(metered, h, E::FORMAT, &cut)
-                }
-            };
+                    settle::stream(rec, &cand, &s, &cut_for_row);
+                });
+                sse::response(metered, h, E::FORMAT, &cut)
+            }
+            // Native events are relayed as the provider sent them; they are not stored
+            // (the cache holds canonical answers).
+            Started::Events(events) => {
+                let metered = MeteredEvents::new(events, opts, move |s: Settlement| {
+                    settle::report_stream(attempt, &s, t0);
+                    settle::stream(rec, &cand, &s, &cut_for_row);
+                });
+                sse::response(metered, h, E::FORMAT, &cut)
+            }
         }
     }
 }
