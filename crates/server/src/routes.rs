@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tollgate_types::{ApiError, ErrorCode};
 
-use crate::admin::{self, budgets, deployments, keys, policies, reports};
+use crate::admin::budgets::Budgets;
+use crate::admin::definitions::{self as defs};
+use crate::admin::policies::{self, Policies};
+use crate::admin::{self, deployments, keys, reports};
 use crate::endpoints::{chat, embeddings, messages, models};
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
@@ -32,24 +35,24 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/admin/v1/keys/{id}", get(keys::get).delete(keys::delete))
         .route(
             "/admin/v1/budgets",
-            post(budgets::create).get(budgets::list),
+            post(defs::create::<Budgets>).get(defs::list::<Budgets>),
         )
         .route(
             "/admin/v1/budgets/{name}",
-            get(budgets::get)
-                .patch(budgets::patch)
-                .delete(budgets::delete),
+            get(defs::get::<Budgets>)
+                .patch(defs::patch::<Budgets>)
+                .delete(defs::delete::<Budgets>),
         )
         .route(
             "/admin/v1/policies",
-            post(policies::create).get(policies::list),
+            post(defs::create::<Policies>).get(defs::list::<Policies>),
         )
         .route("/admin/v1/policies/decisions", get(policies::decisions))
         .route(
             "/admin/v1/policies/{name}",
-            get(policies::get)
-                .patch(policies::patch)
-                .delete(policies::delete),
+            get(defs::get::<Policies>)
+                .patch(defs::patch::<Policies>)
+                .delete(defs::delete::<Policies>),
         )
         .route("/admin/v1/deployments", get(deployments::list))
         .route("/admin/v1/spend", get(reports::spend))

@@ -3,24 +3,49 @@
 //! counter starts fresh is seeded from the ledger so spend already recorded in its window
 //! counts.
 
-use std::collections::HashMap;
-
-use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use serde_json::Value;
-use tollgate_policy::BudgetDef;
-use tollgate_types::{ApiError, ErrorCode};
+use tollgate_policy::{BudgetDef, DefError};
+use tollgate_types::ApiError;
 
-use crate::admin::definitions::{self, def_error};
-use crate::admin::list::{self, PageQuery};
-use crate::admin::{AdminResult, blocking, deleted, flush, rfc3339, to_json};
+use crate::admin::definitions::{Resource, def_error, not_found};
+use crate::admin::{blocking, flush, rfc3339, to_json};
 use crate::gateway::{Gateway, now_ms};
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("no budget named '{name}'"))
+pub(crate) struct Budgets;
+
+impl Resource for Budgets {
+    type Def = BudgetDef;
+    const OBJECT: &'static str = "budget";
+
+    fn parse(text: &str) -> Result<BudgetDef, DefError> {
+        BudgetDef::from_json(text)
+    }
+
+    fn name(def: &BudgetDef) -> &str {
+        &def.name
+    }
+
+    fn get(gw: &Gateway, name: &str) -> Option<BudgetDef> {
+        gw.budgets().get(name)
+    }
+
+    fn all(gw: &Gateway) -> Vec<BudgetDef> {
+        gw.budgets().defs()
+    }
+
+    fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
+        view(gw, name)
+    }
+
+    async fn install(gw: &Gateway, def: BudgetDef) -> Result<(), ApiError> {
+        install(gw, def).await
+    }
+
+    async fn remove(gw: &Gateway, name: &str) -> Result<(), ApiError> {
+        put(gw, name, None).await?;
+        gw.budgets().remove(name);
+        Ok(())
+    }
 }
 
 /// Definition, limit, spent, reserved, remaining, window and forecast.
@@ -28,7 +53,7 @@ fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
     let status = gw
         .budgets()
         .status(name, now_ms())
-        .map_err(|_| not_found(name))?;
+        .map_err(|_| not_found::<Budgets>(name))?;
     let mut v = to_json("a budget", &status)?;
     if let Value::Object(m) = &mut v {
         m.insert("window_start".into(), rfc3339(status.window_start_ms));
@@ -107,61 +132,4 @@ async fn restore(gw: &Gateway, name: &str, previous: Option<BudgetDef>) {
     if let Err(e) = put(gw, name, json).await {
         tracing::error!(budget = name, error = %e, cause = ?e.cause, "restoring a stored budget failed");
     }
-}
-
-pub(crate) async fn create(State(gw): State<Gateway>, body: Body) -> AdminResult {
-    let text = definitions::read(&gw, body).await?;
-    let def = BudgetDef::from_json(&text).map_err(def_error)?;
-    if gw.budgets().get(&def.name).is_some() {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("a budget named '{}' exists; PATCH it instead", def.name),
-        )
-        .into());
-    }
-    let name = def.name.clone();
-    install(&gw, def).await?;
-    Ok((StatusCode::CREATED, Json(view(&gw, &name)?)).into_response())
-}
-
-/// By name.
-pub(crate) async fn list(
-    State(gw): State<Gateway>,
-    Query(q): Query<HashMap<String, String>>,
-) -> AdminResult {
-    let page = PageQuery::from_query(&q)?;
-    let (defs, next) = list::page(gw.budgets().defs(), |d| d.name.clone(), &page)?;
-    let data = defs
-        .iter()
-        .map(|d| view(&gw, &d.name))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(list::respond(data, next))
-}
-
-pub(crate) async fn get(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
-    Ok(Json(view(&gw, &name)?).into_response())
-}
-
-/// JSON merge patch (RFC 7396) over the current definition; the name cannot change.
-pub(crate) async fn patch(
-    State(gw): State<Gateway>,
-    Path(name): Path<String>,
-    body: Body,
-) -> AdminResult {
-    let Some(current) = gw.budgets().get(&name) else {
-        return Err(not_found(&name).into());
-    };
-    let text = definitions::patched(&gw, "budget", &name, &current, body).await?;
-    let def = BudgetDef::from_json(&text).map_err(def_error)?;
-    install(&gw, def).await?;
-    Ok(Json(view(&gw, &name)?).into_response())
-}
-
-pub(crate) async fn delete(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
-    if gw.budgets().get(&name).is_none() {
-        return Err(not_found(&name).into());
-    }
-    put(&gw, &name, None).await?;
-    gw.budgets().remove(&name);
-    Ok(deleted("budget", &name))
 }

@@ -1,20 +1,119 @@
-//! What budgets and policies share in the admin API: definitions as JSON bodies, JSON merge
-//! patches (RFC 7396) over the current definition, definition errors naming their field.
+//! Definitions managed at runtime — budgets, spend policies — through one set of handlers:
+//! `POST` (201, 409 on a duplicate name), `GET` one or a page of all (by name), `PATCH` as a
+//! JSON merge patch (RFC 7396) over the current definition (the name cannot change), `DELETE`.
+//! Definitions are JSON bodies whose errors name their field; each kind says how it is stored
+//! and installed ([`Resource`]).
 
+use std::collections::HashMap;
+use std::future::Future;
+
+use axum::Json;
 use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde_json::Value;
+use tollgate_policy::DefError;
 use tollgate_types::{ApiError, ErrorCode};
 
-use crate::admin::to_json;
+use crate::admin::list::{self, PageQuery};
+use crate::admin::{AdminResult, deleted, to_json};
 use crate::gateway::Gateway;
 use crate::http::body;
 
-pub(crate) fn def_error(e: tollgate_policy::DefError) -> ApiError {
+/// One kind of runtime definition.
+pub(crate) trait Resource: Send + Sync + 'static {
+    type Def: serde::Serialize + Send + Sync + 'static;
+    /// The kind's name: the `object` of delete answers and the word in messages.
+    const OBJECT: &'static str;
+
+    /// Parses and validates a definition.
+    fn parse(text: &str) -> Result<Self::Def, DefError>;
+    fn name(def: &Self::Def) -> &str;
+    fn get(gw: &Gateway, name: &str) -> Option<Self::Def>;
+    fn all(gw: &Gateway) -> Vec<Self::Def>;
+    /// The definition with its live state.
+    fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError>;
+    /// Stores the definition, then installs it; a failure puts both back as they were.
+    fn install(gw: &Gateway, def: Self::Def) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Deletes the stored definition, then the installed one.
+    fn remove(gw: &Gateway, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+pub(crate) fn not_found<R: Resource>(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no {} named '{name}'", R::OBJECT),
+    )
+}
+
+pub(crate) async fn create<R: Resource>(State(gw): State<Gateway>, body: Body) -> AdminResult {
+    let text = read(&gw, body).await?;
+    let def = R::parse(&text).map_err(def_error)?;
+    let name = R::name(&def).to_string();
+    if R::get(&gw, &name).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a {} named '{name}' exists; PATCH it instead", R::OBJECT),
+        )
+        .into());
+    }
+    R::install(&gw, def).await?;
+    Ok((StatusCode::CREATED, Json(R::view(&gw, &name)?)).into_response())
+}
+
+/// By name.
+pub(crate) async fn list<R: Resource>(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let page = PageQuery::from_query(&q)?;
+    let (defs, next) = list::page(R::all(&gw), |d| R::name(d).to_string(), &page)?;
+    let data = defs
+        .iter()
+        .map(|d| R::view(&gw, R::name(d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(list::respond(data, next))
+}
+
+pub(crate) async fn get<R: Resource>(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+) -> AdminResult {
+    Ok(Json(R::view(&gw, &name)?).into_response())
+}
+
+pub(crate) async fn patch<R: Resource>(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+    body: Body,
+) -> AdminResult {
+    let Some(current) = R::get(&gw, &name) else {
+        return Err(not_found::<R>(&name).into());
+    };
+    let text = patched(&gw, R::OBJECT, &name, &current, body).await?;
+    let def = R::parse(&text).map_err(def_error)?;
+    R::install(&gw, def).await?;
+    Ok(Json(R::view(&gw, &name)?).into_response())
+}
+
+pub(crate) async fn delete<R: Resource>(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+) -> AdminResult {
+    if R::get(&gw, &name).is_none() {
+        return Err(not_found::<R>(&name).into());
+    }
+    R::remove(&gw, &name).await?;
+    Ok(deleted(R::OBJECT, &name))
+}
+
+pub(crate) fn def_error(e: DefError) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_param(e.field)
 }
 
 /// Reads a definition body: UTF-8 JSON, syntax errors as `invalid_json`.
-pub(crate) async fn read(gw: &Gateway, body: Body) -> Result<String, ApiError> {
+async fn read(gw: &Gateway, body: Body) -> Result<String, ApiError> {
     let bytes = body::read(body, gw.settings().max_body_bytes).await?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
@@ -25,7 +124,7 @@ pub(crate) async fn read(gw: &Gateway, body: Body) -> Result<String, ApiError> {
 
 /// Applies a JSON merge patch read from `body` to `current`, refusing a rename. Returns the
 /// merged definition as JSON text, for the definition's own parser to validate.
-pub(crate) async fn patched(
+async fn patched(
     gw: &Gateway,
     what: &str,
     name: &str,

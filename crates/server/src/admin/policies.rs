@@ -3,28 +3,61 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{Query, State};
 use serde_json::{Value, json};
+use tollgate_policy::DefError;
 use tollgate_policy::rules::{DecisionFilter, PolicyDef};
 use tollgate_store::Definitions;
 use tollgate_types::{ApiError, ErrorCode};
 
-use crate::admin::definitions::{self, def_error};
+use crate::admin::definitions::{Resource, def_error, not_found};
 use crate::admin::list::{self, PageQuery};
-use crate::admin::{AdminResult, blocking, deleted, to_json};
+use crate::admin::{AdminResult, blocking, to_json};
 use crate::gateway::{Gateway, now_ms};
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("no policy named '{name}'"))
+pub(crate) struct Policies;
+
+impl Resource for Policies {
+    type Def = PolicyDef;
+    const OBJECT: &'static str = "policy";
+
+    fn parse(text: &str) -> Result<PolicyDef, DefError> {
+        PolicyDef::from_json(text)
+    }
+
+    fn name(def: &PolicyDef) -> &str {
+        &def.name
+    }
+
+    fn get(gw: &Gateway, name: &str) -> Option<PolicyDef> {
+        gw.policies().get(name)
+    }
+
+    fn all(gw: &Gateway) -> Vec<PolicyDef> {
+        gw.policies().defs()
+    }
+
+    fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
+        view(gw, name)
+    }
+
+    async fn install(gw: &Gateway, def: PolicyDef) -> Result<(), ApiError> {
+        install(gw, def).await
+    }
+
+    async fn remove(gw: &Gateway, name: &str) -> Result<(), ApiError> {
+        put(gw, name, None).await?;
+        gw.policies().remove(name);
+        Ok(())
+    }
 }
 
 /// The definition and, once it has been evaluated, its ladder state.
 fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
-    let def = gw.policies().get(name).ok_or_else(|| not_found(name))?;
+    let def = gw
+        .policies()
+        .get(name)
+        .ok_or_else(|| not_found::<Policies>(name))?;
     let mut v = to_json("a policy", &def)?;
     if let (Value::Object(m), Some(state)) = (&mut v, gw.policies().state(name)) {
         m.insert(
@@ -65,64 +98,6 @@ async fn install(gw: &Gateway, def: PolicyDef) -> Result<(), ApiError> {
         return Err(def_error(e));
     }
     Ok(())
-}
-
-pub(crate) async fn create(State(gw): State<Gateway>, body: Body) -> AdminResult {
-    let text = definitions::read(&gw, body).await?;
-    let def = PolicyDef::from_json(&text).map_err(def_error)?;
-    if gw.policies().get(&def.name).is_some() {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("a policy named '{}' exists; PATCH it instead", def.name),
-        )
-        .into());
-    }
-    let name = def.name.clone();
-    install(&gw, def).await?;
-    Ok((StatusCode::CREATED, Json(view(&gw, &name)?)).into_response())
-}
-
-/// By name.
-pub(crate) async fn list(
-    State(gw): State<Gateway>,
-    Query(q): Query<HashMap<String, String>>,
-) -> AdminResult {
-    let page = PageQuery::from_query(&q)?;
-    let (defs, next) = list::page(gw.policies().defs(), |d| d.name.clone(), &page)?;
-    let data = defs
-        .iter()
-        .map(|d| view(&gw, &d.name))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(list::respond(data, next))
-}
-
-pub(crate) async fn get(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
-    Ok(Json(view(&gw, &name)?).into_response())
-}
-
-/// JSON merge patch over the current definition (e.g. `{"mode": "enforce"}` to turn a shadow
-/// policy on); the name cannot change.
-pub(crate) async fn patch(
-    State(gw): State<Gateway>,
-    Path(name): Path<String>,
-    body: Body,
-) -> AdminResult {
-    let Some(current) = gw.policies().get(&name) else {
-        return Err(not_found(&name).into());
-    };
-    let text = definitions::patched(&gw, "policy", &name, &current, body).await?;
-    let def = PolicyDef::from_json(&text).map_err(def_error)?;
-    install(&gw, def).await?;
-    Ok(Json(view(&gw, &name)?).into_response())
-}
-
-pub(crate) async fn delete(State(gw): State<Gateway>, Path(name): Path<String>) -> AdminResult {
-    if gw.policies().get(&name).is_none() {
-        return Err(not_found(&name).into());
-    }
-    put(&gw, &name, None).await?;
-    gw.policies().remove(&name);
-    Ok(deleted("policy", &name))
 }
 
 /// The decision log, newest first: `?policy=` and the list parameters. The cursor is the
