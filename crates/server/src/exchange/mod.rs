@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -253,10 +253,7 @@ fn json(body: Bytes, headers: HeaderMap) -> Response {
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
     h.extend(headers);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::JSON),
-    );
+    headers::json_body(h);
     resp
 }
 

@@ -2,7 +2,7 @@
 //! `/v1/messages`. Status, `type` and `code` come from the error table
 //! (`tollgate_types::ErrorCode`, `docs/errors.md`), never from the call site.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tollgate_types::{ApiError, ErrorCode};
 
@@ -47,10 +47,7 @@ pub(crate) fn error_response(
     let body = format.error_body(&error).to_string();
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::JSON),
-    );
+    headers::json_body(h);
     headers::request_id(h, &id);
     headers::retry_advice(h, &error);
     resp

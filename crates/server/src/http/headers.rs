@@ -23,7 +23,22 @@ pub(crate) const CACHE: &str = "x-tollgate-cache";
 pub(crate) const DEPLOYMENT: &str = "x-tollgate-deployment";
 
 pub(crate) const JSON: &str = "application/json";
-pub(crate) const EVENT_STREAM: &str = "text/event-stream";
+
+/// A JSON body.
+pub(crate) fn json_body(h: &mut HeaderMap) {
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+}
+
+/// A server-sent event stream, which no intermediary may cache or buffer
+/// (`x-accel-buffering: no` for nginx-style proxies).
+pub(crate) fn event_stream(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
 
 /// `[limit, remaining, reset]` rate-limit header names per dimension (OpenAI's).
 const REQUEST_QUOTA: [&str; 3] = [

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -36,13 +36,7 @@ where
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
     h.extend(headers);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(headers::EVENT_STREAM),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tell nginx-style intermediaries not to buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers::event_stream(h);
     resp
 }
 
