@@ -1,4 +1,4 @@
-//! Command-line interface (PRODUCT.md §4 "CLI").
+//! Command-line interface (docs/contracts.md §3 "CLI").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Budgets over real HTTP (PRODUCT.md §3 invariants 2–4): hard budgets hold under concurrency
+//! Budgets over real HTTP (docs/contracts.md §2 invariants 2–4): hard budgets hold under concurrency
 //! and streaming, requests are fitted by clamping the output cap, counters survive restarts,
 //! the admin API manages definitions, soft and shadow budgets never block.
 //!

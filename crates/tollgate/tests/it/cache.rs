@@ -1,5 +1,5 @@
 //! The response cache over real HTTP: hit, miss and bypass (header, row, upstream not
-//! reached), tenant isolation (PRODUCT.md invariant 7), SSE replay of stored answers and
+//! reached), tenant isolation (docs/contracts.md §2 invariant 7), SSE replay of stored answers and
 //! filling from streams, TTL expiry, and the memory bound under concurrent load.
 
 use std::time::Duration;

@@ -148,8 +148,8 @@ async fn models_lists_only_what_the_key_may_use() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["id"], "gpt-4o-mini");
     assert_eq!(v["object"], "model");
-    // Configured but not allowed for this key: 403, as on the completion routes (PRODUCT.md
-    // "unknown model / model not allowed for key: 404 / 403").
+    // Configured but not allowed for this key: 403, as on the completion routes
+    // (docs/contracts.md §5 "unknown model: 404; model not allowed for the key: 403").
     let e = expect_error(
         get(&limited, "/v1/models/gpt-4o").await.unwrap(),
         403,

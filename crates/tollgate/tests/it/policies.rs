@@ -1,4 +1,4 @@
-//! Spend policies over real HTTP (PRODUCT.md §2 "Policy", §4 `x-tollgate-policy`,
+//! Spend policies over real HTTP (docs/contracts.md §1 "Policy", §4 `x-tollgate-policy`,
 //! `/admin/v1/policies`): graded ladders with hysteresis, shadow mode, alerts delivered once per
 //! window, revenue-share triggers, and the admin API.
 //!
