@@ -238,33 +238,29 @@ pub(crate) fn local(
     auth::note_key(rec.row(), &key);
     match answer(&key, rec.row()) {
         Ok(v) => {
-            let mut h = HeaderMap::new();
-            headers::request_id(&mut h, rec.request_id());
+            let mut resp = json(Bytes::from(v.to_string()));
+            headers::request_id(resp.headers_mut(), rec.request_id());
             rec.row().status = 200;
             rec.finish();
-            json(Bytes::from(v.to_string()), h)
+            resp
         }
         Err(e) => rec.reject(e, Outcome::Rejected, WireFormat::OpenAi),
     }
 }
 
-/// A complete JSON answer with `headers`.
-fn json(body: Bytes, headers: HeaderMap) -> Response {
+/// A complete JSON answer (headers are written into the response itself: no map to merge).
+fn json(body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));
-    let h = resp.headers_mut();
-    h.extend(headers);
-    headers::json_body(h);
+    headers::json_body(resp.headers_mut());
     resp
 }
 
 /// The headers of a routed answer: request id, policy actions, who served it, cache status.
-fn routed_headers(row: &LedgerRow, served_model: &str, provider: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    headers::request_id(&mut h, &row.request_id);
-    headers::policy(&mut h, &row.policy_actions);
-    headers::served(&mut h, served_model, provider);
-    headers::cache(&mut h, row.cache_status.as_deref());
-    h
+fn routed_headers(h: &mut HeaderMap, row: &LedgerRow, served_model: &str, provider: &str) {
+    headers::request_id(h, &row.request_id);
+    headers::policy(h, &row.policy_actions);
+    headers::served(h, served_model, provider);
+    headers::cache(h, row.cache_status.as_deref());
 }
 
 /// Stage 8's hit: zero cost, `saved_cost` = what the answer cost when produced, labelled with
@@ -283,17 +279,23 @@ fn serve_hit<E: Endpoint>(
         // The stored answer was checked when it was stored: this is a bug.
         Err(e) => return rec.reject(e, Outcome::Failed, E::FORMAT),
     };
-    let mut h = routed_headers(rec.row(), &entry.served_model, &entry.provider);
-    let resp = match body {
+    let mut resp = match body {
         Hit::Json(b) => {
-            headers::cost(&mut h, NanoUsd::ZERO);
-            json(b, h)
+            let mut resp = json(b);
+            headers::cost(resp.headers_mut(), NanoUsd::ZERO);
+            resp
         }
         Hit::Events(frames) => {
             let frames = futures_util::stream::iter(frames.into_iter().map(Ok));
-            sse::response(frames, h, E::FORMAT, &gw.0.cut)
+            sse::response(frames, E::FORMAT, &gw.0.cut)
         }
     };
+    routed_headers(
+        resp.headers_mut(),
+        rec.row(),
+        &entry.served_model,
+        &entry.provider,
+    );
     rec.finish();
     resp
 }
@@ -409,12 +411,12 @@ impl<E: Endpoint> Exchange<E> {
         {
             f.complete(canonical, self.rec.row());
         }
-        let row = self.rec.row();
-        let d = &cand.deployment;
-        let mut h = routed_headers(row, &d.model, &d.provider_name);
-        headers::cost(&mut h, row.effective_cost);
+        let mut resp = json(body);
+        let (h, row, d) = (resp.headers_mut(), self.rec.row(), &cand.deployment);
+        routed_headers(h, row, &d.model, &d.provider_name);
+        headers::cost(h, row.effective_cost);
         self.rec.finish();
-        json(body, h)
+        resp
     }
 
     /// Streaming: each attempt is held until its first content, so an upstream that fails
@@ -442,7 +444,9 @@ impl<E: Endpoint> Exchange<E> {
         } = self;
         rec.row().status = 200;
         let d = &cand.deployment;
-        let h = routed_headers(rec.row(), &d.model, &d.provider_name);
+        let mut resp = Response::new(Body::empty());
+        routed_headers(resp.headers_mut(), rec.row(), &d.model, &d.provider_name);
+        headers::event_stream(resp.headers_mut());
         let opts = MeterOptions {
             encoding: Encoding::for_model(&d.model),
             request: prepared.body.clone(),
@@ -451,7 +455,7 @@ impl<E: Endpoint> Exchange<E> {
         };
         let cut = gw.0.cut.clone();
         let cut_for_row = cut.clone();
-        match started {
+        *resp.body_mut() = match started {
             Started::Chunks(chunks) => {
                 let (renderer, fill) = cache::caching(ep.renderer(), fill);
                 let metered = MeteredStream::new(chunks, opts, renderer, move |s: Settlement| {
@@ -461,7 +465,7 @@ impl<E: Endpoint> Exchange<E> {
                     }
                     settle::stream(rec, &cand, &s, &cut_for_row);
                 });
-                sse::response(metered, h, E::FORMAT, &cut)
+                sse::body(metered, E::FORMAT, &cut)
             }
             // Native events are relayed as the provider sent them; they are not stored
             // (the cache holds canonical answers).
@@ -470,9 +474,10 @@ impl<E: Endpoint> Exchange<E> {
                     settle::report_stream(attempt, &s, t0);
                     settle::stream(rec, &cand, &s, &cut_for_row);
                 });
-                sse::response(metered, h, E::FORMAT, &cut)
+                sse::body(metered, E::FORMAT, &cut)
             }
-        }
+        };
+        resp
     }
 }
 

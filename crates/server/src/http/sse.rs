@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -17,27 +16,28 @@ use crate::http::headers;
 
 pub(crate) type Frame = Result<Bytes, std::convert::Infallible>;
 
-/// A `text/event-stream` response relaying `stream` chunk by chunk; ended early with a
-/// `shutting_down` event in the client's format when `cut` is cancelled.
-pub(crate) fn response<S>(
-    stream: S,
-    headers: HeaderMap,
-    format: WireFormat,
-    cut: &CancellationToken,
-) -> Response
+/// A `text/event-stream` response relaying `stream` chunk by chunk ([`body`]); the caller adds
+/// its own headers to it before returning it.
+pub(crate) fn response<S>(stream: S, format: WireFormat, cut: &CancellationToken) -> Response
 where
     S: Stream<Item = Frame> + Send + Unpin + 'static,
 {
-    let body = CutOnShutdown {
+    let mut resp = Response::new(body(stream, format, cut));
+    headers::event_stream(resp.headers_mut());
+    resp
+}
+
+/// A body relaying `stream` chunk by chunk, ended early with a `shutting_down` event in the
+/// client's format when `cut` is cancelled.
+pub(crate) fn body<S>(stream: S, format: WireFormat, cut: &CancellationToken) -> Body
+where
+    S: Stream<Item = Frame> + Send + Unpin + 'static,
+{
+    Body::from_stream(CutOnShutdown {
         inner: Some(stream),
         cut: Box::pin(cut.clone().cancelled_owned()),
         format,
-    };
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.extend(headers);
-    headers::event_stream(h);
-    resp
+    })
 }
 
 /// Ends a relayed stream when the shutdown grace period is over (`serve` cancels the gateway's
