@@ -9,28 +9,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tollgate_providers::ProviderSettings;
 use tollgate_router::{BreakerSettings, Deployment, Health, LogicalModel, PlanRequest, Strategy};
-use tollgate_types::ProviderKind;
 
-fn model(strategy: Strategy) -> LogicalModel {
+// `plan` never touches the provider handle, so the bench carries none.
+fn model(strategy: Strategy) -> LogicalModel<()> {
     let now = Instant::now();
     let deployments = (0..4u32)
         .map(|i| {
             let provider = format!("p{i}");
-            let adapter = tollgate_providers::build(ProviderSettings::new(
-                &provider,
-                ProviderKind::Openai,
-                "http://127.0.0.1:9/v1",
-            ))
-            .unwrap();
             let health = Arc::new(Health::new(BreakerSettings::default()));
             for _ in 0..5 {
                 let ms = Duration::from_millis(u64::from(20 * (i + 1)));
                 health.start(now).unwrap().success(Some(ms / 4), ms, now);
             }
             Deployment {
-                provider: adapter,
+                provider: (),
                 provider_name: provider.clone(),
                 model: format!("m{i}"),
                 label: format!("{provider}/m{i}"),
@@ -46,7 +39,7 @@ fn model(strategy: Strategy) -> LogicalModel {
         .with_strategy(strategy)
 }
 
-fn percentiles(name: &str, m: &LogicalModel, req: &PlanRequest<'_>) {
+fn percentiles(name: &str, m: &LogicalModel<()>, req: &PlanRequest<'_>) {
     let mut samples: Vec<u128> = (0..50_000)
         .map(|_| {
             let t = Instant::now();

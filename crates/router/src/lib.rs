@@ -33,14 +33,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_providers::Provider;
-
 use crate::sticky::StickyTable;
 
-/// One way to serve a logical model.
+/// One way to serve a logical model. `P` is whatever calls the deployment's provider (the
+/// server's adapter handle); the router never looks inside it, which keeps this crate free of
+/// HTTP and provider code.
 #[derive(Clone)]
-pub struct Deployment {
-    pub provider: Arc<dyn Provider>,
+pub struct Deployment<P> {
+    pub provider: P,
     /// Provider name from config.
     pub provider_name: String,
     /// Upstream model (Azure: deployment) name.
@@ -58,7 +58,7 @@ pub struct Deployment {
     pub prompt_cache_ttl: Duration,
 }
 
-impl std::fmt::Debug for Deployment {
+impl<P> std::fmt::Debug for Deployment<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deployment")
             .field("label", &self.label)
@@ -69,10 +69,10 @@ impl std::fmt::Debug for Deployment {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct LogicalModel {
+#[derive(Clone)]
+pub struct LogicalModel<P> {
     pub name: String,
-    pub deployments: Vec<Deployment>,
+    pub deployments: Vec<Deployment<P>>,
     /// Output cap for requests that set none (`models.<name>.max_output_tokens`); budget
     /// admission reserves it and writes it into the request.
     pub max_output_tokens: Option<u32>,
@@ -89,6 +89,20 @@ pub struct LogicalModel {
     /// How failed attempts are retried.
     pub retry: RetrySettings,
     total_weight: u64,
+}
+
+// By hand, so `P` need not be `Debug` (adapter handles are not).
+impl<P> std::fmt::Debug for LogicalModel<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogicalModel")
+            .field("name", &self.name)
+            .field("deployments", &self.deployments)
+            .field("strategy", &self.strategy)
+            .field("fallbacks", &self.fallbacks)
+            .field("context_window_fallback", &self.context_window_fallback)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `models.<name>.retry`, in router terms.
@@ -114,9 +128,9 @@ impl Default for RetrySettings {
     }
 }
 
-impl LogicalModel {
+impl<P> LogicalModel<P> {
     /// `None` when there are no deployments or every weight is zero.
-    pub fn new(name: String, deployments: Vec<Deployment>) -> Option<LogicalModel> {
+    pub fn new(name: String, deployments: Vec<Deployment<P>>) -> Option<LogicalModel<P>> {
         let total_weight = deployments.iter().map(|d| u64::from(d.weight)).sum();
         if total_weight == 0 {
             return None;
@@ -200,15 +214,21 @@ impl LogicalModel {
 }
 
 /// All logical models, by name.
-#[derive(Debug, Clone)]
-pub struct Router {
-    models: BTreeMap<String, Arc<LogicalModel>>,
+#[derive(Clone)]
+pub struct Router<P> {
+    models: BTreeMap<String, Arc<LogicalModel<P>>>,
     /// Gateway-wide cap on retries and fallback attempts.
     retry_budget: Arc<RetryBudget>,
 }
 
-impl Router {
-    pub fn new(models: impl IntoIterator<Item = LogicalModel>) -> Router {
+impl<P> std::fmt::Debug for Router<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.models.iter()).finish()
+    }
+}
+
+impl<P> Router<P> {
+    pub fn new(models: impl IntoIterator<Item = LogicalModel<P>>) -> Router<P> {
         Router {
             models: models
                 .into_iter()
@@ -218,11 +238,11 @@ impl Router {
         }
     }
 
-    pub fn empty() -> Router {
+    pub fn empty() -> Router<P> {
         Router::new([])
     }
 
-    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Router {
+    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Router<P> {
         self.retry_budget = Arc::new(budget);
         self
     }
@@ -231,7 +251,7 @@ impl Router {
         &self.retry_budget
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<LogicalModel>> {
+    pub fn get(&self, name: &str) -> Option<&Arc<LogicalModel<P>>> {
         self.models.get(name)
     }
 

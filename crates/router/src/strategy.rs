@@ -102,7 +102,7 @@ const UNAVAILABLE: u8 = 0b100;
 const NOT_PINNED: u8 = 0b010;
 const NOT_STICKY: u8 = 0b001;
 
-impl LogicalModel {
+impl<P> LogicalModel<P> {
     /// Every deployment index, best first: the pinned ones, then the sticky deployment (if its
     /// stickiness has not expired and it is available), then the strategy's order; deployments
     /// that are not `available` go after all available ones (the executor skips those whose

@@ -10,10 +10,16 @@ use tokio_util::task::TaskTracker;
 use tollgate_attribution::KeyIndex;
 use tollgate_ledger::Ledger;
 use tollgate_pricing::PriceTable;
-use tollgate_router::Router;
 use tollgate_store::Store;
 
 use crate::metrics::Metrics;
+
+/// What a deployment carries to call its provider: the adapter, shared by every deployment of
+/// that provider. The router is generic over it and never looks inside.
+pub type Adapter = Arc<dyn tollgate_providers::Provider>;
+pub type Router = tollgate_router::Router<Adapter>;
+pub type LogicalModel = tollgate_router::LogicalModel<Adapter>;
+pub type Deployment = tollgate_router::Deployment<Adapter>;
 
 /// Alerts waiting for delivery at most; beyond that new ones are dropped with a warning (an
 /// alert is a notification, not a ledger row: the decision log keeps the record).

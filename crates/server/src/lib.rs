@@ -38,7 +38,9 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use admin::{parse_time, validate_new_key_models};
-pub use gateway::{Gateway, GatewayParts, ServerSettings};
+pub use gateway::{
+    Adapter, Deployment, Gateway, GatewayParts, LogicalModel, Router, ServerSettings,
+};
 pub use stages::budget::seed_from_ledger;
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, lets in-flight requests

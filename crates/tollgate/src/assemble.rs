@@ -12,10 +12,9 @@ use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, MemoryStore, RateLimits, SystemClock};
 use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
 use tollgate_router::{
-    BreakerSettings, Deployment, Health, LogicalModel, RetryBudget, RetrySettings, Router,
-    StickySettings, Strategy,
+    BreakerSettings, Health, RetryBudget, RetrySettings, StickySettings, Strategy,
 };
-use tollgate_server::{GatewayParts, ServerSettings};
+use tollgate_server::{Deployment, GatewayParts, LogicalModel, Router, ServerSettings};
 use tollgate_store::{Definitions, Store};
 
 /// Opens the ledger database named by the config.

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tollgate_providers::{FailureClass, UpstreamError};
-use tollgate_router::{Attempt, Failure, LogicalModel, PlanRequest};
+use tollgate_router::{Attempt, Failure, PlanRequest};
 use tollgate_types::{ApiError, ErrorCode, LedgerRow};
 
 use crate::exchange::row::PendingRow;
-use crate::gateway::{Gateway, scrubbed};
+use crate::gateway::{Gateway, LogicalModel, scrubbed};
 use crate::stages::budget::{self, Shape};
 use crate::stages::target::{self, Candidate, Target};
 

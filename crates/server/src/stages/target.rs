@@ -14,11 +14,10 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use tollgate_pricing::{DeploymentRef, ModelPrice, Resolution};
-use tollgate_router::{Deployment, LogicalModel};
 use tollgate_store::StoredKey;
 use tollgate_types::{ApiError, ErrorCode, LedgerRow, Usage, UsageSource};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Deployment, Gateway, LogicalModel};
 use crate::http::headers::DEPLOYMENT;
 use crate::stages::auth;
 use crate::stages::policy::Steer;
