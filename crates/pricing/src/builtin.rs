@@ -30,6 +30,13 @@ pub fn builtin() -> Result<&'static BuiltinTable, PriceError> {
     BUILTIN.as_ref().map_err(|e| PriceError::Builtin(e.clone()))
 }
 
+/// The most output tokens `model` (an upstream model name, provider prefixes allowed) can
+/// produce, per the built-in table. The binary hands this to provider adapters whose API
+/// requires a cap on every request (Anthropic's `max_tokens`).
+pub fn max_output_tokens(model: &str) -> Option<u64> {
+    builtin().ok()?.lookup(model)?.limits.max_output_tokens
+}
+
 /// Who publishes a built-in price. Used to check provider prefixes on requested ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -24,7 +24,9 @@ pub mod validate;
 use serde::{Deserialize, Serialize};
 use tollgate_types::NanoUsd;
 
-pub use builtin::{BUILTIN_VERSION, BuiltinEntry, BuiltinTable, ModelLimits, Vendor, builtin};
+pub use builtin::{
+    BUILTIN_VERSION, BuiltinEntry, BuiltinTable, ModelLimits, Vendor, builtin, max_output_tokens,
+};
 pub use cost::{cost, worst_case_cost};
 pub use table::{
     DeploymentPriceOverride, DeploymentRef, PriceOverrides, PriceSource, PriceTable, Resolution,

@@ -94,6 +94,38 @@ pub struct ProviderSettings {
     pub region: Option<String>,
     /// AWS SigV4 credentials (Bedrock).
     pub aws: Option<AwsCredentials>,
+    /// Each model's output ceiling, for APIs that require a cap on every request.
+    pub output_limits: OutputLimits,
+}
+
+/// A model's output ceiling by upstream model name, for adapters whose API requires a cap on
+/// every request (Anthropic's `max_tokens`). Whoever assembles the adapters supplies it (the
+/// binary reads the built-in model table, the same limits budget admission reserves for), so
+/// this crate carries no model catalogue or price data of its own. The default knows no model.
+#[derive(Clone, Default)]
+pub struct OutputLimits(Option<Arc<LimitLookup>>);
+
+type LimitLookup = dyn Fn(&str) -> Option<u64> + Send + Sync;
+
+impl OutputLimits {
+    pub fn new(lookup: impl Fn(&str) -> Option<u64> + Send + Sync + 'static) -> Self {
+        OutputLimits(Some(Arc::new(lookup)))
+    }
+
+    /// The most output tokens `model` can produce, when known.
+    pub fn max_output_tokens(&self, model: &str) -> Option<u64> {
+        self.0.as_ref().and_then(|f| f(model))
+    }
+}
+
+impl std::fmt::Debug for OutputLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OutputLimits(lookup)"
+        } else {
+            "OutputLimits(none)"
+        })
+    }
 }
 
 /// Static AWS credentials for SigV4 signing.
@@ -123,6 +155,7 @@ impl ProviderSettings {
             timeouts: Timeouts::default(),
             region: None,
             aws: None,
+            output_limits: OutputLimits::default(),
         }
     }
 

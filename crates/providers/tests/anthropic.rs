@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_providers::{
-    ChatCall, ChatResponse, EmbeddingsCall, MessagesCall, MessagesResponse, Provider,
+    ChatCall, ChatResponse, EmbeddingsCall, MessagesCall, MessagesResponse, OutputLimits, Provider,
     ProviderSettings, UpstreamError, UpstreamErrorKind, build,
 };
 use tollgate_types::ProviderKind;
@@ -150,6 +150,9 @@ async fn upstream(canned: Canned) -> (String, Arc<Mutex<Vec<Captured>>>) {
 fn provider(base_url: &str) -> Arc<dyn Provider> {
     build(ProviderSettings {
         api_key: Some(KEY.into()),
+        // The limits the binary supplies (the built-in model table), so the fixtures show the
+        // `max_tokens` a deployment really sends.
+        output_limits: OutputLimits::new(tollgate_pricing::max_output_tokens),
         ..ProviderSettings::new("claude", ProviderKind::Anthropic, base_url)
     })
     .unwrap()

@@ -197,7 +197,7 @@ impl Metrics {
 
 /// Per-deployment gauges from the router's live health: breaker state, in-flight requests,
 /// latency EWMAs, and the prompt-cache stickiness table of each logical model.
-pub(crate) fn render_deployments(router: &crate::gateway::Router, out: &mut String) {
+pub(crate) fn render_deployments<P>(router: &tollgate_router::Router<P>, out: &mut String) {
     let now = std::time::Instant::now();
     let _ = writeln!(
         out,

@@ -205,3 +205,64 @@ fn the_path_reader_reads_groups() {
     );
     assert!(flat.contains(&"gateway::now_ms".to_string()), "{flat:?}");
 }
+
+/// `[dependencies]` names of a workspace crate (`crates/<dir>/Cargo.toml`).
+fn crate_deps(dir: &str) -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(dir)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = BTreeSet::new();
+    let mut in_deps = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+        } else if in_deps && let Some((name, _)) = line.split_once('=') {
+            let name = name.trim();
+            if !name.is_empty() && !name.starts_with('#') {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The crate-level claims of ARCHITECTURE.md's code map: the pure crates reach no runtime, socket
+/// or SQL crate (directly or through another workspace crate), `router` needs only std, rand and
+/// serde, and `providers` uses no workspace crate but `types`.
+#[test]
+fn the_crate_graph_keeps_the_pure_crates_pure() {
+    const IO: &[&str] = &[
+        "tokio", "reqwest", "hyper", "axum", "sqlx", "rusqlite", "redis",
+    ];
+    for krate in ["types", "config", "pricing", "ingress", "router", "tokens"] {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![krate.to_string()];
+        while let Some(c) = todo.pop() {
+            if !seen.insert(c.clone()) {
+                continue;
+            }
+            for d in crate_deps(&c) {
+                assert!(
+                    !IO.contains(&d.as_str()),
+                    "`{krate}` must stay pure, but `{c}` depends on `{d}`"
+                );
+                if let Some(inner) = d.strip_prefix("tollgate-") {
+                    todo.push(inner.to_string());
+                }
+            }
+        }
+    }
+    let router: Vec<String> = crate_deps("router").into_iter().collect();
+    assert_eq!(router, ["rand", "serde"], "router's dependencies");
+    let internal: Vec<String> = crate_deps("providers")
+        .into_iter()
+        .filter(|d| d.starts_with("tollgate-"))
+        .collect();
+    assert_eq!(
+        internal,
+        ["tollgate-types"],
+        "providers' workspace dependencies"
+    );
+}

@@ -10,7 +10,7 @@ use tollgate_config::{Config, LedgerUrl, Strategy as ConfigStrategy};
 use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, MemoryStore, RateLimits, SystemClock};
-use tollgate_providers::{AwsCredentials, ProviderSettings, Timeouts};
+use tollgate_providers::{AwsCredentials, OutputLimits, ProviderSettings, Timeouts};
 use tollgate_router::{
     BreakerSettings, Health, RetryBudget, RetrySettings, StickySettings, Strategy,
 };
@@ -71,6 +71,7 @@ pub fn router(cfg: &Config) -> Result<(Router, Vec<String>)> {
                 }),
                 _ => None,
             },
+            output_limits: OutputLimits::new(tollgate_pricing::max_output_tokens),
         };
         secrets.extend(settings.secrets());
         let adapter =

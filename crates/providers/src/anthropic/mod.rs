@@ -173,7 +173,8 @@ impl Anthropic {
 
     async fn chat_inner(&self, call: ChatCall) -> Result<ChatResponse, UpstreamError> {
         let deadline = Instant::now() + self.settings.timeouts.total;
-        let body = request::to_messages_request(&call.body, call.stream);
+        let body =
+            request::to_messages_request(&call.body, call.stream, &self.settings.output_limits);
         let body = serde_json::to_vec(&body)
             .map_err(|e| self.err(UpstreamErrorKind::Protocol(format!("encode request: {e}"))))?;
         let resp = self

@@ -36,7 +36,9 @@
 
 use serde_json::{Map, Value, json};
 
-/// `max_tokens` when the client set none and the model is unknown to the built-in table: every
+use crate::OutputLimits;
+
+/// `max_tokens` when the client set none and the model's ceiling is unknown: every
 /// Claude model since Claude 3 accepts 4096 output tokens.
 pub const FALLBACK_MAX_TOKENS: u64 = 4096;
 
@@ -58,7 +60,11 @@ pub const JSON_OBJECT_INSTRUCTION: &str =
 
 /// The Messages request for a canonical chat request. Never fails: anything that cannot be
 /// translated is forwarded as-is for the upstream to judge (see the module docs).
-pub fn to_messages_request(body: &Map<String, Value>, stream: bool) -> Map<String, Value> {
+pub fn to_messages_request(
+    body: &Map<String, Value>,
+    stream: bool,
+    limits: &OutputLimits,
+) -> Map<String, Value> {
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     let messages = body
         .get("messages")
@@ -80,7 +86,8 @@ pub fn to_messages_request(body: &Map<String, Value>, stream: bool) -> Map<Strin
         system.push(text_block(JSON_OBJECT_INSTRUCTION));
     }
 
-    let max_tokens = client_max_tokens(body).unwrap_or_else(|| default_max_tokens(model, stream));
+    let max_tokens = client_max_tokens(body)
+        .unwrap_or_else(|| default_max_tokens(limits.max_output_tokens(model), stream));
     let tools = translate_tools(body.get("tools"));
     let tool_choice = tools.as_ref().and_then(|_| {
         translate_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -156,16 +163,12 @@ fn client_max_tokens(body: &Map<String, Value>) -> Option<u64> {
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
 }
 
-/// `max_tokens` for a request that set none (Anthropic requires it): the model's output cap
-/// from the built-in model table — the same limit admission reserves budget for, so the
-/// reservation and the upstream's ceiling agree — capped at [`NON_STREAMING_MAX_TOKENS`] for
-/// non-streaming calls; [`FALLBACK_MAX_TOKENS`] for models the table does not know.
-pub fn default_max_tokens(model: &str, stream: bool) -> u64 {
-    let cap = tollgate_pricing::builtin()
-        .ok()
-        .and_then(|t| t.lookup(model))
-        .and_then(|e| e.limits.max_output_tokens)
-        .unwrap_or(FALLBACK_MAX_TOKENS);
+/// `max_tokens` for a request that set none (Anthropic requires it): the model's output
+/// ceiling (`ceiling`, from the adapter's [`OutputLimits`] — the same limit admission reserves
+/// budget for, so the reservation and the upstream's ceiling agree), capped at
+/// [`NON_STREAMING_MAX_TOKENS`] for non-streaming calls; [`FALLBACK_MAX_TOKENS`] when unknown.
+pub fn default_max_tokens(ceiling: Option<u64>, stream: bool) -> u64 {
+    let cap = ceiling.unwrap_or(FALLBACK_MAX_TOKENS);
     if stream {
         cap
     } else {
@@ -604,7 +607,11 @@ mod tests {
 
     fn translate(body: &str, stream: bool) -> Value {
         let m: Map<String, Value> = serde_json::from_str(body).unwrap();
-        Value::Object(to_messages_request(&m, stream))
+        Value::Object(to_messages_request(&m, stream, &sonnet_limits()))
+    }
+
+    fn sonnet_limits() -> OutputLimits {
+        OutputLimits::new(|m| m.starts_with("claude-sonnet-4-5").then_some(64_000))
     }
 
     #[test]
@@ -691,17 +698,19 @@ mod tests {
 
     #[test]
     fn default_max_tokens_follows_model_caps() {
-        // claude-sonnet-4-5 is in the built-in table with a 64k output cap.
+        assert_eq!(default_max_tokens(Some(64_000), true), 64_000);
         assert_eq!(
-            default_max_tokens("claude-sonnet-4-5-20250929", true),
+            default_max_tokens(Some(64_000), false),
+            NON_STREAMING_MAX_TOKENS
+        );
+        assert_eq!(default_max_tokens(Some(8_192), false), 8_192);
+        assert_eq!(default_max_tokens(None, true), FALLBACK_MAX_TOKENS);
+        assert_eq!(
+            translate(r#"{"model":"claude-sonnet-4-5","messages":[]}"#, true)["max_tokens"],
             64_000
         );
         assert_eq!(
-            default_max_tokens("claude-sonnet-4-5", false),
-            NON_STREAMING_MAX_TOKENS
-        );
-        assert_eq!(
-            default_max_tokens("claude-unknown", true),
+            translate(r#"{"model":"claude-unknown","messages":[]}"#, true)["max_tokens"],
             FALLBACK_MAX_TOKENS
         );
         assert_eq!(
@@ -750,7 +759,7 @@ mod tests {
         #[test]
         fn never_panics(body in arb_json(3)) {
             let Value::Object(m) = body else { return Ok(()); };
-            let out = to_messages_request(&m, true);
+            let out = to_messages_request(&m, true, &sonnet_limits());
             prop_assert!(out.contains_key("max_tokens"));
             prop_assert!(out.get("messages").is_some_and(Value::is_array));
         }
