@@ -31,23 +31,13 @@ NAME=cache
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-cat > "$WORK/tollgate.yaml" <<YAML
-server:
-  listen: 127.0.0.1:$TG_PORT
-storage:
-  ledger: sqlite://$WORK/ledger.db
-providers:
-  sim:
-    kind: openai
-    base_url: http://127.0.0.1:$SIM_PORT/v1
+write_config sim <<YAML
 models:
   gpt-4o-mini:
     deployments: [{provider: sim, model: gpt-4o-mini}]
 cache:
   default: {ttl_secs: 3600}
 YAML
-cp "$WORK/tollgate.yaml" "$RUN/tollgate.yaml"
-KEY=$("$BIN" keys create --name bench --tenant bench --config "$WORK/tollgate.yaml" 2>>"$RUN/tollgate.log")
 taskset -c "$GW_CPU" "$BIN" serve --config "$WORK/tollgate.yaml" >>"$RUN/tollgate.log" 2>&1 &
 TG_PID=$!
 PIDS+=("$TG_PID")

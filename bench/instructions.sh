@@ -38,18 +38,7 @@ NAME=instructions
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-cat > "$WORK/tollgate.yaml" <<YAML
-server:
-  listen: 127.0.0.1:$TG_PORT
-storage:
-  ledger: sqlite://$WORK/ledger.db
-providers:
-  sim-a:
-    kind: openai
-    base_url: http://127.0.0.1:$SIM_PORT/v1
-  sim-b:
-    kind: openai
-    base_url: http://127.0.0.1:$SIM_PORT/v1
+write_config sim-a sim-b <<YAML
 models:
   core:
     deployments: [{provider: sim-a, model: gpt-4o-mini}]
@@ -62,13 +51,12 @@ cache:
   models:
     ops: {ttl_secs: 3600}
 YAML
-cp "$WORK/tollgate.yaml" "$RUN/tollgate.yaml"
-KEY=$("$BIN" keys create --name bench --tenant bench --config "$WORK/tollgate.yaml" 2>>"$RUN/tollgate.log")
 OUT=$WORK/callgrind.out
 valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no --collect-jumps=no \
   "$BIN" serve --config "$WORK/tollgate.yaml" >>"$RUN/tollgate.log" 2>&1 &
 TG_PID=$!
 PIDS+=("$TG_PID")
+# Not wait_http: start-up under valgrind takes far longer than its 10 s.
 for _ in $(seq 600); do curl -fsS -o /dev/null "http://127.0.0.1:$TG_PORT/healthz" 2>/dev/null && break; sleep 0.1; done
 
 send() { # CASE COUNT

@@ -4,7 +4,8 @@
 #
 # The caller sets ROOT, BUILD (1/0), LOAD_CPU and NAME (the output directory prefix) and a
 # `log` function, then sources this file; afterwards BIN, RUN, WORK, PIDS, SIM_PORT and
-# TG_PORT are set, `wait_http URL` is defined, and the simulator is answering.
+# TG_PORT are set, `wait_http URL` and `write_config PROVIDER…` are defined, and the simulator
+# is answering.
 
 for tool in wrk taskset python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool (bench/run.sh installs wrk)" >&2; exit 1; }
@@ -42,6 +43,21 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
 wait_http() {
   for _ in $(seq 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "timed out waiting for $1" >&2; return 1
+}
+
+# Writes $WORK/tollgate.yaml — listen address, ledger, the simulator under each PROVIDER name,
+# then stdin (models and the rest) — keeps a copy in $RUN and sets KEY to a new virtual key.
+write_config() {
+  {
+    printf 'server:\n  listen: 127.0.0.1:%s\nstorage:\n  ledger: sqlite://%s/ledger.db\nproviders:\n' \
+      "$TG_PORT" "$WORK"
+    for p in "$@"; do
+      printf '  %s:\n    kind: openai\n    base_url: http://127.0.0.1:%s/v1\n' "$p" "$SIM_PORT"
+    done
+    cat
+  } > "$WORK/tollgate.yaml"
+  cp "$WORK/tollgate.yaml" "$RUN/tollgate.yaml"
+  KEY=$("$BIN" keys create --name bench --tenant bench --config "$WORK/tollgate.yaml" 2>>"$RUN/tollgate.log")
 }
 
 taskset -c "$LOAD_CPU" "$BIN" mock-provider --listen "127.0.0.1:$SIM_PORT" \

@@ -37,18 +37,7 @@ NAME=traffic-ops
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-cat > "$WORK/tollgate.yaml" <<YAML
-server:
-  listen: 127.0.0.1:$TG_PORT
-storage:
-  ledger: sqlite://$WORK/ledger.db
-providers:
-  sim-a:
-    kind: openai
-    base_url: http://127.0.0.1:$SIM_PORT/v1
-  sim-b:
-    kind: openai
-    base_url: http://127.0.0.1:$SIM_PORT/v1
+write_config sim-a sim-b <<YAML
 models:
   core:
     deployments: [{provider: sim-a, model: gpt-4o-mini}]
@@ -70,8 +59,6 @@ cache:
     ops: {ttl_secs: 3600}
     cached: {ttl_secs: 3600}
 YAML
-cp "$WORK/tollgate.yaml" "$RUN/tollgate.yaml"
-KEY=$("$BIN" keys create --name bench --tenant bench --config "$WORK/tollgate.yaml" 2>>"$RUN/tollgate.log")
 taskset -c "$GW_CPU" "$BIN" serve --config "$WORK/tollgate.yaml" >>"$RUN/tollgate.log" 2>&1 &
 PIDS+=("$!")
 wait_http "http://127.0.0.1:$TG_PORT/healthz"

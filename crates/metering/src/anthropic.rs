@@ -456,14 +456,7 @@ mod tests {
         e
     }
 
-    fn capture() -> (
-        Arc<Mutex<Vec<Settlement>>>,
-        impl FnOnce(Settlement) + Send + 'static,
-    ) {
-        let store = Arc::new(Mutex::new(Vec::new()));
-        let s2 = store.clone();
-        (store, move |s| s2.lock().unwrap().push(s))
-    }
+    use crate::test_support::capture;
 
     async fn relay(
         events: Vec<Result<Event, UpstreamError>>,

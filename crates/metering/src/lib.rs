@@ -17,3 +17,20 @@ pub mod anthropic;
 pub mod meter;
 
 pub use meter::{MeterOptions, MeteredStream, OpenAiRenderer, Renderer, Settlement};
+
+#[cfg(test)]
+mod test_support {
+    use std::sync::{Arc, Mutex};
+
+    use crate::Settlement;
+
+    /// A settle callback that keeps every settlement, and the list it keeps them in.
+    pub(crate) fn capture() -> (
+        Arc<Mutex<Vec<Settlement>>>,
+        impl FnOnce(Settlement) + Send + 'static,
+    ) {
+        let store = Arc::new(Mutex::new(Vec::new()));
+        let s2 = store.clone();
+        (store, move |s| s2.lock().unwrap().push(s))
+    }
+}

@@ -335,7 +335,6 @@ impl Drop for MeteredStream {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
-    use std::sync::Mutex;
     use tollgate_providers::UpstreamErrorKind;
 
     fn opts() -> MeterOptions {
@@ -371,14 +370,7 @@ mod tests {
             .collect()
     }
 
-    fn capture() -> (
-        Arc<Mutex<Vec<Settlement>>>,
-        impl FnOnce(Settlement) + Send + 'static,
-    ) {
-        let store = Arc::new(Mutex::new(Vec::new()));
-        let s2 = store.clone();
-        (store, move |s| s2.lock().unwrap().push(s))
-    }
+    use crate::test_support::capture;
 
     #[tokio::test]
     async fn strips_usage_chunk_when_not_asked_and_settles_from_provider() {
