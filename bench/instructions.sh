@@ -32,9 +32,9 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-command -v valgrind >/dev/null || { echo "missing tool: valgrind (apt-get install valgrind)" >&2; exit 1; }
 log() { printf '[instructions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 NAME=instructions
+TOOLS="valgrind callgrind_control taskset python3 curl"
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 

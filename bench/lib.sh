@@ -2,13 +2,14 @@
 # tool check, optional release build, a private copy of the binary, an output directory, two
 # free loopback ports, the simulator on the load CPU, and a cleanup trap that stops everything.
 #
-# The caller sets ROOT, BUILD (1/0), LOAD_CPU and NAME (the output directory prefix) and a
+# The caller sets ROOT, BUILD (1/0), LOAD_CPU and NAME (the output directory prefix), optionally
+# TOOLS (the commands it needs; default wrk, taskset, python3, curl), and a
 # `log` function, then sources this file; afterwards BIN, RUN, WORK, PIDS, SIM_PORT and
 # TG_PORT are set, `wait_http URL` and `write_config PROVIDER…` are defined, and the simulator
 # is answering.
 
-for tool in wrk taskset python3 curl; do
-  command -v "$tool" >/dev/null || { echo "missing tool: $tool (bench/run.sh installs wrk)" >&2; exit 1; }
+for tool in ${TOOLS:-wrk taskset python3 curl}; do
+  command -v "$tool" >/dev/null || { echo "missing tool: $tool (bench/run.sh installs wrk; apt-get install valgrind)" >&2; exit 1; }
 done
 
 if [[ $BUILD == 1 ]]; then

@@ -5,8 +5,8 @@
 //! A [`Dispatch`] is created once per request from the target stage's [`Target`]. The exchange
 //! then loops: [`Attempts::next`] gives the next attempt's [`Candidate`] (deployment, price), a
 //! breaker guard and the admitted body (budget admission at that candidate's price, stage
-//! 9b); the exchange calls the provider and reports back with [`Attempts::failed`] or
-//! [`Attempts::succeeded`]. Rules:
+//! 9b); the exchange calls the provider and reports back with [`Dispatch::failed`] or
+//! [`Dispatch::succeeded`] (through `Attempts::dispatch`). Rules:
 //!
 //! - candidates, in order: the logical model's deployments as its strategy ranks them (pinned
 //!   and sticky ones first), then each `fallbacks` model's deployments; a `context_window`
@@ -254,7 +254,7 @@ impl Dispatch {
     /// An attempt failed with `e` before anything reached the client. Reports it to the
     /// deployment's breaker and decides: `Ok` = try [`Dispatch::next`] again, `Err` = the
     /// error to answer with.
-    fn failed(
+    pub(crate) fn failed(
         &mut self,
         gw: &Gateway,
         cand: &Candidate,
@@ -330,7 +330,7 @@ impl Dispatch {
     }
 
     /// The attempt on `cand` answered: a conversation with a sticky key now sticks to it.
-    fn succeeded(&self, cand: &Candidate) {
+    pub(crate) fn succeeded(&self, cand: &Candidate) {
         if let Some(key) = self.sticky
             && self
                 .models
@@ -346,7 +346,8 @@ impl Dispatch {
 /// each attempt, built from the client's (canonical) body — moved, not copied, into the first
 /// attempt; later attempts copy the previous attempt's body.
 pub(crate) struct Attempts {
-    dispatch: Dispatch,
+    /// Which candidate comes next, and how a failure is judged (`dispatch.failed`).
+    pub(crate) dispatch: Dispatch,
     fresh: Option<Map<String, Value>>,
     last: Option<Arc<Map<String, Value>>>,
 }
@@ -382,22 +383,6 @@ impl Attempts {
         let (cand, attempt) = self.dispatch.next(gw, rec.row()).await?;
         let prepared = self.prepare(gw, rec, &cand, shape)?;
         Ok((cand, attempt, prepared))
-    }
-
-    /// See [`Dispatch::failed`].
-    pub(crate) fn failed(
-        &mut self,
-        gw: &Gateway,
-        cand: &Candidate,
-        attempt: Attempt,
-        e: &UpstreamError,
-    ) -> Result<(), ApiError> {
-        self.dispatch.failed(gw, cand, attempt, e)
-    }
-
-    /// See [`Dispatch::succeeded`].
-    pub(crate) fn succeeded(&self, cand: &Candidate) {
-        self.dispatch.succeeded(cand)
     }
 
     /// Budget admission for `cand` — the previous attempt's reservation is returned first,

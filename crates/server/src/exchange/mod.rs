@@ -352,7 +352,7 @@ impl<E: Endpoint> Exchange<E> {
             let t0 = Instant::now();
             match call(&cand, request).await {
                 Ok(got) => {
-                    self.attempts.succeeded(&cand);
+                    self.attempts.dispatch.succeeded(&cand);
                     return Ok(Won {
                         cand,
                         attempt,
@@ -363,7 +363,7 @@ impl<E: Endpoint> Exchange<E> {
                 }
                 Err(Miss::Final(e)) => return Err((e, Outcome::Failed)),
                 Err(Miss::Upstream(e)) => {
-                    if let Err(api) = self.attempts.failed(&self.gw, &cand, attempt, &e) {
+                    if let Err(api) = self.attempts.dispatch.failed(&self.gw, &cand, attempt, &e) {
                         return Err((api, Outcome::Failed));
                     }
                 }
