@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
 use tollgate_types::{
-    Attribution, LedgerRow, NanoUsd, Outcome, PolicyActions, UNATTRIBUTED, Usage, UsageSource,
+    Attribution, LedgerRow, NanoUsd, Outcome, PolicyActions, UNATTRIBUTED, UnitPrices, Usage,
+    UsageSource,
 };
 
 use crate::{Store, StoreError};
@@ -26,7 +27,7 @@ const COLUMNS: &str = r#"request_id, started_at_ms, endpoint, stream,
     input_tokens, cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens,
     usage_source, list_cost, effective_cost, price_version, unpriced, policy_actions,
     cache_status, status, outcome, error_code, error_origin, latency_us, ttft_us,
-    saved_cost, attempted"#;
+    saved_cost, attempted, price_input, price_cached_input, price_cache_write, price_output"#;
 
 /// `ON CONFLICT(request_id) DO NOTHING` rather than `INSERT OR IGNORE`: both make re-inserting a
 /// row a no-op, but `OR IGNORE` would also silently swallow any *other* constraint failure,
@@ -38,10 +39,10 @@ const INSERT_SQL: &str = r#"INSERT INTO requests (request_id, started_at_ms, end
     input_tokens, cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens,
     usage_source, list_cost, effective_cost, price_version, unpriced, policy_actions,
     cache_status, status, outcome, error_code, error_origin, latency_us, ttft_us,
-    saved_cost, attempted)
+    saved_cost, attempted, price_input, price_cached_input, price_cache_write, price_output)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
             ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-            ?35, ?36)
+            ?35, ?36, ?37, ?38, ?39, ?40)
     ON CONFLICT (request_id) DO NOTHING"#;
 
 /// Which ledger rows a query covers. Every field is optional; set fields are ANDed.
@@ -212,6 +213,10 @@ impl Store {
                             r.ttft_us.map(sat_i64),
                             r.saved_cost.nanos(),
                             r.attempted,
+                            r.unit_prices.map(|p| p.input.nanos()),
+                            r.unit_prices.map(|p| p.cached_input.nanos()),
+                            r.unit_prices.map(|p| p.cache_write.nanos()),
+                            r.unit_prices.map(|p| p.output.nanos()),
                         ])
                         .map_err(|e| StoreError::from_sqlite(e, "insert ledger row"))?;
                 }
@@ -396,6 +401,7 @@ fn decode_row(r: &rusqlite::Row<'_>) -> Result<LedgerRow, StoreError> {
         ttft_us,
         saved_cost: NanoUsd(r.get(34)?),
         attempted: r.get(35)?,
+        unit_prices: unit_prices(r)?,
         request_id: id,
     })
 }
@@ -413,4 +419,18 @@ mod tests {
             Err(StoreError::InvalidInput(_))
         ));
     }
+}
+
+/// The four price columns: all set, or all NULL (rows before schema v6, unpriced rows).
+fn unit_prices(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<UnitPrices>> {
+    let p: [Option<i64>; 4] = [r.get(36)?, r.get(37)?, r.get(38)?, r.get(39)?];
+    Ok(match p {
+        [Some(input), Some(cached_input), Some(cache_write), Some(output)] => Some(UnitPrices {
+            input: NanoUsd(input),
+            cached_input: NanoUsd(cached_input),
+            cache_write: NanoUsd(cache_write),
+            output: NanoUsd(output),
+        }),
+        _ => None,
+    })
 }

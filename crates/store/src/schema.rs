@@ -102,6 +102,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE keys ADD COLUMN allow_route_override INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v6: the unit prices a row was costed at (nano-USD per 1M tokens), for finance exports.
+    // NULL on rows written before v6 and on unpriced rows.
+    r#"
+    ALTER TABLE requests ADD COLUMN price_input INTEGER;
+    ALTER TABLE requests ADD COLUMN price_cached_input INTEGER;
+    ALTER TABLE requests ADD COLUMN price_cache_write INTEGER;
+    ALTER TABLE requests ADD COLUMN price_output INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -78,6 +78,12 @@ fn row(i: u64) -> LedgerRow {
     r.cache_status = pick(&["hit", "miss", ""], i);
     r.saved_cost = NanoUsd(i as i64 * 7);
     r.attempted = pick(&["a/x", "a/x,b/y", ""], i).unwrap_or_default();
+    r.unit_prices = (!i.is_multiple_of(17)).then(|| tollgate_types::UnitPrices {
+        input: NanoUsd(2_500_000_000 + i as i64),
+        cached_input: NanoUsd(1_250_000_000),
+        cache_write: NanoUsd(3_125_000_000),
+        output: NanoUsd(10_000_000_000 - i as i64),
+    });
     r.status = [200, 429, 502, 499][(i % 4) as usize];
     r.outcome = [
         Outcome::Ok,
@@ -238,7 +244,7 @@ fn reopen_keeps_data_and_migrations_are_idempotent() {
     }
     let s = Store::open(&url).unwrap();
     let s2 = Store::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 5);
+    assert_eq!(s.schema_version().unwrap(), 6);
     assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
     assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
 

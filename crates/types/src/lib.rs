@@ -20,5 +20,5 @@ pub use error::{ApiError, ErrorCode, ErrorOrigin};
 pub use ids::RequestId;
 pub use money::{MoneyParseError, NanoUsd};
 pub use provider::ProviderKind;
-pub use record::{LedgerRow, Outcome};
+pub use record::{LedgerRow, Outcome, UnitPrices};
 pub use usage::{Usage, UsageSource};

@@ -103,6 +103,21 @@ pub struct LedgerRow {
     /// the last one is `deployment`. Empty when no upstream call was made.
     #[serde(default)]
     pub attempted: String,
+    /// The prices the row was costed at, per 1M tokens of each class (`None` when unpriced or
+    /// never routed). Kept with the row so finance exports show the price actually applied,
+    /// whatever the price table says by the time they run.
+    #[serde(default)]
+    pub unit_prices: Option<UnitPrices>,
+}
+
+/// Nano-USD per 1M tokens of each token class, as applied (a class without its own price
+/// carries the input price, as the cost did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitPrices {
+    pub input: NanoUsd,
+    pub cached_input: NanoUsd,
+    pub cache_write: NanoUsd,
+    pub output: NanoUsd,
 }
 
 impl LedgerRow {
@@ -135,6 +150,7 @@ impl LedgerRow {
             ttft_us: None,
             saved_cost: NanoUsd::ZERO,
             attempted: String::new(),
+            unit_prices: None,
         }
     }
 }

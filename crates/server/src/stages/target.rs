@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use tollgate_pricing::{DeploymentRef, ModelPrice, Resolution};
 use tollgate_store::StoredKey;
-use tollgate_types::{ApiError, ErrorCode, LedgerRow, Usage, UsageSource};
+use tollgate_types::{ApiError, ErrorCode, LedgerRow, UnitPrices, Usage, UsageSource};
 
 use crate::gateway::{Deployment, Gateway, LogicalModel};
 use crate::http::headers::DEPLOYMENT;
@@ -137,13 +137,20 @@ impl Candidate {
         row.provider = Some(self.deployment.provider_name.clone());
         row.deployment = Some(self.deployment.label.clone());
         match &self.price {
-            Some((_, version)) => {
+            Some((price, version)) => {
                 row.price_version = Some(version.to_string());
                 row.unpriced = false;
+                row.unit_prices = Some(UnitPrices {
+                    input: price.input,
+                    cached_input: price.cached_input_or_input(),
+                    cache_write: price.cache_write_or_input(),
+                    output: price.output,
+                });
             }
             None => {
                 row.price_version = None;
                 row.unpriced = true;
+                row.unit_prices = None;
             }
         }
     }
