@@ -1,0 +1,510 @@
+//! FOCUS cost-and-usage export (1.2, and the 1.0 column set) from ledger rows.
+//!
+//! **Grain.** One FOCUS row per charge hour × billing account (the tenant) × sub-account (the
+//! team, else the key) × provider × served model × requested model × feature × tags × price
+//! (version and unit prices) × usage source × policy actions × token class. Token classes are
+//! the SkuMeters `Input Tokens` (uncached input), `Cached Input Tokens`, `Cache Write Tokens`
+//! and `Output Tokens` (reasoning is billed as output, and shown in `x_ReasoningTokens`).
+//! Rows arrive in time order ([`Exporter::push`]) and each hour's groups are written when the
+//! next hour starts, so memory holds one hour of groups whatever the length of the range.
+//!
+//! **Money.** `ListUnitPrice` is the row's recorded price per 1M tokens, `PricingQuantity` the
+//! tokens ÷ 10^6, and `ListCost` (= `ContractedCost`) their exact product — no rounding, so
+//! `ListCost = ListUnitPrice × PricingQuantity` holds digit for digit. `BilledCost`
+//! (= `EffectiveCost`) is what the ledger charged: the group's summed nano-USD
+//! `effective_cost`, split over its token classes in proportion to their list cost by largest
+//! remainder at one nano-USD. So `Σ BilledCost` over any set of groups — the file, a tenant, a
+//! model — equals the ledger's sum for it exactly; within a group, a class's `BilledCost`
+//! differs from its `ListCost` by less than a nano-dollar per request (the ledger rounds each
+//! request's cost once, half up).
+//!
+//! **Requests without a charge** (rejected, failed before any token, cache hits) are not
+//! dropped: every group carries its request counts (`x_RequestCount`, `x_FailedRequestCount`,
+//! on the group's first row only, so the columns sum to the ledger's request count), and a group
+//! with no tokens at all is written as one zero-quantity `Input Tokens` row.
+//!
+//! **Issuer.** This is the operator's own view (billing account = tenant), so `ProviderName`
+//! and `InvoiceIssuerName` are the operator and the model vendor is `PublisherName`. (A FOCUS
+//! reader takes `InvoiceIssuerName ≠ ProviderName` as a marketplace charge, whose `BilledCost`
+//! must be 0.)
+
+mod columns;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use tollgate_types::{LedgerRow, NanoUsd, Outcome, UnitPrices};
+
+use crate::decimal::Decimal;
+
+pub use columns::{columns, x_columns};
+
+/// Which FOCUS release's column set to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1_0,
+    V1_2,
+}
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Version> {
+        match s {
+            "1.0" => Some(Version::V1_0),
+            "1.2" => Some(Version::V1_2),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V1_0 => "1.0",
+            Version::V1_2 => "1.2",
+        }
+    }
+}
+
+/// Who sells the model behind a configured provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publisher {
+    /// `PublisherName`: `OpenAI`, `Anthropic`, `Google`, `Amazon Web Services`, …
+    pub name: String,
+    /// `ServiceName`: `OpenAI API`, `Anthropic API`, `Amazon Bedrock`, …
+    pub service: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub version: Version,
+    /// The operator: `ProviderName` and `InvoiceIssuerName`.
+    pub issuer: String,
+    /// ISO 4217; ledger amounts are USD.
+    pub currency: String,
+    /// Provider name from config → its publisher; unknown names publish as themselves.
+    pub publishers: BTreeMap<String, Publisher>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("ledger rows out of time order: {0} after {1} (the export reads rows by start time)")]
+    OutOfOrder(String, String),
+    #[error("amount too large to export exactly in row {0}")]
+    Overflow(String),
+    #[error("write: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("write: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What an export covered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Ledger rows read.
+    pub ledger_rows: u64,
+    /// FOCUS rows written.
+    pub focus_rows: u64,
+    /// Σ BilledCost, nano-USD (= Σ effective_cost of the ledger rows read).
+    pub billed: NanoUsd,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Everything a FOCUS row of a group is keyed by, besides the hour and the token class.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    tenant: String,
+    sub_account: Option<(String, String)>,
+    provider: Option<String>,
+    served_model: Option<String>,
+    requested_model: Option<String>,
+    feature: Option<String>,
+    tags: BTreeMap<String, String>,
+    price_version: Option<String>,
+    prices: Option<[i64; 4]>,
+    usage_source: &'static str,
+    policy_actions: String,
+}
+
+/// Sums over a group's ledger rows.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    requests: u64,
+    failed: u64,
+    /// Per class: input (uncached), cached input, cache write, output.
+    tokens: [u64; 4],
+    reasoning: u64,
+    billed: i64,
+    saved: i64,
+}
+
+const METERS: [&str; 4] = [
+    "Input Tokens",
+    "Cached Input Tokens",
+    "Cache Write Tokens",
+    "Output Tokens",
+];
+const SKU_CLASS: [&str; 4] = ["input", "cached-input", "cache-write", "output"];
+
+/// Streams ledger rows (in start-time order) into FOCUS CSV.
+pub struct Exporter<W: Write> {
+    opts: Options,
+    out: csv::Writer<W>,
+    hour: Option<i64>,
+    groups: BTreeMap<GroupKey, Group>,
+    summary: Summary,
+    last_row: String,
+}
+
+impl<W: Write> Exporter<W> {
+    /// Writes the header at once, so even an empty range is a valid file.
+    pub fn new(opts: Options, out: W) -> Result<Exporter<W>, ExportError> {
+        let mut out = csv::WriterBuilder::new()
+            .quote_style(csv::QuoteStyle::Necessary)
+            .from_writer(out);
+        let header: Vec<&str> = columns(opts.version)
+            .iter()
+            .chain(x_columns())
+            .copied()
+            .collect();
+        out.write_record(&header)?;
+        Ok(Exporter {
+            opts,
+            out,
+            hour: None,
+            groups: BTreeMap::new(),
+            summary: Summary::default(),
+            last_row: String::new(),
+        })
+    }
+
+    pub fn push(&mut self, row: &LedgerRow) -> Result<(), ExportError> {
+        let hour = row.started_at_ms.div_euclid(HOUR_MS);
+        match self.hour {
+            Some(h) if hour < h => {
+                return Err(ExportError::OutOfOrder(
+                    row.request_id.clone(),
+                    self.last_row.clone(),
+                ));
+            }
+            Some(h) if hour > h => {
+                self.flush()?;
+                self.hour = Some(hour);
+            }
+            Some(_) => {}
+            None => self.hour = Some(hour),
+        }
+        self.last_row.clone_from(&row.request_id);
+        let a = &row.attribution;
+        let sub_account = match (&a.team, &a.key_id) {
+            (Some(team), _) => Some((format!("{}/{team}", a.tenant_label()), team.clone())),
+            (None, Some(key)) => Some((
+                format!("{}/{key}", a.tenant_label()),
+                a.key_name.clone().unwrap_or_else(|| key.clone()),
+            )),
+            (None, None) => None,
+        };
+        let key = GroupKey {
+            tenant: a.tenant_label().to_string(),
+            sub_account,
+            provider: row.provider.clone(),
+            served_model: row.served_model.clone(),
+            requested_model: row.requested_model.clone(),
+            feature: a.feature.clone(),
+            tags: a.tags.clone(),
+            price_version: row.price_version.clone(),
+            prices: row.unit_prices.map(|p: UnitPrices| {
+                [p.input, p.cached_input, p.cache_write, p.output].map(NanoUsd::nanos)
+            }),
+            usage_source: row.usage_source.as_str(),
+            policy_actions: row.policy_actions.to_string(),
+        };
+        let g = self.groups.entry(key).or_default();
+        let u = &row.usage;
+        g.requests += 1;
+        g.failed += u64::from(row.outcome != Outcome::Ok);
+        for (t, n) in g.tokens.iter_mut().zip([
+            u.uncached_input_tokens(),
+            u.cached_input_tokens,
+            u.cache_write_input_tokens,
+            u.output_tokens,
+        ]) {
+            *t = t.saturating_add(n);
+        }
+        g.reasoning = g.reasoning.saturating_add(u.reasoning_tokens);
+        g.billed = g
+            .billed
+            .checked_add(row.effective_cost.nanos())
+            .ok_or_else(|| ExportError::Overflow(row.request_id.clone()))?;
+        g.saved = g.saved.saturating_add(row.saved_cost.nanos());
+        self.summary.ledger_rows += 1;
+        Ok(())
+    }
+
+    /// Writes the last hour and flushes the output.
+    pub fn finish(mut self) -> Result<(Summary, W), ExportError> {
+        self.flush()?;
+        let w = self
+            .out
+            .into_inner()
+            .map_err(|e| ExportError::Io(e.into_error()))?;
+        Ok((self.summary, w))
+    }
+
+    fn flush(&mut self) -> Result<(), ExportError> {
+        let Some(hour) = self.hour else {
+            return Ok(());
+        };
+        let groups = std::mem::take(&mut self.groups);
+        let header_len = columns(self.opts.version).len() + x_columns().len();
+        let mut record: Vec<Option<String>> = Vec::with_capacity(header_len);
+        for (key, g) in &groups {
+            let rows = self.group_rows(hour, key, g)?;
+            for fields in rows {
+                record.clear();
+                for c in columns(self.opts.version).iter().chain(x_columns()) {
+                    record.push(fields.get(c).cloned().flatten());
+                }
+                // `None` → an empty unquoted cell (FOCUS null); values are never empty.
+                self.out
+                    .write_record(record.iter().map(|v| v.as_deref().unwrap_or("")))?;
+                self.summary.focus_rows += 1;
+            }
+            self.summary.billed = NanoUsd(self.summary.billed.nanos().saturating_add(g.billed));
+        }
+        Ok(())
+    }
+
+    /// The FOCUS rows of one group, as column → value.
+    fn group_rows(
+        &self,
+        hour: i64,
+        key: &GroupKey,
+        g: &Group,
+    ) -> Result<Vec<BTreeMap<&'static str, Option<String>>>, ExportError> {
+        let overflow = || ExportError::Overflow(format!("group of {}", key.tenant));
+        let prices = key.prices.unwrap_or([0; 4]);
+        // Exact list cost of each class, in 10^-15 USD.
+        let list: Vec<i128> = (0..4)
+            .map(|c| i128::from(g.tokens[c]) * i128::from(prices[c]))
+            .collect();
+        let mut classes: Vec<usize> = (0..4).filter(|&c| g.tokens[c] > 0).collect();
+        if classes.is_empty() {
+            classes.push(0);
+        }
+        let billed = split(
+            g.billed,
+            &classes.iter().map(|&c| list[c]).collect::<Vec<_>>(),
+        );
+
+        let start = hour * HOUR_MS;
+        let (period_start, period_end) = month_bounds(start);
+        let provider = key.provider.as_deref();
+        let publisher = provider
+            .and_then(|p| self.opts.publishers.get(p))
+            .cloned()
+            .unwrap_or_else(|| Publisher {
+                name: provider.unwrap_or(&self.opts.issuer).to_string(),
+                service: match provider {
+                    Some(p) => format!("{p} API"),
+                    None => format!("{} gateway", self.opts.issuer),
+                },
+            });
+        let model = key.served_model.as_deref().unwrap_or("(none)");
+        let vendor = provider.unwrap_or("(none)");
+        let mut tags: BTreeMap<String, serde_json::Value> = key
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let gw = |k: &str| format!("tollgate/{k}");
+        tags.insert(gw("tenant"), key.tenant.clone().into());
+        if let Some(f) = &key.feature {
+            tags.insert(gw("feature"), f.clone().into());
+        }
+        if let Some(p) = provider {
+            tags.insert(gw("provider"), p.into());
+        }
+        let tags = serde_json::to_string(&tags).map_err(|_| overflow())?;
+        let month = &period_start[..7];
+
+        let mut out = Vec::with_capacity(classes.len());
+        for (i, &c) in classes.iter().enumerate() {
+            let unit = Decimal::from_nanos(prices[c]);
+            let qty = Decimal::new(i128::from(g.tokens[c]), 6);
+            let list_cost = unit.checked_mul(qty).ok_or_else(overflow)?;
+            let billed_c = Decimal::from_nanos(billed[i]);
+            let sku = format!("{vendor}:{model}:{}", SKU_CLASS[c]);
+            let version = key.price_version.as_deref().unwrap_or("unpriced");
+            let mut f: BTreeMap<&'static str, Option<String>> = BTreeMap::new();
+            let mut set = |k: &'static str, v: String| {
+                f.insert(k, Some(v));
+            };
+            set("BilledCost", billed_c.to_string());
+            set("EffectiveCost", billed_c.to_string());
+            set("ListCost", list_cost.to_string());
+            set("ContractedCost", list_cost.to_string());
+            set("ListUnitPrice", unit.to_string());
+            set("ContractedUnitPrice", unit.to_string());
+            set("BillingAccountId", key.tenant.clone());
+            set("BillingAccountName", key.tenant.clone());
+            set("BillingCurrency", self.opts.currency.clone());
+            set("BillingPeriodStart", period_start.clone());
+            set("BillingPeriodEnd", period_end.clone());
+            set("ChargePeriodStart", rfc3339(start));
+            set("ChargePeriodEnd", rfc3339(start + HOUR_MS));
+            set("ChargeCategory", "Usage".into());
+            set("ChargeFrequency", "Usage-Based".into());
+            set(
+                "ChargeDescription",
+                format!(
+                    "{} for {model} at {unit} {} per 1M tokens",
+                    METERS[c], self.opts.currency
+                ),
+            );
+            set(
+                "ConsumedQuantity",
+                Decimal::new(i128::from(g.tokens[c]), 0).to_string(),
+            );
+            set("ConsumedUnit", "Tokens".into());
+            set("PricingQuantity", qty.to_string());
+            set("PricingUnit", "1000000 Tokens".into());
+            set("PricingCategory", "Standard".into());
+            set("InvoiceId", format!("{}-{month}", key.tenant));
+            set("InvoiceIssuerName", self.opts.issuer.clone());
+            set("ProviderName", self.opts.issuer.clone());
+            set("PublisherName", publisher.name.clone());
+            set("ServiceCategory", "AI and Machine Learning".into());
+            set("ServiceSubcategory", "Generative AI".into());
+            set("ServiceName", publisher.service.clone());
+            set("SkuId", sku.clone());
+            set("SkuPriceId", format!("{sku}:{version}"));
+            set("SkuMeter", METERS[c].into());
+            set(
+                "SkuPriceDetails",
+                serde_json::json!({"x_TokenClass": METERS[c], "x_Model": model}).to_string(),
+            );
+            if let Some((id, name)) = &key.sub_account {
+                set("SubAccountId", id.clone());
+                set("SubAccountName", name.clone());
+            }
+            set("Tags", tags.clone());
+            set("PricingCurrency", self.opts.currency.clone());
+            set("PricingCurrencyListUnitPrice", unit.to_string());
+            set("PricingCurrencyContractedUnitPrice", unit.to_string());
+            set("PricingCurrencyEffectiveCost", billed_c.to_string());
+            // Counts ride on a group's first row, so each column sums to the ledger's.
+            let first = i == 0;
+            let count = |n: u64| if first { n } else { 0 }.to_string();
+            set("x_RequestCount", count(g.requests));
+            set("x_FailedRequestCount", count(g.failed));
+            set(
+                "x_SavedCost",
+                Decimal::from_nanos(if first { g.saved } else { 0 }).to_string(),
+            );
+            for (k, class) in [
+                ("x_InputTokens", 0),
+                ("x_CachedInputTokens", 1),
+                ("x_CacheWriteTokens", 2),
+                ("x_OutputTokens", 3),
+            ] {
+                set(k, if class == c { g.tokens[c] } else { 0 }.to_string());
+            }
+            set(
+                "x_ReasoningTokens",
+                if c == 3 { g.reasoning } else { 0 }.to_string(),
+            );
+            if let Some(m) = &key.requested_model {
+                set("x_RequestedModel", m.clone());
+            }
+            if let Some(m) = &key.served_model {
+                set("x_ServedModel", m.clone());
+            }
+            if let Some(p) = provider {
+                set("x_Provider", p.to_string());
+            }
+            if let Some(f) = &key.feature {
+                set("x_Feature", f.clone());
+            }
+            set("x_PriceTableVersion", version.to_string());
+            set("x_UsageSource", key.usage_source.to_string());
+            if !key.policy_actions.is_empty() {
+                set("x_PolicyActions", key.policy_actions.clone());
+            }
+            out.push(f);
+        }
+        Ok(out)
+    }
+}
+
+/// Splits `total` nano-USD over parts in proportion to `weights`, by largest remainder: the
+/// parts sum to `total` exactly, and each is within one nano-USD of its exact share. Weights
+/// that are all zero put everything on the first part.
+pub fn split(total: i64, weights: &[i128]) -> Vec<i64> {
+    let sum: i128 = weights.iter().sum();
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    if sum <= 0 {
+        let mut v = vec![0; weights.len()];
+        v[0] = total;
+        return v;
+    }
+    // Weights are scaled down until `total × weight` cannot overflow; shares need not be
+    // computed from exact weights, only sum exactly.
+    let mut w: Vec<i128> = weights.to_vec();
+    let mut s = sum;
+    let limit = i128::MAX / (i128::from(total).abs() + 1);
+    while s > limit {
+        for x in &mut w {
+            *x /= 2;
+        }
+        s = w.iter().sum();
+        if s == 0 {
+            let mut v = vec![0; weights.len()];
+            v[0] = total;
+            return v;
+        }
+    }
+    let t = i128::from(total);
+    let mut shares: Vec<i128> = w.iter().map(|x| (t * x).div_euclid(s)).collect();
+    let mut rest = t - shares.iter().sum::<i128>();
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    // Largest remainder first; ties to the earlier part, so the result is deterministic.
+    order.sort_by_key(|&i| (std::cmp::Reverse((t * w[i]).rem_euclid(s)), i));
+    for &i in order.iter().cycle() {
+        if rest == 0 {
+            break;
+        }
+        shares[i] += 1;
+        rest -= 1;
+    }
+    shares
+        .into_iter()
+        .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+        .collect()
+}
+
+fn rfc3339(ms: i64) -> String {
+    Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// The calendar month (UTC) holding `ms`: inclusive start, exclusive end.
+fn month_bounds(ms: i64) -> (String, String) {
+    let dt: DateTime = Timestamp::from_millisecond(ms)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_zoned(TimeZone::UTC)
+        .datetime();
+    let start = DateTime::new(dt.year(), dt.month(), 1, 0, 0, 0, 0).unwrap_or(dt);
+    let end = start
+        .checked_add(jiff::Span::new().months(1))
+        .unwrap_or(start);
+    let fmt = |d: DateTime| d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    (fmt(start), fmt(end))
+}
+
+#[cfg(test)]
+mod tests;

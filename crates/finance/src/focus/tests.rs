@@ -1,0 +1,211 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use tollgate_types::{Attribution, LedgerRow, NanoUsd, Outcome, UnitPrices, Usage};
+
+use super::*;
+
+fn opts(version: Version) -> Options {
+    Options {
+        version,
+        issuer: "Tollgate".into(),
+        currency: "USD".into(),
+        publishers: BTreeMap::from([(
+            "openai".to_string(),
+            Publisher {
+                name: "OpenAI".into(),
+                service: "OpenAI API".into(),
+            },
+        )]),
+    }
+}
+
+fn row(i: u64, at_ms: i64, tenant: &str, usage: Usage, cost: i64) -> LedgerRow {
+    let mut r = LedgerRow::start(format!("req_{i:032x}"), at_ms, "/v1/chat/completions");
+    r.attribution = Attribution {
+        tenant: Some(tenant.into()),
+        feature: Some("chat".into()),
+        ..Default::default()
+    };
+    r.provider = Some("openai".into());
+    r.served_model = Some("gpt-4o-mini".into());
+    r.requested_model = Some("gpt-4o-mini".into());
+    r.price_version = Some("builtin-2026-07-24".into());
+    r.unit_prices = Some(UnitPrices {
+        input: NanoUsd(150_000_000),
+        cached_input: NanoUsd(75_000_000),
+        cache_write: NanoUsd(150_000_000),
+        output: NanoUsd(600_000_000),
+    });
+    r.usage = usage;
+    r.list_cost = NanoUsd(cost);
+    r.effective_cost = NanoUsd(cost);
+    r
+}
+
+fn export(version: Version, rows: &[LedgerRow]) -> (Summary, Vec<BTreeMap<String, String>>) {
+    let mut e = Exporter::new(opts(version), Vec::new()).unwrap();
+    for r in rows {
+        e.push(r).unwrap();
+    }
+    let (s, bytes) = e.finish().unwrap();
+    let mut rd = csv::Reader::from_reader(bytes.as_slice());
+    let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    let recs = rd
+        .records()
+        .map(|r| {
+            header
+                .iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect();
+    (s, recs)
+}
+
+/// A BilledCost cell (at most 9 decimals) in nano-USD.
+fn nanos(cell: &str) -> i128 {
+    let d = Decimal::parse(cell).unwrap();
+    d.units() * 10i128.pow(u32::from(9 - d.scale()))
+}
+
+const T: i64 = 1_780_000_000_000; // 2026-05-28T20:26:40Z
+
+#[test]
+fn one_row_per_token_class_with_exact_list_cost() {
+    let u = Usage {
+        input_tokens: 1_000,
+        cached_input_tokens: 200,
+        cache_write_input_tokens: 0,
+        output_tokens: 50,
+        reasoning_tokens: 10,
+    };
+    // 800 × 0.15 + 200 × 0.075 + 50 × 0.6 per 1M = 165 000 nano-USD... per 1e6: 165 nanos.
+    let (s, recs) = export(Version::V1_2, &[row(1, T, "acme", u, 165)]);
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    assert_eq!(s.billed, NanoUsd(165));
+    let meters: Vec<&str> = recs.iter().map(|r| r["SkuMeter"].as_str()).collect();
+    assert_eq!(
+        meters,
+        ["Input Tokens", "Cached Input Tokens", "Output Tokens"]
+    );
+    let r = &recs[0];
+    assert_eq!(r["ListUnitPrice"], "0.15");
+    assert_eq!(r["PricingQuantity"], "0.0008");
+    assert_eq!(r["ListCost"], "0.00012");
+    assert_eq!(r["PricingUnit"], "1000000 Tokens");
+    assert_eq!(r["ChargePeriodStart"], "2026-05-28T20:00:00Z");
+    assert_eq!(r["ChargePeriodEnd"], "2026-05-28T21:00:00Z");
+    assert_eq!(r["BillingPeriodStart"], "2026-05-01T00:00:00Z");
+    assert_eq!(r["BillingPeriodEnd"], "2026-06-01T00:00:00Z");
+    assert_eq!(r["ChargeClass"], "", "null, not a value");
+    assert_eq!(r["x_RequestCount"], "1");
+    assert_eq!(recs[2]["x_RequestCount"], "0");
+    assert_eq!(recs[2]["x_ReasoningTokens"], "10");
+    let billed: Vec<i128> = recs.iter().map(|r| nanos(&r["BilledCost"])).collect();
+    // 120 : 15 : 30 nanos of list cost → exactly those shares.
+    assert_eq!(billed, [120, 15, 30]);
+}
+
+#[test]
+fn requests_without_tokens_are_counted_on_a_zero_row() {
+    let mut rejected = row(2, T, "acme", Usage::default(), 0);
+    rejected.outcome = Outcome::Rejected;
+    rejected.provider = None;
+    rejected.served_model = None;
+    rejected.unit_prices = None;
+    rejected.price_version = None;
+    let (s, recs) = export(Version::V1_2, &[rejected]);
+    assert_eq!(s.ledger_rows, 1);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["x_RequestCount"], "1");
+    assert_eq!(recs[0]["x_FailedRequestCount"], "1");
+    assert_eq!(recs[0]["BilledCost"], "0.0");
+    assert_eq!(recs[0]["PricingQuantity"], "0.0");
+}
+
+#[test]
+fn hours_and_months_split_rows_and_out_of_order_is_refused() {
+    let u = Usage {
+        input_tokens: 10,
+        output_tokens: 10,
+        ..Default::default()
+    };
+    let end_of_may = 1_780_271_999_000; // 2026-05-31T23:59:59Z
+    let rows = [
+        row(1, end_of_may, "acme", u, 8),
+        row(2, end_of_may + 2_000, "acme", u, 8),
+    ];
+    let (_, recs) = export(Version::V1_2, &rows);
+    let months: Vec<&str> = recs
+        .iter()
+        .map(|r| r["BillingPeriodStart"].as_str())
+        .collect();
+    assert_eq!(
+        months,
+        [
+            "2026-05-01T00:00:00Z",
+            "2026-05-01T00:00:00Z",
+            "2026-06-01T00:00:00Z",
+            "2026-06-01T00:00:00Z"
+        ]
+    );
+    assert_eq!(recs[3]["InvoiceId"], "acme-2026-06");
+
+    let mut e = Exporter::new(opts(Version::V1_2), Vec::new()).unwrap();
+    e.push(&rows[1]).unwrap();
+    assert!(matches!(e.push(&rows[0]), Err(ExportError::OutOfOrder(..))));
+}
+
+#[test]
+fn the_1_0_column_set_has_no_1_2_columns() {
+    let (_, recs) = export(Version::V1_0, &[row(1, T, "a", Usage::default(), 0)]);
+    assert!(recs[0].contains_key("AvailabilityZone"));
+    assert!(!recs[0].contains_key("SkuMeter"));
+    assert!(!recs[0].contains_key("InvoiceId"));
+}
+
+proptest! {
+    /// The split always sums to the total and gives each part within 1 of its exact share.
+    #[test]
+    fn split_is_exact(total in 0i64..1_000_000_000_000, w in prop::collection::vec(0i128..1_000_000_000_000_000_000, 1..5)) {
+        let parts = split(total, &w);
+        prop_assert_eq!(parts.iter().sum::<i64>(), total);
+        let sum: i128 = w.iter().sum();
+        if sum > 0 {
+            for (p, x) in parts.iter().zip(&w) {
+                let exact = i128::from(total) * x / sum;
+                prop_assert!((i128::from(*p) - exact).abs() <= 1);
+            }
+        }
+    }
+
+    /// Σ BilledCost of an export equals Σ effective_cost of the ledger rows, per tenant too.
+    #[test]
+    fn billed_cost_reconciles_to_the_ledger(
+        rows in prop::collection::vec((0i64..7_200_000, 0usize..3, 0u64..5_000, 0u64..500, 0u64..2_000, 0i64..5_000_000), 1..60)
+    ) {
+        let mut ledger: Vec<LedgerRow> = rows.iter().enumerate().map(|(i, &(dt, t, input, cached, output, cost))| {
+            let u = Usage { input_tokens: input + cached, cached_input_tokens: cached, output_tokens: output, ..Default::default() };
+            row(i as u64, T + dt, ["acme", "globex", "initech"][t], u, cost)
+        }).collect();
+        ledger.sort_by_key(|r| r.started_at_ms);
+        let (s, recs) = export(Version::V1_2, &ledger);
+        let total: i64 = ledger.iter().map(|r| r.effective_cost.nanos()).sum();
+        prop_assert_eq!(s.billed, NanoUsd(total));
+        for tenant in ["acme", "globex", "initech"] {
+            let want: i128 = ledger.iter().filter(|r| r.attribution.tenant.as_deref() == Some(tenant)).map(|r| i128::from(r.effective_cost.nanos())).sum();
+            let got: i128 = recs.iter().filter(|r| r["BillingAccountId"] == tenant).map(|r| nanos(&r["BilledCost"])).sum();
+            prop_assert_eq!(got, want);
+        }
+        let requests: u64 = recs.iter().map(|r| r["x_RequestCount"].parse::<u64>().unwrap()).sum();
+        prop_assert_eq!(requests, ledger.len() as u64);
+        for r in &recs {
+            let unit = Decimal::parse(&r["ListUnitPrice"]).unwrap();
+            let qty = Decimal::parse(&r["PricingQuantity"]).unwrap();
+            let list = Decimal::parse(&r["ListCost"]).unwrap();
+            prop_assert!(unit.checked_mul(qty).unwrap().same_value(list));
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Finance output computed from ledger rows, outside the request path.
+//!
+//! - [`focus`]: FOCUS 1.2 and 1.0 cost-and-usage exports — ledger rows aggregated per charge
+//!   hour × billing account × sub-account × provider × served model × feature × token class,
+//!   with exact decimal costs that reconcile to the ledger to the nano-dollar.
+//! - [`decimal`]: the fixed-point decimal those columns are written in.
+
+pub mod decimal;
+pub mod focus;
