@@ -203,6 +203,9 @@ pub struct ServerConfig {
     pub request_timeout_secs: Option<u64>,
     /// `retry_budget`: see [`crate::RetryBudgetConfig`].
     pub retry_budget: crate::RetryBudgetConfig,
+    /// `organization`: the operator's name, as finance exports show it (FOCUS
+    /// `InvoiceIssuerName` and `ProviderName`). Default `Tollgate`; 1–200 characters.
+    pub organization: String,
 }
 
 impl ServerConfig {

@@ -72,6 +72,7 @@ pub(crate) struct RawServer {
     pub shutdown_grace_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub retry_budget: Option<crate::routing::RawRetryBudget>,
+    pub organization: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -195,6 +195,14 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         );
     }
 
+    let organization = raw.organization.unwrap_or_else(|| "Tollgate".to_string());
+    if organization.trim().is_empty() || organization.chars().count() > 200 {
+        issues.push(
+            "server.organization",
+            "must be 1 to 200 characters, not blank",
+        );
+    }
+
     ServerConfig {
         listen,
         master_key,
@@ -202,6 +210,7 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         shutdown_grace_secs,
         request_timeout_secs: raw.request_timeout_secs,
         retry_budget: crate::routing::retry_budget(raw.retry_budget, issues),
+        organization,
     }
 }
 

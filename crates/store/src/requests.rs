@@ -264,8 +264,35 @@ impl Store {
         Ok((rows, next))
     }
 
-    /// Number of rows and exact sum of `effective_cost` matching `filter` (reconciliation:
-    /// invariant 5 says this equals every report and export total).
+    /// Every row matching `filter`, oldest first (start time, then id), handed to `f` one at a
+    /// time, so memory stays flat however many rows match (exports, backups). The outer error
+    /// is the store's; the inner one is the first error `f` returned, which stops the scan.
+    pub fn scan_rows<E>(
+        &self,
+        filter: &RowFilter,
+        mut f: impl FnMut(LedgerRow) -> Result<(), E>,
+    ) -> Result<Result<(), E>, StoreError> {
+        let mut w = Where::default();
+        w.filter(filter);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM requests{} ORDER BY started_at_ms, request_id",
+            w.sql()
+        );
+        let mut stopped = None;
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut q = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
+            while let Some(r) = q.next()? {
+                if let Err(e) = f(decode_row(r)?) {
+                    stopped = Some(e);
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(stopped.map_or(Ok(()), Err))
+    }
+
     /// Effective cost of the rows matching `filter`, summed per time bucket of `bucket_ms`
     /// (`floor(started_at_ms / bucket_ms) * bucket_ms`), oldest first. Used to seed rolling
     /// budget windows from the ledger at start-up.
@@ -298,6 +325,8 @@ impl Store {
         })
     }
 
+    /// Number of rows and exact sum of `effective_cost` matching `filter` (reconciliation:
+    /// this equals every report and export total).
     pub fn totals(&self, filter: &RowFilter) -> Result<(u64, NanoUsd), StoreError> {
         let mut w = Where::default();
         w.filter(filter);
@@ -406,6 +435,25 @@ fn decode_row(r: &rusqlite::Row<'_>) -> Result<LedgerRow, StoreError> {
     })
 }
 
+/// The four price columns: all set, or all NULL (rows before schema v6, unpriced rows).
+fn unit_prices(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<UnitPrices>> {
+    let p: [Option<i64>; 4] = [r.get(36)?, r.get(37)?, r.get(38)?, r.get(39)?];
+    Ok(match p {
+        [
+            Some(input),
+            Some(cached_input),
+            Some(cache_write),
+            Some(output),
+        ] => Some(UnitPrices {
+            input: NanoUsd(input),
+            cached_input: NanoUsd(cached_input),
+            cache_write: NanoUsd(cache_write),
+            output: NanoUsd(output),
+        }),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,18 +467,4 @@ mod tests {
             Err(StoreError::InvalidInput(_))
         ));
     }
-}
-
-/// The four price columns: all set, or all NULL (rows before schema v6, unpriced rows).
-fn unit_prices(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<UnitPrices>> {
-    let p: [Option<i64>; 4] = [r.get(36)?, r.get(37)?, r.get(38)?, r.get(39)?];
-    Ok(match p {
-        [Some(input), Some(cached_input), Some(cache_write), Some(output)] => Some(UnitPrices {
-            input: NanoUsd(input),
-            cached_input: NanoUsd(cached_input),
-            cache_write: NanoUsd(cache_write),
-            output: NanoUsd(output),
-        }),
-        _ => None,
-    })
 }

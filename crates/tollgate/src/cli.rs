@@ -10,7 +10,7 @@ use tollgate_attribution::keys::{self, NewKey};
 use tollgate_config::{Config, Loaded, ProcessEnv};
 use tollgate_store::{Dim, SpendQuery};
 
-use crate::{assemble, demo, report};
+use crate::{assemble, demo, export, report};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,9 @@ enum Command {
     Keys(KeysCommand),
     /// Spend report from the ledger.
     Spend(SpendArgs),
+    /// Finance exports from the ledger.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Validate configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -144,6 +147,57 @@ struct SpendArgs {
 }
 
 #[derive(Subcommand)]
+enum ExportCommand {
+    /// FOCUS cost-and-usage file: one row per charge hour, tenant, sub-account, provider,
+    /// model, feature and token class, with exact decimal costs that sum to the ledger.
+    Focus(FocusArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FocusVersion {
+    #[value(name = "1.2")]
+    V1_2,
+    #[value(name = "1.0")]
+    V1_0,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FocusDataset {
+    /// What the ledger charged, per tenant.
+    Cost,
+    /// What the operator bills each tenant (markup applied).
+    Chargeback,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FocusFormat {
+    Csv,
+    Parquet,
+}
+
+#[derive(Args)]
+struct FocusArgs {
+    /// Start (inclusive): YYYY-MM-DD (UTC midnight) or RFC 3339.
+    #[arg(long)]
+    from: String,
+    /// End (exclusive): YYYY-MM-DD (UTC midnight) or RFC 3339.
+    #[arg(long)]
+    to: String,
+    /// FOCUS release whose columns to write.
+    #[arg(long, value_enum, default_value = "1.2")]
+    version: FocusVersion,
+    #[arg(long, value_enum, default_value = "cost")]
+    dataset: FocusDataset,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: FocusFormat,
+    /// Output file (written to a temporary file, then renamed); default stdout.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a config and print what it resolves to, secrets masked.
     Check(ConfigArg),
@@ -178,6 +232,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Keys(k) => keys_command(k),
         Command::Spend(s) => spend(s),
+        Command::Export(ExportCommand::Focus(f)) => export_focus(f),
         Command::Config(ConfigCommand::Check(c)) => {
             let loaded = load(&c)?;
             for w in &loaded.warnings {
@@ -318,6 +373,48 @@ fn keys_command(k: KeysCommand) -> Result<ExitCode> {
             }
         }
     }
+}
+
+fn export_focus(f: FocusArgs) -> Result<ExitCode> {
+    if f.dataset == FocusDataset::Chargeback {
+        bail!(
+            "--dataset chargeback: not available yet (it needs tenants' markup configuration); use --dataset cost"
+        );
+    }
+    if f.format == FocusFormat::Parquet {
+        bail!("--format parquet: not available yet; use --format csv");
+    }
+    let parse = |name: &str, v: &str| -> Result<i64> {
+        tollgate_server::parse_time(name, v).map_err(|e| anyhow::anyhow!("{}", e.message))
+    };
+    let (from_ms, to_ms) = (parse("from", &f.from)?, parse("to", &f.to)?);
+    if from_ms >= to_ms {
+        bail!("--from must be before --to (got {} and {})", f.from, f.to);
+    }
+    let cfg = load(&f.config)?.config;
+    let store = assemble::open_store(&cfg)?;
+    let job = export::FocusJob {
+        from_ms,
+        to_ms,
+        version: match f.version {
+            FocusVersion::V1_2 => tollgate_finance::focus::Version::V1_2,
+            FocusVersion::V1_0 => tollgate_finance::focus::Version::V1_0,
+        },
+        output: f.output.clone(),
+    };
+    let s = export::run(&cfg, &store, &job)?;
+    eprintln!(
+        "FOCUS {} export: {} ledger rows → {} rows, BilledCost total {} USD{}",
+        job.version.as_str(),
+        s.ledger_rows,
+        s.focus_rows,
+        tollgate_finance::decimal::Decimal::from_nanos(s.billed.nanos()),
+        f.output
+            .as_ref()
+            .map(|p| format!(", written to {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn spend(s: SpendArgs) -> Result<ExitCode> {

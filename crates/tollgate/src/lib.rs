@@ -5,4 +5,5 @@
 pub mod assemble;
 pub mod cli;
 pub mod demo;
+pub mod export;
 pub mod report;

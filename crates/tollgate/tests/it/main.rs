@@ -22,6 +22,7 @@ mod chat;
 mod cli;
 mod endpoints;
 mod errors;
+mod finance;
 mod ledger;
 mod policies;
 mod providers;

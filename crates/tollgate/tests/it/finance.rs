@@ -1,0 +1,290 @@
+//! `tollgate export focus` over a ledger that real traffic filled: several tenants, two
+//! provider kinds, cached input tokens, streams, rejections and an unattributed request. The
+//! export's money must equal the ledger and the spend report exactly, in total and per tenant
+//! and model, and its request counts must cover every row.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+fn export(env: &TestEnv, version: &str, out: &std::path::Path) -> std::process::Output {
+    let cfg = env.dir.path().join("export.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  organization: Example Operator Ltd\nstorage:\n  ledger: sqlite://{}\n\
+             providers:\n  sim:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\n  claude:\n    kind: anthropic\n    base_url: http://127.0.0.1:9\n",
+            env.db.display()
+        ),
+    )
+    .unwrap();
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24))
+        .strftime("%Y-%m-%d")
+        .to_string();
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_clear()
+        .args([
+            "export",
+            "focus",
+            "--from",
+            &today,
+            "--to",
+            &tomorrow,
+            "--version",
+            version,
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// The CSV as one map per row (an empty cell reads as "").
+fn records(path: &std::path::Path) -> Vec<BTreeMap<String, String>> {
+    let mut rd = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    rd.records()
+        .map(|r| {
+            header
+                .iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn focus_export_reconciles_with_the_ledger_and_the_spend_report() {
+    let mut o = Opts::default();
+    o.sim.cached_prompt_tokens = 6;
+    o.extra_providers = "  claude:\n    kind: anthropic\n    base_url: {sim_root}\n".into();
+    o.extra_models =
+        "  sonnet: {deployments: [{provider: claude, model: claude-sonnet-4-5}]}\n".into();
+    let env = TestEnv::with(o).await;
+    let (acme, _) = env
+        .create_key(json!({"name": "acme-app", "tenant": "acme", "team": "search"}))
+        .await;
+    let (globex, _) = env
+        .create_key(json!({"name": "globex-app", "tenant": "globex"}))
+        .await;
+    let plain = env.key().await;
+
+    let mut sent = 0;
+    for (i, key) in [&acme, &globex, &plain]
+        .into_iter()
+        .cycle()
+        .take(9)
+        .enumerate()
+    {
+        let model = ["gpt-4o-mini", "sonnet", "gpt-4o"][i % 3];
+        let stream = i % 2 == 1;
+        let r = env
+            .chat(
+                key,
+                json!({"model": model, "stream": stream,
+                       "messages": [{"role": "user", "content": format!("question {i}")}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "request {i}");
+        let _ = r.bytes().await.unwrap();
+        sent += 1;
+    }
+    // Rejections leave rows with no charge: an unknown model and a bad key.
+    let r = env
+        .chat(
+            &acme,
+            json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = env
+        .chat(
+            "tg-not-a-key",
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    sent += 2;
+    let rows = env.wait_rows("limit=1000", |r| r.len() >= sent).await;
+    assert_eq!(rows.len(), sent);
+
+    let out = env.dir.path().join("focus-1.2.csv");
+    let res = export(&env, "1.2", &out);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let recs = records(&out);
+    let ledger_total: i64 = rows
+        .iter()
+        .map(|r| nanos(r["effective_cost"].as_str().unwrap()))
+        .sum();
+    assert!(ledger_total > 0);
+    let billed = |filter: &dyn Fn(&BTreeMap<String, String>) -> bool| -> i64 {
+        recs.iter()
+            .filter(|r| filter(r))
+            .map(|r| nanos(&r["BilledCost"]))
+            .sum()
+    };
+    assert_eq!(
+        billed(&|_| true),
+        ledger_total,
+        "Σ BilledCost = Σ ledger rows"
+    );
+    let spend = env.admin_get("/admin/v1/spend").await;
+    assert_eq!(
+        nanos(spend["total"]["cost_usd"].as_str().unwrap()),
+        ledger_total
+    );
+
+    // Per tenant and per model, against the spend report's groups.
+    for (dim, column) in [
+        ("tenant", "BillingAccountId"),
+        ("model", "x_RequestedModel"),
+    ] {
+        let by = env
+            .admin_get(&format!("/admin/v1/spend?group_by={dim}"))
+            .await;
+        for g in by["data"].as_array().unwrap() {
+            let label = g[dim].as_str().unwrap_or("").to_string();
+            let want = nanos(g["cost_usd"].as_str().unwrap());
+            let got = billed(&|r| {
+                r[column] == label || (r[column].is_empty() && label == "(unattributed)")
+            });
+            assert_eq!(got, want, "{dim} {label}");
+        }
+    }
+
+    // Every ledger row is counted once; failures among them.
+    let count = |c: &str| {
+        recs.iter()
+            .map(|r| r[c].parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(count("x_RequestCount"), sent as u64);
+    assert_eq!(count("x_FailedRequestCount"), 2);
+    // Cached input shows up as its own SKU, at the cached price.
+    assert!(
+        recs.iter()
+            .any(|r| r["SkuMeter"] == "Cached Input Tokens" && r["x_CachedInputTokens"] != "0")
+    );
+    for r in &recs {
+        assert_eq!(r["InvoiceIssuerName"], "Example Operator Ltd");
+        assert_eq!(r["ProviderName"], "Example Operator Ltd");
+        assert_eq!(r["ChargeCategory"], "Usage");
+        assert!(r["ChargePeriodEnd"] > r["ChargePeriodStart"]);
+        let unit = exact(&r["ListUnitPrice"]);
+        let qty = exact(&r["PricingQuantity"]);
+        assert_eq!(
+            mul(unit, qty),
+            exact(&r["ListCost"]),
+            "ListCost = ListUnitPrice × PricingQuantity in {r:?}"
+        );
+    }
+    let publishers: std::collections::BTreeSet<&str> =
+        recs.iter().map(|r| r["PublisherName"].as_str()).collect();
+    assert!(publishers.contains("Anthropic"), "{publishers:?}");
+
+    // The 1.0 column set, same money.
+    let out10 = env.dir.path().join("focus-1.0.csv");
+    let res = export(&env, "1.0", &out10);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let recs10 = records(&out10);
+    assert!(recs10[0].contains_key("AvailabilityZone") && !recs10[0].contains_key("SkuMeter"));
+    assert_eq!(
+        recs10.iter().map(|r| nanos(&r["BilledCost"])).sum::<i64>(),
+        ledger_total
+    );
+}
+
+#[tokio::test]
+async fn bad_export_arguments_fail_and_write_nothing() {
+    let env = TestEnv::start().await;
+    let out = env.dir.path().join("never.csv");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env_clear()
+            .args(["export", "focus"])
+            .args(args)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    for (args, needle) in [
+        (
+            &["--from", "2026-02-01", "--to", "2026-01-01"][..],
+            "--from must be before --to",
+        ),
+        (&["--from", "2026-13-01", "--to", "2026-12-01"][..], "from"),
+        (
+            &[
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-02-01",
+                "--version",
+                "1.1",
+            ][..],
+            "1.1",
+        ),
+        (
+            &[
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-02-01",
+                "--dataset",
+                "nope",
+            ][..],
+            "nope",
+        ),
+        (
+            &[
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-02-01",
+                "--format",
+                "xlsx",
+            ][..],
+            "xlsx",
+        ),
+    ] {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote a file");
+    }
+}
+
+/// A plain decimal as (units, scale), trailing zeros dropped so equal values compare equal.
+fn exact(s: &str) -> (i128, u32) {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    norm(((format!("{int}{frac}")).parse().unwrap(), frac.len() as u32))
+}
+
+fn mul(a: (i128, u32), b: (i128, u32)) -> (i128, u32) {
+    norm((a.0 * b.0, a.1 + b.1))
+}
+
+fn norm((mut units, mut scale): (i128, u32)) -> (i128, u32) {
+    while scale > 0 && units % 10 == 0 {
+        units /= 10;
+        scale -= 1;
+    }
+    (units, scale)
+}
