@@ -65,6 +65,8 @@ pub struct GatewayParts {
     pub rate_limits: Arc<tollgate_policy::RateLimits>,
     /// The response cache; `None` when no model has caching on.
     pub cache: Option<Arc<tollgate_cache::ResponseCache>>,
+    /// Who issues and who publishes, for FOCUS exports (`version` is set per export).
+    pub focus: tollgate_finance::focus::Options,
 }
 
 pub(crate) struct Inner {
@@ -79,6 +81,7 @@ pub(crate) struct Inner {
     pub(crate) policies: Arc<tollgate_policy::rules::Policies>,
     pub(crate) rate_limits: Arc<tollgate_policy::RateLimits>,
     pub(crate) cache: Option<Arc<tollgate_cache::ResponseCache>>,
+    pub(crate) focus: tollgate_finance::focus::Options,
     pub(crate) alerts: mpsc::Sender<tollgate_policy::rules::Alert>,
     pub(crate) alert_rx: std::sync::Mutex<Option<mpsc::Receiver<tollgate_policy::rules::Alert>>>,
     pub(crate) metrics: Metrics,
@@ -112,6 +115,7 @@ impl Gateway {
             policies: parts.policies,
             rate_limits: parts.rate_limits,
             cache: parts.cache,
+            focus: parts.focus,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),

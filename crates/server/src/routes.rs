@@ -14,7 +14,7 @@ use tollgate_types::{ApiError, ErrorCode};
 use crate::admin::budgets::Budgets;
 use crate::admin::definitions::{self as defs};
 use crate::admin::policies::{self, Policies};
-use crate::admin::{self, deployments, keys, reports};
+use crate::admin::{self, deployments, exports, keys, reports};
 use crate::endpoints::{chat, embeddings, messages, models};
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
@@ -57,6 +57,7 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/admin/v1/deployments", get(deployments::list))
         .route("/admin/v1/spend", get(reports::spend))
         .route("/admin/v1/requests", get(reports::requests))
+        .route("/admin/v1/exports/focus", get(exports::focus))
         .route_layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             admin::guard,

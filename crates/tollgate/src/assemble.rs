@@ -1,12 +1,14 @@
 //! From a validated [`Config`] to a running gateway's parts: store, ledger, provider adapters,
 //! router, price table.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tollgate_config::{Config, LedgerUrl, Strategy as ConfigStrategy};
+use tollgate_finance::focus::{Options, Publisher, Version};
 use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, MemoryStore, RateLimits, SystemClock};
@@ -16,6 +18,7 @@ use tollgate_router::{
 };
 use tollgate_server::{Deployment, GatewayParts, LogicalModel, Router, ServerSettings};
 use tollgate_store::{Definitions, Store};
+use tollgate_types::ProviderKind;
 
 /// Opens the ledger database named by the config.
 pub fn open_store(cfg: &Config) -> Result<Store> {
@@ -223,7 +226,46 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         policies,
         rate_limits,
         cache: response_cache(cfg),
+        focus: focus_options(cfg),
     })
+}
+
+/// FOCUS export settings from config: the operator issues, each provider's vendor publishes.
+pub fn focus_options(cfg: &Config) -> Options {
+    Options {
+        version: Version::V1_2,
+        issuer: cfg.server.organization.clone(),
+        currency: "USD".into(),
+        publishers: publishers(cfg),
+    }
+}
+
+/// Who publishes the models behind each configured provider (FOCUS `PublisherName`,
+/// `ServiceName`). An OpenAI-kind provider that is not api.openai.com is a self-hosted or
+/// third-party OpenAI-compatible server, published under its own name.
+pub fn publishers(cfg: &Config) -> BTreeMap<String, Publisher> {
+    cfg.providers
+        .iter()
+        .map(|(name, p)| {
+            let (publisher, service) = match p.kind {
+                ProviderKind::Openai if p.base_url.contains("api.openai.com") => {
+                    ("OpenAI".to_string(), "OpenAI API".to_string())
+                }
+                ProviderKind::Openai => (name.clone(), format!("{name} (OpenAI-compatible API)")),
+                ProviderKind::Azure => ("Microsoft".into(), "Azure OpenAI".into()),
+                ProviderKind::Anthropic => ("Anthropic".into(), "Anthropic API".into()),
+                ProviderKind::Gemini => ("Google".into(), "Gemini API".into()),
+                ProviderKind::Bedrock => ("Amazon Web Services".into(), "Amazon Bedrock".into()),
+            };
+            (
+                name.clone(),
+                Publisher {
+                    name: publisher,
+                    service,
+                },
+            )
+        })
+        .collect()
 }
 
 /// The rate limits of `rate_limits`, on their own in-process counter store (the budgets' store

@@ -1,45 +1,17 @@
 //! `tollgate export focus`: the ledger as a FOCUS file, written atomically.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tollgate_config::Config;
-use tollgate_finance::focus::{Exporter, Options, Publisher, Summary, Version};
+use tollgate_finance::focus::{Exporter, Options, Summary, Version};
+
+use crate::assemble;
 use tollgate_store::{RowFilter, Store};
-use tollgate_types::ProviderKind;
 
 /// Rows between progress lines on a terminal.
 const PROGRESS_EVERY: u64 = 100_000;
-
-/// Who publishes the models behind each configured provider (FOCUS `PublisherName`,
-/// `ServiceName`). An OpenAI-kind provider that is not api.openai.com is a self-hosted or
-/// third-party OpenAI-compatible server, published under its own name.
-pub fn publishers(cfg: &Config) -> BTreeMap<String, Publisher> {
-    cfg.providers
-        .iter()
-        .map(|(name, p)| {
-            let (publisher, service) = match p.kind {
-                ProviderKind::Openai if p.base_url.contains("api.openai.com") => {
-                    ("OpenAI".to_string(), "OpenAI API".to_string())
-                }
-                ProviderKind::Openai => (name.clone(), format!("{name} (OpenAI-compatible API)")),
-                ProviderKind::Azure => ("Microsoft".into(), "Azure OpenAI".into()),
-                ProviderKind::Anthropic => ("Anthropic".into(), "Anthropic API".into()),
-                ProviderKind::Gemini => ("Google".into(), "Gemini API".into()),
-                ProviderKind::Bedrock => ("Amazon Web Services".into(), "Amazon Bedrock".into()),
-            };
-            (
-                name.clone(),
-                Publisher {
-                    name: publisher,
-                    service,
-                },
-            )
-        })
-        .collect()
-}
 
 /// A validated export request.
 pub struct FocusJob {
@@ -53,9 +25,7 @@ pub struct FocusJob {
 pub fn run(cfg: &Config, store: &Store, job: &FocusJob) -> Result<Summary> {
     let opts = Options {
         version: job.version,
-        issuer: cfg.server.organization.clone(),
-        currency: "USD".into(),
-        publishers: publishers(cfg),
+        ..assemble::focus_options(cfg)
     };
     let filter = RowFilter {
         from_ms: Some(job.from_ms),

@@ -40,6 +40,17 @@ pub(crate) fn event_stream(h: &mut HeaderMap) {
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
+/// A CSV file to save as `file_name` (a name the server built: no quotes or control bytes).
+pub(crate) fn csv_attachment(h: &mut HeaderMap, file_name: &str) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+}
+
 /// `[limit, remaining, reset]` rate-limit header names per dimension (OpenAI's).
 const REQUEST_QUOTA: [&str; 3] = [
     "x-ratelimit-limit-requests",

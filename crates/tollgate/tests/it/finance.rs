@@ -21,10 +21,7 @@ fn export(env: &TestEnv, version: &str, out: &std::path::Path) -> std::process::
         ),
     )
     .unwrap();
-    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
-    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24))
-        .strftime("%Y-%m-%d")
-        .to_string();
+    let (today, tomorrow) = days();
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .env_clear()
         .args([
@@ -43,6 +40,15 @@ fn export(env: &TestEnv, version: &str, out: &std::path::Path) -> std::process::
         .arg(out)
         .output()
         .unwrap()
+}
+
+/// Yesterday and tomorrow (UTC), `YYYY-MM-DD`: a range that holds every row a test just made,
+/// even across midnight.
+fn days() -> (String, String) {
+    let now = jiff::Timestamp::now();
+    let day = |t: jiff::Timestamp| t.strftime("%Y-%m-%d").to_string();
+    let h24 = jiff::SignedDuration::from_hours(24);
+    (day(now - h24), day(now + h24))
 }
 
 /// The CSV as one map per row (an empty cell reads as "").
@@ -192,6 +198,52 @@ async fn focus_export_reconciles_with_the_ledger_and_the_spend_report() {
     let publishers: std::collections::BTreeSet<&str> =
         recs.iter().map(|r| r["PublisherName"].as_str()).collect();
     assert!(publishers.contains("Anthropic"), "{publishers:?}");
+
+    // The same export over HTTP, streamed as a named attachment.
+    let (today, tomorrow) = days();
+    let r = env
+        .http
+        .get(env.url(&format!(
+            "/admin/v1/exports/focus?from={today}&to={tomorrow}"
+        )))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        format!("attachment; filename=\"focus-1.2-cost-{today}-{tomorrow}.csv\"").as_str()
+    );
+    let http_file = env.dir.path().join("http.csv");
+    std::fs::write(&http_file, r.bytes().await.unwrap()).unwrap();
+    let over_http = records(&http_file);
+    assert_eq!(over_http.len(), recs.len());
+    assert_eq!(
+        over_http
+            .iter()
+            .map(|r| nanos(&r["BilledCost"]))
+            .sum::<i64>(),
+        ledger_total
+    );
+    for (q, param) in [
+        (format!("from={today}"), "to"),
+        (format!("from={tomorrow}&to={today}"), "from"),
+        (format!("from={today}&to={tomorrow}&version=1.1"), "version"),
+        (format!("from={today}&to={tomorrow}&format=xlsx"), "format"),
+    ] {
+        let r = env
+            .http
+            .get(env.url(&format!("/admin/v1/exports/focus?{q}")))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["param"], param, "{q}: {body}");
+    }
 
     // The 1.0 column set, same money.
     let out10 = env.dir.path().join("focus-1.0.csv");

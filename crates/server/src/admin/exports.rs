@@ -1,0 +1,157 @@
+//! `GET /admin/v1/exports/focus`: the FOCUS export of `tollgate export focus`, streamed.
+//!
+//! The ledger is scanned on a blocking thread and the CSV goes out in chunks as each charge
+//! hour closes, so a month's export needs no more memory than an hour of groups. A client
+//! that goes away stops the scan (the next chunk cannot be sent); a store error mid-way ends
+//! the body with an error, so the client sees a broken transfer, never a short file that
+//! looks complete.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tollgate_finance::focus::{Exporter, Version};
+use tollgate_store::RowFilter;
+use tollgate_types::{ApiError, ErrorCode};
+
+use crate::admin::reports::parse_time;
+use crate::admin::{AdminResult, flush};
+use crate::gateway::Gateway;
+use crate::http::headers;
+
+/// Chunks in flight between the scan and the socket.
+const CHUNKS: usize = 8;
+/// Bytes per chunk.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+pub(crate) async fn focus(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let required = |k: &'static str| {
+        get(k).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("'{k}' is required")).with_param(k)
+        })
+    };
+    let from_ms = parse_time("from", required("from")?)?;
+    let to_ms = parse_time("to", required("to")?)?;
+    if from_ms >= to_ms {
+        return Err(
+            ApiError::new(ErrorCode::InvalidRequest, "'from' must be before 'to'")
+                .with_param("from")
+                .into(),
+        );
+    }
+    let version = match get("version") {
+        None => Version::V1_2,
+        Some(v) => Version::parse(v).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidRequest, "'version' must be 1.2 or 1.0")
+                .with_param("version")
+        })?,
+    };
+    match get("dataset") {
+        None | Some("cost") => {}
+        Some("chargeback") => {
+            return Err(unsupported(
+                "dataset",
+                "chargeback is not available yet; use cost",
+            ));
+        }
+        Some(_) => {
+            return Err(unsupported(
+                "dataset",
+                "'dataset' must be cost or chargeback",
+            ));
+        }
+    }
+    match get("format") {
+        None | Some("csv") => {}
+        Some("parquet") => {
+            return Err(unsupported(
+                "format",
+                "parquet is not available yet; use csv",
+            ));
+        }
+        Some(_) => return Err(unsupported("format", "'format' must be csv or parquet")),
+    }
+    // Rows recorded before this request are in the file.
+    flush(&gw).await?;
+
+    let mut opts = gw.0.focus.clone();
+    opts.version = version;
+    let filter = RowFilter {
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    };
+    let store = gw.0.store.clone();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS);
+    let errors = tx.clone();
+    // Blocking: SQLite reads and CSV formatting; the channel paces it to the client.
+    let _scan = tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(CHUNK_BYTES, Chunks(tx));
+        let result = Exporter::new(opts, out)
+            .map_err(|e| e.to_string())
+            .and_then(|mut exporter| {
+                store
+                    .scan_rows(&filter, |row| exporter.push(&row))
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                let (_, mut w) = exporter.finish().map_err(|e| e.to_string())?;
+                w.flush().map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "FOCUS export stopped");
+            let _ = errors.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let name = format!(
+        "focus-{}-cost-{}-{}.csv",
+        version.as_str(),
+        day(from_ms),
+        day(to_ms)
+    );
+    let mut resp = body.into_response();
+    headers::csv_attachment(resp.headers_mut(), &name);
+    Ok(resp)
+}
+
+fn unsupported(param: &str, msg: &str) -> crate::http::error::ErrorResponse {
+    ApiError::new(ErrorCode::InvalidRequest, msg)
+        .with_param(param)
+        .into()
+}
+
+/// `YYYY-MM-DD` (or the full time when not midnight) for the file name.
+fn day(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| {
+            let s = t.strftime("%Y-%m-%dT%H%M%SZ").to_string();
+            s.strip_suffix("T000000Z").map(str::to_string).unwrap_or(s)
+        })
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// A `Write` that hands each buffer to the response body; fails once the client is gone.
+struct Chunks(mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
