@@ -10,7 +10,7 @@ use tollgate_attribution::keys::{self, NewKey};
 use tollgate_config::{Config, Loaded, ProcessEnv};
 use tollgate_store::{Dim, SpendQuery};
 
-use crate::{assemble, demo, export, report};
+use crate::{assemble, demo, export, ledger_io, report};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,9 @@ enum Command {
     /// Finance exports from the ledger.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Ledger rows as JSON lines: back up, move or seed history.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Validate configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -147,6 +150,35 @@ struct SpendArgs {
 }
 
 #[derive(Subcommand)]
+enum LedgerCommand {
+    /// Rows started in [--from, --to), oldest first, one JSON object per line (the shape of
+    /// `GET /admin/v1/requests` items).
+    Export {
+        /// Start (inclusive): YYYY-MM-DD (UTC midnight) or RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// End (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Output file (written to a temporary file, then renamed); default stdout.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Load a JSON-lines file of rows; idempotent on request_id. Every line is checked
+    /// first: one bad line refuses the file unless --skip-invalid.
+    Import {
+        file: PathBuf,
+        /// Import the valid lines and report the invalid ones.
+        #[arg(long)]
+        skip_invalid: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
 enum ExportCommand {
     /// FOCUS cost-and-usage file: one row per charge hour, tenant, sub-account, provider,
     /// model, feature and token class, with exact decimal costs that sum to the ledger.
@@ -233,6 +265,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(k) => keys_command(k),
         Command::Spend(s) => spend(s),
         Command::Export(ExportCommand::Focus(f)) => export_focus(f),
+        Command::Ledger(l) => ledger_command(l),
         Command::Config(ConfigCommand::Check(c)) => {
             let loaded = load(&c)?;
             for w in &loaded.warnings {
@@ -375,6 +408,65 @@ fn keys_command(k: KeysCommand) -> Result<ExitCode> {
     }
 }
 
+/// `--from`/`--to` as Unix milliseconds, `from` strictly before `to`.
+fn time_range(from: &str, to: &str) -> Result<(i64, i64)> {
+    let parse = |name: &str, v: &str| -> Result<i64> {
+        tollgate_server::parse_time(name, v).map_err(|e| anyhow::anyhow!("{}", e.message))
+    };
+    let (from_ms, to_ms) = (parse("from", from)?, parse("to", to)?);
+    if from_ms >= to_ms {
+        bail!("--from must be before --to (got {from} and {to})");
+    }
+    Ok((from_ms, to_ms))
+}
+
+fn ledger_command(l: LedgerCommand) -> Result<ExitCode> {
+    match l {
+        LedgerCommand::Export {
+            from,
+            to,
+            output,
+            config,
+        } => {
+            let (from_ms, to_ms) = time_range(&from, &to)?;
+            let cfg = load(&config)?.config;
+            let store = assemble::open_store(&cfg)?;
+            let n = ledger_io::export(&store, from_ms, to_ms, output.as_deref())?;
+            eprintln!(
+                "exported {n} ledger rows{}",
+                output
+                    .map(|p| format!(" to {}", p.display()))
+                    .unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Import {
+            file,
+            skip_invalid,
+            config,
+        } => {
+            let cfg = load(&config)?.config;
+            let store = assemble::open_store(&cfg)?;
+            let r = ledger_io::import(&store, &file, skip_invalid)?;
+            for (line, why) in &r.skipped {
+                eprintln!("skipped line {line}: {why}");
+            }
+            eprintln!(
+                "imported {} rows ({} new, {} already in the ledger){}",
+                r.valid,
+                r.inserted,
+                r.valid - r.inserted,
+                if r.skipped_total > 0 {
+                    format!("; skipped {} invalid lines", r.skipped_total)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn export_focus(f: FocusArgs) -> Result<ExitCode> {
     if f.dataset == FocusDataset::Chargeback {
         bail!(
@@ -384,13 +476,7 @@ fn export_focus(f: FocusArgs) -> Result<ExitCode> {
     if f.format == FocusFormat::Parquet {
         bail!("--format parquet: not available yet; use --format csv");
     }
-    let parse = |name: &str, v: &str| -> Result<i64> {
-        tollgate_server::parse_time(name, v).map_err(|e| anyhow::anyhow!("{}", e.message))
-    };
-    let (from_ms, to_ms) = (parse("from", &f.from)?, parse("to", &f.to)?);
-    if from_ms >= to_ms {
-        bail!("--from must be before --to (got {} and {})", f.from, f.to);
-    }
+    let (from_ms, to_ms) = time_range(&f.from, &f.to)?;
     let cfg = load(&f.config)?.config;
     let store = assemble::open_store(&cfg)?;
     let job = export::FocusJob {

@@ -6,4 +6,5 @@ pub mod assemble;
 pub mod cli;
 pub mod demo;
 pub mod export;
+pub mod ledger_io;
 pub mod report;

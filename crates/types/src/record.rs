@@ -121,6 +121,56 @@ pub struct UnitPrices {
 }
 
 impl LedgerRow {
+    /// What a row from outside (an import) must satisfy to be stored: an id, a time, no
+    /// negative money, and token counts that add up (cached and cache-write input are part of
+    /// input; reasoning is part of output). The first violation, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.request_id.trim().is_empty() {
+            return Err("request_id: must not be empty".into());
+        }
+        if self.started_at_ms <= 0 {
+            return Err(format!(
+                "started_at_ms: must be a positive Unix time in milliseconds, got {}",
+                self.started_at_ms
+            ));
+        }
+        let money = [
+            ("list_cost", self.list_cost),
+            ("effective_cost", self.effective_cost),
+            ("saved_cost", self.saved_cost),
+        ];
+        let prices = self.unit_prices.map(|p| {
+            [
+                ("unit_prices.input", p.input),
+                ("unit_prices.cached_input", p.cached_input),
+                ("unit_prices.cache_write", p.cache_write),
+                ("unit_prices.output", p.output),
+            ]
+        });
+        for (field, v) in money.into_iter().chain(prices.into_iter().flatten()) {
+            if v.nanos() < 0 {
+                return Err(format!("{field}: must not be negative, got {v}"));
+            }
+        }
+        let u = &self.usage;
+        if u.cached_input_tokens
+            .saturating_add(u.cache_write_input_tokens)
+            > u.input_tokens
+        {
+            return Err(format!(
+                "cached_input_tokens + cache_write_input_tokens ({} + {}) exceed input_tokens ({})",
+                u.cached_input_tokens, u.cache_write_input_tokens, u.input_tokens
+            ));
+        }
+        if u.reasoning_tokens > u.output_tokens {
+            return Err(format!(
+                "reasoning_tokens ({}) exceed output_tokens ({})",
+                u.reasoning_tokens, u.output_tokens
+            ));
+        }
+        Ok(())
+    }
+
     /// A row for a request that just arrived: nothing known yet but id, time and route.
     pub fn start(request_id: String, started_at_ms: i64, endpoint: &str) -> Self {
         LedgerRow {
