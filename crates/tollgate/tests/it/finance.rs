@@ -340,3 +340,136 @@ fn norm((mut units, mut scale): (i128, u32)) -> (i128, u32) {
     }
     (units, scale)
 }
+
+fn tollgate(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_clear()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn ledger_config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let cfg = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage:\n  ledger: sqlite://{}\n",
+            dir.join(format!("{name}.db")).display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[tokio::test]
+async fn ledger_export_and_import_round_trip_and_refuse_bad_files() {
+    let env = TestEnv::start().await;
+    let key = env.key().await;
+    for i in 0..5 {
+        let r = env
+            .chat(
+                &key,
+                json!({"model": "gpt-4o-mini", "stream": i % 2 == 0,
+                               "messages": [{"role": "user", "content": format!("q{i}")}]}),
+            )
+            .await;
+        let _ = r.bytes().await.unwrap();
+    }
+    let rows = env.wait_rows("limit=100", |r| r.len() >= 5).await;
+    let (from, to) = days();
+    let source = env.dir.path().join("source.yaml");
+    std::fs::write(
+        &source,
+        format!("storage:\n  ledger: sqlite://{}\n", env.db.display()),
+    )
+    .unwrap();
+    let jsonl = env.dir.path().join("rows.jsonl");
+    let o = tollgate(
+        &[
+            "ledger",
+            "export",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "-o",
+            jsonl.to_str().unwrap(),
+        ],
+        &source,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    assert_eq!(text.lines().count(), rows.len());
+    // Each line is a row exactly as the admin API shows it.
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let same = rows
+        .iter()
+        .find(|r| r["request_id"] == first["request_id"])
+        .unwrap();
+    assert_eq!(&first, same);
+
+    let target = ledger_config(env.dir.path(), "target");
+    for expect_new in [rows.len(), 0] {
+        let o = tollgate(&["ledger", "import", jsonl.to_str().unwrap()], &target);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains(&format!("({expect_new} new")), "{err}");
+    }
+    // The same FOCUS file from the original and the imported ledger.
+    let focus = |cfg: &std::path::Path, name: &str| {
+        let out = env.dir.path().join(name);
+        let o = tollgate(
+            &[
+                "export",
+                "focus",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            cfg,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(focus(&source, "a.csv"), focus(&target, "b.csv"));
+
+    // A bad line refuses the whole file, naming the line; --skip-invalid imports the rest.
+    let bad = env.dir.path().join("bad.jsonl");
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut broken: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    broken["request_id"] = json!("req_broken");
+    broken["reasoning_tokens"] = json!(10_000);
+    lines[1] = broken.to_string();
+    lines.insert(3, "{not json".into());
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let fresh = ledger_config(env.dir.path(), "fresh");
+    let o = tollgate(&["ledger", "import", bad.to_str().unwrap()], &fresh);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("line 2: reasoning_tokens") && err.contains("line 4:"),
+        "{err}"
+    );
+    assert!(err.contains("nothing imported"), "{err}");
+    let store = tollgate_store::Store::open(&format!(
+        "sqlite://{}",
+        env.dir.path().join("fresh.db").display()
+    ))
+    .unwrap();
+    assert_eq!(store.totals(&Default::default()).unwrap().0, 0);
+    let o = tollgate(
+        &["ledger", "import", "--skip-invalid", bad.to_str().unwrap()],
+        &fresh,
+    );
+    assert!(o.status.success());
+    assert_eq!(
+        store.totals(&Default::default()).unwrap().0,
+        rows.len() as u64 - 1
+    );
+}
