@@ -476,15 +476,55 @@ policies:
         "{}",
         report::spend(&by_feature, &spend, crate::cli::Format::Table)
     );
+    // Finance output: the whole run as a FOCUS 1.2 file, and a config to explore it with.
+    let focus = dir.join("focus-1.2.csv");
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let exported = crate::export::run(
+        &cfg,
+        &store,
+        &crate::export::FocusJob {
+            from_ms: now - 24 * hour,
+            to_ms: now + hour,
+            version: tollgate_finance::focus::Version::V1_2,
+            output: Some(focus.clone()),
+        },
+    )?;
+    let (_, ledger_total) = store.totals(&tollgate_store::RowFilter::default())?;
+    let explore = dir.join("explore.yaml");
+    std::fs::write(
+        &explore,
+        format!("storage:\n  ledger: sqlite://{}\n", db.display()),
+    )?;
+    println!(
+        "\nFOCUS 1.2 export: {} ledger rows → {} rows, Σ BilledCost {} USD ({} the ledger's {} USD), in {}",
+        exported.ledger_rows,
+        exported.focus_rows,
+        tollgate_finance::decimal::Decimal::from_nanos(exported.billed.nanos()),
+        if exported.billed == ledger_total {
+            "equal to"
+        } else {
+            "DIFFERENT FROM"
+        },
+        tollgate_finance::decimal::Decimal::from_nanos(ledger_total.nanos()),
+        focus.display()
+    );
     println!(
         "\nDone in {:.1}s (ledger rows written {}, spilled {}).",
         started.elapsed().as_secs_f64(),
         summary.rows_written,
         summary.rows_spilled
     );
+    let c = explore.display();
+    println!("Explore it:");
+    println!("  tollgate spend --by key,model --config {c}");
     println!(
-        "Explore it: tollgate spend --by key,model --config <a config whose storage.ledger is sqlite://{}>",
-        db.display()
+        "  tollgate export focus --from YYYY-MM-DD --to YYYY-MM-DD --version 1.0 -o focus-1.0.csv --config {c}"
+    );
+    println!(
+        "  validate the 1.0 file with the FinOps Foundation's validator: pip install focus-validator==1.0.0 'multimethod<1.11'; \
+         focus-validator --data-file focus-1.0.csv --validate-version 1.0 \
+         --override-file crates/finance/tests/focus/focus-validator-1.0.0-overrides.yaml (run from its site-packages folder)"
     );
     Ok(ExitCode::SUCCESS)
 }
