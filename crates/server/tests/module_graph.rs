@@ -236,7 +236,9 @@ fn the_crate_graph_keeps_the_pure_crates_pure() {
     const IO: &[&str] = &[
         "tokio", "reqwest", "hyper", "axum", "sqlx", "rusqlite", "redis",
     ];
-    for krate in ["types", "config", "pricing", "ingress", "router", "tokens", "finance"] {
+    for krate in [
+        "types", "config", "pricing", "ingress", "router", "tokens", "finance",
+    ] {
         let mut seen = BTreeSet::new();
         let mut todo = vec![krate.to_string()];
         while let Some(c) = todo.pop() {

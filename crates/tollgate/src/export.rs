@@ -75,7 +75,10 @@ fn export<W: Write>(
 
 /// Writes through a temporary file next to `path` and renames it into place, so an export that
 /// fails or is interrupted never leaves a truncated file under the target name.
-pub(crate) fn write_atomically<T>(path: &Path, f: impl FnOnce(std::fs::File) -> Result<T>) -> Result<T> {
+pub(crate) fn write_atomically<T>(
+    path: &Path,
+    f: impl FnOnce(std::fs::File) -> Result<T>,
+) -> Result<T> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -129,6 +129,15 @@ async fn focus_export_reconciles_with_the_ledger_and_the_spend_report() {
         String::from_utf8_lossy(&res.stderr)
     );
     let recs = records(&out);
+    let report = crate::focus_model::check_csv(
+        &std::fs::read_to_string(&out).unwrap(),
+        crate::focus_model::GATEWAY_CRITERIA,
+    );
+    assert!(
+        report.failures.is_empty() && report.model_errors.is_empty(),
+        "FOCUS 1.2 rules broken:\n{}",
+        report.summary()
+    );
     let ledger_total: i64 = rows
         .iter()
         .map(|r| nanos(r["effective_cost"].as_str().unwrap()))

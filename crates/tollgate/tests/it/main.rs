@@ -13,6 +13,11 @@
 
 mod harness;
 
+// The FOCUS 1.2 requirements-model checker of crates/finance's tests, for exports of real traffic.
+#[allow(dead_code)]
+#[path = "../../../finance/tests/focus_model/mod.rs"]
+mod focus_model;
+
 mod admin;
 mod attribution;
 mod azure;
