@@ -1,128 +1,230 @@
 //! The column sets: FOCUS columns per version (every one present, unused ones as null
 //! columns, as validators require), then Tollgate's `x_` columns after all of them.
+//!
+//! Columns are an enum so a row is a slice indexed by column (no per-cell name lookups: an
+//! export writes millions of rows).
 
 use super::Version;
 
+macro_rules! columns {
+    ($($c:ident),* $(,)?) => {
+        /// Every column any version writes.
+        #[allow(non_camel_case_types)] // `x_` columns keep their FOCUS spelling
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Col {
+            $($c),*
+        }
+
+        impl Col {
+            pub(crate) const COUNT: usize = [$(Col::$c),*].len();
+
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $(Col::$c => stringify!($c)),*
+                }
+            }
+        }
+    };
+}
+
+columns!(
+    BilledCost,
+    BillingAccountId,
+    BillingAccountName,
+    BillingCurrency,
+    BillingPeriodEnd,
+    BillingPeriodStart,
+    ChargeCategory,
+    ChargeClass,
+    ChargeDescription,
+    ChargeFrequency,
+    ChargePeriodEnd,
+    ChargePeriodStart,
+    CommitmentDiscountStatus,
+    ConsumedQuantity,
+    ConsumedUnit,
+    ContractedCost,
+    ContractedUnitPrice,
+    EffectiveCost,
+    InvoiceId,
+    InvoiceIssuerName,
+    ListCost,
+    ListUnitPrice,
+    PricingCategory,
+    PricingCurrency,
+    PricingCurrencyContractedUnitPrice,
+    PricingCurrencyEffectiveCost,
+    PricingCurrencyListUnitPrice,
+    PricingQuantity,
+    PricingUnit,
+    ProviderName,
+    PublisherName,
+    ServiceCategory,
+    ServiceName,
+    ServiceSubcategory,
+    SkuId,
+    SkuMeter,
+    SkuPriceDetails,
+    SkuPriceId,
+    SubAccountId,
+    SubAccountName,
+    Tags,
+    AvailabilityZone,
+    CommitmentDiscountCategory,
+    CommitmentDiscountId,
+    CommitmentDiscountName,
+    CommitmentDiscountType,
+    RegionId,
+    RegionName,
+    ResourceId,
+    ResourceName,
+    ResourceType,
+    x_RequestCount,
+    x_FailedRequestCount,
+    x_InputTokens,
+    x_CachedInputTokens,
+    x_CacheWriteTokens,
+    x_OutputTokens,
+    x_ReasoningTokens,
+    x_SavedCost,
+    x_RequestedModel,
+    x_ServedModel,
+    x_Provider,
+    x_Feature,
+    x_PriceTableVersion,
+    x_UsageSource,
+    x_PolicyActions,
+);
+
+use Col::*;
+
 /// FOCUS 1.2 columns written, in file order.
-const V1_2: &[&str] = &[
-    "BilledCost",
-    "BillingAccountId",
-    "BillingAccountName",
-    "BillingCurrency",
-    "BillingPeriodEnd",
-    "BillingPeriodStart",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ChargeFrequency",
-    "ChargePeriodEnd",
-    "ChargePeriodStart",
-    "CommitmentDiscountStatus",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "ContractedCost",
-    "ContractedUnitPrice",
-    "EffectiveCost",
-    "InvoiceId",
-    "InvoiceIssuerName",
-    "ListCost",
-    "ListUnitPrice",
-    "PricingCategory",
-    "PricingCurrency",
-    "PricingCurrencyContractedUnitPrice",
-    "PricingCurrencyEffectiveCost",
-    "PricingCurrencyListUnitPrice",
-    "PricingQuantity",
-    "PricingUnit",
-    "ProviderName",
-    "PublisherName",
-    "ServiceCategory",
-    "ServiceName",
-    "ServiceSubcategory",
-    "SkuId",
-    "SkuMeter",
-    "SkuPriceDetails",
-    "SkuPriceId",
-    "SubAccountId",
-    "SubAccountName",
-    "Tags",
+const V1_2: &[Col] = &[
+    BilledCost,
+    BillingAccountId,
+    BillingAccountName,
+    BillingCurrency,
+    BillingPeriodEnd,
+    BillingPeriodStart,
+    ChargeCategory,
+    ChargeClass,
+    ChargeDescription,
+    ChargeFrequency,
+    ChargePeriodEnd,
+    ChargePeriodStart,
+    CommitmentDiscountStatus,
+    ConsumedQuantity,
+    ConsumedUnit,
+    ContractedCost,
+    ContractedUnitPrice,
+    EffectiveCost,
+    InvoiceId,
+    InvoiceIssuerName,
+    ListCost,
+    ListUnitPrice,
+    PricingCategory,
+    PricingCurrency,
+    PricingCurrencyContractedUnitPrice,
+    PricingCurrencyEffectiveCost,
+    PricingCurrencyListUnitPrice,
+    PricingQuantity,
+    PricingUnit,
+    ProviderName,
+    PublisherName,
+    ServiceCategory,
+    ServiceName,
+    ServiceSubcategory,
+    SkuId,
+    SkuMeter,
+    SkuPriceDetails,
+    SkuPriceId,
+    SubAccountId,
+    SubAccountName,
+    Tags,
 ];
 
 /// FOCUS 1.0 columns: 1.0 has no InvoiceId, PricingCurrency*, ServiceSubcategory, SkuMeter or
 /// SkuPriceDetails, and wants its Conditional columns present even when null.
-const V1_0: &[&str] = &[
-    "AvailabilityZone",
-    "BilledCost",
-    "BillingAccountId",
-    "BillingAccountName",
-    "BillingCurrency",
-    "BillingPeriodEnd",
-    "BillingPeriodStart",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ChargeFrequency",
-    "ChargePeriodEnd",
-    "ChargePeriodStart",
-    "CommitmentDiscountCategory",
-    "CommitmentDiscountId",
-    "CommitmentDiscountName",
-    "CommitmentDiscountStatus",
-    "CommitmentDiscountType",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "ContractedCost",
-    "ContractedUnitPrice",
-    "EffectiveCost",
-    "InvoiceIssuerName",
-    "ListCost",
-    "ListUnitPrice",
-    "PricingCategory",
-    "PricingQuantity",
-    "PricingUnit",
-    "ProviderName",
-    "PublisherName",
-    "RegionId",
-    "RegionName",
-    "ResourceId",
-    "ResourceName",
-    "ResourceType",
-    "ServiceCategory",
-    "ServiceName",
-    "SkuId",
-    "SkuPriceId",
-    "SubAccountId",
-    "SubAccountName",
-    "Tags",
+const V1_0: &[Col] = &[
+    AvailabilityZone,
+    BilledCost,
+    BillingAccountId,
+    BillingAccountName,
+    BillingCurrency,
+    BillingPeriodEnd,
+    BillingPeriodStart,
+    ChargeCategory,
+    ChargeClass,
+    ChargeDescription,
+    ChargeFrequency,
+    ChargePeriodEnd,
+    ChargePeriodStart,
+    CommitmentDiscountCategory,
+    CommitmentDiscountId,
+    CommitmentDiscountName,
+    CommitmentDiscountStatus,
+    CommitmentDiscountType,
+    ConsumedQuantity,
+    ConsumedUnit,
+    ContractedCost,
+    ContractedUnitPrice,
+    EffectiveCost,
+    InvoiceIssuerName,
+    ListCost,
+    ListUnitPrice,
+    PricingCategory,
+    PricingQuantity,
+    PricingUnit,
+    ProviderName,
+    PublisherName,
+    RegionId,
+    RegionName,
+    ResourceId,
+    ResourceName,
+    ResourceType,
+    ServiceCategory,
+    ServiceName,
+    SkuId,
+    SkuPriceId,
+    SubAccountId,
+    SubAccountName,
+    Tags,
 ];
 
 /// Tollgate's columns, after the FOCUS ones. Counts and saved cost ride on each group's
 /// first row (0 on the others); token columns hold the row's own class.
-const X: &[&str] = &[
-    "x_RequestCount",
-    "x_FailedRequestCount",
-    "x_InputTokens",
-    "x_CachedInputTokens",
-    "x_CacheWriteTokens",
-    "x_OutputTokens",
-    "x_ReasoningTokens",
-    "x_SavedCost",
-    "x_RequestedModel",
-    "x_ServedModel",
-    "x_Provider",
-    "x_Feature",
-    "x_PriceTableVersion",
-    "x_UsageSource",
-    "x_PolicyActions",
+const X: &[Col] = &[
+    x_RequestCount,
+    x_FailedRequestCount,
+    x_InputTokens,
+    x_CachedInputTokens,
+    x_CacheWriteTokens,
+    x_OutputTokens,
+    x_ReasoningTokens,
+    x_SavedCost,
+    x_RequestedModel,
+    x_ServedModel,
+    x_Provider,
+    x_Feature,
+    x_PriceTableVersion,
+    x_UsageSource,
+    x_PolicyActions,
 ];
 
-pub fn columns(version: Version) -> &'static [&'static str] {
+/// The FOCUS columns of `version`, in file order.
+pub(crate) fn focus_columns(version: Version) -> &'static [Col] {
     match version {
         Version::V1_0 => V1_0,
         Version::V1_2 => V1_2,
     }
 }
 
-pub fn x_columns() -> &'static [&'static str] {
-    X
+/// Every column of a `version` file, in order: the FOCUS ones, then the `x_` ones.
+pub(crate) fn file_columns(version: Version) -> impl Iterator<Item = Col> {
+    focus_columns(version).iter().chain(X).copied()
+}
+
+/// The header of a `version` file.
+pub fn header(version: Version) -> Vec<&'static str> {
+    file_columns(version).map(Col::name).collect()
 }

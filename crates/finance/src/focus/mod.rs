@@ -30,7 +30,7 @@
 
 mod columns;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use jiff::Timestamp;
@@ -40,7 +40,8 @@ use tollgate_types::{LedgerRow, NanoUsd, Outcome, UnitPrices};
 
 use crate::decimal::Decimal;
 
-pub use columns::{columns, x_columns};
+pub use columns::header;
+use columns::{Col, file_columns};
 
 /// Which FOCUS release's column set to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +113,7 @@ pub struct Summary {
 const HOUR_MS: i64 = 3_600_000;
 
 /// Everything a FOCUS row of a group is keyed by, besides the hour and the token class.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct GroupKey {
     tenant: String,
     sub_account: Option<(String, String)>,
@@ -152,7 +153,7 @@ pub struct Exporter<W: Write> {
     opts: Options,
     out: csv::Writer<W>,
     hour: Option<i64>,
-    groups: BTreeMap<GroupKey, Group>,
+    groups: HashMap<GroupKey, Group>,
     summary: Summary,
     last_row: String,
 }
@@ -163,17 +164,12 @@ impl<W: Write> Exporter<W> {
         let mut out = csv::WriterBuilder::new()
             .quote_style(csv::QuoteStyle::Necessary)
             .from_writer(out);
-        let header: Vec<&str> = columns(opts.version)
-            .iter()
-            .chain(x_columns())
-            .copied()
-            .collect();
-        out.write_record(&header)?;
+        out.write_record(header(opts.version))?;
         Ok(Exporter {
             opts,
             out,
             hour: None,
-            groups: BTreeMap::new(),
+            groups: HashMap::new(),
             summary: Summary::default(),
             last_row: String::new(),
         })
@@ -256,19 +252,17 @@ impl<W: Write> Exporter<W> {
         let Some(hour) = self.hour else {
             return Ok(());
         };
-        let groups = std::mem::take(&mut self.groups);
-        let header_len = columns(self.opts.version).len() + x_columns().len();
-        let mut record: Vec<Option<String>> = Vec::with_capacity(header_len);
+        // Sorted once per hour, so files are deterministic whatever the hash order.
+        let mut groups: Vec<(GroupKey, Group)> = self.groups.drain().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, g) in &groups {
             let rows = self.group_rows(hour, key, g)?;
             for fields in rows {
-                record.clear();
-                for c in columns(self.opts.version).iter().chain(x_columns()) {
-                    record.push(fields.get(c).cloned().flatten());
-                }
                 // `None` → an empty unquoted cell (FOCUS null); values are never empty.
-                self.out
-                    .write_record(record.iter().map(|v| v.as_deref().unwrap_or("")))?;
+                self.out.write_record(
+                    file_columns(self.opts.version)
+                        .map(|c| fields[c as usize].as_deref().unwrap_or("")),
+                )?;
                 self.summary.focus_rows += 1;
             }
             self.summary.billed = NanoUsd(self.summary.billed.nanos().saturating_add(g.billed));
@@ -282,7 +276,7 @@ impl<W: Write> Exporter<W> {
         hour: i64,
         key: &GroupKey,
         g: &Group,
-    ) -> Result<Vec<BTreeMap<&'static str, Option<String>>>, ExportError> {
+    ) -> Result<Vec<Vec<Option<String>>>, ExportError> {
         let overflow = || ExportError::Overflow(format!("group of {}", key.tenant));
         let prices = key.prices.unwrap_or([0; 4]);
         // Exact list cost of each class, in 10^-15 USD.
@@ -337,100 +331,100 @@ impl<W: Write> Exporter<W> {
             let billed_c = Decimal::from_nanos(billed[i]);
             let sku = format!("{vendor}:{model}:{}", SKU_CLASS[c]);
             let version = key.price_version.as_deref().unwrap_or("unpriced");
-            let mut f: BTreeMap<&'static str, Option<String>> = BTreeMap::new();
-            let mut set = |k: &'static str, v: String| {
-                f.insert(k, Some(v));
+            let mut f: Vec<Option<String>> = vec![None; Col::COUNT];
+            let mut set = |k: Col, v: String| {
+                f[k as usize] = Some(v);
             };
-            set("BilledCost", billed_c.to_string());
-            set("EffectiveCost", billed_c.to_string());
-            set("ListCost", list_cost.to_string());
-            set("ContractedCost", list_cost.to_string());
-            set("ListUnitPrice", unit.to_string());
-            set("ContractedUnitPrice", unit.to_string());
-            set("BillingAccountId", key.tenant.clone());
-            set("BillingAccountName", key.tenant.clone());
-            set("BillingCurrency", self.opts.currency.clone());
-            set("BillingPeriodStart", period_start.clone());
-            set("BillingPeriodEnd", period_end.clone());
-            set("ChargePeriodStart", rfc3339(start));
-            set("ChargePeriodEnd", rfc3339(start + HOUR_MS));
-            set("ChargeCategory", "Usage".into());
-            set("ChargeFrequency", "Usage-Based".into());
+            set(Col::BilledCost, billed_c.to_string());
+            set(Col::EffectiveCost, billed_c.to_string());
+            set(Col::ListCost, list_cost.to_string());
+            set(Col::ContractedCost, list_cost.to_string());
+            set(Col::ListUnitPrice, unit.to_string());
+            set(Col::ContractedUnitPrice, unit.to_string());
+            set(Col::BillingAccountId, key.tenant.clone());
+            set(Col::BillingAccountName, key.tenant.clone());
+            set(Col::BillingCurrency, self.opts.currency.clone());
+            set(Col::BillingPeriodStart, period_start.clone());
+            set(Col::BillingPeriodEnd, period_end.clone());
+            set(Col::ChargePeriodStart, rfc3339(start));
+            set(Col::ChargePeriodEnd, rfc3339(start + HOUR_MS));
+            set(Col::ChargeCategory, "Usage".into());
+            set(Col::ChargeFrequency, "Usage-Based".into());
             set(
-                "ChargeDescription",
+                Col::ChargeDescription,
                 format!(
                     "{} for {model} at {unit} {} per 1M tokens",
                     METERS[c], self.opts.currency
                 ),
             );
             set(
-                "ConsumedQuantity",
+                Col::ConsumedQuantity,
                 Decimal::new(i128::from(g.tokens[c]), 0).to_string(),
             );
-            set("ConsumedUnit", "Tokens".into());
-            set("PricingQuantity", qty.to_string());
-            set("PricingUnit", "1000000 Tokens".into());
-            set("PricingCategory", "Standard".into());
-            set("InvoiceId", format!("{}-{month}", key.tenant));
-            set("InvoiceIssuerName", self.opts.issuer.clone());
-            set("ProviderName", self.opts.issuer.clone());
-            set("PublisherName", publisher.name.clone());
-            set("ServiceCategory", "AI and Machine Learning".into());
-            set("ServiceSubcategory", "Generative AI".into());
-            set("ServiceName", publisher.service.clone());
-            set("SkuId", sku.clone());
-            set("SkuPriceId", format!("{sku}:{version}"));
-            set("SkuMeter", METERS[c].into());
+            set(Col::ConsumedUnit, "Tokens".into());
+            set(Col::PricingQuantity, qty.to_string());
+            set(Col::PricingUnit, "1000000 Tokens".into());
+            set(Col::PricingCategory, "Standard".into());
+            set(Col::InvoiceId, format!("{}-{month}", key.tenant));
+            set(Col::InvoiceIssuerName, self.opts.issuer.clone());
+            set(Col::ProviderName, self.opts.issuer.clone());
+            set(Col::PublisherName, publisher.name.clone());
+            set(Col::ServiceCategory, "AI and Machine Learning".into());
+            set(Col::ServiceSubcategory, "Generative AI".into());
+            set(Col::ServiceName, publisher.service.clone());
+            set(Col::SkuId, sku.clone());
+            set(Col::SkuPriceId, format!("{sku}:{version}"));
+            set(Col::SkuMeter, METERS[c].into());
             set(
-                "SkuPriceDetails",
+                Col::SkuPriceDetails,
                 serde_json::json!({"x_TokenClass": METERS[c], "x_Model": model}).to_string(),
             );
             if let Some((id, name)) = &key.sub_account {
-                set("SubAccountId", id.clone());
-                set("SubAccountName", name.clone());
+                set(Col::SubAccountId, id.clone());
+                set(Col::SubAccountName, name.clone());
             }
-            set("Tags", tags.clone());
-            set("PricingCurrency", self.opts.currency.clone());
-            set("PricingCurrencyListUnitPrice", unit.to_string());
-            set("PricingCurrencyContractedUnitPrice", unit.to_string());
-            set("PricingCurrencyEffectiveCost", billed_c.to_string());
+            set(Col::Tags, tags.clone());
+            set(Col::PricingCurrency, self.opts.currency.clone());
+            set(Col::PricingCurrencyListUnitPrice, unit.to_string());
+            set(Col::PricingCurrencyContractedUnitPrice, unit.to_string());
+            set(Col::PricingCurrencyEffectiveCost, billed_c.to_string());
             // Counts ride on a group's first row, so each column sums to the ledger's.
             let first = i == 0;
             let count = |n: u64| if first { n } else { 0 }.to_string();
-            set("x_RequestCount", count(g.requests));
-            set("x_FailedRequestCount", count(g.failed));
+            set(Col::x_RequestCount, count(g.requests));
+            set(Col::x_FailedRequestCount, count(g.failed));
             set(
-                "x_SavedCost",
+                Col::x_SavedCost,
                 Decimal::from_nanos(if first { g.saved } else { 0 }).to_string(),
             );
             for (k, class) in [
-                ("x_InputTokens", 0),
-                ("x_CachedInputTokens", 1),
-                ("x_CacheWriteTokens", 2),
-                ("x_OutputTokens", 3),
+                (Col::x_InputTokens, 0),
+                (Col::x_CachedInputTokens, 1),
+                (Col::x_CacheWriteTokens, 2),
+                (Col::x_OutputTokens, 3),
             ] {
                 set(k, if class == c { g.tokens[c] } else { 0 }.to_string());
             }
             set(
-                "x_ReasoningTokens",
+                Col::x_ReasoningTokens,
                 if c == 3 { g.reasoning } else { 0 }.to_string(),
             );
             if let Some(m) = &key.requested_model {
-                set("x_RequestedModel", m.clone());
+                set(Col::x_RequestedModel, m.clone());
             }
             if let Some(m) = &key.served_model {
-                set("x_ServedModel", m.clone());
+                set(Col::x_ServedModel, m.clone());
             }
             if let Some(p) = provider {
-                set("x_Provider", p.to_string());
+                set(Col::x_Provider, p.to_string());
             }
             if let Some(f) = &key.feature {
-                set("x_Feature", f.clone());
+                set(Col::x_Feature, f.clone());
             }
-            set("x_PriceTableVersion", version.to_string());
-            set("x_UsageSource", key.usage_source.to_string());
+            set(Col::x_PriceTableVersion, version.to_string());
+            set(Col::x_UsageSource, key.usage_source.to_string());
             if !key.policy_actions.is_empty() {
-                set("x_PolicyActions", key.policy_actions.clone());
+                set(Col::x_PolicyActions, key.policy_actions.clone());
             }
             out.push(f);
         }
