@@ -171,6 +171,14 @@ pub struct TenantConfig {
     /// `revenue_usd_per_month`: what the tenant pays, for margin triggers and reports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revenue_usd_per_month: Option<tollgate_types::NanoUsd>,
+    /// `markup_pct`: what the operator adds to the upstream cost when it bills this tenant
+    /// (the chargeback dataset), in basis points (`markup_pct: 12.5` → 1250). 0 to 1000 %,
+    /// at most two decimals; default 0.
+    pub markup_bp: u32,
+    /// `price_list`: per logical model, the prices (USD per 1M tokens) this tenant is billed
+    /// at instead of cost plus markup.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub price_list: BTreeMap<String, ModelPrice>,
 }
 
 /// Default `server.listen`.

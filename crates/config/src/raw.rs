@@ -61,6 +61,14 @@ pub(crate) struct RawCacheRule {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTenant {
     pub revenue_usd_per_month: Option<tollgate_types::NanoUsd>,
+    /// Decimal text, checked in validation (so the error names the field).
+    #[serde(default, deserialize_with = "decimal_text")]
+    pub markup_pct: Option<String>,
+    pub price_list: Option<BTreeMap<String, ModelPrice>>,
+}
+
+fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    tollgate_types::money::deserialize_decimal_text(d).map(Some)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,10 +54,39 @@ pub(crate) fn validate(
                     "must not be negative",
                 );
             }
+            let markup_bp = match t.markup_pct.as_deref() {
+                None => 0,
+                Some(text) => match tollgate_types::money::parse_decimal_scaled(text, 2)
+                    .ok()
+                    .and_then(|bp| u32::try_from(bp).ok())
+                    .filter(|bp| *bp <= 100_000)
+                {
+                    Some(bp) => bp,
+                    None => {
+                        issues.push(
+                            format!("tenants.{name}.markup_pct"),
+                            format!(
+                                "must be a percentage from 0 to 1000 with at most two decimals, got '{text}'"
+                            ),
+                        );
+                        0
+                    }
+                },
+            };
+            let price_list = t.price_list.unwrap_or_default();
+            for (model, price) in &price_list {
+                let path = format!("tenants.{name}.price_list.{model}");
+                if !models.contains_key(model) {
+                    issues.push(&path, "no such model under `models`");
+                }
+                check_price(&path, price, issues);
+            }
             (
                 name,
                 TenantConfig {
                     revenue_usd_per_month: t.revenue_usd_per_month,
+                    markup_bp,
+                    price_list,
                 },
             )
         })

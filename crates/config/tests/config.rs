@@ -1082,3 +1082,42 @@ fn cache_section_resolves_rules_and_names_bad_paths() {
         "cache.default.scope: unknown variant `team`",
     );
 }
+
+#[test]
+fn tenant_billing_terms() {
+    let model = load(EXAMPLE)
+        .unwrap()
+        .config
+        .models
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let yaml = with(&format!(
+        "tenants:\n  acme: {{markup_pct: 12.5, price_list: {{{model}: {{input: 5, output: \"20\"}}}}}}\n  globex: {{}}\n"
+    ));
+    let config = load(&yaml).unwrap().config;
+    assert_eq!(config.tenants["acme"].markup_bp, 1250);
+    assert_eq!(config.tenants["acme"].price_list[&model].output, usd("20"));
+    assert_eq!(config.tenants["globex"].markup_bp, 0);
+    assert!(config.to_masked_yaml().contains("markup_bp: 1250"));
+    for (terms, expected) in [
+        (
+            "{markup_pct: -1}",
+            "tenants.acme.markup_pct: must be a percentage from 0 to 1000",
+        ),
+        ("{markup_pct: 1000.01}", "tenants.acme.markup_pct"),
+        ("{markup_pct: 1.234}", "at most two decimals"),
+        (
+            "{price_list: {no-such-model: {input: 1, output: 1}}}",
+            "tenants.acme.price_list.no-such-model: no such model under `models`",
+        ),
+        (
+            &format!("{{price_list: {{{model}: {{input: -1, output: 1}}}}}}"),
+            &format!("tenants.acme.price_list.{model}.input"),
+        ),
+        ("{markup: 5}", "unknown field `markup`"),
+    ] {
+        assert_error(&with(&format!("tenants:\n  acme: {terms}\n")), expected);
+    }
+}

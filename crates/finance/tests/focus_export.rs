@@ -8,12 +8,14 @@ mod focus_model;
 
 use std::collections::BTreeMap;
 
-use tollgate_finance::focus::{Exporter, Options, Publisher, Version};
+use tollgate_finance::focus::{Dataset, Exporter, Options, Publisher, Terms, Version};
 use tollgate_types::{Attribution, LedgerRow, NanoUsd, Outcome, PolicyActions, UnitPrices, Usage};
 
 fn options() -> Options {
     Options {
         version: Version::V1_2,
+        dataset: Dataset::Cost,
+        tenants: BTreeMap::new(),
         issuer: "Example Operator Ltd".into(),
         currency: "USD".into(),
         publishers: BTreeMap::from([
@@ -114,11 +116,56 @@ fn ledger() -> Vec<LedgerRow> {
 }
 
 fn export(rows: &[LedgerRow]) -> String {
-    let mut e = Exporter::new(options(), Vec::new()).unwrap();
+    export_with(options(), rows)
+}
+
+fn export_with(opts: Options, rows: &[LedgerRow]) -> String {
+    let mut e = Exporter::new(opts, Vec::new()).unwrap();
     for r in rows {
         e.push(r).unwrap();
     }
     String::from_utf8(e.finish().unwrap().1).unwrap()
+}
+
+fn assert_passes(csv: &str) {
+    let report = focus_model::check_csv(csv, focus_model::GATEWAY_CRITERIA);
+    assert!(report.model_errors.is_empty(), "{}", report.summary());
+    assert!(report.checked.len() > 200, "{}", report.summary());
+    let failed: Vec<String> = report
+        .failures
+        .iter()
+        .map(|f| format!("{} ({}): {}", f.rule, f.keyword, f.requirement))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{}\n{}",
+        failed.join("\n"),
+        report.summary()
+    );
+}
+
+#[test]
+fn chargeback_exports_satisfy_the_focus_1_2_requirements_model() {
+    let mut opts = options();
+    opts.dataset = Dataset::Chargeback;
+    opts.tenants.insert(
+        "acme".into(),
+        Terms {
+            markup_bp: 1_250,
+            ..Default::default()
+        },
+    );
+    opts.tenants.insert(
+        "globex".into(),
+        Terms {
+            price_list: BTreeMap::from([(
+                "claude-sonnet-4-5".to_string(),
+                [4_000_000_000, 400_000_000, 5_000_000_000, 20_000_000_000],
+            )]),
+            ..Default::default()
+        },
+    );
+    assert_passes(&export_with(opts, &ledger()));
 }
 
 #[test]

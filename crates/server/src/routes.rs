@@ -58,6 +58,7 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/admin/v1/spend", get(reports::spend))
         .route("/admin/v1/requests", get(reports::requests))
         .route("/admin/v1/exports/focus", get(exports::focus))
+        .route("/admin/v1/margins", get(exports::margins))
         .route_layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             admin::guard,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tollgate_config::{Config, LedgerUrl, Strategy as ConfigStrategy};
-use tollgate_finance::focus::{Options, Publisher, Version};
+use tollgate_finance::focus::{Dataset, Options, Publisher, Terms, Version};
 use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, MemoryStore, RateLimits, SystemClock};
@@ -232,8 +232,35 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
 
 /// FOCUS export settings from config: the operator issues, each provider's vendor publishes.
 pub fn focus_options(cfg: &Config) -> Options {
+    let tenants = cfg
+        .tenants
+        .iter()
+        .map(|(name, t)| {
+            let price_list = t
+                .price_list
+                .iter()
+                .map(|(model, p)| {
+                    let prices = [
+                        p.input,
+                        p.cached_input_or_input(),
+                        p.cache_write_or_input(),
+                        p.output,
+                    ];
+                    (model.clone(), prices.map(|n| n.nanos()))
+                })
+                .collect();
+            let terms = Terms {
+                markup_bp: t.markup_bp,
+                price_list,
+                revenue_per_month: t.revenue_usd_per_month,
+            };
+            (name.clone(), terms)
+        })
+        .collect();
     Options {
         version: Version::V1_2,
+        dataset: Dataset::Cost,
+        tenants,
         issuer: cfg.server.organization.clone(),
         currency: "USD".into(),
         publishers: publishers(cfg),

@@ -197,7 +197,8 @@ enum FocusVersion {
 enum FocusDataset {
     /// What the ledger charged, per tenant.
     Cost,
-    /// What the operator bills each tenant (markup applied).
+    /// What the operator bills each tenant: `tenants.<name>.price_list`, else the upstream
+    /// cost plus `tenants.<name>.markup_pct`; the upstream cost in x_UpstreamCost.
     Chargeback,
 }
 
@@ -486,15 +487,23 @@ fn export_focus(f: FocusArgs) -> Result<ExitCode> {
             FocusVersion::V1_2 => tollgate_finance::focus::Version::V1_2,
             FocusVersion::V1_0 => tollgate_finance::focus::Version::V1_0,
         },
+        dataset: match f.dataset {
+            FocusDataset::Cost => tollgate_finance::focus::Dataset::Cost,
+            FocusDataset::Chargeback => tollgate_finance::focus::Dataset::Chargeback,
+        },
         output: f.output.clone(),
     };
     let s = export::run(&cfg, &store, &job)?;
+    let usd =
+        |n: tollgate_types::NanoUsd| tollgate_finance::decimal::Decimal::from_nanos(n.nanos());
     eprintln!(
-        "FOCUS {} export: {} ledger rows → {} rows, BilledCost total {} USD{}",
+        "FOCUS {} {} export: {} ledger rows → {} rows, BilledCost total {} USD (upstream cost {} USD){}",
         job.version.as_str(),
+        job.dataset.as_str(),
         s.ledger_rows,
         s.focus_rows,
-        tollgate_finance::decimal::Decimal::from_nanos(s.billed.nanos()),
+        usd(s.billed),
+        usd(s.upstream),
         f.output
             .as_ref()
             .map(|p| format!(", written to {}", p.display()))

@@ -487,6 +487,7 @@ policies:
             from_ms: now - 24 * hour,
             to_ms: now + hour,
             version: tollgate_finance::focus::Version::V1_2,
+            dataset: tollgate_finance::focus::Dataset::Cost,
             output: Some(focus.clone()),
         },
     )?;

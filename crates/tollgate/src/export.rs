@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tollgate_config::Config;
-use tollgate_finance::focus::{Exporter, Options, Summary, Version};
+use tollgate_finance::focus::{Dataset, Exporter, Options, Summary, Version};
 
 use crate::assemble;
 use tollgate_store::{RowFilter, Store};
@@ -18,6 +18,7 @@ pub struct FocusJob {
     pub from_ms: i64,
     pub to_ms: i64,
     pub version: Version,
+    pub dataset: Dataset,
     pub output: Option<PathBuf>,
 }
 
@@ -25,6 +26,7 @@ pub struct FocusJob {
 pub fn run(cfg: &Config, store: &Store, job: &FocusJob) -> Result<Summary> {
     let opts = Options {
         version: job.version,
+        dataset: job.dataset,
         ..assemble::focus_options(cfg)
     };
     let filter = RowFilter {

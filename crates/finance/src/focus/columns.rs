@@ -4,7 +4,7 @@
 //! Columns are an enum so a row is a slice indexed by column (no per-cell name lookups: an
 //! export writes millions of rows).
 
-use super::Version;
+use super::{Dataset, Version};
 
 macro_rules! columns {
     ($($c:ident),* $(,)?) => {
@@ -94,6 +94,8 @@ columns!(
     x_PriceTableVersion,
     x_UsageSource,
     x_PolicyActions,
+    x_UpstreamCost,
+    x_Margin,
 );
 
 use Col::*;
@@ -211,6 +213,9 @@ const X: &[Col] = &[
     x_PolicyActions,
 ];
 
+/// The chargeback dataset's extra columns: the upstream cost of each row, and billed minus it.
+const X_CHARGEBACK: &[Col] = &[x_UpstreamCost, x_Margin];
+
 /// The FOCUS columns of `version`, in file order.
 pub(crate) fn focus_columns(version: Version) -> &'static [Col] {
     match version {
@@ -219,12 +224,16 @@ pub(crate) fn focus_columns(version: Version) -> &'static [Col] {
     }
 }
 
-/// Every column of a `version` file, in order: the FOCUS ones, then the `x_` ones.
-pub(crate) fn file_columns(version: Version) -> impl Iterator<Item = Col> {
-    focus_columns(version).iter().chain(X).copied()
+/// Every column of a file, in order: the FOCUS ones, then the `x_` ones.
+pub(crate) fn file_columns(version: Version, dataset: Dataset) -> impl Iterator<Item = Col> {
+    let extra: &[Col] = match dataset {
+        Dataset::Cost => &[],
+        Dataset::Chargeback => X_CHARGEBACK,
+    };
+    focus_columns(version).iter().chain(X).chain(extra).copied()
 }
 
-/// The header of a `version` file.
-pub fn header(version: Version) -> Vec<&'static str> {
-    file_columns(version).map(Col::name).collect()
+/// The header of a file.
+pub fn header(version: Version, dataset: Dataset) -> Vec<&'static str> {
+    file_columns(version, dataset).map(Col::name).collect()
 }

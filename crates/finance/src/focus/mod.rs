@@ -76,9 +76,51 @@ pub struct Publisher {
     pub service: String,
 }
 
+/// Which amounts the file bills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dataset {
+    /// What the ledger charged (the upstream cost).
+    Cost,
+    /// What the operator bills each tenant: its price list, else cost plus its markup; the
+    /// upstream cost in `x_UpstreamCost`.
+    Chargeback,
+}
+
+impl Dataset {
+    pub fn parse(s: &str) -> Option<Dataset> {
+        match s {
+            "cost" => Some(Dataset::Cost),
+            "chargeback" => Some(Dataset::Chargeback),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataset::Cost => "cost",
+            Dataset::Chargeback => "chargeback",
+        }
+    }
+}
+
+/// What the operator bills one tenant (`tenants.<name>` in config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Terms {
+    /// Added to the upstream cost, in basis points (1250 = 12.5 %).
+    pub markup_bp: u32,
+    /// Logical model → nano-USD per 1M tokens of input, cached input, cache write, output:
+    /// billed instead of cost plus markup.
+    pub price_list: BTreeMap<String, [i64; 4]>,
+    /// For margin reports.
+    pub revenue_per_month: Option<NanoUsd>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub version: Version,
+    pub dataset: Dataset,
+    /// Tenants' billing terms; a tenant without terms is billed at cost.
+    pub tenants: BTreeMap<String, Terms>,
     /// The operator: `ProviderName` and `InvoiceIssuerName`.
     pub issuer: String,
     /// ISO 4217; ledger amounts are USD.
@@ -100,13 +142,26 @@ pub enum ExportError {
 }
 
 /// What an export covered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Ledger rows read.
     pub ledger_rows: u64,
     /// FOCUS rows written.
     pub focus_rows: u64,
-    /// Σ BilledCost, nano-USD (= Σ effective_cost of the ledger rows read).
+    /// Σ BilledCost, nano-USD: the ledger's Σ effective_cost for the cost dataset, what the
+    /// tenants are billed for chargeback.
+    pub billed: NanoUsd,
+    /// Σ of the ledger's effective_cost (the upstream cost), whatever the dataset.
+    pub upstream: NanoUsd,
+    /// The same per tenant (billing account).
+    pub tenants: BTreeMap<String, TenantTotals>,
+}
+
+/// One tenant's sums in an export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantTotals {
+    pub requests: u64,
+    pub upstream: NanoUsd,
     pub billed: NanoUsd,
 }
 
@@ -127,6 +182,9 @@ struct GroupKey {
     usage_source: &'static str,
     policy_actions: String,
 }
+
+/// One output row's cells, indexed by [`Col`]; `None` is a FOCUS null.
+type Cells = Vec<Option<String>>;
 
 /// Sums over a group's ledger rows.
 #[derive(Debug, Clone, Default)]
@@ -164,7 +222,7 @@ impl<W: Write> Exporter<W> {
         let mut out = csv::WriterBuilder::new()
             .quote_style(csv::QuoteStyle::Necessary)
             .from_writer(out);
-        out.write_record(header(opts.version))?;
+        out.write_record(header(opts.version, opts.dataset))?;
         Ok(Exporter {
             opts,
             out,
@@ -256,27 +314,33 @@ impl<W: Write> Exporter<W> {
         let mut groups: Vec<(GroupKey, Group)> = self.groups.drain().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, g) in &groups {
-            let rows = self.group_rows(hour, key, g)?;
+            let (rows, charged) = self.group_rows(hour, key, g)?;
+            let add = |a: NanoUsd, b: i64| NanoUsd(a.nanos().saturating_add(b));
+            let t = self.summary.tenants.entry(key.tenant.clone()).or_default();
+            t.requests += g.requests;
+            t.upstream = add(t.upstream, g.billed);
+            t.billed = add(t.billed, charged);
+            self.summary.upstream = add(self.summary.upstream, g.billed);
+            self.summary.billed = add(self.summary.billed, charged);
             for fields in rows {
                 // `None` → an empty unquoted cell (FOCUS null); values are never empty.
                 self.out.write_record(
-                    file_columns(self.opts.version)
+                    file_columns(self.opts.version, self.opts.dataset)
                         .map(|c| fields[c as usize].as_deref().unwrap_or("")),
                 )?;
                 self.summary.focus_rows += 1;
             }
-            self.summary.billed = NanoUsd(self.summary.billed.nanos().saturating_add(g.billed));
         }
         Ok(())
     }
 
-    /// The FOCUS rows of one group, as column → value.
+    /// The FOCUS rows of one group (cells indexed by [`Col`]) and the group's billed total.
     fn group_rows(
         &self,
         hour: i64,
         key: &GroupKey,
         g: &Group,
-    ) -> Result<Vec<Vec<Option<String>>>, ExportError> {
+    ) -> Result<(Vec<Cells>, i64), ExportError> {
         let overflow = || ExportError::Overflow(format!("group of {}", key.tenant));
         let prices = key.prices.unwrap_or([0; 4]);
         // Exact list cost of each class, in 10^-15 USD.
@@ -287,10 +351,34 @@ impl<W: Write> Exporter<W> {
         if classes.is_empty() {
             classes.push(0);
         }
-        let billed = split(
+        let upstream = split(
             g.billed,
             &classes.iter().map(|&c| list[c]).collect::<Vec<_>>(),
         );
+        let (units, charged) = match self.opts.dataset {
+            Dataset::Cost => (prices.map(Decimal::from_nanos), g.billed),
+            Dataset::Chargeback => {
+                charge(self.opts.tenants.get(&key.tenant), key, g, prices).ok_or_else(overflow)?
+            }
+        };
+        let billed = match self.opts.dataset {
+            Dataset::Cost => upstream.clone(),
+            Dataset::Chargeback => {
+                // Weights: each class's exact amount at the billed unit prices (one scale).
+                let scale = units.iter().map(|u| u.scale()).max().unwrap_or(0);
+                let weights: Vec<i128> = classes
+                    .iter()
+                    .map(|&c| {
+                        let u = units[c];
+                        let up = 10i128.pow(u32::from(scale - u.scale()));
+                        u.units()
+                            .saturating_mul(up)
+                            .saturating_mul(i128::from(g.tokens[c]))
+                    })
+                    .collect();
+                split(charged, &weights)
+            }
+        };
 
         let start = hour * HOUR_MS;
         let (period_start, period_end) = month_bounds(start);
@@ -325,13 +413,13 @@ impl<W: Write> Exporter<W> {
 
         let mut out = Vec::with_capacity(classes.len());
         for (i, &c) in classes.iter().enumerate() {
-            let unit = Decimal::from_nanos(prices[c]);
+            let unit = units[c];
             let qty = Decimal::new(i128::from(g.tokens[c]), 6);
             let list_cost = unit.checked_mul(qty).ok_or_else(overflow)?;
             let billed_c = Decimal::from_nanos(billed[i]);
             let sku = format!("{vendor}:{model}:{}", SKU_CLASS[c]);
             let version = key.price_version.as_deref().unwrap_or("unpriced");
-            let mut f: Vec<Option<String>> = vec![None; Col::COUNT];
+            let mut f: Cells = vec![None; Col::COUNT];
             let mut set = |k: Col, v: String| {
                 f[k as usize] = Some(v);
             };
@@ -373,7 +461,13 @@ impl<W: Write> Exporter<W> {
             set(Col::ServiceSubcategory, "Generative AI".into());
             set(Col::ServiceName, publisher.service.clone());
             set(Col::SkuId, sku.clone());
-            set(Col::SkuPriceId, format!("{sku}:{version}"));
+            set(
+                Col::SkuPriceId,
+                match self.opts.dataset {
+                    Dataset::Cost => format!("{sku}:{version}"),
+                    Dataset::Chargeback => format!("{sku}:{version}:{}:{unit}", key.tenant),
+                },
+            );
             set(Col::SkuMeter, METERS[c].into());
             set(
                 Col::SkuPriceDetails,
@@ -423,13 +517,52 @@ impl<W: Write> Exporter<W> {
             }
             set(Col::x_PriceTableVersion, version.to_string());
             set(Col::x_UsageSource, key.usage_source.to_string());
+            if self.opts.dataset == Dataset::Chargeback {
+                let up = Decimal::from_nanos(upstream[i]);
+                set(Col::x_UpstreamCost, up.to_string());
+                set(
+                    Col::x_Margin,
+                    Decimal::from_nanos(billed[i].saturating_sub(upstream[i])).to_string(),
+                );
+            }
             if !key.policy_actions.is_empty() {
                 set(Col::x_PolicyActions, key.policy_actions.clone());
             }
             out.push(f);
         }
-        Ok(out)
+        Ok((out, charged))
     }
+}
+
+/// A chargeback group's unit prices (USD per 1M tokens, per class) and its billed total in
+/// nano-USD: the tenant's price list for the requested model, exactly, rounded once half up;
+/// else the upstream unit prices and cost times `1 + markup`, the total rounded once half up.
+/// `None` on overflow.
+fn charge(
+    terms: Option<&Terms>,
+    key: &GroupKey,
+    g: &Group,
+    prices: [i64; 4],
+) -> Option<([Decimal; 4], i64)> {
+    let default = Terms::default();
+    let terms = terms.unwrap_or(&default);
+    if let Some(list) = key
+        .requested_model
+        .as_ref()
+        .and_then(|m| terms.price_list.get(m))
+    {
+        let mut femto: i128 = 0;
+        for (tokens, price) in g.tokens.iter().zip(list) {
+            femto = femto.checked_add(i128::from(*tokens).checked_mul(i128::from(*price))?)?;
+        }
+        let total = i64::try_from((femto + 500_000).div_euclid(1_000_000)).ok()?;
+        return Some((list.map(Decimal::from_nanos), total));
+    }
+    let factor = i128::from(10_000 + terms.markup_bp);
+    let units = prices.map(|p| Decimal::new(i128::from(p) * factor, 13));
+    let scaled = i128::from(g.billed).checked_mul(factor)?;
+    let total = i64::try_from((scaled + 5_000).div_euclid(10_000)).ok()?;
+    Some((units, total))
 }
 
 /// Splits `total` nano-USD over parts in proportion to `weights`, by largest remainder: the

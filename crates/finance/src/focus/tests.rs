@@ -8,6 +8,8 @@ use super::*;
 fn opts(version: Version) -> Options {
     Options {
         version,
+        dataset: Dataset::Cost,
+        tenants: BTreeMap::new(),
         issuer: "Tollgate".into(),
         currency: "USD".into(),
         publishers: BTreeMap::from([(
@@ -206,6 +208,116 @@ proptest! {
             let qty = Decimal::parse(&r["PricingQuantity"]).unwrap();
             let list = Decimal::parse(&r["ListCost"]).unwrap();
             prop_assert!(unit.checked_mul(qty).unwrap().same_value(list));
+        }
+    }
+}
+
+fn chargeback_opts(markup_bp: u32, list: Option<[i64; 4]>) -> Options {
+    let mut o = opts(Version::V1_2);
+    o.dataset = Dataset::Chargeback;
+    o.tenants.insert(
+        "acme".into(),
+        Terms {
+            markup_bp,
+            price_list: list
+                .map(|l| BTreeMap::from([("gpt-4o-mini".to_string(), l)]))
+                .unwrap_or_default(),
+            revenue_per_month: None,
+        },
+    );
+    o
+}
+
+fn export_with(o: Options, rows: &[LedgerRow]) -> (Summary, Vec<BTreeMap<String, String>>) {
+    let mut e = Exporter::new(o, Vec::new()).unwrap();
+    for r in rows {
+        e.push(r).unwrap();
+    }
+    let (s, bytes) = e.finish().unwrap();
+    let mut rd = csv::Reader::from_reader(bytes.as_slice());
+    let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    let recs = rd
+        .records()
+        .map(|r| {
+            header
+                .iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect();
+    (s, recs)
+}
+
+#[test]
+fn chargeback_bills_markup_or_the_price_list() {
+    let u = Usage {
+        input_tokens: 1_000_000,
+        output_tokens: 100_000,
+        ..Default::default()
+    };
+    // Upstream: 1M × 0.15 + 0.1M × 0.6 = 0.21 USD.
+    let rows = [
+        row(1, T, "acme", u, 210_000_000),
+        row(2, T, "globex", u, 210_000_000),
+    ];
+    let (s, recs) = export_with(chargeback_opts(2_000, None), &rows);
+    assert_eq!(s.upstream, NanoUsd(420_000_000));
+    // acme +20 %, globex (no terms) at cost.
+    assert_eq!(s.tenants["acme"].billed, NanoUsd(252_000_000));
+    assert_eq!(s.tenants["globex"].billed, NanoUsd(210_000_000));
+    let acme: Vec<_> = recs
+        .iter()
+        .filter(|r| r["BillingAccountId"] == "acme")
+        .collect();
+    assert_eq!(acme[0]["ListUnitPrice"], "0.18", "0.15 × 1.2");
+    assert_eq!(acme[0]["BilledCost"], "0.18");
+    assert_eq!(acme[0]["x_UpstreamCost"], "0.15");
+    assert_eq!(acme[0]["x_Margin"], "0.03");
+    assert_eq!(acme[1]["BilledCost"], "0.072");
+
+    // A price list replaces cost plus markup for its model.
+    let (s, recs) = export_with(
+        chargeback_opts(
+            2_000,
+            Some([500_000_000, 250_000_000, 500_000_000, 2_000_000_000]),
+        ),
+        &rows[..1],
+    );
+    assert_eq!(s.tenants["acme"].billed, NanoUsd(700_000_000), "0.5 + 0.2");
+    assert_eq!(recs[0]["ListUnitPrice"], "0.5");
+    assert_eq!(recs[1]["ListCost"], "0.2");
+}
+
+proptest! {
+    /// Chargeback: the upstream column reconciles to the ledger exactly, billed and margin add
+    /// up, each tenant's bill is its upstream cost × (1 + markup) to within half a nano-dollar
+    /// per group, and ListCost stays exact.
+    #[test]
+    fn chargeback_sums_are_exact(
+        markup in 0u32..100_000,
+        rows in prop::collection::vec((0i64..10_800_000, 0usize..2, 0u64..50_000, 0u64..5_000, 0i64..50_000_000), 1..50)
+    ) {
+        let mut ledger: Vec<LedgerRow> = rows.iter().enumerate().map(|(i, &(dt, t, input, output, cost))| {
+            let u = Usage { input_tokens: input, output_tokens: output, ..Default::default() };
+            row(i as u64, T + dt, ["acme", "globex"][t], u, cost)
+        }).collect();
+        ledger.sort_by_key(|r| r.started_at_ms);
+        let (s, recs) = export_with(chargeback_opts(markup, None), &ledger);
+        let ledger_total: i128 = ledger.iter().map(|r| i128::from(r.effective_cost.nanos())).sum();
+        let sum = |col: &str| recs.iter().map(|r| nanos(&r[col])).sum::<i128>();
+        prop_assert_eq!(sum("x_UpstreamCost"), ledger_total);
+        prop_assert_eq!(sum("BilledCost"), i128::from(s.billed.nanos()));
+        prop_assert_eq!(sum("x_Margin"), sum("BilledCost") - sum("x_UpstreamCost"));
+        let acme_up: i128 = ledger.iter().filter(|r| r.attribution.tenant.as_deref() == Some("acme")).map(|r| i128::from(r.effective_cost.nanos())).sum();
+        let acme_billed = i128::from(s.tenants.get("acme").map_or(0, |t| t.billed.nanos()));
+        let groups = recs.iter().filter(|r| r["BillingAccountId"] == "acme" && r["x_RequestCount"] != "0").count() as i128;
+        let exact_x2 = acme_up * i128::from(10_000 + markup) * 2 / 10_000;
+        prop_assert!((acme_billed * 2 - exact_x2).abs() <= groups + 1, "{acme_billed} vs {exact_x2}/2 over {groups} groups");
+        for r in &recs {
+            let unit = Decimal::parse(&r["ListUnitPrice"]).unwrap();
+            let qty = Decimal::parse(&r["PricingQuantity"]).unwrap();
+            prop_assert!(unit.checked_mul(qty).unwrap().same_value(Decimal::parse(&r["ListCost"]).unwrap()));
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `GET /admin/v1/exports/focus`: the FOCUS export of `tollgate export focus`, streamed.
+//! `GET /admin/v1/exports/focus` (the FOCUS export of `tollgate export focus`, streamed) and
+//! `GET /admin/v1/margins` (the chargeback export's totals per tenant).
 //!
 //! The ledger is scanned on a blocking thread and the CSV goes out in chunks as each charge
 //! hour closes, so a month's export needs no more memory than an hour of groups. A client
@@ -9,17 +10,20 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use serde_json::json;
 use tokio::sync::mpsc;
-use tollgate_finance::focus::{Exporter, Version};
+use tollgate_finance::focus::{Dataset, Exporter, Summary, TenantTotals, Version};
+use tollgate_finance::margins::{percent, prorated};
 use tollgate_store::RowFilter;
-use tollgate_types::{ApiError, ErrorCode};
+use tollgate_types::{ApiError, ErrorCode, NanoUsd};
 
 use crate::admin::reports::parse_time;
-use crate::admin::{AdminResult, flush};
+use crate::admin::{AdminResult, flush, rfc3339};
 use crate::gateway::Gateway;
 use crate::http::headers;
 
@@ -32,21 +36,8 @@ pub(crate) async fn focus(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
+    let (from_ms, to_ms) = range(&q)?;
     let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let required = |k: &'static str| {
-        get(k).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidRequest, format!("'{k}' is required")).with_param(k)
-        })
-    };
-    let from_ms = parse_time("from", required("from")?)?;
-    let to_ms = parse_time("to", required("to")?)?;
-    if from_ms >= to_ms {
-        return Err(
-            ApiError::new(ErrorCode::InvalidRequest, "'from' must be before 'to'")
-                .with_param("from")
-                .into(),
-        );
-    }
     let version = match get("version") {
         None => Version::V1_2,
         Some(v) => Version::parse(v).ok_or_else(|| {
@@ -54,21 +45,11 @@ pub(crate) async fn focus(
                 .with_param("version")
         })?,
     };
-    match get("dataset") {
-        None | Some("cost") => {}
-        Some("chargeback") => {
-            return Err(unsupported(
-                "dataset",
-                "chargeback is not available yet; use cost",
-            ));
-        }
-        Some(_) => {
-            return Err(unsupported(
-                "dataset",
-                "'dataset' must be cost or chargeback",
-            ));
-        }
-    }
+    let dataset = match get("dataset") {
+        None => Dataset::Cost,
+        Some(d) => Dataset::parse(d)
+            .ok_or_else(|| unsupported("dataset", "'dataset' must be cost or chargeback"))?,
+    };
     match get("format") {
         None | Some("csv") => {}
         Some("parquet") => {
@@ -84,6 +65,7 @@ pub(crate) async fn focus(
 
     let mut opts = gw.0.focus.clone();
     opts.version = version;
+    opts.dataset = dataset;
     let filter = RowFilter {
         from_ms: Some(from_ms),
         to_ms: Some(to_ms),
@@ -114,14 +96,116 @@ pub(crate) async fn focus(
         rx.recv().await.map(|chunk| (chunk, rx))
     }));
     let name = format!(
-        "focus-{}-cost-{}-{}.csv",
+        "focus-{}-{}-{}-{}.csv",
         version.as_str(),
+        dataset.as_str(),
         day(from_ms),
         day(to_ms)
     );
     let mut resp = body.into_response();
     headers::csv_attachment(resp.headers_mut(), &name);
     Ok(resp)
+}
+
+/// `GET /admin/v1/margins?from=&to=`: per tenant, the upstream AI cost, what the operator
+/// bills it (the chargeback dataset's total: its price list, else cost plus markup), the
+/// margin, and its configured revenue prorated over the range.
+pub(crate) async fn margins(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let (from_ms, to_ms) = range(&q)?;
+    flush(&gw).await?;
+    let mut opts = gw.0.focus.clone();
+    opts.dataset = Dataset::Chargeback;
+    let terms = opts.tenants.clone();
+    let store = gw.0.store.clone();
+    let filter = RowFilter {
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    };
+    // The chargeback export itself, written nowhere: the margins are its totals, so the two
+    // can never disagree.
+    let summary = tokio::task::spawn_blocking(move || -> Result<Summary, String> {
+        let mut exporter = Exporter::new(opts, std::io::sink()).map_err(|e| e.to_string())?;
+        store
+            .scan_rows(&filter, |row| exporter.push(&row))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(exporter.finish().map_err(|e| e.to_string())?.0)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("margins task: {e}")))?
+    .map_err(|e| ApiError::internal(format!("margins: {e}")))?;
+
+    let mut tenants = summary.tenants.clone();
+    for (name, t) in &terms {
+        if t.revenue_per_month.is_some() {
+            tenants.entry(name.clone()).or_default();
+        }
+    }
+    let line = |name: Option<&str>, t: &TenantTotals, revenue: Option<NanoUsd>| {
+        let margin = NanoUsd(t.billed.nanos() - t.upstream.nanos());
+        json!({
+            "tenant": name,
+            "requests": t.requests,
+            "revenue_usd": revenue,
+            "ai_cost_usd": t.upstream,
+            "billed_usd": t.billed,
+            "margin_usd": margin,
+            "margin_pct": percent(margin, t.billed).map(|p| p.to_string()),
+            "revenue_margin_usd": revenue.map(|r| NanoUsd(r.nanos() - t.upstream.nanos())),
+        })
+    };
+    let mut total_revenue: Option<NanoUsd> = None;
+    let data: Vec<_> = tenants
+        .iter()
+        .map(|(name, t)| {
+            let revenue = terms
+                .get(name)
+                .and_then(|x| x.revenue_per_month)
+                .map(|r| prorated(r, from_ms, to_ms));
+            if let Some(r) = revenue {
+                total_revenue = Some(NanoUsd(total_revenue.map_or(0, |x| x.nanos()) + r.nanos()));
+            }
+            line(Some(name), t, revenue)
+        })
+        .collect();
+    let all = TenantTotals {
+        requests: summary.ledger_rows,
+        upstream: summary.upstream,
+        billed: summary.billed,
+    };
+    Ok(Json(json!({
+        "object": "margins",
+        "from": rfc3339(from_ms),
+        "to": rfc3339(to_ms),
+        "data": data,
+        "total": line(None, &all, total_revenue),
+    }))
+    .into_response())
+}
+
+/// `from` and `to`, both required, `from` before `to`.
+fn range(q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    let get = |k: &'static str| {
+        q.get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidRequest, format!("'{k}' is required")).with_param(k)
+            })
+    };
+    let from_ms = parse_time("from", get("from")?)?;
+    let to_ms = parse_time("to", get("to")?)?;
+    if from_ms >= to_ms {
+        return Err(
+            ApiError::new(ErrorCode::InvalidRequest, "'from' must be before 'to'")
+                .with_param("from"),
+        );
+    }
+    Ok((from_ms, to_ms))
 }
 
 fn unsupported(param: &str, msg: &str) -> crate::http::error::ErrorResponse {

@@ -482,3 +482,132 @@ async fn ledger_export_and_import_round_trip_and_refuse_bad_files() {
         rows.len() as u64 - 1
     );
 }
+
+#[tokio::test]
+async fn chargeback_export_and_margins_agree_with_the_ledger() {
+    let o = Opts {
+        extra_yaml: "tenants:\n  acme: {markup_pct: 20, revenue_usd_per_month: 100}\n  \
+                     globex: {price_list: {gpt-4o: {input: 5, output: 20}}}\n"
+            .into(),
+        ..Opts::default()
+    };
+    let env = TestEnv::with(o).await;
+    let (acme, _) = env
+        .create_key(json!({"name": "acme-app", "tenant": "acme"}))
+        .await;
+    let (globex, _) = env
+        .create_key(json!({"name": "globex-app", "tenant": "globex"}))
+        .await;
+    let plain = env.key().await;
+    let mut sent = 0;
+    for (key, model) in [
+        (&acme, "gpt-4o-mini"),
+        (&globex, "gpt-4o"),
+        (&plain, "gpt-4o-mini"),
+    ] {
+        for i in 0..3 {
+            let r = env
+                .chat(key, json!({"model": model, "messages": [{"role": "user", "content": format!("q{i}")}]}))
+                .await;
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().await.unwrap();
+            sent += 1;
+        }
+    }
+    let rows = env.wait_rows("limit=100", |r| r.len() >= sent).await;
+    let (from, to) = days();
+    let r = env
+        .http
+        .get(env.url(&format!(
+            "/admin/v1/exports/focus?from={from}&to={to}&dataset=chargeback"
+        )))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("chargeback")
+    );
+    let file = env.dir.path().join("chargeback.csv");
+    std::fs::write(&file, r.bytes().await.unwrap()).unwrap();
+    let recs = records(&file);
+    let report = crate::focus_model::check_csv(
+        &std::fs::read_to_string(&file).unwrap(),
+        crate::focus_model::GATEWAY_CRITERIA,
+    );
+    assert!(report.failures.is_empty(), "{}", report.summary());
+
+    let margins = env
+        .admin_get(&format!("/admin/v1/margins?from={from}&to={to}"))
+        .await;
+    assert_eq!(margins["object"], "margins");
+    let data = margins["data"].as_array().unwrap();
+    let upstream_of = |tenant: &str| -> i64 {
+        rows.iter()
+            .filter(|r| r["tenant"].as_str().unwrap_or("(unattributed)") == tenant)
+            .map(|r| nanos(r["effective_cost"].as_str().unwrap()))
+            .sum()
+    };
+    let file_sum = |tenant: &str, col: &str| -> i64 {
+        recs.iter()
+            .filter(|r| r["BillingAccountId"] == tenant)
+            .map(|r| nanos(&r[col]))
+            .sum()
+    };
+    for m in data {
+        let tenant = m["tenant"].as_str().unwrap();
+        let billed = nanos(m["billed_usd"].as_str().unwrap());
+        let cost = nanos(m["ai_cost_usd"].as_str().unwrap());
+        assert_eq!(cost, upstream_of(tenant), "{tenant}: AI cost = the ledger");
+        assert_eq!(cost, file_sum(tenant, "x_UpstreamCost"), "{tenant}");
+        assert_eq!(
+            billed,
+            file_sum(tenant, "BilledCost"),
+            "{tenant}: margins = the export"
+        );
+        assert_eq!(nanos(m["margin_usd"].as_str().unwrap()), billed - cost);
+        match tenant {
+            "acme" => {
+                // +20 %, rounded once per charge-hour group.
+                assert!(
+                    (billed * 10 - cost * 12).abs() <= 10 * 3,
+                    "{billed} vs 1.2 × {cost}"
+                );
+                assert_eq!(m["margin_pct"], "16.67");
+                let revenue = nanos(m["revenue_usd"].as_str().unwrap());
+                assert!(revenue > 0);
+                assert_eq!(
+                    nanos(m["revenue_margin_usd"].as_str().unwrap()),
+                    revenue - cost
+                );
+            }
+            "globex" => {
+                // Billed at its price list for gpt-4o, whatever the upstream cost.
+                let tokens = |k: &str| -> i64 {
+                    rows.iter()
+                        .filter(|r| r["tenant"] == "globex")
+                        .map(|r| r[k].as_i64().unwrap())
+                        .sum()
+                };
+                let exact_x2 =
+                    (tokens("input_tokens") * 5_000 + tokens("output_tokens") * 20_000) * 2;
+                assert!(
+                    (billed * 2 - exact_x2).abs() <= 3,
+                    "{billed} vs {exact_x2}/2"
+                );
+                assert!(m["revenue_usd"].is_null());
+            }
+            _ => assert_eq!(billed, cost, "{tenant}: no terms, billed at cost"),
+        }
+    }
+    assert_eq!(
+        nanos(margins["total"]["ai_cost_usd"].as_str().unwrap()),
+        rows.iter()
+            .map(|r| nanos(r["effective_cost"].as_str().unwrap()))
+            .sum::<i64>()
+    );
+}
