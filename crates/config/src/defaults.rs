@@ -138,6 +138,7 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
         models: Some(models),
         pricing: None,
         tenants: None,
+        allocations: None,
         budgets: None,
         policies: None,
         rate_limits: None,

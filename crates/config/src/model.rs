@@ -33,6 +33,10 @@ pub struct Config {
     /// `tenants`: per-tenant facts the policies read (revenue, for margin triggers).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// `allocations`: shared-cost rules for showback, tried in order (see
+    /// [`AllocationConfig`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<AllocationConfig>,
     /// `budgets`: spend limits enforced in the request path, e.g.
     /// `{name: acme-monthly, scope: {tenant: acme}, limit_usd: "50.00", window: month, mode: hard}`.
     /// Windows: `day`, `week`, `month` (calendar, in `timezone`, UTC by default) or rolling
@@ -163,6 +167,56 @@ pub enum CacheScope {
     #[default]
     Tenant,
     Global,
+}
+
+/// `allocations[i]`: take a pool of shared cost and spread it over tenants.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocationConfig {
+    /// `name`: unique, shown in the showback report.
+    pub name: String,
+    /// `match`: ledger spend moved into the pool (no one's direct spend any more). Every set
+    /// field must be equal; `tenant: "(unattributed)"` takes spend with no tenant.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub take: Option<AllocationMatch>,
+    /// `amount_usd_per_month`: a fixed amount (a provider commitment) added to the pool,
+    /// prorated over the report's range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_usd_per_month: Option<tollgate_types::NanoUsd>,
+    /// `method`: `proportional` (to direct spend; the default), `even`, or `weights`.
+    pub method: AllocationMethod,
+    /// `weights`: tenant → positive integer, with `method: weights` (and only then); the
+    /// targets are exactly these tenants.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, u64>,
+    /// `tenants`: who shares the pool (default: every tenant with direct spend).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
+}
+
+/// `allocations[i].match`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// `allocations[i].method`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationMethod {
+    #[default]
+    Proportional,
+    Even,
+    Weights,
 }
 
 /// `tenants.<name>`.

@@ -30,6 +30,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub tenants: Option<BTreeMap<String, RawTenant>>,
     #[serde(default)]
+    pub allocations: Option<Vec<RawAllocation>>,
+    #[serde(default)]
     pub budgets: Option<Vec<tollgate_policy::BudgetDef>>,
     #[serde(default)]
     pub policies: Option<Vec<tollgate_policy::rules::PolicyDef>>,
@@ -55,6 +57,18 @@ pub(crate) struct RawCacheRule {
     pub max_bytes: Option<u64>,
     pub scope: Option<crate::CacheScope>,
     pub cache_nondeterministic: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAllocation {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub take: Option<crate::AllocationMatch>,
+    pub amount_usd_per_month: Option<tollgate_types::NanoUsd>,
+    pub method: Option<crate::AllocationMethod>,
+    pub weights: Option<BTreeMap<String, u64>>,
+    pub tenants: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

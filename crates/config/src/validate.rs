@@ -91,6 +91,7 @@ pub(crate) fn validate(
             )
         })
         .collect();
+    let allocations = allocations(raw.allocations.unwrap_or_default(), &tenants, issues);
     let budgets = raw.budgets.unwrap_or_default();
     let mut names = std::collections::BTreeSet::new();
     for (i, b) in budgets.iter().enumerate() {
@@ -154,6 +155,7 @@ pub(crate) fn validate(
         models,
         pricing,
         tenants,
+        allocations,
         budgets,
         policies,
         rate_limits,
@@ -632,6 +634,77 @@ fn valid_model_name(name: &str) -> Result<(), &'static str> {
         return Err("model name contains whitespace or control characters");
     }
     Ok(())
+}
+
+fn allocations(
+    raw: Vec<crate::raw::RawAllocation>,
+    tenants: &BTreeMap<String, TenantConfig>,
+    issues: &mut Issues,
+) -> Vec<crate::AllocationConfig> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, a) in raw.into_iter().enumerate() {
+        let path = format!("allocations[{i}]");
+        let name = a.name.unwrap_or_default();
+        if name.trim().is_empty() {
+            issues.push(format!("{path}.name"), "required, not blank");
+        } else if !names.insert(name.clone()) {
+            issues.push(format!("{path}.name"), format!("'{name}' is used twice"));
+        }
+        let take = a.take.filter(|m| *m != crate::AllocationMatch::default());
+        if take.is_none() && a.amount_usd_per_month.is_none() {
+            issues.push(
+                &path,
+                "needs a `match` (spend to share) or an `amount_usd_per_month`, or both",
+            );
+        }
+        if a.amount_usd_per_month.is_some_and(|x| x.nanos() < 0) {
+            issues.push(
+                format!("{path}.amount_usd_per_month"),
+                "must not be negative",
+            );
+        }
+        let method = a.method.unwrap_or_default();
+        let weights = a.weights.unwrap_or_default();
+        match (method, weights.is_empty()) {
+            (crate::AllocationMethod::Weights, true) => {
+                issues.push(format!("{path}.weights"), "required with `method: weights`");
+            }
+            (crate::AllocationMethod::Weights, false) => {}
+            (_, false) => issues.push(format!("{path}.weights"), "only with `method: weights`"),
+            (_, true) => {}
+        }
+        for (tenant, w) in &weights {
+            if *w == 0 {
+                issues.push(
+                    format!("{path}.weights.{tenant}"),
+                    "must be a positive integer",
+                );
+            }
+        }
+        let listed = a.tenants.unwrap_or_default();
+        for (field, tenant) in weights
+            .keys()
+            .map(|t| ("weights", t))
+            .chain(listed.iter().map(|t| ("tenants", t)))
+        {
+            if !tenants.contains_key(tenant) {
+                issues.push(
+                    format!("{path}.{field}"),
+                    format!("'{tenant}' is not a tenant under `tenants`"),
+                );
+            }
+        }
+        out.push(crate::AllocationConfig {
+            name,
+            take,
+            amount_usd_per_month: a.amount_usd_per_month,
+            method,
+            weights,
+            tenants: listed,
+        });
+    }
+    out
 }
 
 fn check_price(path: &str, price: &ModelPrice, issues: &mut Issues) {

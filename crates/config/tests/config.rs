@@ -1121,3 +1121,58 @@ fn tenant_billing_terms() {
         assert_error(&with(&format!("tenants:\n  acme: {terms}\n")), expected);
     }
 }
+
+#[test]
+fn allocation_rules_are_checked() {
+    let ok = with(
+        "tenants:\n  acme: {}\n  globex: {}\nallocations:\n  - {name: shared, match: {feature: shared}}\n  - {name: commit, amount_usd_per_month: 500, method: weights, weights: {acme: 2, globex: 1}}\n",
+    );
+    let config = load(&ok).unwrap().config;
+    assert_eq!(config.allocations.len(), 2);
+    assert_eq!(
+        config.allocations[0].method,
+        tollgate_config::AllocationMethod::Proportional
+    );
+    assert_eq!(config.allocations[1].amount_usd_per_month, Some(usd("500")));
+    for (rules, expected) in [
+        ("- {match: {feature: x}}", "allocations[0].name: required"),
+        (
+            "- {name: a, match: {feature: x}}\n  - {name: a, match: {feature: y}}",
+            "allocations[1].name: 'a' is used twice",
+        ),
+        ("- {name: a}", "allocations[0]: needs a `match`"),
+        ("- {name: a, match: {}}", "allocations[0]: needs a `match`"),
+        (
+            "- {name: a, match: {feature: x}, method: weights}",
+            "allocations[0].weights: required with `method: weights`",
+        ),
+        (
+            "- {name: a, match: {feature: x}, weights: {acme: 1}}",
+            "allocations[0].weights: only with `method: weights`",
+        ),
+        (
+            "- {name: a, match: {feature: x}, method: weights, weights: {acme: 0}}",
+            "allocations[0].weights.acme: must be a positive integer",
+        ),
+        (
+            "- {name: a, match: {feature: x}, method: weights, weights: {initech: 1}}",
+            "allocations[0].weights: 'initech' is not a tenant under `tenants`",
+        ),
+        (
+            "- {name: a, match: {feature: x}, tenants: [initech]}",
+            "allocations[0].tenants: 'initech' is not a tenant",
+        ),
+        ("- {name: a, match: {feture: x}}", "unknown field `feture`"),
+        (
+            "- {name: a, amount_usd_per_month: -5}",
+            "allocations[0].amount_usd_per_month: must not be negative",
+        ),
+    ] {
+        assert_error(
+            &with(&format!(
+                "tenants:\n  acme: {{}}\nallocations:\n  {rules}\n"
+            )),
+            expected,
+        );
+    }
+}

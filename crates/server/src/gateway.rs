@@ -67,6 +67,8 @@ pub struct GatewayParts {
     pub cache: Option<Arc<tollgate_cache::ResponseCache>>,
     /// Who issues and who publishes, for FOCUS exports (`version` is set per export).
     pub focus: tollgate_finance::focus::Options,
+    /// Shared-cost allocation rules (`allocations`), for showback.
+    pub allocations: Vec<tollgate_finance::showback::Rule>,
 }
 
 pub(crate) struct Inner {
@@ -82,6 +84,7 @@ pub(crate) struct Inner {
     pub(crate) rate_limits: Arc<tollgate_policy::RateLimits>,
     pub(crate) cache: Option<Arc<tollgate_cache::ResponseCache>>,
     pub(crate) focus: tollgate_finance::focus::Options,
+    pub(crate) allocations: Vec<tollgate_finance::showback::Rule>,
     pub(crate) alerts: mpsc::Sender<tollgate_policy::rules::Alert>,
     pub(crate) alert_rx: std::sync::Mutex<Option<mpsc::Receiver<tollgate_policy::rules::Alert>>>,
     pub(crate) metrics: Metrics,
@@ -116,6 +119,7 @@ impl Gateway {
             rate_limits: parts.rate_limits,
             cache: parts.cache,
             focus: parts.focus,
+            allocations: parts.allocations,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),

@@ -14,7 +14,7 @@ use tollgate_types::{ApiError, ErrorCode};
 use crate::admin::budgets::Budgets;
 use crate::admin::definitions::{self as defs};
 use crate::admin::policies::{self, Policies};
-use crate::admin::{self, deployments, exports, keys, reports};
+use crate::admin::{self, deployments, finance, keys, reports};
 use crate::endpoints::{chat, embeddings, messages, models};
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
@@ -57,8 +57,9 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/admin/v1/deployments", get(deployments::list))
         .route("/admin/v1/spend", get(reports::spend))
         .route("/admin/v1/requests", get(reports::requests))
-        .route("/admin/v1/exports/focus", get(exports::focus))
-        .route("/admin/v1/margins", get(exports::margins))
+        .route("/admin/v1/exports/focus", get(finance::focus))
+        .route("/admin/v1/margins", get(finance::margins))
+        .route("/admin/v1/showback", get(finance::showback))
         .route_layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             admin::guard,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tollgate_config::{Config, LedgerUrl, Strategy as ConfigStrategy};
+use tollgate_config::{AllocationMethod, Config, LedgerUrl, Strategy as ConfigStrategy};
 use tollgate_finance::focus::{Dataset, Options, Publisher, Terms, Version};
+use tollgate_finance::showback::{Match, Method, Rule};
 use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, MemoryStore, RateLimits, SystemClock};
@@ -227,7 +228,32 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         rate_limits,
         cache: response_cache(cfg),
         focus: focus_options(cfg),
+        allocations: allocation_rules(cfg),
     })
+}
+
+/// `allocations` in showback terms.
+pub fn allocation_rules(cfg: &Config) -> Vec<Rule> {
+    cfg.allocations
+        .iter()
+        .map(|a| Rule {
+            name: a.name.clone(),
+            take: a.take.as_ref().map(|m| Match {
+                tenant: m.tenant.clone(),
+                team: m.team.clone(),
+                feature: m.feature.clone(),
+                model: m.model.clone(),
+                provider: m.provider.clone(),
+            }),
+            amount_per_month: a.amount_usd_per_month,
+            method: match a.method {
+                AllocationMethod::Proportional => Method::Proportional,
+                AllocationMethod::Even => Method::Even,
+                AllocationMethod::Weights => Method::Weights(a.weights.clone()),
+            },
+            tenants: a.tenants.clone(),
+        })
+        .collect()
 }
 
 /// FOCUS export settings from config: the operator issues, each provider's vendor publishes.

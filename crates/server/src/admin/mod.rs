@@ -20,7 +20,7 @@
 pub(crate) mod budgets;
 pub(crate) mod definitions;
 pub(crate) mod deployments;
-pub(crate) mod exports;
+pub(crate) mod finance;
 pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod policies;

@@ -611,3 +611,149 @@ async fn chargeback_export_and_margins_agree_with_the_ledger() {
             .sum::<i64>()
     );
 }
+
+#[tokio::test]
+async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
+    let o = Opts {
+        extra_yaml: "tenants:\n  acme: {}\n  globex: {}\n\
+                     allocations:\n  \
+                     - {name: shared-embeddings, match: {feature: shared-embeddings}, method: proportional}\n  \
+                     - {name: unattributed, match: {tenant: \"(unattributed)\"}, method: even, tenants: [acme, globex]}\n  \
+                     - {name: commitment, amount_usd_per_month: 310, method: weights, weights: {acme: 3, globex: 1}}\n"
+            .into(),
+        ..Opts::default()
+    };
+    let env = TestEnv::with(o).await;
+    let (acme, _) = env
+        .create_key(json!({"name": "acme-app", "tenant": "acme"}))
+        .await;
+    let (globex, _) = env
+        .create_key(json!({"name": "globex-app", "tenant": "globex"}))
+        .await;
+    let plain = env.key().await;
+    let mut sent = 0;
+    for (key, feature, n) in [
+        (&acme, "chat", 3),
+        (&globex, "chat", 1),
+        (&acme, "shared-embeddings", 2),
+        (&plain, "chat", 2),
+    ] {
+        for i in 0..n {
+            let r = env
+                .chat_with(
+                    key,
+                    &[("x-tollgate-feature", feature)],
+                    &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("{feature} {i}")}]}),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().await.unwrap();
+            sent += 1;
+        }
+    }
+    let rows = env.wait_rows("limit=100", |r| r.len() >= sent).await;
+    let cost = |pred: &dyn Fn(&serde_json::Value) -> bool| -> i64 {
+        rows.iter()
+            .filter(|r| pred(r))
+            .map(|r| nanos(r["effective_cost"].as_str().unwrap()))
+            .sum()
+    };
+    let ledger_total = cost(&|_| true);
+    // A whole calendar month, so the fixed commitment counts in full.
+    let start = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .first_of_month()
+        .unwrap()
+        .start_of_day()
+        .unwrap();
+    let end = start.checked_add(jiff::Span::new().months(1)).unwrap();
+    let (from, to) = (start.timestamp().to_string(), end.timestamp().to_string());
+    let sb = env
+        .admin_get(&format!("/admin/v1/showback?from={from}&to={to}"))
+        .await;
+    assert_eq!(sb["object"], "showback");
+    assert_eq!(
+        nanos(sb["ledger_total_usd"].as_str().unwrap()),
+        ledger_total
+    );
+    let commitment = 310_000_000_000;
+    assert_eq!(
+        nanos(sb["total"]["total_usd"].as_str().unwrap()),
+        ledger_total + commitment,
+        "everything spent, plus the fixed commitment, exactly"
+    );
+    let line = |tenant: &str| {
+        sb["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["tenant"] == tenant)
+            .cloned()
+            .unwrap()
+    };
+    let acme_direct = cost(&|r| r["tenant"] == "acme" && r["feature"] == "chat");
+    let globex_direct = cost(&|r| r["tenant"] == "globex");
+    assert_eq!(
+        nanos(line("acme")["direct_usd"].as_str().unwrap()),
+        acme_direct
+    );
+    assert_eq!(
+        nanos(line("globex")["direct_usd"].as_str().unwrap()),
+        globex_direct
+    );
+    let pools = sb["allocations"].as_array().unwrap();
+    assert_eq!(
+        nanos(pools[0]["from_ledger_usd"].as_str().unwrap()),
+        cost(&|r| r["feature"] == "shared-embeddings")
+    );
+    assert_eq!(
+        nanos(pools[1]["from_ledger_usd"].as_str().unwrap()),
+        cost(&|r| r["tenant"].is_null())
+    );
+    assert_eq!(
+        nanos(pools[2]["shares"]["acme"].as_str().unwrap()),
+        commitment / 4 * 3
+    );
+    for p in pools {
+        let shares: i64 = p["shares"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| nanos(v.as_str().unwrap()))
+            .sum();
+        assert_eq!(
+            shares,
+            nanos(p["from_ledger_usd"].as_str().unwrap()) + nanos(p["fixed_usd"].as_str().unwrap())
+        );
+    }
+    assert!(
+        sb["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["tenant"] != "(unattributed)")
+    );
+
+    // By feature: allocated shares are their own lines.
+    let by = env
+        .admin_get(&format!(
+            "/admin/v1/showback?from={from}&to={to}&by=tenant,feature"
+        ))
+        .await;
+    assert!(
+        by["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["feature"] == "(allocated)")
+    );
+    assert_eq!(by["total"], sb["total"]);
+    let r = env
+        .http
+        .get(env.url(&format!("/admin/v1/showback?from={from}&to={to}&by=model")))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

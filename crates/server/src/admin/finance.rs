@@ -1,5 +1,6 @@
-//! `GET /admin/v1/exports/focus` (the FOCUS export of `tollgate export focus`, streamed) and
-//! `GET /admin/v1/margins` (the chargeback export's totals per tenant).
+//! Finance reads of the ledger: `GET /admin/v1/exports/focus` (the FOCUS export of `tollgate
+//! export focus`, streamed), `GET /admin/v1/margins` (the chargeback export's totals per
+//! tenant) and `GET /admin/v1/showback` (direct plus allocated shared cost per tenant).
 //!
 //! The ledger is scanned on a blocking thread and the CSV goes out in chunks as each charge
 //! hour closes, so a month's export needs no more memory than an hour of groups. A client
@@ -19,11 +20,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tollgate_finance::focus::{Dataset, Exporter, Summary, TenantTotals, Version};
 use tollgate_finance::margins::{percent, prorated};
-use tollgate_store::RowFilter;
+use tollgate_finance::showback;
+use tollgate_store::{Dim, RowFilter, SpendQuery};
 use tollgate_types::{ApiError, ErrorCode, NanoUsd};
 
 use crate::admin::reports::parse_time;
-use crate::admin::{AdminResult, flush, rfc3339};
+use crate::admin::{AdminResult, blocking, flush, rfc3339};
 use crate::gateway::Gateway;
 use crate::http::headers;
 
@@ -183,6 +185,106 @@ pub(crate) async fn margins(
         "to": rfc3339(to_ms),
         "data": data,
         "total": line(None, &all, total_revenue),
+    }))
+    .into_response())
+}
+
+/// `GET /admin/v1/showback?from=&to=&by=tenant[,feature]`: per tenant (and feature), its
+/// direct spend, its share of the `allocations` pools, and the total; plus each pool.
+pub(crate) async fn showback(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let (from_ms, to_ms) = range(&q)?;
+    let by_feature = match q.get("by").map(String::as_str).filter(|v| !v.is_empty()) {
+        None | Some("tenant") => false,
+        Some("tenant,feature") => true,
+        Some(_) => {
+            return Err(unsupported("by", "'by' must be tenant or tenant,feature"));
+        }
+    };
+    flush(&gw).await?;
+    let query = SpendQuery {
+        group_by: vec![
+            Dim::Tenant,
+            Dim::Team,
+            Dim::Feature,
+            Dim::Model,
+            Dim::Provider,
+        ],
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    };
+    let store = gw.0.store.clone();
+    let rows = blocking(move || store.spend(&query)).await?;
+    let dim = |r: &tollgate_store::SpendRow, k: &str| r.dims.get(k).cloned().unwrap_or_default();
+    let spend: Vec<(showback::Attribution, NanoUsd)> = rows
+        .iter()
+        .map(|r| {
+            let a = showback::Attribution {
+                tenant: dim(r, "tenant"),
+                team: dim(r, "team"),
+                feature: dim(r, "feature"),
+                model: dim(r, "model"),
+                provider: dim(r, "provider"),
+            };
+            (a, r.effective_cost)
+        })
+        .collect();
+    let ledger_total = NanoUsd(spend.iter().map(|(_, c)| c.nanos()).sum());
+    let rules = &gw.0.allocations;
+    let fixed = rules
+        .iter()
+        .filter_map(|r| {
+            let amount = r.amount_per_month?;
+            Some((r.name.clone(), prorated(amount, from_ms, to_ms)))
+        })
+        .collect();
+    let (lines, pools) = showback::showback(&spend, rules, &fixed, by_feature);
+    let mut total = showback::Line::default();
+    let data: Vec<_> = lines
+        .iter()
+        .map(|((tenant, feature), l)| {
+            total.direct = NanoUsd(total.direct.nanos() + l.direct.nanos());
+            total.allocated = NanoUsd(total.allocated.nanos() + l.allocated.nanos());
+            total.total = NanoUsd(total.total.nanos() + l.total.nanos());
+            let mut v = json!({
+                "tenant": tenant,
+                "direct_usd": l.direct,
+                "allocated_usd": l.allocated,
+                "total_usd": l.total,
+            });
+            if let Some(f) = feature {
+                v["feature"] = json!(f);
+            }
+            v
+        })
+        .collect();
+    let allocations: Vec<_> = pools
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.rule,
+                "from_ledger_usd": p.from_ledger,
+                "fixed_usd": p.fixed,
+                "shares": p.shares,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "showback",
+        "from": rfc3339(from_ms),
+        "to": rfc3339(to_ms),
+        "by": if by_feature { json!(["tenant", "feature"]) } else { json!(["tenant"]) },
+        "data": data,
+        "allocations": allocations,
+        "total": {
+            "direct_usd": total.direct,
+            "allocated_usd": total.allocated,
+            "total_usd": total.total,
+        },
+        "ledger_total_usd": ledger_total,
     }))
     .into_response())
 }
