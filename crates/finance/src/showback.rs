@@ -95,6 +95,9 @@ pub struct Pool {
     pub shares: BTreeMap<String, NanoUsd>,
 }
 
+/// Report lines by (tenant, feature when reported by feature).
+pub type Lines = BTreeMap<(String, Option<String>), Line>;
+
 /// The label feature-level reports put a tenant's allocated share under.
 pub const ALLOCATED: &str = "(allocated)";
 
@@ -106,7 +109,7 @@ pub fn showback(
     rules: &[Rule],
     fixed: &BTreeMap<String, NanoUsd>,
     by_feature: bool,
-) -> (BTreeMap<(String, Option<String>), Line>, Vec<Pool>) {
+) -> (Lines, Vec<Pool>) {
     let mut pools: Vec<i64> = vec![0; rules.len()];
     let mut direct: BTreeMap<(String, Option<String>), i64> = BTreeMap::new();
     let mut direct_by_tenant: BTreeMap<String, i64> = BTreeMap::new();
@@ -123,7 +126,7 @@ pub fn showback(
             }
         }
     }
-    let mut lines: BTreeMap<(String, Option<String>), Line> = direct
+    let mut lines: Lines = direct
         .iter()
         .map(|(k, &d)| {
             let line = Line {
