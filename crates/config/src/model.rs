@@ -268,6 +268,9 @@ pub struct ServerConfig {
     /// `organization`: the operator's name, as finance exports show it (FOCUS
     /// `InvoiceIssuerName` and `ProviderName`). Default `Tollgate`; 1–200 characters.
     pub organization: String,
+    /// `max_report_days`: the longest range a finance export or report (FOCUS, margins,
+    /// showback) may cover, in days. Default 400; 1 to 3660.
+    pub max_report_days: u32,
 }
 
 impl ServerConfig {

@@ -95,6 +95,7 @@ pub(crate) struct RawServer {
     pub request_timeout_secs: Option<u64>,
     pub retry_budget: Option<crate::routing::RawRetryBudget>,
     pub organization: Option<String>,
+    pub max_report_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -234,6 +234,14 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         );
     }
 
+    let max_report_days = raw.max_report_days.unwrap_or(400);
+    if !(1..=3660).contains(&max_report_days) {
+        issues.push(
+            "server.max_report_days",
+            format!("must be between 1 and 3660, got {max_report_days}"),
+        );
+    }
+
     ServerConfig {
         listen,
         master_key,
@@ -242,6 +250,7 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         request_timeout_secs: raw.request_timeout_secs,
         retry_budget: crate::routing::retry_budget(raw.retry_budget, issues),
         organization,
+        max_report_days,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// How often the key index checks the store for out-of-process changes.
     pub key_poll_interval: Duration,
+    /// The longest range a finance export or report may cover (`server.max_report_days`).
+    pub max_report_range: Duration,
 }
 
 impl std::fmt::Debug for ServerSettings {

@@ -217,6 +217,7 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
             max_body_bytes: usize::try_from(cfg.server.max_body_bytes).unwrap_or(usize::MAX),
             shutdown_grace: cfg.server.shutdown_grace(),
             key_poll_interval: Duration::from_secs(1),
+            max_report_range: Duration::from_secs(86_400 * u64::from(cfg.server.max_report_days)),
         },
         router,
         prices,

@@ -479,6 +479,12 @@ fn export_focus(f: FocusArgs) -> Result<ExitCode> {
     }
     let (from_ms, to_ms) = time_range(&f.from, &f.to)?;
     let cfg = load(&f.config)?.config;
+    let max_days = i64::from(cfg.server.max_report_days);
+    if to_ms - from_ms > max_days * 86_400_000 {
+        bail!(
+            "--from to --to spans more than server.max_report_days ({max_days} days); export in pieces or raise it"
+        );
+    }
     let store = assemble::open_store(&cfg)?;
     let job = export::FocusJob {
         from_ms,

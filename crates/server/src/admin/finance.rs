@@ -38,7 +38,7 @@ pub(crate) async fn focus(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let (from_ms, to_ms) = range(&q)?;
+    let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
     let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let version = match get("version") {
         None => Version::V1_2,
@@ -116,7 +116,7 @@ pub(crate) async fn margins(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let (from_ms, to_ms) = range(&q)?;
+    let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
     flush(&gw).await?;
     let mut opts = gw.0.focus.clone();
     opts.dataset = Dataset::Chargeback;
@@ -195,7 +195,7 @@ pub(crate) async fn showback(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let (from_ms, to_ms) = range(&q)?;
+    let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
     let by_feature = match q.get("by").map(String::as_str).filter(|v| !v.is_empty()) {
         None | Some("tenant") => false,
         Some("tenant,feature") => true,
@@ -289,8 +289,8 @@ pub(crate) async fn showback(
     .into_response())
 }
 
-/// `from` and `to`, both required, `from` before `to`.
-fn range(q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+/// `from` and `to`, both required, `from` before `to`, at most `max` apart.
+fn range(q: &HashMap<String, String>, max: std::time::Duration) -> Result<(i64, i64), ApiError> {
     let get = |k: &'static str| {
         q.get(k)
             .map(String::as_str)
@@ -306,6 +306,17 @@ fn range(q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
             ApiError::new(ErrorCode::InvalidRequest, "'from' must be before 'to'")
                 .with_param("from"),
         );
+    }
+    let max_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
+    if to_ms - from_ms > max_ms {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "the range is longer than server.max_report_days ({} days)",
+                max.as_secs() / 86_400
+            ),
+        )
+        .with_param("to"));
     }
     Ok((from_ms, to_ms))
 }

@@ -241,6 +241,7 @@ async fn focus_export_reconciles_with_the_ledger_and_the_spend_report() {
         (format!("from={tomorrow}&to={today}"), "from"),
         (format!("from={today}&to={tomorrow}&version=1.1"), "version"),
         (format!("from={today}&to={tomorrow}&format=xlsx"), "format"),
+        ("from=2010-01-01&to=2026-01-01".to_string(), "to"),
     ] {
         let r = env
             .http
@@ -322,6 +323,10 @@ async fn bad_export_arguments_fail_and_write_nothing() {
                 "xlsx",
             ][..],
             "xlsx",
+        ),
+        (
+            &["--from", "2010-01-01", "--to", "2026-02-01"][..],
+            "server.max_report_days",
         ),
     ] {
         let o = run(args);
