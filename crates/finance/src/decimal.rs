@@ -51,6 +51,16 @@ impl Decimal {
         self.units.checked_mul(10i128.checked_pow(up)?)
     }
 
+    /// The value as a count of `10^-scale` units, if that is exact (`2398.0` at scale 0 is
+    /// 2398; `0.15` at scale 1 is `None`).
+    pub fn units_at(self, scale: u8) -> Option<i128> {
+        if scale >= self.scale {
+            return self.rescaled(scale);
+        }
+        let down = 10i128.checked_pow(u32::from(self.scale - scale))?;
+        (self.units % down == 0).then(|| self.units / down)
+    }
+
     pub fn units(self) -> i128 {
         self.units
     }
@@ -130,6 +140,14 @@ mod tests {
             .checked_mul(Decimal::new(1_234_567, 6))
             .unwrap();
         assert_eq!(p.to_string(), "3.0864175");
+    }
+
+    #[test]
+    fn units_at_a_scale_only_when_exact() {
+        let d = Decimal::parse("2398.0").unwrap();
+        assert_eq!(d.units_at(0), Some(2398));
+        assert_eq!(d.units_at(3), Some(2_398_000));
+        assert_eq!(Decimal::parse("0.15").unwrap().units_at(1), None);
     }
 
     #[test]

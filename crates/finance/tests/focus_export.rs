@@ -8,13 +8,14 @@ mod focus_model;
 
 use std::collections::BTreeMap;
 
-use tollgate_finance::focus::{Dataset, Exporter, Options, Publisher, Terms, Version};
+use tollgate_finance::focus::{Dataset, Exporter, Format, Options, Publisher, Terms, Version};
 use tollgate_types::{Attribution, LedgerRow, NanoUsd, Outcome, PolicyActions, UnitPrices, Usage};
 
 fn options() -> Options {
     Options {
         version: Version::V1_2,
         dataset: Dataset::Cost,
+        format: Format::Csv,
         tenants: BTreeMap::new(),
         issuer: "Example Operator Ltd".into(),
         currency: "USD".into(),
@@ -191,4 +192,85 @@ fn exports_satisfy_the_focus_1_2_requirements_model() {
 fn an_empty_range_is_a_valid_file() {
     let csv = export(&[]);
     assert_eq!(csv.lines().count(), 1, "the header only");
+}
+
+/// The Parquet file holds the same rows as the CSV, typed: decimals exact at their declared
+/// scale, periods as UTC timestamps, counts as integers, nulls as nulls.
+#[test]
+fn parquet_holds_the_csv_rows_with_explicit_types() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+
+    let rows = ledger();
+    let csv = export(&rows);
+    let mut opts = options();
+    opts.format = Format::Parquet;
+    let mut e = Exporter::new(opts, Vec::new()).unwrap();
+    for r in &rows {
+        e.push(r).unwrap();
+    }
+    let (summary, bytes) = e.finish().unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let col = |name: &str| {
+        schema
+            .columns()
+            .iter()
+            .find(|c| c.name() == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    assert_eq!(
+        (
+            col("BilledCost").type_precision(),
+            col("BilledCost").type_scale()
+        ),
+        (38, 9)
+    );
+    assert_eq!(col("ListCost").type_scale(), 19);
+
+    let mut rd = ::csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    let csv_rows: Vec<Vec<String>> = rd
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    let parquet_rows: Vec<parquet::record::Row> = reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(parquet_rows.len(), csv_rows.len());
+    assert_eq!(parquet_rows.len() as u64, summary.focus_rows);
+    let mut billed: i128 = 0;
+    for (p, c) in parquet_rows.iter().zip(&csv_rows) {
+        for (name, field) in p.get_column_iter() {
+            let i = header.iter().position(|h| h == name).unwrap();
+            let cell = &c[i];
+            match field {
+                Field::Null => assert_eq!(cell, "", "{name}"),
+                Field::Decimal(d) => {
+                    let mut be = [0u8; 16];
+                    be.copy_from_slice(d.data());
+                    let units = i128::from_be_bytes(be);
+                    let want = tollgate_finance::decimal::Decimal::parse(cell)
+                        .and_then(|x| x.units_at(d.scale() as u8))
+                        .unwrap();
+                    assert_eq!(units, want, "{name} = {cell}");
+                    if name == "BilledCost" {
+                        billed += units;
+                    }
+                }
+                Field::Long(n) => assert_eq!(n.to_string(), *cell, "{name}"),
+                Field::TimestampMillis(ms) => {
+                    let t: jiff::Timestamp = cell.parse().unwrap();
+                    assert_eq!(*ms, t.as_millisecond(), "{name}");
+                }
+                Field::Str(s) => assert_eq!(s, cell, "{name}"),
+                other => panic!("{name}: unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(billed, i128::from(summary.billed.nanos()));
 }

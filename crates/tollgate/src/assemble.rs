@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tollgate_config::{AllocationMethod, Config, LedgerUrl, Strategy as ConfigStrategy};
-use tollgate_finance::focus::{Dataset, Options, Publisher, Terms, Version};
+use tollgate_finance::focus::{Dataset, Format, Options, Publisher, Terms, Version};
 use tollgate_finance::showback::{Match, Method, Rule};
 use tollgate_ledger::{Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
@@ -287,6 +287,7 @@ pub fn focus_options(cfg: &Config) -> Options {
     Options {
         version: Version::V1_2,
         dataset: Dataset::Cost,
+        format: Format::Csv,
         tenants,
         issuer: cfg.server.organization.clone(),
         currency: "USD".into(),

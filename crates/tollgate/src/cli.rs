@@ -474,9 +474,6 @@ fn export_focus(f: FocusArgs) -> Result<ExitCode> {
             "--dataset chargeback: not available yet (it needs tenants' markup configuration); use --dataset cost"
         );
     }
-    if f.format == FocusFormat::Parquet {
-        bail!("--format parquet: not available yet; use --format csv");
-    }
     let (from_ms, to_ms) = time_range(&f.from, &f.to)?;
     let cfg = load(&f.config)?.config;
     let max_days = i64::from(cfg.server.max_report_days);
@@ -496,6 +493,10 @@ fn export_focus(f: FocusArgs) -> Result<ExitCode> {
         dataset: match f.dataset {
             FocusDataset::Cost => tollgate_finance::focus::Dataset::Cost,
             FocusDataset::Chargeback => tollgate_finance::focus::Dataset::Chargeback,
+        },
+        format: match f.format {
+            FocusFormat::Csv => tollgate_finance::focus::Format::Csv,
+            FocusFormat::Parquet => tollgate_finance::focus::Format::Parquet,
         },
         output: f.output.clone(),
     };

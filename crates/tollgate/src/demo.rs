@@ -488,6 +488,7 @@ policies:
             to_ms: now + hour,
             version: tollgate_finance::focus::Version::V1_2,
             dataset: tollgate_finance::focus::Dataset::Cost,
+            format: tollgate_finance::focus::Format::Csv,
             output: Some(focus.clone()),
         },
     )?;

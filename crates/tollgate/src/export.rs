@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tollgate_config::Config;
-use tollgate_finance::focus::{Dataset, Exporter, Options, Summary, Version};
+use tollgate_finance::focus::{Dataset, Exporter, Format, Options, Summary, Version};
 
 use crate::assemble;
 use tollgate_store::{RowFilter, Store};
@@ -19,6 +19,7 @@ pub struct FocusJob {
     pub to_ms: i64,
     pub version: Version,
     pub dataset: Dataset,
+    pub format: Format,
     pub output: Option<PathBuf>,
 }
 
@@ -27,6 +28,7 @@ pub fn run(cfg: &Config, store: &Store, job: &FocusJob) -> Result<Summary> {
     let opts = Options {
         version: job.version,
         dataset: job.dataset,
+        format: job.format,
         ..assemble::focus_options(cfg)
     };
     let filter = RowFilter {
@@ -36,7 +38,7 @@ pub fn run(cfg: &Config, store: &Store, job: &FocusJob) -> Result<Summary> {
     };
     match &job.output {
         None => {
-            let stdout = std::io::stdout().lock();
+            let stdout = std::io::stdout();
             let (summary, mut w) = export(store, &filter, opts, std::io::BufWriter::new(stdout))?;
             w.flush()?;
             Ok(summary)
@@ -50,7 +52,7 @@ pub fn run(cfg: &Config, store: &Store, job: &FocusJob) -> Result<Summary> {
     }
 }
 
-fn export<W: Write>(
+fn export<W: Write + Send>(
     store: &Store,
     filter: &RowFilter,
     opts: Options,

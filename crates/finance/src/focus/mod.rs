@@ -29,6 +29,7 @@
 //! must be 0.)
 
 mod columns;
+mod parquet;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -42,6 +43,7 @@ use crate::decimal::Decimal;
 
 pub use columns::header;
 use columns::{Col, file_columns};
+pub use parquet::ParquetError;
 
 /// Which FOCUS release's column set to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +117,37 @@ pub struct Terms {
     pub revenue_per_month: Option<NanoUsd>,
 }
 
+/// The file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// RFC 4180; nulls are empty unquoted cells.
+    Csv,
+    /// Typed columns (see the `parquet` module).
+    Parquet,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "csv" => Some(Format::Csv),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub version: Version,
     pub dataset: Dataset,
+    pub format: Format,
     /// Tenants' billing terms; a tenant without terms is billed at cost.
     pub tenants: BTreeMap<String, Terms>,
     /// The operator: `ProviderName` and `InvoiceIssuerName`.
@@ -137,6 +166,8 @@ pub enum ExportError {
     Overflow(String),
     #[error("write: {0}")]
     Csv(#[from] csv::Error),
+    #[error("write: {0}")]
+    Parquet(#[from] ParquetError),
     #[error("write: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -206,23 +237,38 @@ const METERS: [&str; 4] = [
 ];
 const SKU_CLASS: [&str; 4] = ["input", "cached-input", "cache-write", "output"];
 
-/// Streams ledger rows (in start-time order) into FOCUS CSV.
-pub struct Exporter<W: Write> {
+/// Where rows go.
+enum Out<W: Write + Send> {
+    Csv(csv::Writer<W>),
+    Parquet(Box<parquet::ParquetOut<W>>),
+}
+
+/// Streams ledger rows (in start-time order) into a FOCUS file.
+pub struct Exporter<W: Write + Send> {
     opts: Options,
-    out: csv::Writer<W>,
+    out: Out<W>,
     hour: Option<i64>,
     groups: HashMap<GroupKey, Group>,
     summary: Summary,
     last_row: String,
 }
 
-impl<W: Write> Exporter<W> {
-    /// Writes the header at once, so even an empty range is a valid file.
+impl<W: Write + Send> Exporter<W> {
+    /// Starts the file (a CSV header at once), so even an empty range is a valid file.
     pub fn new(opts: Options, out: W) -> Result<Exporter<W>, ExportError> {
-        let mut out = csv::WriterBuilder::new()
-            .quote_style(csv::QuoteStyle::Necessary)
-            .from_writer(out);
-        out.write_record(header(opts.version, opts.dataset))?;
+        let out = match opts.format {
+            Format::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .quote_style(csv::QuoteStyle::Necessary)
+                    .from_writer(out);
+                w.write_record(header(opts.version, opts.dataset))?;
+                Out::Csv(w)
+            }
+            Format::Parquet => Out::Parquet(Box::new(parquet::ParquetOut::new(
+                out,
+                file_columns(opts.version, opts.dataset).collect(),
+            )?)),
+        };
         Ok(Exporter {
             opts,
             out,
@@ -299,10 +345,12 @@ impl<W: Write> Exporter<W> {
     /// Writes the last hour and flushes the output.
     pub fn finish(mut self) -> Result<(Summary, W), ExportError> {
         self.flush()?;
-        let w = self
-            .out
-            .into_inner()
-            .map_err(|e| ExportError::Io(e.into_error()))?;
+        let w = match self.out {
+            Out::Csv(w) => w
+                .into_inner()
+                .map_err(|e| ExportError::Io(e.into_error()))?,
+            Out::Parquet(p) => p.finish()?,
+        };
         Ok((self.summary, w))
     }
 
@@ -322,12 +370,15 @@ impl<W: Write> Exporter<W> {
             t.billed = add(t.billed, charged);
             self.summary.upstream = add(self.summary.upstream, g.billed);
             self.summary.billed = add(self.summary.billed, charged);
-            for fields in rows {
-                // `None` → an empty unquoted cell (FOCUS null); values are never empty.
-                self.out.write_record(
-                    file_columns(self.opts.version, self.opts.dataset)
-                        .map(|c| fields[c as usize].as_deref().unwrap_or("")),
-                )?;
+            for mut fields in rows {
+                let cols = file_columns(self.opts.version, self.opts.dataset);
+                match &mut self.out {
+                    // `None` → an empty unquoted cell (FOCUS null); values are never empty.
+                    Out::Csv(w) => {
+                        w.write_record(cols.map(|c| fields[c as usize].as_deref().unwrap_or("")))?
+                    }
+                    Out::Parquet(p) => p.row(cols.map(|c| fields[c as usize].take()).collect())?,
+                }
                 self.summary.focus_rows += 1;
             }
         }

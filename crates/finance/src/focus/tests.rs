@@ -9,6 +9,7 @@ fn opts(version: Version) -> Options {
     Options {
         version,
         dataset: Dataset::Cost,
+        format: Format::Csv,
         tenants: BTreeMap::new(),
         issuer: "Tollgate".into(),
         currency: "USD".into(),

@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tollgate_finance::focus::{Dataset, Exporter, Summary, TenantTotals, Version};
+use tollgate_finance::focus::{Dataset, Exporter, Format, Summary, TenantTotals, Version};
 use tollgate_finance::margins::{percent, prorated};
 use tollgate_finance::showback;
 use tollgate_store::{Dim, RowFilter, SpendQuery};
@@ -52,22 +52,18 @@ pub(crate) async fn focus(
         Some(d) => Dataset::parse(d)
             .ok_or_else(|| unsupported("dataset", "'dataset' must be cost or chargeback"))?,
     };
-    match get("format") {
-        None | Some("csv") => {}
-        Some("parquet") => {
-            return Err(unsupported(
-                "format",
-                "parquet is not available yet; use csv",
-            ));
-        }
-        Some(_) => return Err(unsupported("format", "'format' must be csv or parquet")),
-    }
+    let format = match get("format") {
+        None => Format::Csv,
+        Some(f) => Format::parse(f)
+            .ok_or_else(|| unsupported("format", "'format' must be csv or parquet"))?,
+    };
     // Rows recorded before this request are in the file.
     flush(&gw).await?;
 
     let mut opts = gw.0.focus.clone();
     opts.version = version;
     opts.dataset = dataset;
+    opts.format = format;
     let filter = RowFilter {
         from_ms: Some(from_ms),
         to_ms: Some(to_ms),
@@ -98,14 +94,19 @@ pub(crate) async fn focus(
         rx.recv().await.map(|chunk| (chunk, rx))
     }));
     let name = format!(
-        "focus-{}-{}-{}-{}.csv",
+        "focus-{}-{}-{}-{}.{}",
         version.as_str(),
         dataset.as_str(),
         day(from_ms),
-        day(to_ms)
+        day(to_ms),
+        format.extension()
     );
     let mut resp = body.into_response();
-    headers::csv_attachment(resp.headers_mut(), &name);
+    let content_type = match format {
+        Format::Csv => headers::CSV,
+        Format::Parquet => headers::PARQUET,
+    };
+    headers::attachment(resp.headers_mut(), content_type, &name);
     Ok(resp)
 }
 

@@ -23,6 +23,8 @@ pub(crate) const CACHE: &str = "x-tollgate-cache";
 pub(crate) const DEPLOYMENT: &str = "x-tollgate-deployment";
 
 pub(crate) const JSON: &str = "application/json";
+pub(crate) const CSV: &str = "text/csv; charset=utf-8";
+pub(crate) const PARQUET: &str = "application/vnd.apache.parquet";
 
 /// A JSON body.
 pub(crate) fn json_body(h: &mut HeaderMap) {
@@ -40,12 +42,9 @@ pub(crate) fn event_stream(h: &mut HeaderMap) {
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
-/// A CSV file to save as `file_name` (a name the server built: no quotes or control bytes).
-pub(crate) fn csv_attachment(h: &mut HeaderMap, file_name: &str) {
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
+/// A file to save as `file_name` (a name the server built: no quotes or control bytes).
+pub(crate) fn attachment(h: &mut HeaderMap, content_type: &'static str, file_name: &str) {
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

@@ -255,6 +255,45 @@ async fn focus_export_reconciles_with_the_ledger_and_the_spend_report() {
         assert_eq!(body["error"]["param"], param, "{q}: {body}");
     }
 
+    // Parquet, over HTTP and from the CLI.
+    let r = env
+        .http
+        .get(env.url(&format!(
+            "/admin/v1/exports/focus?from={today}&to={tomorrow}&format=parquet"
+        )))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.apache.parquet"
+    );
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .ends_with(".parquet\"")
+    );
+    let body = r.bytes().await.unwrap();
+    assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"));
+    let pq = env.dir.path().join("focus.parquet");
+    let cfg = env.dir.path().join("export.yaml");
+    let o = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_clear()
+        .args([
+            "export", "focus", "--from", &today, "--to", &tomorrow, "--format", "parquet", "-o",
+        ])
+        .arg(&pq)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = std::fs::read(&pq).unwrap();
+    assert!(file.starts_with(b"PAR1") && file.ends_with(b"PAR1"));
+
     // The 1.0 column set, same money.
     let out10 = env.dir.path().join("focus-1.0.csv");
     let res = export(&env, "1.0", &out10);
