@@ -239,7 +239,7 @@ const SKU_CLASS: [&str; 4] = ["input", "cached-input", "cache-write", "output"];
 
 /// Where rows go.
 enum Out<W: Write + Send> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Parquet(Box<parquet::ParquetOut<W>>),
 }
 
@@ -262,7 +262,7 @@ impl<W: Write + Send> Exporter<W> {
                     .quote_style(csv::QuoteStyle::Necessary)
                     .from_writer(out);
                 w.write_record(header(opts.version, opts.dataset))?;
-                Out::Csv(w)
+                Out::Csv(Box::new(w))
             }
             Format::Parquet => Out::Parquet(Box::new(parquet::ParquetOut::new(
                 out,
