@@ -121,11 +121,15 @@ fn export(rows: &[LedgerRow]) -> String {
 }
 
 fn export_with(opts: Options, rows: &[LedgerRow]) -> String {
+    String::from_utf8(run(opts, rows).1).unwrap()
+}
+
+fn run(opts: Options, rows: &[LedgerRow]) -> (tollgate_finance::focus::Summary, Vec<u8>) {
     let mut e = Exporter::new(opts, Vec::new()).unwrap();
     for r in rows {
         e.push(r).unwrap();
     }
-    String::from_utf8(e.finish().unwrap().1).unwrap()
+    e.finish().unwrap()
 }
 
 fn assert_passes(csv: &str) {
@@ -205,11 +209,7 @@ fn parquet_holds_the_csv_rows_with_explicit_types() {
     let csv = export(&rows);
     let mut opts = options();
     opts.format = Format::Parquet;
-    let mut e = Exporter::new(opts, Vec::new()).unwrap();
-    for r in &rows {
-        e.push(r).unwrap();
-    }
-    let (summary, bytes) = e.finish().unwrap();
+    let (summary, bytes) = run(opts, &rows);
     assert_eq!(&bytes[..4], b"PAR1");
     let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
     let schema = reader.metadata().file_metadata().schema_descr();

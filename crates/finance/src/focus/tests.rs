@@ -47,24 +47,7 @@ fn row(i: u64, at_ms: i64, tenant: &str, usage: Usage, cost: i64) -> LedgerRow {
 }
 
 fn export(version: Version, rows: &[LedgerRow]) -> (Summary, Vec<BTreeMap<String, String>>) {
-    let mut e = Exporter::new(opts(version), Vec::new()).unwrap();
-    for r in rows {
-        e.push(r).unwrap();
-    }
-    let (s, bytes) = e.finish().unwrap();
-    let mut rd = csv::Reader::from_reader(bytes.as_slice());
-    let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
-    let recs = rd
-        .records()
-        .map(|r| {
-            header
-                .iter()
-                .cloned()
-                .zip(r.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect();
-    (s, recs)
+    export_with(opts(version), rows)
 }
 
 /// A BilledCost cell (at most 9 decimals) in nano-USD.

@@ -42,6 +42,16 @@ fn export(env: &TestEnv, version: &str, out: &std::path::Path) -> std::process::
         .unwrap()
 }
 
+/// An admin GET whose status and body the test inspects itself.
+async fn admin_raw(env: &TestEnv, path: &str) -> reqwest::Response {
+    env.http
+        .get(env.url(path))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Yesterday and tomorrow (UTC), `YYYY-MM-DD`: a range that holds every row a test just made,
 /// even across midnight.
 fn days() -> (String, String) {
@@ -210,15 +220,11 @@ async fn focus_export_reconciles_with_the_ledger_and_the_spend_report() {
 
     // The same export over HTTP, streamed as a named attachment.
     let (today, tomorrow) = days();
-    let r = env
-        .http
-        .get(env.url(&format!(
-            "/admin/v1/exports/focus?from={today}&to={tomorrow}"
-        )))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap();
+    let r = admin_raw(
+        &env,
+        &format!("/admin/v1/exports/focus?from={today}&to={tomorrow}"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     assert_eq!(
@@ -243,28 +249,18 @@ async fn focus_export_reconciles_with_the_ledger_and_the_spend_report() {
         (format!("from={today}&to={tomorrow}&format=xlsx"), "format"),
         ("from=2010-01-01&to=2026-01-01".to_string(), "to"),
     ] {
-        let r = env
-            .http
-            .get(env.url(&format!("/admin/v1/exports/focus?{q}")))
-            .bearer_auth(MASTER)
-            .send()
-            .await
-            .unwrap();
+        let r = admin_raw(&env, &format!("/admin/v1/exports/focus?{q}")).await;
         assert_eq!(r.status(), 400, "{q}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["param"], param, "{q}: {body}");
     }
 
     // Parquet, over HTTP and from the CLI.
-    let r = env
-        .http
-        .get(env.url(&format!(
-            "/admin/v1/exports/focus?from={today}&to={tomorrow}&format=parquet"
-        )))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap();
+    let r = admin_raw(
+        &env,
+        &format!("/admin/v1/exports/focus?from={today}&to={tomorrow}&format=parquet"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -560,15 +556,11 @@ async fn chargeback_export_and_margins_agree_with_the_ledger() {
     }
     let rows = env.wait_rows("limit=100", |r| r.len() >= sent).await;
     let (from, to) = days();
-    let r = env
-        .http
-        .get(env.url(&format!(
-            "/admin/v1/exports/focus?from={from}&to={to}&dataset=chargeback"
-        )))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap();
+    let r = admin_raw(
+        &env,
+        &format!("/admin/v1/exports/focus?from={from}&to={to}&dataset=chargeback"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-disposition"]
@@ -792,12 +784,10 @@ async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
             .any(|l| l["feature"] == "(allocated)")
     );
     assert_eq!(by["total"], sb["total"]);
-    let r = env
-        .http
-        .get(env.url(&format!("/admin/v1/showback?from={from}&to={to}&by=model")))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap();
+    let r = admin_raw(
+        &env,
+        &format!("/admin/v1/showback?from={from}&to={to}&by=model"),
+    )
+    .await;
     assert_eq!(r.status(), 400);
 }
