@@ -175,21 +175,7 @@ fn chargeback_exports_satisfy_the_focus_1_2_requirements_model() {
 
 #[test]
 fn exports_satisfy_the_focus_1_2_requirements_model() {
-    let csv = export(&ledger());
-    let report = focus_model::check_csv(&csv, focus_model::GATEWAY_CRITERIA);
-    assert!(report.model_errors.is_empty(), "{}", report.summary());
-    assert!(report.checked.len() > 200, "{}", report.summary());
-    let failed: Vec<String> = report
-        .failures
-        .iter()
-        .map(|f| format!("{} ({}): {}", f.rule, f.keyword, f.requirement))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{}\n{}",
-        failed.join("\n"),
-        report.summary()
-    );
+    assert_passes(&export(&ledger()));
 }
 
 #[test]

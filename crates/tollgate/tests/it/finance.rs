@@ -42,6 +42,19 @@ fn export(env: &TestEnv, version: &str, out: &std::path::Path) -> std::process::
         .unwrap()
 }
 
+/// A gateway with keys for tenants `acme` and `globex`, and one without a tenant.
+async fn two_tenants(o: Opts) -> (TestEnv, String, String, String) {
+    let env = TestEnv::with(o).await;
+    let (acme, _) = env
+        .create_key(json!({"name": "acme-app", "tenant": "acme"}))
+        .await;
+    let (globex, _) = env
+        .create_key(json!({"name": "globex-app", "tenant": "globex"}))
+        .await;
+    let plain = env.key().await;
+    (env, acme, globex, plain)
+}
+
 /// An admin GET whose status and body the test inspects itself.
 async fn admin_raw(env: &TestEnv, path: &str) -> reqwest::Response {
     env.http
@@ -531,14 +544,7 @@ async fn chargeback_export_and_margins_agree_with_the_ledger() {
             .into(),
         ..Opts::default()
     };
-    let env = TestEnv::with(o).await;
-    let (acme, _) = env
-        .create_key(json!({"name": "acme-app", "tenant": "acme"}))
-        .await;
-    let (globex, _) = env
-        .create_key(json!({"name": "globex-app", "tenant": "globex"}))
-        .await;
-    let plain = env.key().await;
+    let (env, acme, globex, plain) = two_tenants(o).await;
     let mut sent = 0;
     for (key, model) in [
         (&acme, "gpt-4o-mini"),
@@ -659,14 +665,7 @@ async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
             .into(),
         ..Opts::default()
     };
-    let env = TestEnv::with(o).await;
-    let (acme, _) = env
-        .create_key(json!({"name": "acme-app", "tenant": "acme"}))
-        .await;
-    let (globex, _) = env
-        .create_key(json!({"name": "globex-app", "tenant": "globex"}))
-        .await;
-    let plain = env.key().await;
+    let (env, acme, globex, plain) = two_tenants(o).await;
     let mut sent = 0;
     for (key, feature, n) in [
         (&acme, "chat", 3),
