@@ -139,6 +139,7 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
         pricing: None,
         tenants: None,
         allocations: None,
+        anomalies: None,
         budgets: None,
         policies: None,
         rate_limits: None,

@@ -41,9 +41,9 @@ pub use defaults::DEFAULT_OPENAI_MODELS;
 pub use env::{EnvSource, ProcessEnv};
 pub use error::{ConfigError, ConfigIssue, ConfigWarning};
 pub use model::{
-    AllocationConfig, AllocationMatch, AllocationMethod, CacheConfig, CacheRule, CacheScope,
-    Config, Counters, DeploymentConfig, LedgerUrl, ModelConfig, PricingConfig, ProviderConfig,
-    ServerConfig, StorageConfig, Strategy, Timeouts,
+    AllocationConfig, AllocationMatch, AllocationMethod, AnomalyConfig, CacheConfig, CacheRule,
+    CacheScope, Config, Counters, DeploymentConfig, LedgerUrl, ModelConfig, PricingConfig,
+    ProviderConfig, ServerConfig, StorageConfig, Strategy, Timeouts,
 };
 pub use routing::{BreakerConfig, RetryBudgetConfig, RetryConfig, StickyConfig};
 pub use secret::{MASK, Secret};

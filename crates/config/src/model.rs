@@ -37,6 +37,8 @@ pub struct Config {
     /// [`AllocationConfig`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allocations: Vec<AllocationConfig>,
+    /// `anomalies`: spend-anomaly detection (see [`AnomalyConfig`]).
+    pub anomalies: AnomalyConfig,
     /// `budgets`: spend limits enforced in the request path, e.g.
     /// `{name: acme-monthly, scope: {tenant: acme}, limit_usd: "50.00", window: month, mode: hard}`.
     /// Windows: `day`, `week`, `month` (calendar, in `timezone`, UTC by default) or rolling
@@ -168,6 +170,35 @@ pub enum CacheScope {
     Tenant,
     Global,
 }
+
+/// `anomalies`: which scopes are watched for hours of unusual spend, and how unusual.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnomalyConfig {
+    /// `by`: scopes, each a list of dimensions (`[[tenant], [tenant, feature], [model]]`).
+    /// Default `[[tenant]]`. Dimensions: key, team, tenant, feature, user, model,
+    /// served_model, provider, deployment, endpoint.
+    pub by: Vec<Vec<String>>,
+    /// `min_usd`: the least excess over the expected hourly spend that is flagged. Default 1.
+    pub min_usd: tollgate_types::NanoUsd,
+    /// `threshold`: robust deviations (scaled MAD) above the expected spend. Default 4.
+    pub threshold: f64,
+    /// `weeks`: weeks of same-hour history in the baseline, 1 to 52. Default 4.
+    pub weeks: u32,
+}
+
+/// The dimensions an anomaly scope may use.
+pub const ANOMALY_DIMENSIONS: &[&str] = &[
+    "key",
+    "team",
+    "tenant",
+    "feature",
+    "user",
+    "model",
+    "served_model",
+    "provider",
+    "deployment",
+    "endpoint",
+];
 
 /// `allocations[i]`: take a pool of shared cost and spread it over tenants.
 #[derive(Debug, Clone, Serialize)]

@@ -32,6 +32,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub allocations: Option<Vec<RawAllocation>>,
     #[serde(default)]
+    pub anomalies: Option<RawAnomalies>,
+    #[serde(default)]
     pub budgets: Option<Vec<tollgate_policy::BudgetDef>>,
     #[serde(default)]
     pub policies: Option<Vec<tollgate_policy::rules::PolicyDef>>,
@@ -57,6 +59,15 @@ pub(crate) struct RawCacheRule {
     pub max_bytes: Option<u64>,
     pub scope: Option<crate::CacheScope>,
     pub cache_nondeterministic: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnomalies {
+    pub by: Option<Vec<Vec<String>>>,
+    pub min_usd: Option<tollgate_types::NanoUsd>,
+    pub threshold: Option<f64>,
+    pub weeks: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

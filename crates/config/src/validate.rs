@@ -92,6 +92,7 @@ pub(crate) fn validate(
         })
         .collect();
     let allocations = allocations(raw.allocations.unwrap_or_default(), &tenants, issues);
+    let anomalies = anomalies(raw.anomalies.unwrap_or_default(), issues);
     let budgets = raw.budgets.unwrap_or_default();
     let mut names = std::collections::BTreeSet::new();
     for (i, b) in budgets.iter().enumerate() {
@@ -156,6 +157,7 @@ pub(crate) fn validate(
         pricing,
         tenants,
         allocations,
+        anomalies,
         budgets,
         policies,
         rate_limits,
@@ -643,6 +645,52 @@ fn valid_model_name(name: &str) -> Result<(), &'static str> {
         return Err("model name contains whitespace or control characters");
     }
     Ok(())
+}
+
+fn anomalies(raw: crate::raw::RawAnomalies, issues: &mut Issues) -> crate::AnomalyConfig {
+    let by = raw.by.unwrap_or_else(|| vec![vec!["tenant".to_string()]]);
+    for (i, scope) in by.iter().enumerate() {
+        if scope.is_empty() {
+            issues.push(
+                format!("anomalies.by[{i}]"),
+                "must name at least one dimension",
+            );
+        }
+        for d in scope {
+            if !crate::model::ANOMALY_DIMENSIONS.contains(&d.as_str()) {
+                issues.push(
+                    format!("anomalies.by[{i}]"),
+                    format!(
+                        "unknown dimension '{d}'; valid: {}",
+                        crate::model::ANOMALY_DIMENSIONS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    let min_usd = raw
+        .min_usd
+        .unwrap_or(tollgate_types::NanoUsd(1_000_000_000));
+    if min_usd.nanos() < 0 {
+        issues.push("anomalies.min_usd", "must not be negative");
+    }
+    let threshold = raw.threshold.unwrap_or(4.0);
+    if !(threshold.is_finite() && threshold > 0.0) {
+        issues.push("anomalies.threshold", "must be a positive number");
+    }
+    let weeks = raw.weeks.unwrap_or(4);
+    if !(1..=52).contains(&weeks) {
+        issues.push(
+            "anomalies.weeks",
+            format!("must be between 1 and 52, got {weeks}"),
+        );
+    }
+    crate::AnomalyConfig {
+        by,
+        min_usd,
+        threshold,
+        weeks,
+    }
 }
 
 fn allocations(

@@ -1176,3 +1176,42 @@ fn allocation_rules_are_checked() {
         );
     }
 }
+
+#[test]
+fn anomaly_settings_are_checked() {
+    let c = load(EXAMPLE).unwrap().config;
+    assert_eq!(c.anomalies.by, vec![vec!["tenant".to_string()]]);
+    assert_eq!(c.anomalies.weeks, 4);
+    let c = load(&with(
+        "anomalies: {by: [[tenant, feature], [model]], min_usd: 5, threshold: 3.5, weeks: 8}\n",
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(c.anomalies.by.len(), 2);
+    assert_eq!(c.anomalies.min_usd, usd("5"));
+    for (yaml, expected) in [
+        (
+            "anomalies: {by: [[tenat]]}",
+            "anomalies.by[0]: unknown dimension 'tenat'",
+        ),
+        (
+            "anomalies: {by: [[]]}",
+            "anomalies.by[0]: must name at least one dimension",
+        ),
+        (
+            "anomalies: {threshold: 0}",
+            "anomalies.threshold: must be a positive number",
+        ),
+        (
+            "anomalies: {weeks: 60}",
+            "anomalies.weeks: must be between 1 and 52",
+        ),
+        (
+            "anomalies: {min_usd: -1}",
+            "anomalies.min_usd: must not be negative",
+        ),
+        ("anomalies: {window: 3}", "unknown field `window`"),
+    ] {
+        assert_error(&with(&format!("{yaml}\n")), expected);
+    }
+}

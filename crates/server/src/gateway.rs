@@ -71,6 +71,15 @@ pub struct GatewayParts {
     pub focus: tollgate_finance::focus::Options,
     /// Shared-cost allocation rules (`allocations`), for showback.
     pub allocations: Vec<tollgate_finance::showback::Rule>,
+    /// Which scopes are watched for spend anomalies, and how.
+    pub anomalies: AnomalyWatch,
+}
+
+/// `anomalies` in store and detector terms.
+#[derive(Debug, Clone)]
+pub struct AnomalyWatch {
+    pub scopes: Vec<Vec<tollgate_store::Dim>>,
+    pub settings: tollgate_finance::anomalies::Settings,
 }
 
 pub(crate) struct Inner {
@@ -87,6 +96,7 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<Arc<tollgate_cache::ResponseCache>>,
     pub(crate) focus: tollgate_finance::focus::Options,
     pub(crate) allocations: Vec<tollgate_finance::showback::Rule>,
+    pub(crate) anomalies: AnomalyWatch,
     pub(crate) alerts: mpsc::Sender<tollgate_policy::rules::Alert>,
     pub(crate) alert_rx: std::sync::Mutex<Option<mpsc::Receiver<tollgate_policy::rules::Alert>>>,
     pub(crate) metrics: Metrics,
@@ -122,6 +132,7 @@ impl Gateway {
             cache: parts.cache,
             focus: parts.focus,
             allocations: parts.allocations,
+            anomalies: parts.anomalies,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),

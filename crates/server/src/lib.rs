@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 pub use admin::{parse_time, validate_new_key_models};
 pub use gateway::{
-    Adapter, Deployment, Gateway, GatewayParts, LogicalModel, Router, ServerSettings,
+    Adapter, AnomalyWatch, Deployment, Gateway, GatewayParts, LogicalModel, Router, ServerSettings,
 };
 pub use stages::budget::seed_from_ledger;
 

@@ -39,6 +39,8 @@ pub enum Dim {
     Outcome,
     /// UTC calendar day of `started_at_ms`, `YYYY-MM-DD`.
     Day,
+    /// UTC hour of `started_at_ms`, `YYYY-MM-DDTHH:00:00Z`.
+    Hour,
 }
 
 impl Dim {
@@ -55,6 +57,7 @@ impl Dim {
         Dim::Endpoint,
         Dim::Outcome,
         Dim::Day,
+        Dim::Hour,
     ];
 
     /// The name used on the CLI (`--by tenant,model`) and in the admin API.
@@ -72,6 +75,7 @@ impl Dim {
             Dim::Endpoint => "endpoint",
             Dim::Outcome => "outcome",
             Dim::Day => "day",
+            Dim::Hour => "hour",
         }
     }
 
@@ -122,6 +126,10 @@ impl Dim {
             Dim::Day => &[(
                 "day",
                 "date(started_at_ms / 1000 - (started_at_ms % 1000 < 0), 'unixepoch')",
+            )],
+            Dim::Hour => &[(
+                "hour",
+                "strftime('%Y-%m-%dT%H:00:00Z', started_at_ms / 1000 - (started_at_ms % 1000 < 0), 'unixepoch')",
             )],
         }
     }

@@ -141,6 +141,13 @@ fn expected_dims(r: &LedgerRow, dims: &[Dim]) -> BTreeMap<String, String> {
             Dim::Day => {
                 m.insert("day".into(), utc_day(r.started_at_ms));
             }
+            Dim::Hour => {
+                let hour = r.started_at_ms.rem_euclid(DAY_MS) / 3_600_000;
+                m.insert(
+                    "hour".into(),
+                    format!("{}T{hour:02}:00:00Z", utc_day(r.started_at_ms)),
+                );
+            }
         }
     }
     m

@@ -17,7 +17,9 @@ use tollgate_providers::{AwsCredentials, OutputLimits, ProviderSettings, Timeout
 use tollgate_router::{
     BreakerSettings, Health, RetryBudget, RetrySettings, StickySettings, Strategy,
 };
-use tollgate_server::{Deployment, GatewayParts, LogicalModel, Router, ServerSettings};
+use tollgate_server::{
+    AnomalyWatch, Deployment, GatewayParts, LogicalModel, Router, ServerSettings,
+};
 use tollgate_store::{Definitions, Store};
 use tollgate_types::ProviderKind;
 
@@ -230,6 +232,28 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         cache: response_cache(cfg),
         focus: focus_options(cfg),
         allocations: allocation_rules(cfg),
+        anomalies: anomaly_watch(cfg)?,
+    })
+}
+
+/// `anomalies` in store and detector terms (dimension names were checked by the config).
+pub fn anomaly_watch(cfg: &Config) -> Result<AnomalyWatch> {
+    let a = &cfg.anomalies;
+    let scopes =
+        a.by.iter()
+            .map(|dims| {
+                dims.iter()
+                    .map(|d| tollgate_store::Dim::parse(d).context("anomalies.by"))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+    Ok(AnomalyWatch {
+        scopes,
+        settings: tollgate_finance::anomalies::Settings {
+            weeks: a.weeks,
+            min_usd: a.min_usd,
+            threshold: a.threshold,
+        },
     })
 }
 

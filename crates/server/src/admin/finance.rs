@@ -1,6 +1,7 @@
 //! Finance reads of the ledger: `GET /admin/v1/exports/focus` (the FOCUS export of `tollgate
 //! export focus`, streamed), `GET /admin/v1/margins` (the chargeback export's totals per
-//! tenant) and `GET /admin/v1/showback` (direct plus allocated shared cost per tenant).
+//! tenant), `GET /admin/v1/showback` (direct plus allocated shared cost per tenant) and
+//! `GET /admin/v1/anomalies` (hours of unusual spend per watched scope).
 //!
 //! The ledger is scanned on a blocking thread and the CSV goes out in chunks as each charge
 //! hour closes, so a month's export needs no more memory than an hour of groups. A client
@@ -8,7 +9,7 @@
 //! the body with an error, so the client sees a broken transfer, never a short file that
 //! looks complete.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use axum::Json;
@@ -18,6 +19,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::mpsc;
+use tollgate_finance::anomalies::{HOUR_MS, judge};
 use tollgate_finance::focus::{Dataset, Exporter, Format, Summary, TenantTotals, Version};
 use tollgate_finance::margins::{percent, prorated};
 use tollgate_finance::showback;
@@ -288,6 +290,95 @@ pub(crate) async fn showback(
         "ledger_total_usd": ledger_total,
     }))
     .into_response())
+}
+
+/// `GET /admin/v1/anomalies?from=&to=`: the hours in the range whose spend in a watched
+/// scope (`anomalies.by`) is far above its seasonal baseline, oldest first. Computed from the
+/// ledger when asked (off the request path), so restarts lose nothing; the current hour is
+/// judged on its spend so far and reported `open`.
+pub(crate) async fn anomalies(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult {
+    let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
+    flush(&gw).await?;
+    let watch = gw.0.anomalies.clone();
+    let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let history_from = first_hour - i64::from(watch.settings.weeks) * 168 * HOUR_MS;
+    let store = gw.0.store.clone();
+    let scopes = watch.scopes.clone();
+    // Per scope: its labels → hourly spend (hour start → nano-USD).
+    let series = blocking(move || {
+        let mut out = Vec::new();
+        for dims in scopes {
+            let mut group_by = dims.clone();
+            group_by.push(Dim::Hour);
+            let rows = store.spend(&SpendQuery {
+                group_by,
+                from_ms: Some(history_from),
+                to_ms: Some(to_ms),
+                ..Default::default()
+            })?;
+            let mut by_scope: BTreeMap<Vec<(String, String)>, BTreeMap<i64, i64>> = BTreeMap::new();
+            for r in rows {
+                let Some(hour) = r
+                    .dims
+                    .get("hour")
+                    .and_then(|h| h.parse::<jiff::Timestamp>().ok())
+                else {
+                    continue;
+                };
+                let labels: Vec<(String, String)> = r
+                    .dims
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "hour")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                *by_scope
+                    .entry(labels)
+                    .or_default()
+                    .entry(hour.as_millisecond())
+                    .or_default() += r.effective_cost.nanos();
+            }
+            out.push(by_scope);
+        }
+        Ok(out)
+    })
+    .await?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut found = Vec::new();
+    for by_scope in &series {
+        for (labels, hours) in by_scope {
+            let Some(&first) = hours.keys().next() else {
+                continue;
+            };
+            let mut h = first_hour;
+            while h < to_ms {
+                if let Some(f) = judge(hours, first, h, &watch.settings) {
+                    let scope: serde_json::Map<String, serde_json::Value> =
+                        labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                    found.push((f.hour_ms, scope, f));
+                }
+                h += HOUR_MS;
+            }
+        }
+    }
+    found.sort_by_key(|(h, _, _)| *h);
+    let data = found
+        .into_iter()
+        .map(|(h, scope, f)| {
+            json!({
+                "scope": scope,
+                "hour": rfc3339(h),
+                "actual_usd": f.actual,
+                "expected_usd": f.expected,
+                "score": (f.score * 100.0).round() / 100.0,
+                "baseline": f.baseline,
+                "status": if h + HOUR_MS > now { "open" } else { "closed" },
+            })
+        })
+        .collect();
+    Ok(crate::admin::list::respond(data, None))
 }
 
 /// `from` and `to`, both required, `from` before `to`, at most `max` apart.

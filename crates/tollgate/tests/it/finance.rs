@@ -790,3 +790,103 @@ async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
     .await;
     assert_eq!(r.status(), 400);
 }
+
+/// A history of `weeks` weeks of hourly rows for `tenant` ending last hour, costing
+/// `cost(hour_of_week, hours_ago)` nano-USD each.
+fn history(
+    tenant: &str,
+    weeks: i64,
+    cost: impl Fn(i64, i64) -> i64,
+) -> Vec<tollgate_types::LedgerRow> {
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond() / hour * hour;
+    (1..=weeks * 168)
+        .map(|ago| {
+            let at = now - ago * hour;
+            let mut r = tollgate_types::LedgerRow::start(
+                format!("req_{tenant}_{ago:08}"),
+                at + 60_000,
+                "/v1/chat/completions",
+            );
+            r.attribution.tenant = Some(tenant.into());
+            r.provider = Some("sim".into());
+            r.served_model = Some("gpt-4o-mini".into());
+            r.requested_model = Some("gpt-4o-mini".into());
+            r.status = 200;
+            // Hour of the week, from the Unix epoch's Thursday; only its period matters.
+            let how = (at / hour).rem_euclid(168);
+            r.effective_cost = tollgate_types::NanoUsd(cost(how, ago));
+            r.list_cost = r.effective_cost;
+            r
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn anomalies_flag_a_spike_once_and_not_a_weekly_pattern() {
+    let o = Opts {
+        extra_yaml: "anomalies: {by: [[tenant]], min_usd: 1, threshold: 4, weeks: 4}\n".into(),
+        ..Opts::default()
+    };
+    let env = TestEnv::with(o).await;
+    let usd = 1_000_000_000;
+    // acme: ~$2 an hour with a little noise, and one $40 hour two days ago.
+    let mut rows = history("acme", 5, |how, ago| {
+        if ago == 48 {
+            40 * usd
+        } else {
+            2 * usd + (how % 5) * usd / 10
+        }
+    });
+    // globex: $1 an hour, but $30 in three hours of each week (a weekly batch job).
+    rows.extend(history("globex", 5, |how, _| {
+        if (20..23).contains(&how) {
+            30 * usd
+        } else {
+            usd
+        }
+    }));
+    // Loaded as an operator would: `tollgate ledger import`.
+    let file = env.dir.path().join("history.jsonl");
+    let text: String = rows
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let cfg = ledger_config(env.dir.path(), "unused");
+    std::fs::write(
+        &cfg,
+        format!("storage:\n  ledger: sqlite://{}\n", env.db.display()),
+    )
+    .unwrap();
+    let o = tollgate(&["ledger", "import", file.to_str().unwrap()], &cfg);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let now = jiff::Timestamp::now();
+    let week_ago = (now - jiff::SignedDuration::from_hours(24 * 7)).to_string();
+    let soon = (now + jiff::SignedDuration::from_hours(1)).to_string();
+    let list = env
+        .admin_get(&format!("/admin/v1/anomalies?from={week_ago}&to={soon}"))
+        .await;
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{list}");
+    let a = &data[0];
+    assert_eq!(a["scope"], json!({"tenant": "acme"}));
+    assert_eq!(nanos(a["actual_usd"].as_str().unwrap()), 40 * usd);
+    assert_eq!(a["baseline"], "seasonal");
+    assert_eq!(a["status"], "closed");
+    let spike_hour = rows
+        .iter()
+        .find(|r| r.effective_cost.nanos() == 40 * usd)
+        .unwrap()
+        .started_at_ms
+        / 3_600_000
+        * 3_600_000;
+    assert_eq!(
+        a["hour"],
+        jiff::Timestamp::from_millisecond(spike_hour)
+            .unwrap()
+            .to_string()
+    );
+    assert!(a["score"].as_f64().unwrap() >= 4.0);
+}
