@@ -75,7 +75,15 @@ pub enum Trigger {
     BurnRate(BurnRate),
     /// The tenant's settled AI cost in `budget`'s window ÷ its revenue for that window ≥ Z %.
     RevenueSharePct(Pct),
+    /// A spend anomaly (`anomalies`) is open in the policy's scope: flagged in this hour or
+    /// the previous one. Written `anomaly: {}`.
+    Anomaly(AnomalyTrigger),
 }
+
+/// `anomaly: {}` (no options yet; a map so options can be added without a new spelling).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyTrigger {}
 
 /// `burn_rate: {usd_per_hour: 20, minutes: 15}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,10 +134,12 @@ struct TriggerRepr {
     burn_rate: Option<BurnRate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revenue_share_pct: Option<Pct>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    anomaly: Option<AnomalyTrigger>,
 }
 
 const ONE_TRIGGER: &str = "needs exactly one of utilization_pct, forecast_exceeds, burn_rate, \
-                           revenue_share_pct (one trigger per step)";
+                           revenue_share_pct, anomaly (one trigger per step)";
 
 impl TryFrom<TriggerRepr> for Trigger {
     type Error = String;
@@ -147,6 +157,9 @@ impl TryFrom<TriggerRepr> for Trigger {
         if let Some(p) = r.revenue_share_pct {
             found.push(Trigger::RevenueSharePct(p));
         }
+        if let Some(a) = r.anomaly {
+            found.push(Trigger::Anomaly(a));
+        }
         match (found.pop(), found.is_empty()) {
             (Some(t), true) => Ok(t),
             _ => Err(ONE_TRIGGER.to_string()),
@@ -162,6 +175,7 @@ impl From<Trigger> for TriggerRepr {
             Trigger::ForecastExceeds(b) => r.forecast_exceeds = Some(b),
             Trigger::BurnRate(b) => r.burn_rate = Some(b),
             Trigger::RevenueSharePct(p) => r.revenue_share_pct = Some(p),
+            Trigger::Anomaly(a) => r.anomaly = Some(a),
         }
         r
     }
@@ -263,6 +277,7 @@ impl Trigger {
             Trigger::ForecastExceeds(_) => "forecast_exceeds",
             Trigger::BurnRate(_) => "burn_rate",
             Trigger::RevenueSharePct(_) => "revenue_share_pct",
+            Trigger::Anomaly(_) => "anomaly",
         }
     }
 }
@@ -427,6 +442,8 @@ impl PolicyDef {
                         ));
                     }
                 }
+                // Reads the open anomalies the gateway publishes; nothing to check here.
+                Trigger::Anomaly(_) => {}
             }
             if step.then.is_empty() {
                 return Err(DefError::new(at("then"), "must have at least one action"));

@@ -51,7 +51,7 @@
 //! on DST days), rolling windows their configured length. Cost is the budget's settled `spent`
 //! (reservations are not cost yet). No or zero revenue → the trigger does not hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -361,14 +361,46 @@ fn window_revenue(monthly: NanoUsd, st: &BudgetStatus) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Whether an open anomaly's scope (its dimension labels, as `anomalies.by` reports them)
+/// falls inside a policy's scope: every dimension the policy's scope sets is a label of the
+/// anomaly, with the same value. A policy over everything sees every anomaly.
+fn anomaly_in_scope(scope: &crate::Scope, labels: &BTreeMap<String, String>) -> bool {
+    [
+        ("tenant", &scope.tenant),
+        ("feature", &scope.feature),
+        ("user", &scope.user),
+        ("key_id", &scope.key),
+        ("team", &scope.team),
+        ("model", &scope.model),
+    ]
+    .iter()
+    .all(|(k, want)| {
+        want.as_ref()
+            .is_none_or(|w| labels.get(*k).is_some_and(|v| v == w))
+    })
+}
+
+/// What triggers read besides budgets: published by the gateway, loaded once per request.
+struct Facts<'a> {
+    revenue: &'a HashMap<String, NanoUsd>,
+    anomalies: &'a [BTreeMap<String, String>],
+}
+
 fn read(
     t: &Trigger,
     p: &Compiled,
     st: Option<&BudgetStatus>,
-    revenue: &HashMap<String, NanoUsd>,
+    facts: &Facts<'_>,
     now_ms: i64,
 ) -> Reading {
+    let revenue = facts.revenue;
     match t {
+        Trigger::Anomaly(_) => Reading::Bool(
+            facts
+                .anomalies
+                .iter()
+                .any(|a| anomaly_in_scope(&p.def.scope, a)),
+        ),
         Trigger::UtilizationPct(_) => match st {
             Some(s) => Reading::Bp(ratio_bp(s.spent.0.saturating_add(s.reserved.0), s.limit.0)),
             None => Reading::Missing("budget unavailable"),
@@ -407,7 +439,7 @@ fn test(t: &Trigger, r: Reading, hysteresis_bp: i64, kind: Test) -> bool {
         (Trigger::UtilizationPct(p) | Trigger::RevenueSharePct(p), Reading::Bp(v)) => {
             v >= p.0.saturating_sub(h)
         }
-        (Trigger::ForecastExceeds(_), Reading::Bool(b)) => b,
+        (Trigger::ForecastExceeds(_) | Trigger::Anomaly(_), Reading::Bool(b)) => b,
         (Trigger::BurnRate(b), Reading::Rate(v)) => {
             i128::from(v) * 10_000 >= i128::from(b.usd_per_hour.0) * i128::from(10_000 - h)
         }
@@ -448,6 +480,13 @@ fn explain(p: &Compiled, si: usize, r: Reading, st: Option<&BudgetStatus>, kind:
             p.def.scope.tenant.as_deref().unwrap_or("?"),
             pct_threshold(thr.0)
         ),
+        (Trigger::Anomaly(_), Reading::Bool(b)) => {
+            if b {
+                "an open spend anomaly in the policy's scope".to_string()
+            } else {
+                "no open spend anomaly in the policy's scope".to_string()
+            }
+        }
         (Trigger::ForecastExceeds(_), Reading::Bool(b)) => {
             let (f, l) = st
                 .map(|s| (s.forecast_at_window_end, s.limit))
@@ -501,6 +540,8 @@ pub struct Policies {
     writer: Mutex<()>,
     clock: Arc<dyn Clock>,
     revenue: ArcSwap<HashMap<String, NanoUsd>>,
+    /// Scopes with an open spend anomaly, published by the gateway's anomaly watch.
+    anomalies: ArcSwap<Vec<BTreeMap<String, String>>>,
     log: DecisionLog,
 }
 
@@ -539,6 +580,7 @@ impl Policies {
             writer: Mutex::new(()),
             clock,
             revenue: ArcSwap::from_pointee(HashMap::new()),
+            anomalies: ArcSwap::from_pointee(Vec::new()),
             log: DecisionLog::new(log_capacity),
         }
     }
@@ -658,6 +700,12 @@ impl Policies {
         })
     }
 
+    /// Replaces the set of open spend anomalies (each a scope's labels, e.g.
+    /// `{tenant: acme}`), which `anomaly` triggers read.
+    pub fn set_open_anomalies(&self, open: Vec<BTreeMap<String, String>>) {
+        self.anomalies.store(Arc::new(open));
+    }
+
     /// Replaces the tenants' revenue (config `tenants`), in nano-USD **per month**.
     pub fn set_revenue(&self, monthly: HashMap<String, NanoUsd>) {
         self.revenue.store(Arc::new(monthly));
@@ -703,6 +751,11 @@ impl Policies {
         // Catalog order is name order: sorting indices gives the documented precedence.
         matched.sort_unstable();
         let revenue = self.revenue.load();
+        let anomalies = self.anomalies.load();
+        let facts = Facts {
+            revenue: &revenue,
+            anomalies: &anomalies,
+        };
         let mut statuses: Vec<(&str, Option<BudgetStatus>)> = Vec::new();
         let mut cands: Vec<Cand> = Vec::new();
 
@@ -720,7 +773,7 @@ impl Policies {
                         }
                     });
             let st = st_idx.and_then(|i| statuses[i].1.as_ref());
-            self.evaluate_one(p, st, &revenue, ctx, &mut cands, &mut decision);
+            self.evaluate_one(p, st, &facts, ctx, &mut cands, &mut decision);
         }
         combine(cands, &mut decision);
         decision
@@ -730,7 +783,7 @@ impl Policies {
         &self,
         p: &Compiled,
         st: Option<&BudgetStatus>,
-        revenue: &HashMap<String, NanoUsd>,
+        facts: &Facts<'_>,
         ctx: &EvalContext<'_>,
         cands: &mut Vec<Cand>,
         decision: &mut Decision,
@@ -741,7 +794,7 @@ impl Policies {
         // Up to MAX_STEPS readings on the stack.
         let mut readings = [Reading::Missing(""); super::def::MAX_STEPS];
         for (r, s) in readings.iter_mut().zip(steps) {
-            *r = read(&s.when, p, st, revenue, ctx.now_ms);
+            *r = read(&s.when, p, st, facts, ctx.now_ms);
         }
         let holds = |s: usize| test(&steps[s - 1].when, readings[s - 1], h, Test::Holds);
         let held = |s: usize| test(&steps[s - 1].when, readings[s - 1], h, Test::Held);

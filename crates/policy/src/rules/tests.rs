@@ -699,3 +699,47 @@ fn alert_fires_exactly_once_under_concurrency() {
         .count();
     assert_eq!(changes, 1);
 }
+
+#[test]
+fn an_open_anomaly_in_scope_fires_its_step() {
+    let w = World::new();
+    w.policy_yaml(
+        r#"
+name: acme-spike
+scope: {tenant: acme}
+mode: enforce
+steps:
+  - when: {anomaly: {}}
+    then: [block]
+"#,
+    );
+    assert!(w.eval("acme").is_empty(), "no anomaly yet");
+    let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // An anomaly of another tenant, or of a scope that does not say which tenant: not ours.
+    w.policies.set_open_anomalies(vec![
+        labels(&[("tenant", "globex")]),
+        labels(&[("model", "gpt-4o")]),
+    ]);
+    assert!(w.eval("acme").is_empty());
+    // One of acme's features spikes: acme's policy sees it.
+    w.policies
+        .set_open_anomalies(vec![labels(&[("tenant", "acme"), ("feature", "chat")])]);
+    let d = w.eval("acme");
+    assert!(d.blocked().is_some(), "{d:?}");
+    assert!(
+        d.actions[0]
+            .reason
+            .contains("an open spend anomaly in the policy's scope"),
+        "{}",
+        d.actions[0].reason
+    );
+    assert!(w.eval("globex").is_empty());
+    // Closed again: the ladder steps down.
+    w.policies.set_open_anomalies(Vec::new());
+    assert!(w.eval("acme").is_empty());
+}
