@@ -184,6 +184,9 @@ pub struct AnomalyConfig {
     pub threshold: f64,
     /// `weeks`: weeks of same-hour history in the baseline, 1 to 52. Default 4.
     pub weeks: u32,
+    /// `check_every_secs`: how often open anomalies are published to `anomaly` policy
+    /// triggers (only while some policy has one), 1 to 3600. Default 60.
+    pub check_every_secs: u32,
 }
 
 /// The dimensions an anomaly scope may use.

@@ -68,6 +68,7 @@ pub(crate) struct RawAnomalies {
     pub min_usd: Option<tollgate_types::NanoUsd>,
     pub threshold: Option<f64>,
     pub weeks: Option<u32>,
+    pub check_every_secs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -685,11 +685,19 @@ fn anomalies(raw: crate::raw::RawAnomalies, issues: &mut Issues) -> crate::Anoma
             format!("must be between 1 and 52, got {weeks}"),
         );
     }
+    let check_every_secs = raw.check_every_secs.unwrap_or(60);
+    if !(1..=3600).contains(&check_every_secs) {
+        issues.push(
+            "anomalies.check_every_secs",
+            format!("must be between 1 and 3600, got {check_every_secs}"),
+        );
+    }
     crate::AnomalyConfig {
         by,
         min_usd,
         threshold,
         weeks,
+        check_every_secs,
     }
 }
 

@@ -38,6 +38,37 @@ pub(crate) fn reservation_sweeper(gw: &Gateway) -> JoinHandle<()> {
     })
 }
 
+/// Publishes the open spend anomalies (found in this hour or the last) to the policy engine
+/// every `anomalies.check_every_secs`, while some policy has an `anomaly` step. Off the
+/// request path: the request path only reads the published set.
+pub(crate) fn anomaly_watch(gw: &Gateway) -> JoinHandle<()> {
+    let g = gw.clone();
+    gw.0.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(g.0.anomalies.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !g.0.policies.uses_anomalies() {
+                continue;
+            }
+            let now = now_ms();
+            let hour = tollgate_finance::anomalies::HOUR_MS;
+            let from = now.div_euclid(hour) * hour - hour;
+            match crate::admin::finance::find_anomalies(&g, from, now + 1).await {
+                Ok(found) => {
+                    let mut open: Vec<_> = found.into_iter().map(|(_, labels, _)| labels).collect();
+                    open.sort();
+                    open.dedup();
+                    g.0.policies.set_open_anomalies(open);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "anomaly watch: reading the ledger failed")
+                }
+            }
+        }
+    })
+}
+
 /// Polls the store's key version so CLI changes (another process) reach this one.
 pub(crate) fn key_poller(gw: &Gateway) -> JoinHandle<()> {
     let g = gw.clone();

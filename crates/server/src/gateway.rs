@@ -80,6 +80,8 @@ pub struct GatewayParts {
 pub struct AnomalyWatch {
     pub scopes: Vec<Vec<tollgate_store::Dim>>,
     pub settings: tollgate_finance::anomalies::Settings,
+    /// How often open anomalies are published to the policy engine.
+    pub interval: Duration,
 }
 
 pub(crate) struct Inner {

@@ -58,6 +58,7 @@ pub async fn serve(
     let poller = background::key_poller(&gateway);
     let sweeper = background::reservation_sweeper(&gateway);
     let alerts = background::alert_delivery(&gateway);
+    let anomalies = background::anomaly_watch(&gateway);
 
     let drain_signal = draining.clone();
     // Without TCP_NODELAY, Nagle's algorithm holds small writes (one SSE chunk) until the
@@ -85,6 +86,7 @@ pub async fn serve(
     };
     poller.abort();
     sweeper.abort();
+    anomalies.abort();
     if let Some(a) = alerts {
         a.abort();
     }

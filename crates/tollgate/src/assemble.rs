@@ -254,6 +254,7 @@ pub fn anomaly_watch(cfg: &Config) -> Result<AnomalyWatch> {
             min_usd: a.min_usd,
             threshold: a.threshold,
         },
+        interval: Duration::from_secs(u64::from(a.check_every_secs)),
     })
 }
 

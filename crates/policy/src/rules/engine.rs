@@ -700,6 +700,17 @@ impl Policies {
         })
     }
 
+    /// Whether any installed policy has an `anomaly` step (so the gateway need only watch
+    /// for anomalies when someone acts on them).
+    pub fn uses_anomalies(&self) -> bool {
+        self.catalog.load().policies.iter().any(|p| {
+            p.def
+                .steps
+                .iter()
+                .any(|s| matches!(s.when, Trigger::Anomaly(_)))
+        })
+    }
+
     /// Replaces the set of open spend anomalies (each a scope's labels, e.g.
     /// `{tenant: acme}`), which `anomaly` triggers read.
     pub fn set_open_anomalies(&self, open: Vec<BTreeMap<String, String>>) {

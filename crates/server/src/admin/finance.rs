@@ -19,7 +19,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tollgate_finance::anomalies::{HOUR_MS, judge};
+use tollgate_finance::anomalies::{Finding, HOUR_MS, judge};
 use tollgate_finance::focus::{Dataset, Exporter, Format, Summary, TenantTotals, Version};
 use tollgate_finance::margins::{percent, prorated};
 use tollgate_finance::showback;
@@ -302,6 +302,33 @@ pub(crate) async fn anomalies(
 ) -> AdminResult {
     let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
     flush(&gw).await?;
+    let mut found = find_anomalies(&gw, from_ms, to_ms).await?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    found.sort_by_key(|(h, _, _)| *h);
+    let data = found
+        .into_iter()
+        .map(|(h, labels, f)| {
+            json!({
+                "scope": labels,
+                "hour": rfc3339(h),
+                "actual_usd": f.actual,
+                "expected_usd": f.expected,
+                "score": (f.score * 100.0).round() / 100.0,
+                "baseline": f.baseline,
+                "status": if h + HOUR_MS > now { "open" } else { "closed" },
+            })
+        })
+        .collect();
+    Ok(crate::admin::list::respond(data, None))
+}
+
+/// The anomalies of every watched scope in the hours of `[from_ms, to_ms)`, unsorted: (hour
+/// start, the scope's labels, the finding). Reads the ledger on a blocking thread.
+pub(crate) async fn find_anomalies(
+    gw: &Gateway,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, BTreeMap<String, String>, Finding)>, ApiError> {
     let watch = gw.0.anomalies.clone();
     let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let history_from = first_hour - i64::from(watch.settings.weeks) * 168 * HOUR_MS;
@@ -345,7 +372,6 @@ pub(crate) async fn anomalies(
         Ok(out)
     })
     .await?;
-    let now = jiff::Timestamp::now().as_millisecond();
     let mut found = Vec::new();
     for by_scope in &series {
         for (labels, hours) in by_scope {
@@ -355,30 +381,13 @@ pub(crate) async fn anomalies(
             let mut h = first_hour;
             while h < to_ms {
                 if let Some(f) = judge(hours, first, h, &watch.settings) {
-                    let scope: serde_json::Map<String, serde_json::Value> =
-                        labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-                    found.push((f.hour_ms, scope, f));
+                    found.push((f.hour_ms, labels.iter().cloned().collect(), f));
                 }
                 h += HOUR_MS;
             }
         }
     }
-    found.sort_by_key(|(h, _, _)| *h);
-    let data = found
-        .into_iter()
-        .map(|(h, scope, f)| {
-            json!({
-                "scope": scope,
-                "hour": rfc3339(h),
-                "actual_usd": f.actual,
-                "expected_usd": f.expected,
-                "score": (f.score * 100.0).round() / 100.0,
-                "baseline": f.baseline,
-                "status": if h + HOUR_MS > now { "open" } else { "closed" },
-            })
-        })
-        .collect();
-    Ok(crate::admin::list::respond(data, None))
+    Ok(found)
 }
 
 /// `from` and `to`, both required, `from` before `to`, at most `max` apart.

@@ -890,3 +890,64 @@ async fn anomalies_flag_a_spike_once_and_not_a_weekly_pattern() {
     );
     assert!(a["score"].as_f64().unwrap() >= 4.0);
 }
+
+#[tokio::test]
+async fn an_anomaly_policy_blocks_the_spiking_tenant_only() {
+    let o = Opts {
+        extra_yaml: "anomalies: {by: [[tenant]], min_usd: 1, threshold: 4, weeks: 4, check_every_secs: 1}\n\
+                     policies:\n  - name: spike-guard\n    scope: {tenant: acme}\n    mode: enforce\n    \
+                     steps:\n      - when: {anomaly: {}}\n        then: [block]\n"
+            .into(),
+        ..Opts::default()
+    };
+    let (env, acme, globex, _) = two_tenants(o).await;
+    let usd = 1_000_000_000;
+    // Five weeks at $1 an hour for both tenants; acme has spent $50 in the current hour.
+    let mut rows = history("acme", 5, |_, _| usd);
+    rows.extend(history("globex", 5, |_, _| usd));
+    let mut spike = tollgate_types::LedgerRow::start(
+        "req_acme_spike".into(),
+        jiff::Timestamp::now().as_millisecond() - 1_000,
+        "/v1/chat/completions",
+    );
+    spike.attribution.tenant = Some("acme".into());
+    spike.effective_cost = tollgate_types::NanoUsd(50 * usd);
+    spike.status = 200;
+    rows.push(spike);
+    env.store().insert_rows(&rows).unwrap();
+
+    let ask = |key: String| {
+        let env = &env;
+        async move {
+            env.chat(
+                &key,
+                json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await
+        }
+    };
+    // The watch publishes within its interval (1 s here).
+    let mut status = 0;
+    for _ in 0..50 {
+        status = ask(acme.clone()).await.status().as_u16();
+        if status == 429 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 429, "acme is blocked while its anomaly is open");
+    let body: serde_json::Value = ask(acme.clone()).await.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "policy_blocked", "{body}");
+    assert_eq!(ask(globex.clone()).await.status(), 200, "globex is not");
+    let log = env
+        .admin_get("/admin/v1/policies/decisions?policy=spike-guard")
+        .await;
+    assert!(
+        log["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.to_string().contains("anomaly")),
+        "{log}"
+    );
+}
