@@ -892,12 +892,14 @@ async fn anomalies_flag_a_spike_once_and_not_a_weekly_pattern() {
 }
 
 #[tokio::test]
-async fn an_anomaly_policy_blocks_the_spiking_tenant_only() {
+async fn an_anomaly_policy_alerts_and_blocks_the_spiking_tenant_only() {
+    let (hook, hooks) = crate::policies::spawn_webhook().await;
     let o = Opts {
-        extra_yaml: "anomalies: {by: [[tenant]], min_usd: 1, threshold: 4, weeks: 4, check_every_secs: 1}\n\
-                     policies:\n  - name: spike-guard\n    scope: {tenant: acme}\n    mode: enforce\n    \
-                     steps:\n      - when: {anomaly: {}}\n        then: [block]\n"
-            .into(),
+        extra_yaml: format!(
+            "anomalies: {{by: [[tenant]], min_usd: 1, threshold: 4, weeks: 4, check_every_secs: 1}}\n\
+             policies:\n  - name: spike-guard\n    scope: {{tenant: acme}}\n    mode: enforce\n    \
+             steps:\n      - when: {{anomaly: {{}}}}\n        then: [{{alert: {{webhook: \"{hook}/spike\"}}}}, block]\n"
+        ),
         ..Opts::default()
     };
     let (env, acme, globex, _) = two_tenants(o).await;
@@ -939,6 +941,10 @@ async fn an_anomaly_policy_blocks_the_spiking_tenant_only() {
     let body: serde_json::Value = ask(acme.clone()).await.json().await.unwrap();
     assert_eq!(body["error"]["code"], "policy_blocked", "{body}");
     assert_eq!(ask(globex.clone()).await.status(), 200, "globex is not");
+    // The alert went to the webhook, off the request path.
+    let got = crate::policies::wait_hooks(&hooks, 1).await;
+    assert_eq!(got[0].0, "/spike");
+    assert!(got[0].1.to_string().contains("spike-guard"), "{}", got[0].1);
     let log = env
         .admin_get("/admin/v1/policies/decisions?policy=spike-guard")
         .await;

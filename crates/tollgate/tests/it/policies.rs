@@ -143,10 +143,10 @@ async fn level(env: &TestEnv, policy: &str) -> u64 {
 
 // ---- a webhook receiver -------------------------------------------------------------------
 
-type Hooks = Arc<Mutex<Vec<(String, Value)>>>;
+pub(crate) type Hooks = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A local HTTP server recording every POST as (path, JSON body); answers 200.
-async fn spawn_webhook() -> (String, Hooks) {
+pub(crate) async fn spawn_webhook() -> (String, Hooks) {
     let got: Hooks = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     let app = axum::Router::new().fallback(axum::routing::post(
@@ -167,7 +167,7 @@ async fn spawn_webhook() -> (String, Hooks) {
     (format!("http://{addr}"), got)
 }
 
-async fn wait_hooks(hooks: &Hooks, n: usize) -> Vec<(String, Value)> {
+pub(crate) async fn wait_hooks(hooks: &Hooks, n: usize) -> Vec<(String, Value)> {
     eventually(&format!("{n} webhook deliveries"), || async {
         hooks.lock().unwrap().len() >= n
     })
