@@ -45,7 +45,8 @@ impl Match {
             && self.provider.is_none()
     }
 
-    fn matches(&self, a: &Attribution) -> bool {
+    /// Whether a spend line with these labels is taken by the rule.
+    pub fn matches(&self, a: &Attribution) -> bool {
         let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         !self.is_empty()
             && ok(&self.tenant, &a.tenant)

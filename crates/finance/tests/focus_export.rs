@@ -17,6 +17,7 @@ fn options() -> Options {
         dataset: Dataset::Cost,
         format: Format::Csv,
         tenants: BTreeMap::new(),
+        allocations: Vec::new(),
         issuer: "Example Operator Ltd".into(),
         currency: "USD".into(),
         publishers: BTreeMap::from([

@@ -314,6 +314,7 @@ pub fn focus_options(cfg: &Config) -> Options {
         dataset: Dataset::Cost,
         format: Format::Csv,
         tenants,
+        allocations: allocation_rules(cfg),
         issuer: cfg.server.organization.clone(),
         currency: "USD".into(),
         publishers: publishers(cfg),

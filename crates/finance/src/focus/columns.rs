@@ -94,6 +94,7 @@ columns!(
     x_PriceTableVersion,
     x_UsageSource,
     x_PolicyActions,
+    x_AllocationPool,
     x_UpstreamCost,
     x_Margin,
 );
@@ -211,6 +212,7 @@ const X: &[Col] = &[
     x_PriceTableVersion,
     x_UsageSource,
     x_PolicyActions,
+    x_AllocationPool,
 ];
 
 /// The chargeback dataset's extra columns: the upstream cost of each row, and billed minus it.

@@ -150,6 +150,9 @@ pub struct Options {
     pub format: Format,
     /// Tenants' billing terms; a tenant without terms is billed at cost.
     pub tenants: BTreeMap<String, Terms>,
+    /// Shared-cost rules (`allocations`): a row whose spend a rule takes is marked with the
+    /// rule's name in `x_AllocationPool` (first matching rule, as in showback).
+    pub allocations: Vec<crate::showback::Rule>,
     /// The operator: `ProviderName` and `InvoiceIssuerName`.
     pub issuer: String,
     /// ISO 4217; ledger amounts are USD.
@@ -197,11 +200,14 @@ pub struct TenantTotals {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+/// How reports label an absent dimension (allocation rules match these labels).
+const NONE: &str = "(none)";
 
 /// Everything a FOCUS row of a group is keyed by, besides the hour and the token class.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct GroupKey {
     tenant: String,
+    team: Option<String>,
     sub_account: Option<(String, String)>,
     provider: Option<String>,
     served_model: Option<String>,
@@ -307,6 +313,7 @@ impl<W: Write + Send> Exporter<W> {
         };
         let key = GroupKey {
             tenant: a.tenant_label().to_string(),
+            team: a.team.clone(),
             sub_account,
             provider: row.provider.clone(),
             served_model: row.served_model.clone(),
@@ -460,6 +467,19 @@ impl<W: Write + Send> Exporter<W> {
             tags.insert(gw("provider"), p.into());
         }
         let tags = serde_json::to_string(&tags).map_err(|_| overflow())?;
+        let labels = crate::showback::Attribution {
+            tenant: key.tenant.clone(),
+            team: key.team.clone().unwrap_or_else(|| NONE.into()),
+            feature: key.feature.clone().unwrap_or_else(|| NONE.into()),
+            model: key.requested_model.clone().unwrap_or_else(|| NONE.into()),
+            provider: key.provider.clone().unwrap_or_else(|| NONE.into()),
+        };
+        let pool = self
+            .opts
+            .allocations
+            .iter()
+            .find(|r| r.take.as_ref().is_some_and(|m| m.matches(&labels)))
+            .map(|r| r.name.clone());
         let month = &period_start[..7];
 
         let mut out = Vec::with_capacity(classes.len());
@@ -567,6 +587,9 @@ impl<W: Write + Send> Exporter<W> {
                 set(Col::x_Feature, f.clone());
             }
             set(Col::x_PriceTableVersion, version.to_string());
+            if let Some(pool) = &pool {
+                set(Col::x_AllocationPool, pool.clone());
+            }
             set(Col::x_UsageSource, key.usage_source.to_string());
             if self.opts.dataset == Dataset::Chargeback {
                 let up = Decimal::from_nanos(upstream[i]);

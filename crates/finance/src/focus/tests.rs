@@ -11,6 +11,7 @@ fn opts(version: Version) -> Options {
         dataset: Dataset::Cost,
         format: Format::Csv,
         tenants: BTreeMap::new(),
+        allocations: Vec::new(),
         issuer: "Tollgate".into(),
         currency: "USD".into(),
         publishers: BTreeMap::from([(
@@ -304,4 +305,31 @@ proptest! {
             prop_assert!(unit.checked_mul(qty).unwrap().same_value(Decimal::parse(&r["ListCost"]).unwrap()));
         }
     }
+}
+
+#[test]
+fn shared_cost_rows_name_their_allocation_pool() {
+    let mut o = opts(Version::V1_2);
+    o.allocations.push(crate::showback::Rule {
+        name: "shared-embeddings".into(),
+        take: Some(crate::showback::Match {
+            feature: Some("embed".into()),
+            ..Default::default()
+        }),
+        amount_per_month: None,
+        method: crate::showback::Method::Even,
+        tenants: Vec::new(),
+    });
+    let u = Usage {
+        input_tokens: 100,
+        ..Default::default()
+    };
+    let mut shared = row(1, T, "acme", u, 15);
+    shared.attribution.feature = Some("embed".into());
+    let (_, recs) = export_with(o, &[row(2, T, "acme", u, 15), shared]);
+    let pools: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|r| (r["x_Feature"].as_str(), r["x_AllocationPool"].as_str()))
+        .collect();
+    assert_eq!(pools, [("chat", ""), ("embed", "shared-embeddings")]);
 }

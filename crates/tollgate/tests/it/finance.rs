@@ -769,6 +769,24 @@ async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
             .all(|l| l["tenant"] != "(unattributed)")
     );
 
+    // The FOCUS export marks the shared-cost rows with the pool that spreads them.
+    let r = admin_raw(
+        &env,
+        &format!("/admin/v1/exports/focus?from={from}&to={to}"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let file = env.dir.path().join("marked.csv");
+    std::fs::write(&file, r.bytes().await.unwrap()).unwrap();
+    for rec in records(&file) {
+        let want = match (rec["BillingAccountId"].as_str(), rec["x_Feature"].as_str()) {
+            (_, "shared-embeddings") => "shared-embeddings",
+            ("(unattributed)", _) => "unattributed",
+            _ => "",
+        };
+        assert_eq!(rec["x_AllocationPool"], want, "{rec:?}");
+    }
+
     // By feature: allocated shares are their own lines.
     let by = env
         .admin_get(&format!(
