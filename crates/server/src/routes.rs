@@ -60,6 +60,7 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/admin/v1/exports/focus", get(finance::focus))
         .route("/admin/v1/margins", get(finance::margins))
         .route("/admin/v1/showback", get(finance::showback))
+        .route("/admin/v1/allocations", get(finance::allocations))
         .route("/admin/v1/anomalies", get(finance::anomalies))
         .route_layer(axum::middleware::from_fn_with_state(
             gw.clone(),

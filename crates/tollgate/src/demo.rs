@@ -158,6 +158,9 @@ rate_limits:
 cache:
   models:
     {CACHED_MODEL}: {{ttl_secs: 300}}
+allocations:
+  - {{name: unattributed, match: {{tenant: "(unattributed)"}}, method: even}}
+  - {{name: traffic-ops, match: {{feature: traffic-ops}}}}
 budgets:
   - {{name: hooli-daily, scope: {{tenant: hooli}}, limit_usd: "0.0012", window: day, mode: hard}}
   - {{name: org-monthly, scope: {{}}, limit_usd: "100", window: month, mode: soft}}
@@ -425,6 +428,21 @@ policies:
         sticky_runs.push((model, sticky["hits"].as_u64().unwrap_or(0)));
     }
 
+    // Showback: shared spend (requests with no tenant, the traffic-operations runs) spread
+    // over the tenants by the `allocations` rules, through the admin API.
+    let now = jiff::Timestamp::now();
+    let showback: Value = http
+        .get(admin(&format!(
+            "showback?from={}&to={}",
+            now - jiff::SignedDuration::from_hours(24),
+            now + jiff::SignedDuration::from_hours(1)
+        )))
+        .bearer_auth(&master)
+        .send()
+        .await?
+        .json()
+        .await?;
+
     let _ = stop_tx.send(());
     let summary = server.await.context("gateway task")??;
     sim.shutdown().await;
@@ -475,6 +493,43 @@ policies:
     print!(
         "{}",
         report::spend(&by_feature, &spend, crate::cli::Format::Table)
+    );
+    println!(
+        "\nShowback (GET /admin/v1/showback): direct spend, plus shared spend — requests with no tenant \
+         (split evenly) and the traffic-operations runs (split by direct spend) — by allocations rules:\n"
+    );
+    let rows: Vec<Vec<String>> = showback["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|l| {
+            ["tenant", "direct_usd", "allocated_usd", "total_usd"]
+                .iter()
+                .map(|k| l[*k].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .collect();
+    print!(
+        "{}",
+        report::table(
+            &["tenant", "direct_usd", "allocated_usd", "total_usd"],
+            &rows
+        )
+    );
+    let (total, ledger) = (
+        &showback["total"]["total_usd"],
+        &showback["ledger_total_usd"],
+    );
+    println!(
+        "total: {} USD ({} the ledger's {} USD)",
+        total.as_str().unwrap_or("?"),
+        if total == ledger {
+            "equal to"
+        } else {
+            "DIFFERENT FROM"
+        },
+        ledger.as_str().unwrap_or("?")
     );
     // Finance output: the whole run as a FOCUS 1.2 file, and a config to explore it with.
     let focus = dir.join("focus-1.2.csv");

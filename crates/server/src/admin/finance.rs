@@ -390,6 +390,47 @@ pub(crate) async fn find_anomalies(
     Ok(found)
 }
 
+/// `GET /admin/v1/allocations`: the shared-cost rules in force (config `allocations`), in the
+/// order they are tried.
+pub(crate) async fn allocations(State(gw): State<Gateway>) -> AdminResult {
+    let data =
+        gw.0.allocations
+            .iter()
+            .map(|r| {
+                let take = r.take.as_ref().map(|m| {
+                    let mut o = serde_json::Map::new();
+                    for (k, v) in [
+                        ("tenant", &m.tenant),
+                        ("team", &m.team),
+                        ("feature", &m.feature),
+                        ("model", &m.model),
+                        ("provider", &m.provider),
+                    ] {
+                        if let Some(v) = v {
+                            o.insert(k.into(), json!(v));
+                        }
+                    }
+                    o
+                });
+                let (method, weights) = match &r.method {
+                    showback::Method::Proportional => ("proportional", None),
+                    showback::Method::Even => ("even", None),
+                    showback::Method::Weights(w) => ("weights", Some(w)),
+                };
+                json!({
+                    "object": "allocation",
+                    "name": r.name,
+                    "match": take,
+                    "amount_usd_per_month": r.amount_per_month,
+                    "method": method,
+                    "weights": weights,
+                    "tenants": r.tenants,
+                })
+            })
+            .collect();
+    Ok(crate::admin::list::respond(data, None))
+}
+
 /// `from` and `to`, both required, `from` before `to`, at most `max` apart.
 fn range(q: &HashMap<String, String>, max: std::time::Duration) -> Result<(i64, i64), ApiError> {
     let get = |k: &'static str| {

@@ -787,6 +787,22 @@ async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
         assert_eq!(rec["x_AllocationPool"], want, "{rec:?}");
     }
 
+    // The rules in force, in order.
+    let rules = env.admin_get("/admin/v1/allocations").await;
+    let names: Vec<&str> = rules["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shared-embeddings", "unattributed", "commitment"]);
+    assert_eq!(
+        rules["data"][0]["match"],
+        json!({"feature": "shared-embeddings"})
+    );
+    assert_eq!(rules["data"][2]["weights"], json!({"acme": 3, "globex": 1}));
+    assert_eq!(rules["data"][2]["amount_usd_per_month"], "310");
+
     // By feature: allocated shares are their own lines.
     let by = env
         .admin_get(&format!(
