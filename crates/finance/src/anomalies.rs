@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use tollgate_types::NanoUsd;
 
-pub const HOUR_MS: i64 = 3_600_000;
+use crate::HOUR_MS;
 const WEEK_HOURS: i64 = 168;
 
 /// `anomalies` settings.

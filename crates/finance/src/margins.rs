@@ -1,9 +1,6 @@
 //! Per-tenant margins: what the operator billed (the chargeback dataset's totals), what the
 //! models cost upstream, and the configured revenue for the same range.
 
-use jiff::Timestamp;
-use jiff::civil::DateTime;
-use jiff::tz::TimeZone;
 use tollgate_types::NanoUsd;
 
 /// `per_month` prorated over `[from_ms, to_ms)`: for each calendar month (UTC) the range
@@ -13,7 +10,7 @@ pub fn prorated(per_month: NanoUsd, from_ms: i64, to_ms: i64) -> NanoUsd {
     let mut total: i128 = 0;
     let mut cursor = from_ms;
     while cursor < to_ms {
-        let Some((start, end)) = month_of(cursor) else {
+        let Some((start, end)) = crate::utc_month(cursor) else {
             break;
         };
         let overlap = i128::from(end.min(to_ms) - cursor);
@@ -22,22 +19,6 @@ pub fn prorated(per_month: NanoUsd, from_ms: i64, to_ms: i64) -> NanoUsd {
         cursor = end;
     }
     NanoUsd(i64::try_from(total).unwrap_or(i64::MAX))
-}
-
-/// The UTC calendar month holding `ms`, as `[start, end)` in Unix milliseconds.
-fn month_of(ms: i64) -> Option<(i64, i64)> {
-    let dt = Timestamp::from_millisecond(ms)
-        .ok()?
-        .to_zoned(TimeZone::UTC)
-        .datetime();
-    let start = DateTime::new(dt.year(), dt.month(), 1, 0, 0, 0, 0).ok()?;
-    let end = start.checked_add(jiff::Span::new().months(1)).ok()?;
-    let ms = |d: DateTime| {
-        d.to_zoned(TimeZone::UTC)
-            .ok()
-            .map(|z| z.timestamp().as_millisecond())
-    };
-    Some((ms(start)?, ms(end)?))
 }
 
 /// `part / whole` as a percentage with two decimals, rounded half away from zero; `None` when

@@ -52,7 +52,7 @@ pub(crate) fn anomaly_watch(gw: &Gateway) -> JoinHandle<()> {
                 continue;
             }
             let now = now_ms();
-            let hour = tollgate_finance::anomalies::HOUR_MS;
+            let hour = tollgate_finance::HOUR_MS;
             let from = now.div_euclid(hour) * hour - hour;
             match crate::admin::finance::find_anomalies(&g, from, now + 1).await {
                 Ok(found) => {

@@ -35,10 +35,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use jiff::Timestamp;
-use jiff::civil::DateTime;
-use jiff::tz::TimeZone;
 use tollgate_types::{LedgerRow, NanoUsd, Outcome, UnitPrices};
 
+use crate::HOUR_MS;
 use crate::decimal::Decimal;
 
 pub use columns::header;
@@ -199,7 +198,6 @@ pub struct TenantTotals {
     pub billed: NanoUsd,
 }
 
-const HOUR_MS: i64 = 3_600_000;
 /// How reports label an absent dimension (allocation rules match these labels).
 const NONE: &str = "(none)";
 
@@ -693,18 +691,10 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The calendar month (UTC) holding `ms`: inclusive start, exclusive end.
+/// The calendar month (UTC) holding `ms`, as FOCUS date-times: inclusive start, exclusive end.
 fn month_bounds(ms: i64) -> (String, String) {
-    let dt: DateTime = Timestamp::from_millisecond(ms)
-        .unwrap_or(Timestamp::UNIX_EPOCH)
-        .to_zoned(TimeZone::UTC)
-        .datetime();
-    let start = DateTime::new(dt.year(), dt.month(), 1, 0, 0, 0, 0).unwrap_or(dt);
-    let end = start
-        .checked_add(jiff::Span::new().months(1))
-        .unwrap_or(start);
-    let fmt = |d: DateTime| d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    (fmt(start), fmt(end))
+    let (start, end) = crate::utc_month(ms).unwrap_or((ms, ms));
+    (rfc3339(start), rfc3339(end))
 }
 
 #[cfg(test)]
