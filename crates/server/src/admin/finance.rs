@@ -67,27 +67,14 @@ pub(crate) async fn focus(
     opts.version = version;
     opts.dataset = dataset;
     opts.format = format;
-    let filter = RowFilter {
-        from_ms: Some(from_ms),
-        to_ms: Some(to_ms),
-        ..Default::default()
-    };
     let store = gw.0.store.clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS);
     let errors = tx.clone();
     // Blocking: SQLite reads and CSV formatting; the channel paces it to the client.
     let _scan = tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::with_capacity(CHUNK_BYTES, Chunks(tx));
-        let result = Exporter::new(opts, out)
-            .map_err(|e| e.to_string())
-            .and_then(|mut exporter| {
-                store
-                    .scan_rows(&filter, |row| exporter.push(&row))
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                let (_, mut w) = exporter.finish().map_err(|e| e.to_string())?;
-                w.flush().map_err(|e| e.to_string())
-            });
+        let result = export(&store, from_ms, to_ms, opts, out)
+            .and_then(|(_, mut w)| w.flush().map_err(|e| e.to_string()));
         if let Err(e) = result {
             tracing::warn!(error = %e, "FOCUS export stopped");
             let _ = errors.blocking_send(Err(std::io::Error::other(e)));
@@ -126,20 +113,10 @@ pub(crate) async fn margins(
     opts.dataset = Dataset::Chargeback;
     let terms = opts.tenants.clone();
     let store = gw.0.store.clone();
-    let filter = RowFilter {
-        from_ms: Some(from_ms),
-        to_ms: Some(to_ms),
-        ..Default::default()
-    };
     // The chargeback export itself, written nowhere: the margins are its totals, so the two
     // can never disagree.
-    let summary = tokio::task::spawn_blocking(move || -> Result<Summary, String> {
-        let mut exporter = Exporter::new(opts, std::io::sink()).map_err(|e| e.to_string())?;
-        store
-            .scan_rows(&filter, |row| exporter.push(&row))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok(exporter.finish().map_err(|e| e.to_string())?.0)
+    let summary = tokio::task::spawn_blocking(move || {
+        export(&store, from_ms, to_ms, opts, std::io::sink()).map(|(s, _)| s)
     })
     .await
     .map_err(|e| ApiError::internal(format!("margins task: {e}")))?
@@ -430,6 +407,28 @@ pub(crate) async fn allocations(State(gw): State<Gateway>) -> AdminResult {
             })
             .collect();
     Ok(crate::admin::list::respond(data, None))
+}
+
+/// The ledger rows started in `[from_ms, to_ms)` through an exporter into `out` (blocking:
+/// call it on a blocking thread).
+fn export<W: Write + Send>(
+    store: &tollgate_store::Store,
+    from_ms: i64,
+    to_ms: i64,
+    opts: tollgate_finance::focus::Options,
+    out: W,
+) -> Result<(Summary, W), String> {
+    let filter = RowFilter {
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    };
+    let mut exporter = Exporter::new(opts, out).map_err(|e| e.to_string())?;
+    store
+        .scan_rows(&filter, |row| exporter.push(&row))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    exporter.finish().map_err(|e| e.to_string())
 }
 
 /// `from` and `to`, both required, `from` before `to`, at most `max` apart.
