@@ -5,11 +5,17 @@
 //! no one's direct spend), plus a fixed monthly amount prorated over the range (a provider
 //! commitment, say) — and spreads it over tenants `proportional` to their direct spend,
 //! `even`ly, or by fixed `weights`. Rules are tried in order; a spend line goes to the first
-//! rule it matches. Every split is by largest remainder at one nano-dollar, so the allocated
-//! amounts sum to each pool exactly and the report's total is the ledger total plus the fixed
-//! amounts, exactly.
+//! rule it matches. A pool's two parts are split separately at one nano-dollar, so the
+//! allocated amounts sum to each pool exactly and the report's total is the ledger total plus
+//! the fixed amounts, exactly:
+//!
+//! - the ledger part by highest averages (D'Hondt, [`apportion`]). That method is
+//!   house-monotone — a larger amount never gives anyone less — so the FOCUS export can
+//!   apportion each shared row's cost cumulatively: every row's shares are non-negative, sum to
+//!   the row's cost, and add up over the file to exactly this report's shares;
+//! - the fixed part by largest remainder ([`split`]), within one nano-dollar of exact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use tollgate_types::NanoUsd;
 
@@ -94,6 +100,10 @@ pub struct Pool {
     pub from_ledger: NanoUsd,
     pub fixed: NanoUsd,
     pub shares: BTreeMap<String, NanoUsd>,
+    /// The part of each share that is ledger spend (what the FOCUS export apportions).
+    pub ledger_shares: BTreeMap<String, NanoUsd>,
+    /// The tenants that carry the pool and their weights, in order; empty when nobody does.
+    pub weights: Vec<(String, i128)>,
 }
 
 /// Report lines by (tenant, feature when reported by feature).
@@ -167,12 +177,18 @@ pub fn showback(
             }
         };
         let mut shares = BTreeMap::new();
+        let mut ledger_shares = BTreeMap::new();
         if targets.is_empty() {
             // Nobody to carry it: it stays visible as unallocated.
-            shares.insert(format!("(unallocated: {})", rule.name), NanoUsd(pool));
+            let name = format!("(unallocated: {})", rule.name);
+            shares.insert(name.clone(), NanoUsd(pool));
+            ledger_shares.insert(name, NanoUsd(from_ledger));
         } else {
-            for (t, s) in targets.iter().zip(split(pool, &weights)) {
-                shares.insert(t.clone(), NanoUsd(s));
+            let ledger = apportion(from_ledger, &weights);
+            let fixed = split(fixed_amount.nanos(), &weights);
+            for ((t, l), f) in targets.iter().zip(ledger).zip(fixed) {
+                shares.insert(t.clone(), NanoUsd(l.saturating_add(f)));
+                ledger_shares.insert(t.clone(), NanoUsd(l));
             }
         }
         for (t, s) in &shares {
@@ -186,9 +202,88 @@ pub fn showback(
             from_ledger: NanoUsd(from_ledger),
             fixed: fixed_amount,
             shares,
+            ledger_shares,
+            weights: targets.into_iter().zip(weights).collect(),
         });
     }
     (lines, out)
+}
+
+/// Splits `total` nano-USD (≥ 0) over parts by `weights` (≥ 0) with highest averages
+/// (D'Hondt): hand out nano-dollars one by one, each to the part with the highest
+/// `weight / (given + 1)`, ties to the earlier part. The parts sum to `total` exactly, and the
+/// method is house-monotone: `apportion(t + d, w)[i] >= apportion(t, w)[i]` for every part,
+/// which is what lets a running total be apportioned row by row without a negative share.
+/// All-zero weights put everything on the first part; a negative total is apportioned as its
+/// negation.
+pub fn apportion(total: i64, weights: &[i128]) -> Vec<i64> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    if total < 0 {
+        return apportion(total.saturating_neg(), weights)
+            .into_iter()
+            .map(|x| -x)
+            .collect();
+    }
+    let w: Vec<i128> = weights.iter().map(|&x| x.max(0)).collect();
+    let sum: i128 = w.iter().sum();
+    if sum == 0 {
+        let mut v = vec![0; w.len()];
+        v[0] = total;
+        return v;
+    }
+    // Every nano-dollar whose threshold `k / w` is at most `total / sum` is handed out first:
+    // that is `floor(total × w / sum)` per part, at most `total` in all and fewer than one per
+    // part short of it. The rest go one at a time to the lowest next threshold. `total ×
+    // w` fits in i128 (both below 2^63), and so do the cross products below.
+    let t = i128::from(total);
+    let mut given: Vec<i128> = w.iter().map(|&x| t * x / sum).collect();
+    let mut rest = t - given.iter().sum::<i128>();
+    let mut next: BinaryHeap<Next> = (0..w.len())
+        .filter(|&i| w[i] > 0)
+        .map(|i| Next {
+            seat: given[i] + 1,
+            weight: w[i],
+            part: i,
+        })
+        .collect();
+    while rest > 0 {
+        let Some(n) = next.pop() else { break };
+        given[n.part] += 1;
+        rest -= 1;
+        next.push(Next {
+            seat: n.seat + 1,
+            ..n
+        });
+    }
+    given
+        .into_iter()
+        .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+        .collect()
+}
+
+/// A part's next nano-dollar in [`apportion`]: its threshold is `seat / weight`. The heap's
+/// greatest is the lowest threshold, the earlier part on a tie.
+#[derive(PartialEq, Eq)]
+struct Next {
+    seat: i128,
+    weight: i128,
+    part: usize,
+}
+
+impl Ord for Next {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.seat * self.weight)
+            .cmp(&(self.seat * o.weight))
+            .then(o.part.cmp(&self.part))
+    }
+}
+
+impl PartialOrd for Next {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
 }
 
 #[cfg(test)]
@@ -285,6 +380,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn apportion_by_highest_averages() {
+        assert_eq!(apportion(10, &[1, 1, 1]), [4, 3, 3]);
+        assert_eq!(apportion(7, &[0, 0]), [7, 0]);
+        assert_eq!(apportion(5, &[0, 3]), [0, 5]);
+        assert_eq!(apportion(-10, &[1, 1, 1]), [-4, -3, -3]);
+        assert!(apportion(3, &[]).is_empty());
+        // D'Hondt leans to the larger part, by fewer nano-dollars than there are parts: 4
+        // over 6:1:1:1 (quotas 2.67 and 0.44) all goes to the first.
+        assert_eq!(apportion(4, &[6, 1, 1, 1]), [4, 0, 0, 0]);
+        let big = apportion(i64::MAX, &[i128::from(i64::MAX), 1]);
+        assert_eq!(
+            big.iter().map(|&x| i128::from(x)).sum::<i128>(),
+            i128::from(i64::MAX)
+        );
+    }
+
     proptest! {
         /// Whatever the spend and the rules, the lines sum to the spend plus the fixed amounts.
         #[test]
@@ -315,6 +427,29 @@ mod tests {
             }
             for p in &pools {
                 prop_assert_eq!(p.shares.values().map(|s| s.nanos()).sum::<i64>(), p.from_ledger.nanos() + p.fixed.nanos());
+            }
+        }
+
+        /// Shares sum to the total, never shrink as it grows, and stay within the number of
+        /// parts of the exact share.
+        #[test]
+        fn apportion_is_exact_and_monotone(
+            weights in prop::collection::vec(0i128..1_000_000_000_000, 1..12),
+            total in 0i64..10_000_000_000_000,
+            more in 0i64..1_000_000,
+        ) {
+            let a = apportion(total, &weights);
+            let b = apportion(total + more, &weights);
+            prop_assert_eq!(a.iter().sum::<i64>(), total);
+            prop_assert_eq!(b.iter().sum::<i64>(), total + more);
+            let sum: i128 = weights.iter().sum();
+            for i in 0..weights.len() {
+                prop_assert!(b[i] >= a[i], "part {} shrank: {:?} → {:?}", i, a, b);
+                if sum > 0 {
+                    let exact = i128::from(total) * weights[i] / sum;
+                    let off = i128::from(a[i]) - exact;
+                    prop_assert!((0..=weights.len() as i128).contains(&off), "{} vs {}", a[i], exact);
+                }
             }
         }
     }

@@ -18,6 +18,7 @@ fn options() -> Options {
         format: Format::Csv,
         tenants: BTreeMap::new(),
         allocations: Vec::new(),
+        pools: Vec::new(),
         issuer: "Example Operator Ltd".into(),
         currency: "USD".into(),
         publishers: BTreeMap::from([

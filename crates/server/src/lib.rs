@@ -37,7 +37,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-pub use admin::{parse_time, validate_new_key_models};
+pub use admin::{allocation_pools, parse_time, validate_new_key_models};
 pub use gateway::{
     Adapter, AnomalyWatch, Deployment, Gateway, GatewayParts, LogicalModel, Router, ServerSettings,
 };

@@ -315,6 +315,7 @@ pub fn focus_options(cfg: &Config) -> Options {
         format: Format::Csv,
         tenants,
         allocations: allocation_rules(cfg),
+        pools: Vec::new(),
         issuer: cfg.server.organization.clone(),
         currency: "USD".into(),
         publishers: publishers(cfg),

@@ -25,12 +25,15 @@ pub struct FocusJob {
 
 /// Runs the export: rows in `[from, to)` by start time → CSV on stdout or `output`.
 pub fn run(cfg: &Config, store: &Store, job: &FocusJob) -> Result<Summary> {
-    let opts = Options {
+    let mut opts = Options {
         version: job.version,
         dataset: job.dataset,
         format: job.format,
         ..assemble::focus_options(cfg)
     };
+    opts.pools =
+        tollgate_server::allocation_pools(store, &opts.allocations, job.from_ms, job.to_ms)
+            .context("reading the ledger for the allocation pools")?;
     let filter = RowFilter {
         from_ms: Some(job.from_ms),
         to_ms: Some(job.to_ms),

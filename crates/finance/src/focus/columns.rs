@@ -95,6 +95,7 @@ columns!(
     x_UsageSource,
     x_PolicyActions,
     x_AllocationPool,
+    x_AllocatedCosts,
     x_UpstreamCost,
     x_Margin,
 );
@@ -213,6 +214,7 @@ const X: &[Col] = &[
     x_UsageSource,
     x_PolicyActions,
     x_AllocationPool,
+    x_AllocatedCosts,
 ];
 
 /// The chargeback dataset's extra columns: the upstream cost of each row, and billed minus it.

@@ -152,6 +152,11 @@ pub struct Options {
     /// Shared-cost rules (`allocations`): a row whose spend a rule takes is marked with the
     /// rule's name in `x_AllocationPool` (first matching rule, as in showback).
     pub allocations: Vec<crate::showback::Rule>,
+    /// The range's showback pools (by rule name): who carries each and by what weights. A
+    /// shared row's upstream cost is apportioned over them in `x_AllocatedCosts`, cumulatively,
+    /// so each tenant's shares over the file sum to its showback share of the pool's ledger
+    /// spend exactly. Empty: pools are marked, not apportioned.
+    pub pools: Vec<crate::showback::Pool>,
     /// The operator: `ProviderName` and `InvoiceIssuerName`.
     pub issuer: String,
     /// ISO 4217; ledger amounts are USD.
@@ -247,10 +252,37 @@ enum Out<W: Write + Send> {
     Parquet(Box<parquet::ParquetOut<W>>),
 }
 
+/// A pool's apportionment so far: the upstream cost of its rows written, and what each
+/// carrier has been given of it.
+struct Running {
+    carriers: Vec<String>,
+    weights: Vec<i128>,
+    total: i64,
+    given: Vec<i64>,
+}
+
+impl Running {
+    /// Adds a row's cost; its shares (JSON: carrier → USD, non-zero ones) sum to `cost`.
+    fn add(&mut self, cost: i64) -> String {
+        self.total = self.total.saturating_add(cost);
+        let now = crate::showback::apportion(self.total, &self.weights);
+        let mut shares = serde_json::Map::new();
+        for ((carrier, had), now) in self.carriers.iter().zip(&mut self.given).zip(now) {
+            if now != *had {
+                let share = Decimal::from_nanos(now.saturating_sub(*had)).to_string();
+                shares.insert(carrier.clone(), share.into());
+            }
+            *had = now;
+        }
+        serde_json::Value::Object(shares).to_string()
+    }
+}
+
 /// Streams ledger rows (in start-time order) into a FOCUS file.
 pub struct Exporter<W: Write + Send> {
     opts: Options,
     out: Out<W>,
+    running: HashMap<String, Running>,
     hour: Option<i64>,
     groups: HashMap<GroupKey, Group>,
     summary: Summary,
@@ -273,9 +305,27 @@ impl<W: Write + Send> Exporter<W> {
                 file_columns(opts.version, opts.dataset).collect(),
             )?)),
         };
+        let running = opts
+            .pools
+            .iter()
+            .filter(|p| !p.weights.is_empty())
+            .map(|p| {
+                let (carriers, weights): (Vec<String>, Vec<i128>) =
+                    p.weights.iter().cloned().unzip();
+                let given = vec![0; carriers.len()];
+                let r = Running {
+                    carriers,
+                    weights,
+                    total: 0,
+                    given,
+                };
+                (p.rule.clone(), r)
+            })
+            .collect();
         Ok(Exporter {
             opts,
             out,
+            running,
             hour: None,
             groups: HashMap::new(),
             summary: Summary::default(),
@@ -392,7 +442,7 @@ impl<W: Write + Send> Exporter<W> {
 
     /// The FOCUS rows of one group (cells indexed by [`Col`]) and the group's billed total.
     fn group_rows(
-        &self,
+        &mut self,
         hour: i64,
         key: &GroupKey,
         g: &Group,
@@ -587,6 +637,9 @@ impl<W: Write + Send> Exporter<W> {
             set(Col::x_PriceTableVersion, version.to_string());
             if let Some(pool) = &pool {
                 set(Col::x_AllocationPool, pool.clone());
+                if let Some(r) = self.running.get_mut(pool) {
+                    set(Col::x_AllocatedCosts, r.add(upstream[i]));
+                }
             }
             set(Col::x_UsageSource, key.usage_source.to_string());
             if self.opts.dataset == Dataset::Chargeback {

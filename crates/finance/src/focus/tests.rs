@@ -12,6 +12,7 @@ fn opts(version: Version) -> Options {
         format: Format::Csv,
         tenants: BTreeMap::new(),
         allocations: Vec::new(),
+        pools: Vec::new(),
         issuer: "Tollgate".into(),
         currency: "USD".into(),
         publishers: BTreeMap::from([(
@@ -332,4 +333,72 @@ fn shared_cost_rows_name_their_allocation_pool() {
         .map(|r| (r["x_Feature"].as_str(), r["x_AllocationPool"].as_str()))
         .collect();
     assert_eq!(pools, [("chat", ""), ("embed", "shared-embeddings")]);
+}
+
+proptest! {
+    /// Shared rows carry their cost apportioned over the pool's carriers: each row's shares
+    /// are non-negative and sum to its BilledCost, and each carrier's shares over the file sum
+    /// to its showback share of the pool's ledger spend, exactly.
+    #[test]
+    fn allocated_costs_add_up_to_the_showback_shares(
+        rows in prop::collection::vec((0i64..72, 0u64..5_000, 0u64..3_000, 0i64..50_000_000), 1..40),
+        weights in prop::collection::vec(1u64..1_000_000, 1..5),
+    ) {
+        let carriers: Vec<String> = (0..weights.len()).map(|i| format!("t{i}")).collect();
+        let mut ledger: Vec<LedgerRow> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &(h, input, output, cost))| {
+                let u = Usage { input_tokens: input, output_tokens: output, ..Default::default() };
+                let mut r = row(i as u64, T + h * HOUR_MS, "shared", u, cost);
+                r.attribution.feature = Some("embed".into());
+                r
+            })
+            .collect();
+        ledger.sort_by_key(|r| r.started_at_ms);
+        let rule = crate::showback::Rule {
+            name: "pool".into(),
+            take: Some(crate::showback::Match { feature: Some("embed".into()), ..Default::default() }),
+            amount_per_month: None,
+            method: crate::showback::Method::Weights(
+                carriers.iter().cloned().zip(weights.iter().copied()).collect(),
+            ),
+            tenants: Vec::new(),
+        };
+        let spend: Vec<_> = ledger
+            .iter()
+            .map(|r| {
+                let a = crate::showback::Attribution {
+                    tenant: "shared".into(),
+                    team: "(none)".into(),
+                    feature: "embed".into(),
+                    model: "gpt-4o-mini".into(),
+                    provider: "openai".into(),
+                };
+                (a, r.effective_cost)
+            })
+            .collect();
+        let (_, pools) =
+            crate::showback::showback(&spend, std::slice::from_ref(&rule), &BTreeMap::new(), false);
+        let mut o = opts(Version::V1_2);
+        o.allocations.push(rule);
+        o.pools = pools.clone();
+        let (_, recs) = export_with(o, &ledger);
+        let mut got: BTreeMap<String, i128> = BTreeMap::new();
+        for r in &recs {
+            let shares: BTreeMap<String, String> =
+                serde_json::from_str(&r["x_AllocatedCosts"]).unwrap();
+            let mut sum = 0;
+            for (t, v) in shares {
+                let n = nanos(&v);
+                prop_assert!(n > 0, "{r:?}");
+                sum += n;
+                *got.entry(t).or_default() += n;
+            }
+            prop_assert_eq!(sum, nanos(&r["BilledCost"]));
+        }
+        for (t, share) in &pools[0].ledger_shares {
+            prop_assert_eq!(got.get(t).copied().unwrap_or(0), i128::from(share.nanos()), "{}", t);
+        }
+    }
 }

@@ -111,6 +111,8 @@ pub(crate) async fn margins(
     flush(&gw).await?;
     let mut opts = gw.0.focus.clone();
     opts.dataset = Dataset::Chargeback;
+    // Totals only: no pool to mark or apportion, so no showback read first.
+    opts.allocations.clear();
     let terms = opts.tenants.clone();
     let store = gw.0.store.clone();
     // The chargeback export itself, written nowhere: the margins are its totals, so the two
@@ -185,43 +187,11 @@ pub(crate) async fn showback(
         }
     };
     flush(&gw).await?;
-    let query = SpendQuery {
-        group_by: vec![
-            Dim::Tenant,
-            Dim::Team,
-            Dim::Feature,
-            Dim::Model,
-            Dim::Provider,
-        ],
-        from_ms: Some(from_ms),
-        to_ms: Some(to_ms),
-        ..Default::default()
-    };
     let store = gw.0.store.clone();
-    let rows = blocking(move || store.spend(&query)).await?;
-    let dim = |r: &tollgate_store::SpendRow, k: &str| r.dims.get(k).cloned().unwrap_or_default();
-    let spend: Vec<(showback::Attribution, NanoUsd)> = rows
-        .iter()
-        .map(|r| {
-            let a = showback::Attribution {
-                tenant: dim(r, "tenant"),
-                team: dim(r, "team"),
-                feature: dim(r, "feature"),
-                model: dim(r, "model"),
-                provider: dim(r, "provider"),
-            };
-            (a, r.effective_cost)
-        })
-        .collect();
+    let spend = blocking(move || showback_spend(&store, from_ms, to_ms)).await?;
     let ledger_total = NanoUsd(spend.iter().map(|(_, c)| c.nanos()).sum());
     let rules = &gw.0.allocations;
-    let fixed = rules
-        .iter()
-        .filter_map(|r| {
-            let amount = r.amount_per_month?;
-            Some((r.name.clone(), prorated(amount, from_ms, to_ms)))
-        })
-        .collect();
+    let fixed = fixed_amounts(rules, from_ms, to_ms);
     let (lines, pools) = showback::showback(&spend, rules, &fixed, by_feature);
     let mut total = showback::Line::default();
     let data: Vec<_> = lines
@@ -250,6 +220,7 @@ pub(crate) async fn showback(
                 "from_ledger_usd": p.from_ledger,
                 "fixed_usd": p.fixed,
                 "shares": p.shares,
+                "ledger_shares": p.ledger_shares,
             })
         })
         .collect();
@@ -268,6 +239,68 @@ pub(crate) async fn showback(
         "ledger_total_usd": ledger_total,
     }))
     .into_response())
+}
+
+/// The range's spend by every label an allocation rule can match, as showback reads it.
+fn showback_spend(
+    store: &tollgate_store::Store,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(showback::Attribution, NanoUsd)>, tollgate_store::StoreError> {
+    let query = SpendQuery {
+        group_by: vec![
+            Dim::Tenant,
+            Dim::Team,
+            Dim::Feature,
+            Dim::Model,
+            Dim::Provider,
+        ],
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    };
+    let rows = store.spend(&query)?;
+    let dim = |r: &tollgate_store::SpendRow, k: &str| r.dims.get(k).cloned().unwrap_or_default();
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let a = showback::Attribution {
+                tenant: dim(r, "tenant"),
+                team: dim(r, "team"),
+                feature: dim(r, "feature"),
+                model: dim(r, "model"),
+                provider: dim(r, "provider"),
+            };
+            (a, r.effective_cost)
+        })
+        .collect())
+}
+
+/// Each rule's fixed monthly amount prorated over the range, by rule name.
+fn fixed_amounts(rules: &[showback::Rule], from_ms: i64, to_ms: i64) -> BTreeMap<String, NanoUsd> {
+    rules
+        .iter()
+        .filter_map(|r| {
+            let amount = r.amount_per_month?;
+            Some((r.name.clone(), prorated(amount, from_ms, to_ms)))
+        })
+        .collect()
+}
+
+/// The range's showback pools under `rules` — who carries each and by what weights — for a
+/// FOCUS export to apportion shared rows by (blocking). No rules: no read.
+pub fn allocation_pools(
+    store: &tollgate_store::Store,
+    rules: &[showback::Rule],
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<showback::Pool>, tollgate_store::StoreError> {
+    if rules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let spend = showback_spend(store, from_ms, to_ms)?;
+    let fixed = fixed_amounts(rules, from_ms, to_ms);
+    Ok(showback::showback(&spend, rules, &fixed, false).1)
 }
 
 /// `GET /admin/v1/anomalies?from=&to=`: the hours in the range whose spend in a watched
@@ -423,6 +456,9 @@ fn export<W: Write + Send>(
         to_ms: Some(to_ms),
         ..Default::default()
     };
+    let mut opts = opts;
+    opts.pools =
+        allocation_pools(store, &opts.allocations, from_ms, to_ms).map_err(|e| e.to_string())?;
     let mut exporter = Exporter::new(opts, out).map_err(|e| e.to_string())?;
     store
         .scan_rows(&filter, |row| exporter.push(&row))

@@ -40,6 +40,7 @@ use tollgate_types::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
 
+pub use finance::allocation_pools;
 pub use keys::validate_new_key_models;
 pub use reports::parse_time;
 

@@ -778,6 +778,9 @@ async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
     assert_eq!(r.status(), 200);
     let file = env.dir.path().join("marked.csv");
     std::fs::write(&file, r.bytes().await.unwrap()).unwrap();
+    // ... and apportions each one's cost over the pool's carriers: per row exactly its cost,
+    // per carrier over the file exactly its showback share of the pool's ledger spend.
+    let mut allocated: BTreeMap<(String, String), i64> = BTreeMap::new();
     for rec in records(&file) {
         let want = match (rec["BillingAccountId"].as_str(), rec["x_Feature"].as_str()) {
             (_, "shared-embeddings") => "shared-embeddings",
@@ -785,6 +788,68 @@ async fn showback_spreads_shared_cost_and_adds_up_to_the_ledger() {
             _ => "",
         };
         assert_eq!(rec["x_AllocationPool"], want, "{rec:?}");
+        if want.is_empty() {
+            assert_eq!(rec["x_AllocatedCosts"], "", "{rec:?}");
+            continue;
+        }
+        let shares: BTreeMap<String, String> =
+            serde_json::from_str(&rec["x_AllocatedCosts"]).unwrap();
+        let mut row_sum = 0;
+        for (tenant, v) in shares {
+            assert!(["acme", "globex"].contains(&tenant.as_str()), "{rec:?}");
+            row_sum += nanos(&v);
+            *allocated.entry((want.to_string(), tenant)).or_default() += nanos(&v);
+        }
+        assert_eq!(row_sum, nanos(&rec["BilledCost"]), "{rec:?}");
+    }
+    // The CLI apportions the same way.
+    let cfg = env.dir.path().join("showback.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage:\n  ledger: sqlite://{}\ntenants:\n  acme: {{}}\n  globex: {{}}\n\
+             allocations:\n  \
+             - {{name: shared-embeddings, match: {{feature: shared-embeddings}}}}\n  \
+             - {{name: unattributed, match: {{tenant: \"(unattributed)\"}}, method: even, tenants: [acme, globex]}}\n",
+            env.db.display()
+        ),
+    )
+    .unwrap();
+    let cli_file = env.dir.path().join("cli.csv");
+    let out = tollgate(
+        &[
+            "export",
+            "focus",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "-o",
+            cli_file.to_str().unwrap(),
+        ],
+        &cfg,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let column = |f: &std::path::Path| -> Vec<String> {
+        records(f)
+            .into_iter()
+            .map(|r| r["x_AllocatedCosts"].clone())
+            .collect()
+    };
+    assert_eq!(column(&cli_file), column(&file));
+    for p in &pools[..2] {
+        for (tenant, share) in p["ledger_shares"].as_object().unwrap() {
+            let key = (p["name"].as_str().unwrap().to_string(), tenant.clone());
+            assert_eq!(
+                allocated.get(&key).copied().unwrap_or(0),
+                nanos(share.as_str().unwrap()),
+                "{key:?}"
+            );
+        }
     }
 
     // The rules in force, in order.
