@@ -834,6 +834,18 @@ impl Budgets {
             .collect()
     }
 
+    /// [`Budgets::seed_plan`] for every budget, seeded or not: for when the ledger gained
+    /// rows this process did not settle (an import). Seeding sets, so re-running the sums is
+    /// safe; the caller adds the foreign rows started at or after `to_ms` (which live spend
+    /// cannot hold) to each query's sums.
+    pub fn reseed_plan(&self, now_ms: i64) -> Vec<SeedQuery> {
+        let cat = self.catalog.load();
+        cat.budgets
+            .iter()
+            .filter_map(|c| seed_query(c, now_ms).ok())
+            .collect()
+    }
+
     /// Installs the ledger sums for one [`SeedQuery`]. Seeding sets the counter's seeded part
     /// (it does not add): running the same plan twice is harmless, and spend settled live since
     /// `to_ms` is kept.

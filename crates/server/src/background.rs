@@ -1,6 +1,6 @@
 //! The gateway's background loops, started by [`crate::serve`] and aborted by it at shutdown:
-//! the key-index poller, the reservation sweeper and alert delivery. None of them is on the
-//! request path; all run on the gateway's task tracker.
+//! the store poller (keys and ledger imports), the reservation sweeper, the anomaly watch and
+//! alert delivery. None of them is on the request path; all run on the gateway's task tracker.
 
 use std::time::Duration;
 
@@ -69,23 +69,41 @@ pub(crate) fn anomaly_watch(gw: &Gateway) -> JoinHandle<()> {
     })
 }
 
-/// Polls the store's key version so CLI changes (another process) reach this one.
-pub(crate) fn key_poller(gw: &Gateway) -> JoinHandle<()> {
+/// Polls the store for what other processes (the CLI) changed: the key version, so key
+/// changes and revocations reach this process, and the import counter, so spend loaded by
+/// `tollgate ledger import` reaches the budgets without a restart.
+pub(crate) fn store_poller(gw: &Gateway) -> JoinHandle<()> {
     let g = gw.clone();
     gw.0.tasks.spawn(async move {
         let mut tick = tokio::time::interval(g.0.settings.key_poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The start-up seed counted every import made before it; one made between that seed
+        // and the first poll is caught by re-seeding once when any import exists.
+        let mut imports: Option<i64> = None;
         loop {
             tick.tick().await;
             let g2 = g.clone();
+            let seen = imports;
             let res = tokio::task::spawn_blocking(move || {
-                g2.0.keys.refresh_if_changed(&g2.0.store, now_ms())
+                g2.0.keys
+                    .refresh_if_changed(&g2.0.store, now_ms())
+                    .map_err(|e| format!("key index refresh failed: {e}"))?;
+                let version = g2.0.store.imports_version().map_err(|e| e.to_string())?;
+                if version != seen.unwrap_or(0) {
+                    let n = crate::stages::budget::reseed_after_import(
+                        &g2.0.budgets,
+                        &g2.0.store,
+                        now_ms(),
+                    )?;
+                    tracing::info!(budgets = n, "ledger import seen: budgets re-seeded");
+                }
+                Ok::<i64, String>(version)
             })
             .await;
             match res {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "key index refresh failed"),
-                Err(e) => tracing::warn!(error = %e, "key index refresh task failed"),
+                Ok(Ok(version)) => imports = Some(version),
+                Ok(Err(e)) => tracing::warn!(error = %e, "store poll failed"),
+                Err(e) => tracing::warn!(error = %e, "store poll task failed"),
             }
         }
     })

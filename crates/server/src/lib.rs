@@ -55,7 +55,7 @@ pub async fn serve(
     let grace = gateway.settings().shutdown_grace;
     let draining = gateway.0.draining.clone();
     let app = routes::app(gateway.clone());
-    let poller = background::key_poller(&gateway);
+    let poller = background::store_poller(&gateway);
     let sweeper = background::reservation_sweeper(&gateway);
     let alerts = background::alert_delivery(&gateway);
     let anomalies = background::anomaly_watch(&gateway);

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::TransactionBehavior;
 use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, TransactionBehavior};
 use tollgate_types::{
     Attribution, LedgerRow, NanoUsd, Outcome, PolicyActions, UNATTRIBUTED, UnitPrices, Usage,
     UsageSource,
@@ -39,10 +39,11 @@ const INSERT_SQL: &str = r#"INSERT INTO requests (request_id, started_at_ms, end
     input_tokens, cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens,
     usage_source, list_cost, effective_cost, price_version, unpriced, policy_actions,
     cache_status, status, outcome, error_code, error_origin, latency_us, ttft_us,
-    saved_cost, attempted, price_input, price_cached_input, price_cache_write, price_output)
+    saved_cost, attempted, price_input, price_cached_input, price_cache_write, price_output,
+    imported)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
             ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-            ?35, ?36, ?37, ?38, ?39, ?40)
+            ?35, ?36, ?37, ?38, ?39, ?40, ?41)
     ON CONFLICT (request_id) DO NOTHING"#;
 
 /// Which ledger rows a query covers. Every field is optional; set fields are ANDed.
@@ -65,6 +66,8 @@ pub struct RowFilter {
     pub from_ms: Option<i64>,
     /// Exclusive upper bound on `started_at_ms`.
     pub to_ms: Option<i64>,
+    /// Only rows loaded by [`Store::import_rows`].
+    pub imported_only: bool,
 }
 
 /// One page request for [`Store::list_requests`].
@@ -132,6 +135,10 @@ impl Where {
             self.push("status = ?", Value::Integer(i64::from(s)));
         }
         self.range(f.from_ms, f.to_ms);
+        if f.imported_only {
+            // A literal, not a parameter, so SQLite can use the partial index.
+            self.clauses.push("imported = 1".into());
+        }
     }
 
     pub(crate) fn range(&mut self, from_ms: Option<i64>, to_ms: Option<i64>) {
@@ -161,6 +168,28 @@ impl Store {
     /// Inserts `rows` in one transaction. Rows whose `request_id` is already stored are skipped
     /// (idempotent replay). Returns how many rows were newly inserted.
     pub fn insert_rows(&self, rows: &[LedgerRow]) -> Result<usize, StoreError> {
+        self.insert(rows, false)
+    }
+
+    /// [`Store::insert_rows`] for rows served elsewhere (`tollgate ledger import`): they are
+    /// marked imported, and an import that stored any row bumps [`Store::imports_version`] in
+    /// the same transaction, so a running gateway notices and adds their spend to its budgets.
+    pub fn import_rows(&self, rows: &[LedgerRow]) -> Result<usize, StoreError> {
+        self.insert(rows, true)
+    }
+
+    /// The import counter: increases with every committed import that stored rows.
+    pub fn imports_version(&self) -> Result<i64, StoreError> {
+        self.with_conn(|conn| {
+            let v: Option<i64> = conn
+                .prepare_cached("SELECT v FROM meta WHERE k = 'ledger_imports'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok(v.unwrap_or(0))
+        })
+    }
+
+    fn insert(&self, rows: &[LedgerRow], imported: bool) -> Result<usize, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -217,9 +246,17 @@ impl Store {
                             r.unit_prices.map(|p| p.cached_input.nanos()),
                             r.unit_prices.map(|p| p.cache_write.nanos()),
                             r.unit_prices.map(|p| p.output.nanos()),
+                            imported,
                         ])
                         .map_err(|e| StoreError::from_sqlite(e, "insert ledger row"))?;
                 }
+            }
+            if imported && inserted > 0 {
+                tx.execute(
+                    "INSERT INTO meta (k, v) VALUES ('ledger_imports', 1) \
+                     ON CONFLICT (k) DO UPDATE SET v = v + 1",
+                    [],
+                )?;
             }
             tx.commit()?;
             Ok(inserted)

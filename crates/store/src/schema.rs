@@ -110,6 +110,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE requests ADD COLUMN price_cache_write INTEGER;
     ALTER TABLE requests ADD COLUMN price_output INTEGER;
     "#,
+    // v7: rows loaded by `tollgate ledger import` rather than served here, so a running
+    // gateway can add imported spend to its budgets (`meta.ledger_imports` counts imports).
+    // The partial index keeps "imported rows since start-up" cheap on a large ledger.
+    r#"
+    ALTER TABLE requests ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX requests_imported ON requests (started_at_ms) WHERE imported = 1;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -251,7 +251,7 @@ fn reopen_keeps_data_and_migrations_are_idempotent() {
     }
     let s = Store::open(&url).unwrap();
     let s2 = Store::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 6);
+    assert_eq!(s.schema_version().unwrap(), 7);
     assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
     assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
 
@@ -726,4 +726,25 @@ fn edge_values_day_before_epoch_and_huge_counters() {
         .unwrap();
     assert_eq!(r[0].dims["day"], "1969-12-31");
     assert_eq!(r[0].output_tokens, i64::MAX as u64);
+}
+
+#[test]
+fn imported_rows_are_marked_and_counted_by_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+    s.insert_rows(&[row(1), row(2)]).unwrap();
+    assert_eq!(s.imports_version().unwrap(), 0);
+    assert_eq!(s.import_rows(&[row(2), row(3), row(4)]).unwrap(), 2);
+    assert_eq!(s.imports_version().unwrap(), 1);
+    // Importing what is already there changes nothing, not even the counter.
+    assert_eq!(s.import_rows(&[row(3)]).unwrap(), 0);
+    assert_eq!(s.imports_version().unwrap(), 1);
+    let imported = RowFilter {
+        imported_only: true,
+        ..Default::default()
+    };
+    let want: NanoUsd = [row(3), row(4)].iter().map(|r| r.effective_cost).sum();
+    assert_eq!(s.totals(&imported).unwrap(), (2, want));
+    // Row 2 was served here first: the later import did not re-mark it.
+    assert_eq!(s.totals(&RowFilter::default()).unwrap().0, 4);
 }

@@ -1,7 +1,8 @@
 //! `tollgate ledger export|import`: ledger rows as JSON lines, one row per line in the shape
 //! of `GET /admin/v1/requests` items, to back up history, move it between instances or seed a
-//! new one (budget windows and reports see imported rows; a running gateway's budgets pick
-//! them up at its next start, when they are rebuilt from the ledger).
+//! new one. Reports and exports see imported rows at once; a running gateway adds them to its
+//! budgets within a key-poll interval (imported rows are marked, and each import bumps a
+//! counter the gateway polls).
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
@@ -99,7 +100,7 @@ pub fn import(store: &Store, path: &Path, skip_invalid: bool) -> Result<Imported
     }
     let mut batch = Vec::with_capacity(BATCH);
     let flush = |batch: &mut Vec<LedgerRow>, report: &mut Imported| -> Result<()> {
-        report.inserted += store.insert_rows(batch).context("writing imported rows")? as u64;
+        report.inserted += store.import_rows(batch).context("writing imported rows")? as u64;
         batch.clear();
         Ok(())
     };

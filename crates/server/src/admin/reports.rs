@@ -68,6 +68,7 @@ fn row_filter(q: &HashMap<String, String>) -> Result<RowFilter, ApiError> {
         status,
         from_ms: get("from").map(|v| parse_time("from", &v)).transpose()?,
         to_ms: get("to").map(|v| parse_time("to", &v)).transpose()?,
+        imported_only: false,
     })
 }
 

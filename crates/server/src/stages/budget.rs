@@ -352,10 +352,30 @@ pub fn seed_from_ledger(
     store: &tollgate_store::Store,
     now_ms: i64,
 ) -> Result<usize, String> {
+    seed(budgets, store, budgets.seed_plan(now_ms), now_ms)
+}
+
+/// Re-seeds every budget after `tollgate ledger import` added rows to the ledger this process
+/// did not settle: the current window's rows from before each counter went live, plus the
+/// imported rows since (live spend holds everything else). Blocking (SQL).
+pub(crate) fn reseed_after_import(
+    budgets: &tollgate_policy::Budgets,
+    store: &tollgate_store::Store,
+    now_ms: i64,
+) -> Result<usize, String> {
+    seed(budgets, store, budgets.reseed_plan(now_ms), now_ms)
+}
+
+fn seed(
+    budgets: &tollgate_policy::Budgets,
+    store: &tollgate_store::Store,
+    plan: Vec<tollgate_policy::SeedQuery>,
+    now_ms: i64,
+) -> Result<usize, String> {
     let mut seeded = 0;
-    for q in budgets.seed_plan(now_ms) {
+    for q in plan {
         let s = &q.scope;
-        let filter = tollgate_store::RowFilter {
+        let before = tollgate_store::RowFilter {
             key_id: s.key.clone(),
             team: s.team.clone(),
             tenant: s.tenant.clone(),
@@ -366,13 +386,29 @@ pub fn seed_from_ledger(
             to_ms: Some(q.to_ms),
             ..Default::default()
         };
+        // Rows started since the counter went live are live spend — unless another instance
+        // served them and they were imported here.
+        let imported = tollgate_store::RowFilter {
+            from_ms: Some(q.to_ms),
+            to_ms: Some(now_ms.saturating_add(1)),
+            imported_only: true,
+            ..before.clone()
+        };
+        let err = |e: tollgate_store::StoreError| e.to_string();
         let spend = match q.bucket_ms {
-            None => tollgate_policy::SeedSpend::Total(
-                store.totals(&filter).map_err(|e| e.to_string())?.1,
-            ),
-            Some(b) => tollgate_policy::SeedSpend::Buckets(
-                store.cost_buckets(&filter, b).map_err(|e| e.to_string())?,
-            ),
+            None => tollgate_policy::SeedSpend::Total(NanoUsd(
+                store
+                    .totals(&before)
+                    .map_err(err)?
+                    .1
+                    .nanos()
+                    .saturating_add(store.totals(&imported).map_err(err)?.1.nanos()),
+            )),
+            Some(b) => {
+                let mut buckets = store.cost_buckets(&before, b).map_err(err)?;
+                buckets.extend(store.cost_buckets(&imported, b).map_err(err)?);
+                tollgate_policy::SeedSpend::Buckets(buckets)
+            }
         };
         budgets
             .seed(&q, spend)

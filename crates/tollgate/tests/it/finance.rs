@@ -537,6 +537,95 @@ async fn ledger_export_and_import_round_trip_and_refuse_bad_files() {
 }
 
 #[tokio::test]
+async fn a_running_gateway_counts_imported_spend_in_its_budgets() {
+    let env = TestEnv::with(Opts {
+        extra_yaml: "budgets:\n  - {name: acme-monthly, scope: {tenant: acme}, limit_usd: \"1\", window: month, mode: hard}\n  - {name: acme-rolling, scope: {tenant: acme}, limit_usd: \"1\", window: 1h, mode: soft}\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    let r = env
+        .chat(
+            &key,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
+    let rows = env.wait_rows("limit=10", |r| !r.is_empty()).await;
+    let served = nanos(rows[0]["effective_cost"].as_str().unwrap());
+
+    // Two rows another instance served for acme: one from before this gateway started (the
+    // first millisecond of the month), one from just now, after it started. $0.60 each.
+    let now = jiff::Timestamp::now();
+    let month_start = now
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .first_of_month()
+        .unwrap()
+        .start_of_day()
+        .unwrap()
+        .timestamp()
+        .as_millisecond();
+    let mut lines = String::new();
+    for (i, at) in [month_start, now.as_millisecond()].into_iter().enumerate() {
+        let mut row = rows[0].clone();
+        row["request_id"] = json!(format!("req_0000000000000000000000000000000{i}"));
+        row["started_at"] = json!(jiff::Timestamp::from_millisecond(at).unwrap().to_string());
+        row["started_at_ms"] = json!(at);
+        row["list_cost"] = json!("0.6");
+        row["effective_cost"] = json!("0.6");
+        lines.push_str(&row.to_string());
+        lines.push('\n');
+    }
+    let file = env.dir.path().join("other-instance.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let cfg = env.dir.path().join("import.yaml");
+    std::fs::write(
+        &cfg,
+        format!("storage:\n  ledger: sqlite://{}\n", env.db.display()),
+    )
+    .unwrap();
+    let o = tollgate(&["ledger", "import", file.to_str().unwrap()], &cfg);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Within a poll interval the budgets hold both imported rows: the hard one now refuses.
+    let want = served + 1_200_000_000;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let b = env.admin_get("/admin/v1/budgets/acme-monthly").await;
+        if nanos(b["spent"].as_str().unwrap()) == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "imported spend never counted: {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The rolling hour holds only the recent one.
+    let b = env.admin_get("/admin/v1/budgets/acme-rolling").await;
+    let recent = served + 600_000_000;
+    if now.as_millisecond() - month_start >= 3_600_000 {
+        assert_eq!(nanos(b["spent"].as_str().unwrap()), recent, "{b}");
+    }
+    let r = env
+        .chat(
+            &key,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "more"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+
+    // Live spend is kept across the re-seed, and a second import of the same file changes
+    // nothing.
+    let o = tollgate(&["ledger", "import", file.to_str().unwrap()], &cfg);
+    assert!(o.status.success());
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let b = env.admin_get("/admin/v1/budgets/acme-monthly").await;
+    assert_eq!(nanos(b["spent"].as_str().unwrap()), want, "{b}");
+}
+
+#[tokio::test]
 async fn chargeback_export_and_margins_agree_with_the_ledger() {
     let o = Opts {
         extra_yaml: "tenants:\n  acme: {markup_pct: 20, revenue_usd_per_month: 100}\n  \
