@@ -239,15 +239,54 @@ pub(crate) fn body_retry_delay(body: &[u8]) -> Option<Duration> {
 /// A `google.protobuf.Duration` in its JSON form: decimal seconds with an `s` suffix
 /// (`"37s"`, `"1.5s"`).
 fn parse_google_duration(s: &str) -> Option<Duration> {
-    let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
-    (0.0..1e9)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
+    retry_wait_secs(s.trim().strip_suffix('s')?.parse().ok()?)
+}
+
+/// The longest wait a provider's hint is taken at: past a day it says "not soon", and a
+/// bigger number only risks overflow downstream.
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(86_400);
+
+/// A provider's retry hint in (fractional) seconds as a wait: `None` for NaN or a negative
+/// number, capped at [`MAX_RETRY_WAIT`] — so `Retry-After: 1e20` is a day, not a panic. Every
+/// parser of a provider's wait goes through this (or [`retry_wait`]).
+pub(crate) fn retry_wait_secs(secs: f64) -> Option<Duration> {
+    if !(secs >= 0.0) {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_WAIT, |d| d.min(MAX_RETRY_WAIT)))
+}
+
+/// [`retry_wait_secs`] for a wait already in a `Duration`.
+pub(crate) fn retry_wait(d: Duration) -> Duration {
+    d.min(MAX_RETRY_WAIT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_waits_are_bounded_never_a_panic() {
+        for (secs, want) in [
+            (1.5, Some(Duration::from_millis(1_500))),
+            (0.0, Some(Duration::ZERO)),
+            (1e20, Some(MAX_RETRY_WAIT)),
+            (f64::INFINITY, Some(MAX_RETRY_WAIT)),
+            (f64::MAX, Some(MAX_RETRY_WAIT)),
+            (-1.0, None),
+            (f64::NAN, None),
+            (f64::NEG_INFINITY, None),
+        ] {
+            assert_eq!(retry_wait_secs(secs), want, "{secs}");
+        }
+        for body in [
+            r#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1e20s"}]}}"#,
+            r#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"-3s"}]}}"#,
+            r#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"NaNs"}]}}"#,
+        ] {
+            assert!(body_retry_delay(body.as_bytes()).is_none_or(|d| d <= MAX_RETRY_WAIT));
+        }
+    }
 
     #[test]
     fn google_durations() {

@@ -238,13 +238,14 @@ fn retry_after_at(
     headers: &reqwest::header::HeaderMap,
     now: jiff::Timestamp,
 ) -> Option<std::time::Duration> {
-    if let Some(ms) = headers
+    use crate::failure::{retry_wait, retry_wait_secs};
+    if let Some(wait) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
+        .and_then(|ms| retry_wait_secs(ms / 1_000.0))
     {
-        return Some(std::time::Duration::from_millis(ms as u64));
+        return Some(wait);
     }
     let v = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -252,11 +253,13 @@ fn retry_after_at(
         .ok()?
         .trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs));
+        return retry_wait_secs(secs);
     }
     let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
     let wait = at.duration_since(now);
-    Some(std::time::Duration::try_from(wait).unwrap_or(std::time::Duration::ZERO))
+    Some(retry_wait(
+        std::time::Duration::try_from(wait).unwrap_or(std::time::Duration::ZERO),
+    ))
 }
 
 /// The provider's request id header, if any.
@@ -291,5 +294,25 @@ mod retry_after_tests {
         let mut h = with("7");
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(secs(&h), Some(1.5));
+    }
+
+    /// `Retry-After: 1e20` once panicked in `Duration::from_secs_f64`; absurd hints are a day.
+    #[test]
+    fn absurd_hints_are_capped_not_a_panic() {
+        let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let day = Some(86_400.0);
+        let secs = |h: &HeaderMap| retry_after_at(h, now).map(|d| d.as_secs_f64());
+        for v in [
+            "1e20",
+            "inf",
+            "1.7976931348623157e308",
+            "Fri, 01 Jan 2100 00:00:00 GMT",
+        ] {
+            assert_eq!(secs(&with(v)), day, "{v}");
+        }
+        assert_eq!(secs(&with("NaN")), None);
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("1e300"));
+        assert_eq!(secs(&h), day);
     }
 }

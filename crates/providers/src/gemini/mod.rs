@@ -308,8 +308,7 @@ fn retry_delay(body: &[u8]) -> Option<Duration> {
         .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
         .and_then(|s| s.trim().strip_suffix('s'))
         .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
-        .map(Duration::from_secs_f64)
+        .and_then(crate::failure::retry_wait_secs)
 }
 
 /// The `details` array of a Gemini error body (`google.rpc.ErrorInfo`, `RetryInfo`, …).
