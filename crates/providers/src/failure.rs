@@ -250,7 +250,7 @@ pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(86_400);
 /// number, capped at [`MAX_RETRY_WAIT`] — so `Retry-After: 1e20` is a day, not a panic. Every
 /// parser of a provider's wait goes through this (or [`retry_wait`]).
 pub(crate) fn retry_wait_secs(secs: f64) -> Option<Duration> {
-    if !(secs >= 0.0) {
+    if secs.is_nan() || secs < 0.0 {
         return None;
     }
     Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_WAIT, |d| d.min(MAX_RETRY_WAIT)))
