@@ -191,6 +191,12 @@ pub(crate) async fn run<E: Endpoint>(gw: Gateway, headers: HeaderMap, body: Body
     limits.apply(resp)
 }
 
+/// In debug builds, a request for this model panics after its row has a model: the tests
+/// prove a panic is answered `500 internal_error` and recorded as such, never as a client that
+/// went away. Release builds have no such model.
+#[cfg(debug_assertions)]
+pub(crate) const PANIC_PROBE_MODEL: &str = "__tollgate_panic_probe__";
+
 /// Stages 2–6: every check before the per-request limits. Fills the row as facts become
 /// known, so a rejected request's row says how far it got.
 async fn admit<E: Endpoint>(
@@ -208,6 +214,11 @@ async fn admit<E: Endpoint>(
     let row = rec.row();
     row.requested_model = Some(canonical.model.clone());
     row.stream = canonical.stream && E::STREAMS;
+    // Fault injection for the panic-path tests: compiled into debug builds only.
+    #[cfg(debug_assertions)]
+    if canonical.model == PANIC_PROBE_MODEL {
+        panic!("panic probe: a deliberate panic in the request path");
+    }
     // 4.
     attribute::attribute(row, &key, headers, &canonical.body)?;
     // 5.

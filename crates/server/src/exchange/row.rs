@@ -156,10 +156,27 @@ pub(crate) fn client_closed(row: &mut LedgerRow) {
     row.error_origin = Some(code.origin().as_str().into());
 }
 
+/// Marks a row as ended by a panic in Tollgate (the client got the catch-panic layer's 500,
+/// or a broken stream).
+fn panicked(row: &mut LedgerRow) {
+    let code = ErrorCode::InternalError;
+    row.outcome = Outcome::Failed;
+    row.status = code.status();
+    row.error_code = Some(code.as_str().into());
+    row.error_origin = Some(code.origin().as_str().into());
+}
+
 impl Drop for PendingRow {
     fn drop(&mut self) {
         if let Some(row) = self.row.as_mut() {
-            client_closed(row);
+            // Dropped unfinished: either the client went away (the future was dropped) or
+            // this thread is unwinding from a panic — a bug of ours, not a cancellation.
+            if std::thread::panicking() {
+                tracing::error!(request_id = %row.request_id, "request ended by a panic");
+                panicked(row);
+            } else {
+                client_closed(row);
+            }
         }
         self.record();
     }

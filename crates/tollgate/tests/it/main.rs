@@ -28,6 +28,7 @@ mod cli;
 mod endpoints;
 mod errors;
 mod finance;
+mod hardening;
 mod ledger;
 mod policies;
 mod providers;
