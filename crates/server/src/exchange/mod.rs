@@ -216,6 +216,7 @@ async fn admit<E: Endpoint>(
     row.stream = canonical.stream && E::STREAMS;
     // Fault injection for the panic-path tests: compiled into debug builds only.
     #[cfg(debug_assertions)]
+    #[allow(clippy::panic, reason = "the probe exists to panic")]
     if canonical.model == PANIC_PROBE_MODEL {
         panic!("panic probe: a deliberate panic in the request path");
     }
