@@ -305,6 +305,31 @@ pub struct ServerConfig {
     /// `max_report_days`: the longest range a finance export or report (FOCUS, margins,
     /// showback) may cover, in days. Default 400; 1 to 3660.
     pub max_report_days: u32,
+    /// `limits`: see [`LimitsConfig`].
+    pub limits: LimitsConfig,
+}
+
+/// `server.limits`: what one client, or many, may hold of the gateway — so slow, idle or
+/// too many connections cannot lock everyone else out.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `header_read_timeout_secs`: a connection that has started a request must deliver its
+    /// headers within this (slowloris). Default 15; 1 to 3600.
+    pub header_read_timeout_secs: u64,
+    /// `body_read_timeout_secs`: the whole request body must arrive within this after the
+    /// headers, else `408 request_timeout`. Default 60; 1 to 3600.
+    pub body_read_timeout_secs: u64,
+    /// `idle_timeout_secs`: a connection with no request in flight and no bytes either way
+    /// for this long is closed (idle keep-alive). Default 60; 1 to 86400.
+    pub idle_timeout_secs: u64,
+    /// `max_connections`: client connections open at once; past it a new connection gets a
+    /// `503 overloaded` and is closed. Default: half the file-descriptor limit (after raising
+    /// it to the hard limit at start-up). 1 to 1,000,000.
+    pub max_connections: Option<u64>,
+    /// `max_in_flight`: data-plane requests in progress at once; past it a request is shed
+    /// with `503 overloaded` (recorded in the ledger). Default: a quarter of the
+    /// file-descriptor limit, since each may hold an upstream socket. 1 to 1,000,000.
+    pub max_in_flight: Option<u64>,
 }
 
 impl ServerConfig {

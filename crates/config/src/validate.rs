@@ -253,6 +253,46 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         retry_budget: crate::routing::retry_budget(raw.retry_budget, issues),
         organization,
         max_report_days,
+        limits: limits(raw.limits.unwrap_or_default(), issues),
+    }
+}
+
+fn limits(raw: crate::raw::RawLimits, issues: &mut Issues) -> crate::LimitsConfig {
+    let mut within = |name: &str, v: Option<u64>, default: u64, max: u64| -> u64 {
+        let v = v.unwrap_or(default);
+        if !(1..=max).contains(&v) {
+            issues.push(
+                format!("server.limits.{name}"),
+                format!("must be between 1 and {max}, got {v}"),
+            );
+        }
+        v
+    };
+    let header_read_timeout_secs = within(
+        "header_read_timeout_secs",
+        raw.header_read_timeout_secs,
+        15,
+        3600,
+    );
+    let body_read_timeout_secs = within(
+        "body_read_timeout_secs",
+        raw.body_read_timeout_secs,
+        60,
+        3600,
+    );
+    let idle_timeout_secs = within("idle_timeout_secs", raw.idle_timeout_secs, 60, 86_400);
+    let max_connections = raw
+        .max_connections
+        .map(|v| within("max_connections", Some(v), v, 1_000_000));
+    let max_in_flight = raw
+        .max_in_flight
+        .map(|v| within("max_in_flight", Some(v), v, 1_000_000));
+    crate::LimitsConfig {
+        header_read_timeout_secs,
+        body_read_timeout_secs,
+        idle_timeout_secs,
+        max_connections,
+        max_in_flight,
     }
 }
 

@@ -37,6 +37,20 @@ pub struct ServerSettings {
     pub key_poll_interval: Duration,
     /// The longest range a finance export or report may cover (`server.max_report_days`).
     pub max_report_range: Duration,
+    /// What connections and requests may hold (`server.limits`, resolved).
+    pub limits: Limits,
+}
+
+/// `server.limits` with the defaults that depend on the machine resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    /// The process's file-descriptor limit after start-up raised it (`None`: unknown).
+    pub fd_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for ServerSettings {
@@ -46,6 +60,7 @@ impl std::fmt::Debug for ServerSettings {
             .field("master_key", &self.master_key.as_ref().map(|_| "********"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("limits", &self.limits)
             .finish()
     }
 }

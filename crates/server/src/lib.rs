@@ -13,7 +13,8 @@
 //! - `endpoints` — the data-plane endpoints, each only its wire format;
 //! - `admin` — the admin API: one guard, one list shape, one delete shape;
 //! - `ops` (health, readiness, metrics), `background` (loops `serve` runs), `routes` (the
-//!   route table), and [`serve`] itself.
+//!   route table), `listener` (accepting connections under `server.limits`), and [`serve`]
+//!   itself.
 //!
 //! Admin routes (`/admin/v1/…`) need the master key. `/healthz`, `/readyz` and `/metrics` are
 //! open. Every error, including unknown routes and panics, is OpenAI-shaped (Anthropic-shaped
@@ -25,6 +26,7 @@ mod endpoints;
 mod exchange;
 mod gateway;
 mod http;
+mod listener;
 mod metrics;
 mod ops;
 mod routes;
@@ -33,13 +35,13 @@ mod stages;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use admin::{allocation_pools, parse_time, validate_new_key_models};
 pub use gateway::{
-    Adapter, AnomalyWatch, Deployment, Gateway, GatewayParts, LogicalModel, Router, ServerSettings,
+    Adapter, AnomalyWatch, Deployment, Gateway, GatewayParts, Limits, LogicalModel, Router,
+    ServerSettings,
 };
 pub use stages::budget::seed_from_ledger;
 
@@ -61,24 +63,22 @@ pub async fn serve(
     let anomalies = background::anomaly_watch(&gateway);
 
     let drain_signal = draining.clone();
-    // Without TCP_NODELAY, Nagle's algorithm holds small writes (one SSE chunk) until the
-    // client's delayed ACK: tens of milliseconds of bunching on streams.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "waits for the shutdown signal only; records nothing"
+    )]
+    tokio::spawn(async move {
         shutdown.await;
         info!("shutdown requested: draining in-flight requests");
         drain_signal.cancel();
     });
+    let server = listener::run(listener, app, gateway.clone(), draining.clone());
 
     let cut = tokio::select! {
         r = server => { r?; false }
         () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(grace_secs = grace.as_secs(), "grace period over: cutting remaining requests");
-            // Dropping the `axum::serve` future does not stop the connections it spawned, so
+            // Dropping the listener future does not stop the connection tasks it spawned, so
             // running streams must be told to end; each then records its row.
             gateway.0.cut.cancel();
             true

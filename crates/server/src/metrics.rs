@@ -62,6 +62,19 @@ pub(crate) struct Metrics {
     in_flight: AtomicI64,
     retries: AtomicU64,
     retry_budget_exhausted: AtomicU64,
+    shed: AtomicU64,
+    /// Client connections: open now, refused at `max_connections`, closed by a limit.
+    pub(crate) connections: ConnectionStats,
+}
+
+/// What the listener counts (`listener.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionStats {
+    pub(crate) open: AtomicI64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) closed_idle: AtomicU64,
+    pub(crate) closed_header_timeout: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -89,6 +102,15 @@ impl Metrics {
 
     pub(crate) fn in_flight(&self, delta: i64) {
         self.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Requests in flight now (rows open).
+    pub(crate) fn in_flight_now(&self) -> usize {
+        usize::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    pub(crate) fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn render(&self, ledger: &tollgate_ledger::LedgerStats) -> String {
@@ -158,6 +180,51 @@ impl Metrics {
             "tollgate_requests_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+        let c = &self.connections;
+        let lines: [(&str, &str, &str, i64); 6] = [
+            (
+                "tollgate_requests_shed_total",
+                "counter",
+                "Requests refused with 503 overloaded at server.limits.max_in_flight.",
+                to_i64(self.shed.load(Ordering::Relaxed)),
+            ),
+            (
+                "tollgate_connections_open",
+                "gauge",
+                "Client connections open.",
+                c.open.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_connections_refused_total",
+                "counter",
+                "Connections answered 503 overloaded and closed at server.limits.max_connections.",
+                to_i64(c.refused.load(Ordering::Relaxed)),
+            ),
+            (
+                "tollgate_connections_closed_idle_total",
+                "counter",
+                "Connections closed after server.limits.idle_timeout_secs without a request.",
+                to_i64(c.closed_idle.load(Ordering::Relaxed)),
+            ),
+            (
+                "tollgate_connections_closed_header_timeout_total",
+                "counter",
+                "Connections closed for not completing request headers within \
+                 server.limits.header_read_timeout_secs.",
+                to_i64(c.closed_header_timeout.load(Ordering::Relaxed)),
+            ),
+            (
+                "tollgate_accept_errors_total",
+                "counter",
+                "Failed accept() calls (e.g. EMFILE: out of file descriptors).",
+                to_i64(c.accept_errors.load(Ordering::Relaxed)),
+            ),
+        ];
+        for (name, kind, help, v) in lines {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} {kind}");
+            let _ = writeln!(s, "{name} {v}");
+        }
         let _ = writeln!(
             s,
             "# HELP tollgate_upstream_retries_total Upstream attempts after a request's first \
@@ -321,6 +388,10 @@ fn label(v: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(v)
     }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

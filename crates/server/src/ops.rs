@@ -17,19 +17,39 @@ pub(crate) async fn healthz() -> Response {
         .into_response()
 }
 
-/// Ready to take traffic: not draining, and the ledger writer is alive.
+/// Ready to take traffic: not draining, and the ledger writer is alive. The body also says
+/// how close the process is to its resource limits: connections and requests in flight
+/// against `server.limits`, and open file descriptors against the (raised) limit.
 pub(crate) async fn readyz(State(gw): State<Gateway>) -> Response {
-    let (status, body) = if gw.0.draining.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+    let (status, word) = if gw.0.draining.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if !gw.0.ledger.is_running() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"ledger_unavailable"}"#,
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable")
     } else {
-        (StatusCode::OK, r#"{"status":"ready"}"#)
+        (StatusCode::OK, "ready")
     };
-    (status, [(header::CONTENT_TYPE, JSON)], body).into_response()
+    let limits = gw.settings().limits;
+    // A directory listing of /proc: microseconds, but still file-system I/O, so off the
+    // runtime's worker threads.
+    let open_fds = tokio::task::spawn_blocking(open_fds).await.ok().flatten();
+    let body = serde_json::json!({
+        "status": word,
+        "connections": {
+            "open": gw.0.metrics.connections.open.load(std::sync::atomic::Ordering::Relaxed),
+            "max": limits.max_connections,
+        },
+        "requests_in_flight": {
+            "now": gw.0.metrics.in_flight_now(),
+            "max": limits.max_in_flight,
+        },
+        "file_descriptors": {"open": open_fds, "limit": limits.fd_limit},
+    });
+    (status, [(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+}
+
+/// Descriptors this process has open (Linux: entries of `/proc/self/fd`); `None` elsewhere.
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count)
 }
 
 /// Prometheus text: request counters, deployments' health, the cache, the ledger writer.

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["stages"],
     &["exchange"],
     &["endpoints", "admin"],
-    &["ops", "background", "routes"],
+    &["ops", "background", "routes", "listener"],
 ];
 
 fn layer_of(top: &str) -> usize {

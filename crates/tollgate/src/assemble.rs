@@ -198,6 +198,56 @@ fn unit_cost(
 /// `models.<name>.sticky.ttl_secs` overrides it.
 const PROMPT_CACHE_TTL_SECS: u64 = 300;
 
+/// Raises the soft file-descriptor limit to the hard one (each connection and each upstream
+/// call holds a descriptor; distributions often start processes at 1024) and returns it.
+/// `None` where the platform has no such limit or it cannot be read.
+pub fn raise_fd_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the file-descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// `server.limits` resolved against the file-descriptor limit: by default client connections
+/// may use half the descriptors and requests in flight (each possibly holding an upstream
+/// socket) a quarter, leaving the rest for the ledger, the upstream pool and headroom.
+pub fn limits(
+    cfg: &tollgate_config::LimitsConfig,
+    fd_limit: Option<u64>,
+) -> tollgate_server::Limits {
+    let fds = fd_limit.unwrap_or(4096).min(4_000_000);
+    let pick = |set: Option<u64>, share: u64| -> usize {
+        let n = set.unwrap_or_else(|| (fds / share).max(16));
+        usize::try_from(n).unwrap_or(usize::MAX)
+    };
+    let max_connections = pick(cfg.max_connections, 2);
+    let max_in_flight = pick(cfg.max_in_flight, 4);
+    if let Some(limit) = fd_limit
+        && (max_connections as u64).saturating_add(max_in_flight as u64) > limit
+    {
+        tracing::warn!(
+            fd_limit = limit,
+            max_connections,
+            max_in_flight,
+            "server.limits allow more sockets than the file-descriptor limit: new connections \
+             may fail with EMFILE before load shedding starts"
+        );
+    }
+    tollgate_server::Limits {
+        header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(cfg.body_read_timeout_secs),
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        max_connections,
+        max_in_flight,
+        fd_limit,
+    }
+}
+
 /// Everything `tollgate serve` needs, started (the ledger writer thread runs from here on).
 pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
     let store = open_store(cfg)?;
@@ -220,6 +270,7 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
             shutdown_grace: cfg.server.shutdown_grace(),
             key_poll_interval: Duration::from_secs(1),
             max_report_range: Duration::from_secs(86_400 * u64::from(cfg.server.max_report_days)),
+            limits: limits(&cfg.server.limits, raise_fd_limit()),
         },
         router,
         prices,

@@ -114,7 +114,12 @@ pub(crate) fn def_error(e: DefError) -> ApiError {
 
 /// Reads a definition body: UTF-8 JSON, syntax errors as `invalid_json`.
 async fn read(gw: &Gateway, body: Body) -> Result<String, ApiError> {
-    let bytes = body::read(body, gw.settings().max_body_bytes).await?;
+    let bytes = body::read(
+        body,
+        gw.settings().max_body_bytes,
+        gw.settings().limits.body_read_timeout,
+    )
+    .await?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8"))?;
     serde_json::from_str::<Value>(&text)

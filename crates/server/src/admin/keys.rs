@@ -38,7 +38,12 @@ fn view(k: &StoredKey) -> Value {
 }
 
 pub(crate) async fn create(State(gw): State<Gateway>, body: Body) -> AdminResult {
-    let bytes = body::read(body, gw.settings().max_body_bytes).await?;
+    let bytes = body::read(
+        body,
+        gw.settings().max_body_bytes,
+        gw.settings().limits.body_read_timeout,
+    )
+    .await?;
     let new: NewKey = serde_json::from_slice(&bytes).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() {
             ErrorCode::InvalidJson

@@ -57,7 +57,7 @@ use tollgate_metering::{
 use tollgate_providers::ChatCall;
 use tollgate_store::StoredKey;
 use tollgate_tokens::Encoding;
-use tollgate_types::{ApiError, LedgerRow, NanoUsd, Outcome, Usage, UsageSource};
+use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, Outcome, Usage, UsageSource};
 
 use crate::gateway::Gateway;
 use crate::http::{WireFormat, body, headers, sse};
@@ -138,10 +138,30 @@ pub(crate) trait Endpoint: Sized + Send + Sync + 'static {
     }
 }
 
+/// `503 overloaded` when more requests are in flight (this one included) than
+/// `server.limits.max_in_flight`.
+fn shed(gw: &Gateway) -> Result<(), ApiError> {
+    let max = gw.settings().limits.max_in_flight;
+    if gw.0.metrics.in_flight_now() <= max {
+        return Ok(());
+    }
+    gw.0.metrics.shed();
+    let mut e = ApiError::new(
+        ErrorCode::Overloaded,
+        format!("the gateway is at its limit of {max} requests in flight; retry shortly"),
+    );
+    e.retry_after_secs = Some(1);
+    Err(e)
+}
+
 /// Runs one request of endpoint `E` through every stage.
 pub(crate) async fn run<E: Endpoint>(gw: Gateway, headers: HeaderMap, body: Body) -> Response {
     // 1.
     let mut rec = PendingRow::open(&gw, E::ROUTE);
+    // Load shedding before any work: the row is still recorded, unattributed.
+    if let Err(e) = shed(&gw) {
+        return rec.reject(e, Outcome::Rejected, E::FORMAT);
+    }
     let (ep, canonical, dispatch) = match admit::<E>(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
         Err(e) => return rec.reject(e, Outcome::Rejected, E::FORMAT),
@@ -209,7 +229,12 @@ async fn admit<E: Endpoint>(
     let key = auth::authenticate(gw, headers)?;
     auth::note_key(rec.row(), &key);
     // 3.
-    let bytes = body::read(body, gw.settings().max_body_bytes).await?;
+    let bytes = body::read(
+        body,
+        gw.settings().max_body_bytes,
+        gw.settings().limits.body_read_timeout,
+    )
+    .await?;
     let (ep, canonical) = E::parse(&bytes, headers)?;
     let row = rec.row();
     row.requested_model = Some(canonical.model.clone());

@@ -181,7 +181,28 @@ async fn health_ready_and_metrics() {
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
     let r = env.http.get(env.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ready"}));
+    let ready = r.json::<Value>().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    // How near the limits the process is: this client's connection is open, the
+    // file-descriptor limit was read (and raised) at start-up.
+    assert!(
+        ready["connections"]["open"].as_i64().unwrap() >= 1,
+        "{ready}"
+    );
+    assert!(
+        ready["connections"]["max"].as_u64().unwrap() >= 16,
+        "{ready}"
+    );
+    assert!(
+        ready["requests_in_flight"]["max"].as_u64().unwrap() >= 16,
+        "{ready}"
+    );
+    let fds = &ready["file_descriptors"];
+    assert!(fds["open"].as_u64().unwrap() > 3, "{ready}");
+    assert!(
+        fds["limit"].as_u64().unwrap() >= fds["open"].as_u64().unwrap(),
+        "{ready}"
+    );
 
     let key = env.key().await;
     let r = env

@@ -36,3 +36,241 @@ async fn a_panic_is_a_500_and_a_failed_row_not_a_cancellation() {
         .await;
     assert_eq!(r.status(), 200);
 }
+
+/// A gateway with short limits, so the tests can watch them act.
+async fn limited(server: &str, sim: tollgate_sim::SimConfig) -> TestEnv {
+    TestEnv::with(Opts {
+        extra_server: format!("  limits: {{{server}}}\n"),
+        sim,
+        ..Opts::default()
+    })
+    .await
+}
+
+/// Reads until EOF or `within`; true when the peer closed the connection.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn gauge(metrics: &str, name: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+async fn chat_ok(env: &TestEnv, key: &str) {
+    let r = env
+        .chat(
+            key,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Slowloris: clients that trickle a request's headers are closed at the header deadline;
+/// clients that sit idle after a request are closed at the idle deadline; others are served
+/// all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_idle_connections_are_closed_and_others_served() {
+    use tokio::io::AsyncWriteExt;
+    let env = limited(
+        "header_read_timeout_secs: 1, idle_timeout_secs: 2",
+        Default::default(),
+    )
+    .await;
+    let key = env.key().await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(env.gw.addr).await.unwrap();
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(env.gw.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        idle.push(s);
+    }
+    // Meanwhile, a normal client is served.
+    chat_ok(&env, &key).await;
+    let start = std::time::Instant::now();
+    // One more byte a while later does not reset the header deadline.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for s in &mut slow {
+        let _ = s.write_all(b"x").await;
+    }
+    for s in &mut slow {
+        assert!(
+            closed_within(s, std::time::Duration::from_secs(3)).await,
+            "slow client not closed"
+        );
+    }
+    let slow_closed_at = start.elapsed();
+    assert!(
+        slow_closed_at < std::time::Duration::from_secs(3),
+        "{slow_closed_at:?}"
+    );
+    for s in &mut idle {
+        assert!(
+            closed_within(s, std::time::Duration::from_secs(4)).await,
+            "idle client not closed"
+        );
+    }
+    chat_ok(&env, &key).await;
+    let m = env.metrics().await;
+    assert!(
+        gauge(&m, "tollgate_connections_closed_header_timeout_total") >= 200,
+        "{m}"
+    );
+    assert!(
+        gauge(&m, "tollgate_connections_closed_idle_total") >= 50,
+        "{m}"
+    );
+}
+
+/// A body that trickles in is answered `408 request_timeout` and recorded.
+#[tokio::test]
+async fn a_body_that_never_finishes_is_a_408_and_a_row() {
+    use tokio::io::AsyncWriteExt;
+    let env = limited("body_read_timeout_secs: 1", Default::default()).await;
+    let key = env.key().await;
+    let mut s = tokio::net::TcpStream::connect(env.gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !String::from_utf8_lossy(&resp).contains("request_timeout") {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => resp.extend_from_slice(&buf[..n]),
+                other => panic!(
+                    "no 408 before {other:?}: {}",
+                    String::from_utf8_lossy(&resp)
+                ),
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let rows = env.wait_rows("status=408", |r| !r.is_empty()).await;
+    assert_eq!(rows[0]["error_code"], "request_timeout", "{}", rows[0]);
+}
+
+/// Past `max_connections` a new connection gets one `503 overloaded` and is closed; once
+/// connections close, new ones are served again.
+#[tokio::test]
+async fn connections_past_the_cap_get_a_503_and_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = limited("max_connections: 4", Default::default()).await;
+    let key = env.key().await;
+    // The test client's pooled connection may hold one slot: fill the rest with idle ones.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(env.gw.addr).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(env.gw.addr).await.unwrap();
+    extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        extra.read_to_string(&mut text),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.to_lowercase().contains("retry-after: 1"), "{text}");
+    let body: serde_json::Value =
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(env.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = env.metrics().await;
+    assert!(gauge(&m, "tollgate_connections_refused_total") >= 1, "{m}");
+}
+
+/// Past `max_in_flight` requests are shed with `503 overloaded` and `Retry-After`, counted,
+/// and recorded in the ledger; the ones admitted complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_limit_are_shed_and_recorded() {
+    let env = limited(
+        "max_in_flight: 3",
+        tollgate_sim::SimConfig {
+            ttft_ms: 400,
+            ..Default::default()
+        },
+    )
+    .await;
+    let key = env.key().await;
+    let calls = (0..12).map(|i| {
+        let env = &env;
+        let key = key.clone();
+        async move {
+            env.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{i}")}]}))
+                .await
+        }
+    });
+    let resps = futures_util::future::join_all(calls).await;
+    let mut ok = 0;
+    let mut shed = 0;
+    for r in resps {
+        match r.status().as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let e = expect_error(r, 503, "overloaded").await;
+                assert!(
+                    e["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("3 requests in flight"),
+                    "{e}"
+                );
+                shed += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(ok >= 3 && shed >= 1, "ok {ok}, shed {shed}");
+    assert_eq!(ok + shed, 12);
+    let rows = env.wait_rows("status=503", |r| r.len() >= shed).await;
+    assert!(rows.iter().all(|r| r["error_code"] == "overloaded"));
+    let m = env.metrics().await;
+    assert_eq!(
+        gauge(&m, "tollgate_requests_shed_total"),
+        shed as i64,
+        "{m}"
+    );
+}
