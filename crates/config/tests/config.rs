@@ -283,6 +283,21 @@ fn validation_errors_name_path_and_reason() {
         ),
         (
             &EXAMPLE.replace(
+                "listen: 127.0.0.1:4000",
+                "limits: {header_read_timeout_secs: 0}",
+            ),
+            "server.limits.header_read_timeout_secs: must be between 1 and 3600, got 0",
+        ),
+        (
+            &EXAMPLE.replace("listen: 127.0.0.1:4000", "limits: {max_in_flight: 0}"),
+            "server.limits.max_in_flight: must be between 1 and 1000000, got 0",
+        ),
+        (
+            &EXAMPLE.replace("listen: 127.0.0.1:4000", "limits: {idle_secs: 5}"),
+            "server.limits.idle_secs: unknown field `idle_secs`",
+        ),
+        (
+            &EXAMPLE.replace(
                 "        model: gpt-4o-mini\n",
                 "        model: gpt-4o-mini\n        weight: 0\n",
             ),
