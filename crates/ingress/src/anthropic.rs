@@ -36,6 +36,7 @@ impl MessagesRequest {
             Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
             _ => return Err(bad("model", "model: field required (a non-empty string)")),
         };
+        crate::check_model_len(&model)?;
         let max_tokens = match body.get("max_tokens") {
             Some(v) => v
                 .as_u64()

@@ -13,6 +13,22 @@
 pub mod anthropic;
 pub mod openai;
 
+/// The longest model name accepted, in characters. Real names are under 100; a bound keeps a
+/// client's megabyte "model" out of the ledger row, the logs and the 404 that echoes it.
+pub const MAX_MODEL_CHARS: usize = 256;
+
+/// Checks a model name's length (the caller has checked it is a non-empty string).
+pub fn check_model_len(model: &str) -> Result<(), ApiError> {
+    if model.chars().count() > MAX_MODEL_CHARS {
+        return Err(ApiError::new(
+            tollgate_types::ErrorCode::InvalidRequest,
+            format!("'model' is longer than {MAX_MODEL_CHARS} characters"),
+        )
+        .with_param("model"));
+    }
+    Ok(())
+}
+
 use serde_json::{Map, Value};
 use tollgate_types::{ApiError, ErrorCode};
 

@@ -29,7 +29,10 @@ fn bad(param: &str, msg: impl Into<String>) -> ApiError {
 
 fn model(body: &Map<String, Value>) -> Result<String, ApiError> {
     match body.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => Ok(m.clone()),
+        Some(Value::String(m)) if !m.trim().is_empty() => {
+            crate::check_model_len(m)?;
+            Ok(m.clone())
+        }
         Some(Value::String(_)) => Err(bad("model", "'model' must not be empty")),
         Some(_) => Err(bad("model", "'model' must be a string")),
         None => Err(bad("model", "you must provide a model parameter")),
@@ -161,6 +164,13 @@ mod tests {
     fn errors_name_the_param() {
         let cases = [
             (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (
+                &format!(
+                    r#"{{"model":"{}","messages":[{{"role":"user","content":"x"}}]}}"#,
+                    "m".repeat(257)
+                ),
+                "model",
+            ),
             (r#"{"model":"m"}"#, "messages"),
             (r#"{"model":"m","messages":[]}"#, "messages"),
             (r#"{"model":"m","messages":[1]}"#, "messages[0]"),

@@ -34,6 +34,7 @@ pub(crate) async fn get(
     headers: HeaderMap,
 ) -> Response {
     exchange::local(&gw, Route::Models, &headers, |key, row| {
+        tollgate_ingress::check_model_len(&id)?;
         row.requested_model = Some(id.clone());
         if gw.0.router.get(&id).is_none() {
             return Err(auth::model_not_found(&id));

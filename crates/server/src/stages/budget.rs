@@ -7,8 +7,10 @@
 //!   times `n` choices. Input tokens are counted with the model's tokenizer — exact for
 //!   OpenAI-tokenised models — and bounded from above otherwise (one token per byte of the
 //!   prompt's text, a strict bound for byte-level tokenizers). The output cap is the request's
-//!   `max_completion_tokens`/`max_tokens`, or the model's output limit, which is then written
-//!   into the request so the provider honours what was reserved;
+//!   `max_completion_tokens`/`max_tokens`, else the model's configured `max_output_tokens`,
+//!   else 4,096 — always bounded by the model's output limit, never the whole window, which
+//!   let a few concurrent requests lock a small budget — and a default is written into the
+//!   request so the provider honours what was reserved;
 //! - when a hard budget cannot take the worst case, the request is fitted: the output cap is
 //!   clamped to what remains (`x-tollgate-policy: cap_max_tokens=N`); when not even a minimal
 //!   answer fits it is refused with `429 budget_exceeded`, `Retry-After` = seconds to the reset.
@@ -33,7 +35,8 @@ use crate::stages::target::Candidate;
 
 /// The least output worth admitting a request for.
 pub(crate) const MIN_ANSWER_TOKENS: u64 = 16;
-/// Output cap assumed when neither the request nor the price table gives one.
+/// Output cap reserved — and written into the request — when a budgeted request sets none and
+/// its model has no `max_output_tokens` in config (bounded by the model's output limit).
 pub(crate) const FALLBACK_OUTPUT_CAP: u64 = 4096;
 /// A reservation whose request never settles is released after this long (longer than the
 /// default total provider timeout of 10 minutes).
@@ -188,10 +191,20 @@ pub(crate) fn token_bound(
                         },
                     )
                     .max_output_tokens;
-            let default = cand.default_cap.map(u64::from).or(limit);
+            // Without a cap of its own a request reserves the model's configured default
+            // (`models.<name>.max_output_tokens`), else FALLBACK_OUTPUT_CAP — never the model's
+            // whole output window, which would let a few concurrent requests lock a small
+            // budget. Any cap is bounded by what the model accepts: the provider refuses or
+            // clamps more, so reserving more only starves the budget.
+            let bound = |c: u64| limit.map_or(c, |l| c.min(l));
             match requested_cap(body) {
-                Some(c) => (input, n, c, true),
-                None => (input, n, default.unwrap_or(FALLBACK_OUTPUT_CAP), false),
+                Some(c) => (input, n, bound(c), true),
+                None => (
+                    input,
+                    n,
+                    bound(cand.default_cap.map_or(FALLBACK_OUTPUT_CAP, u64::from)),
+                    false,
+                ),
             }
         }
         Shape::Embeddings => {

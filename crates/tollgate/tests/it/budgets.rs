@@ -20,8 +20,9 @@ use crate::harness::*;
 const HI_TOKENS: u64 = 8;
 /// Worst case (= actual cost) of `hi` with `max_tokens: 16`.
 const HI16: i64 = (HI_TOKENS * 150 + 16 * 600) as i64;
-/// gpt-4o-mini's output cap from the built-in price table (reserved when a request has none).
-const MINI_MAX_OUTPUT: u64 = 16_384;
+/// What a budgeted request without `max_tokens` reserves (and is capped at) when its model has
+/// no `max_output_tokens` in config: 4,096, not gpt-4o-mini's whole 16,384-token window.
+const DEFAULT_OUTPUT_CAP: u64 = 4_096;
 /// How many requests are in flight at a time in the concurrency tests.
 const IN_FLIGHT: usize = 100;
 
@@ -496,7 +497,7 @@ async fn requests_are_fitted_to_what_remains() {
     };
     assert_eq!(
         reserved,
-        (HI_TOKENS * 150 + MINI_MAX_OUTPUT * 600) as i64,
+        (HI_TOKENS * 150 + DEFAULT_OUTPUT_CAP * 600) as i64,
         "reserved for a request without max_tokens"
     );
     let r = inflight.await.unwrap();

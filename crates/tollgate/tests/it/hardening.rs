@@ -131,7 +131,17 @@ async fn slow_headers_and_idle_connections_are_closed_and_others_served() {
             "idle client not closed"
         );
     }
-    chat_ok(&env, &key).await;
+    // A fresh connection: the test client's pooled one went idle too and may be closing now
+    // (a client that reuses a connection as the server's idle timeout closes it must retry,
+    // which is why the default idle timeout is longer than common client pool timeouts).
+    let r = reqwest::Client::new()
+        .post(env.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let m = env.metrics().await;
     assert!(
         gauge(&m, "tollgate_connections_closed_header_timeout_total") >= 200,
@@ -273,4 +283,85 @@ async fn requests_past_the_in_flight_limit_are_shed_and_recorded() {
         shed as i64,
         "{m}"
     );
+}
+
+/// Requests without `max_tokens` reserve a default cap, not the model's whole output window,
+/// so a handful in flight cannot lock a small budget; an absurd `max_tokens` reserves no more
+/// than the model accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncapped_requests_do_not_starve_a_small_budget() {
+    let env = TestEnv::with(Opts {
+        extra_yaml: "budgets:\n  - {name: small, scope: {tenant: acme}, limit_usd: \"0.05\", window: month, mode: hard}\n".into(),
+        sim: tollgate_sim::SimConfig {
+            ttft_ms: 300,
+            ..Default::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    // gpt-4o-mini: $0.60 per 1M output tokens. The whole 16,384-token window would reserve
+    // ~$0.0098 each (five fill the budget); the 4,096 default reserves ~$0.0025.
+    let calls = (0..12).map(|i| {
+        let env = &env;
+        let key = key.clone();
+        async move {
+            env.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{i}")}]}))
+                .await
+        }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers().get("x-tollgate-policy").is_none(),
+            "{:?}",
+            r.headers()
+        );
+    }
+    let r = env
+        .chat(
+            &key,
+            json!({"model": "gpt-4o-mini", "max_tokens": 10_000_000,
+                           "messages": [{"role": "user", "content": "long"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("x-tollgate-policy").is_none(),
+        "fitted as if 10M tokens were possible: {:?}",
+        r.headers()
+    );
+}
+
+/// A megabyte model name is refused, not stored in the row or echoed back.
+#[tokio::test]
+async fn a_huge_model_name_is_refused_and_not_stored() {
+    let env = TestEnv::start().await;
+    let key = env.key().await;
+    let huge = "m".repeat(1 << 20);
+    let r = env
+        .chat(
+            &key,
+            json!({"model": huge, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    let e = expect_error(r, 400, "invalid_request").await;
+    assert_eq!(e["param"], "model");
+    assert!(e["message"].as_str().unwrap().len() < 200, "{e}");
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/models/{}", "m".repeat(5000))))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let rows = env.wait_rows("status=400", |r| r.len() >= 2).await;
+    for row in rows {
+        assert!(
+            row.to_string().len() < 4096,
+            "a row holds the name: {} bytes",
+            row.to_string().len()
+        );
+    }
 }
