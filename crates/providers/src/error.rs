@@ -257,23 +257,92 @@ fn describe_body(body: &[u8]) -> String {
     }
 }
 
-/// Removes every occurrence of each secret (and of its last 4+ characters, which providers
-/// print in masked form) from `text`.
+/// Removes every occurrence of each secret from `text`, its last six characters wherever they
+/// appear, and every masked form of it: a word with a run of mask characters (`***`, `•••`)
+/// whose visible start is a prefix of a secret or whose visible end is a suffix of one
+/// (`sk-SECR************-123`), since providers echo keys that way and prefix plus suffix
+/// narrow a key down.
 pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 8).collect();
     let mut out = text.to_string();
-    for s in secrets.iter().filter(|s| s.len() >= 8) {
+    for s in &secrets {
         out = out.replace(s, "[redacted]");
-        let tail = &s[s.len() - 6..];
         if s.is_char_boundary(s.len() - 6) {
-            out = out.replace(tail, "[redacted]");
+            out = out.replace(&s[s.len() - 6..], "[redacted]");
         }
     }
-    out
+    if secrets.is_empty() || !out.contains(is_mask) {
+        return out;
+    }
+    let is_delimiter = |c: char| c.is_whitespace() || "\"'`,;()[]{}<>=".contains(c);
+    let mut scrubbed = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while !rest.is_empty() {
+        let end = rest.find(is_delimiter).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        if masked_secret(word, &secrets) {
+            scrubbed.push_str("[redacted]");
+        } else {
+            scrubbed.push_str(word);
+        }
+        // The delimiter itself (one char), then the next word.
+        let mut chars = tail.chars();
+        if let Some(d) = chars.next() {
+            scrubbed.push(d);
+        }
+        rest = chars.as_str();
+    }
+    scrubbed
+}
+
+fn is_mask(c: char) -> bool {
+    matches!(c, '*' | '•' | '…')
+}
+
+/// Whether `word` is a masked form of one of `secrets`: at least three mask characters, with a
+/// visible prefix (two characters or more) of a secret before them or a visible suffix after.
+fn masked_secret(word: &str, secrets: &[&str]) -> bool {
+    let (Some(first), Some(last)) = (word.find(is_mask), word.rfind(is_mask)) else {
+        return false;
+    };
+    if word.chars().filter(|&c| is_mask(c)).count() < 3 {
+        return false;
+    }
+    let before = &word[..first];
+    let after_start = last + word[last..].chars().next().map_or(1, char::len_utf8);
+    let after = word[after_start..].trim_end_matches(['.', ':', '!', '?']);
+    secrets.iter().any(|s| {
+        (before.len() >= 2 && s.starts_with(before)) || (after.len() >= 2 && s.ends_with(after))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrubs_masked_forms_with_prefix_and_suffix() {
+        let key = "sk-SECRETKEYVALUE-123";
+        for msg in [
+            "Incorrect API key provided: sk-SECR************-123.",
+            "key sk-SECR•••••• is invalid",
+            "key ********-123: invalid",
+            r#"{"error":"bad key 'sk-SE***23'"}"#,
+        ] {
+            let out = scrub(msg, &[key]);
+            assert!(out.contains("[redacted]"), "{msg} → {out}");
+            assert!(
+                !out.contains("SECR") && !out.contains("-123"),
+                "{msg} → {out}"
+            );
+        }
+        // Masks that are not a key's stay: nothing to do with the secret.
+        assert_eq!(
+            scrub("rated ***** by users", &[key]),
+            "rated ***** by users"
+        );
+        assert_eq!(scrub("no mask here", &[key]), "no mask here");
+    }
 
     #[test]
     fn scrubs_keys_and_masked_tails() {
