@@ -169,5 +169,9 @@ def test_security(spec):
         elif path.startswith("/admin/v1/"):
             assert "masterKey" in names, f"{method.upper()} {path}"
             assert schemes["masterKey"]["scheme"] == "bearer"
+        elif path == "/metrics":
+            # Open by default; a bearer token when `server.metrics_auth` is set.
+            assert op.get("security") == [{}, {"metricsToken": []}], f"{method.upper()} {path}"
+            assert schemes["metricsToken"]["scheme"] == "bearer"
         else:
             assert op.get("security") == [], f"{method.upper()} {path} should be unauthenticated"

@@ -307,6 +307,11 @@ pub struct ServerConfig {
     pub max_report_days: u32,
     /// `limits`: see [`LimitsConfig`].
     pub limits: LimitsConfig,
+    /// `metrics_auth`: a bearer token `/metrics` requires (`Authorization: Bearer …`, as
+    /// Prometheus's `authorization.credentials` sends it). Unset: `/metrics` is open, as
+    /// Prometheus expects by default — but it shows spend totals, so set it wherever the
+    /// listener is reachable by anyone but the scraper. Usually `${TOLLGATE_METRICS_TOKEN}`.
+    pub metrics_auth: Option<Secret>,
 }
 
 /// `server.limits`: what one client, or many, may hold of the gateway — so slow, idle or

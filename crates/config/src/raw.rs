@@ -109,6 +109,7 @@ pub(crate) struct RawServer {
     pub organization: Option<String>,
     pub max_report_days: Option<u32>,
     pub limits: Option<RawLimits>,
+    pub metrics_auth: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]

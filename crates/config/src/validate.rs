@@ -228,6 +228,16 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         );
     }
 
+    let metrics_auth = raw.metrics_auth.filter(|k| !k.is_empty());
+    if let Some(k) = &metrics_auth
+        && k.expose().trim() != k.expose()
+    {
+        issues.push(
+            "server.metrics_auth",
+            "has leading or trailing whitespace (a pasted newline?)",
+        );
+    }
+
     let organization = raw.organization.unwrap_or_else(|| "Tollgate".to_string());
     if organization.trim().is_empty() || organization.chars().count() > 200 {
         issues.push(
@@ -254,6 +264,7 @@ fn server(raw: RawServer, issues: &mut Issues, warnings: &mut Vec<ConfigWarning>
         organization,
         max_report_days,
         limits: limits(raw.limits.unwrap_or_default(), issues),
+        metrics_auth,
     }
 }
 

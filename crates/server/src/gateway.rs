@@ -39,6 +39,8 @@ pub struct ServerSettings {
     pub max_report_range: Duration,
     /// What connections and requests may hold (`server.limits`, resolved).
     pub limits: Limits,
+    /// Bearer token `/metrics` requires (`server.metrics_auth`); `None`: open.
+    pub metrics_token: Option<String>,
 }
 
 /// `server.limits` with the defaults that depend on the machine resolved.
@@ -58,6 +60,10 @@ impl std::fmt::Debug for ServerSettings {
         f.debug_struct("ServerSettings")
             .field("listen", &self.listen)
             .field("master_key", &self.master_key.as_ref().map(|_| "********"))
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "********"),
+            )
             .field("max_body_bytes", &self.max_body_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("limits", &self.limits)

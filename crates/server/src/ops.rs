@@ -1,10 +1,14 @@
-//! Liveness, readiness and metrics (unauthenticated).
+//! Liveness, readiness and metrics (unauthenticated, except `/metrics` when
+//! `server.metrics_auth` is set).
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+use tollgate_types::{ApiError, ErrorCode};
 
 use crate::gateway::Gateway;
+use crate::http::error::ErrorResponse;
 use crate::http::headers::JSON;
 
 /// The process is up.
@@ -53,7 +57,18 @@ fn open_fds() -> Option<usize> {
 }
 
 /// Prometheus text: request counters, deployments' health, the cache, the ledger writer.
-pub(crate) async fn metrics(State(gw): State<Gateway>) -> Response {
+/// With `server.metrics_auth` set, only for `Authorization: Bearer <that token>`.
+pub(crate) async fn metrics(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Some(token) = gw.settings().metrics_token.as_deref() {
+        let presented = tollgate_attribution::keys::presented_key(&headers);
+        if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+            return ErrorResponse(ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "/metrics needs the token set in server.metrics_auth (Authorization: Bearer …)",
+            ))
+            .into_response();
+        }
+    }
     let mut text = gw.0.metrics.render(&gw.0.ledger.stats());
     crate::metrics::render_deployments(&gw.0.router, &mut text);
     if let Some(cache) = &gw.0.cache {

@@ -271,6 +271,11 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
             key_poll_interval: Duration::from_secs(1),
             max_report_range: Duration::from_secs(86_400 * u64::from(cfg.server.max_report_days)),
             limits: limits(&cfg.server.limits, raise_fd_limit()),
+            metrics_token: cfg
+                .server
+                .metrics_auth
+                .as_ref()
+                .map(|s| s.expose().to_string()),
         },
         router,
         prices,

@@ -365,3 +365,31 @@ async fn a_huge_model_name_is_refused_and_not_stored() {
         );
     }
 }
+
+/// With `server.metrics_auth`, `/metrics` (which shows spend totals) needs that bearer token.
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let env = TestEnv::with(Opts {
+        extra_server: "  metrics_auth: ${METRICS_TOKEN}\n".into(),
+        env: vec![("METRICS_TOKEN".into(), "scrape-me-0123456789".into())],
+        ..Opts::default()
+    })
+    .await;
+    let get = |auth: Option<&'static str>| {
+        let mut r = env.http.get(env.url("/metrics"));
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        r.send()
+    };
+    expect_error(get(None).await.unwrap(), 401, "invalid_api_key").await;
+    expect_error(get(Some("wrong")).await.unwrap(), 401, "invalid_api_key").await;
+    let r = get(Some("scrape-me-0123456789")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("tollgate_requests_in_flight")
+    );
+}
