@@ -68,6 +68,17 @@ fn gauge(metrics: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
+/// `n` distinct chat requests at once.
+async fn concurrent_chats(env: &TestEnv, key: &str, n: usize) -> Vec<reqwest::Response> {
+    let calls = (0..n).map(|i| {
+        env.chat(
+            key,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{i}")}]}),
+        )
+    });
+    futures_util::future::join_all(calls).await
+}
+
 async fn chat_ok(env: &TestEnv, key: &str) {
     let r = env
         .chat(
@@ -244,15 +255,7 @@ async fn requests_past_the_in_flight_limit_are_shed_and_recorded() {
     )
     .await;
     let key = env.key().await;
-    let calls = (0..12).map(|i| {
-        let env = &env;
-        let key = key.clone();
-        async move {
-            env.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{i}")}]}))
-                .await
-        }
-    });
-    let resps = futures_util::future::join_all(calls).await;
+    let resps = concurrent_chats(&env, &key, 12).await;
     let mut ok = 0;
     let mut shed = 0;
     for r in resps {
@@ -302,15 +305,7 @@ async fn uncapped_requests_do_not_starve_a_small_budget() {
     let key = env.key().await;
     // gpt-4o-mini: $0.60 per 1M output tokens. The whole 16,384-token window would reserve
     // ~$0.0098 each (five fill the budget); the 4,096 default reserves ~$0.0025.
-    let calls = (0..12).map(|i| {
-        let env = &env;
-        let key = key.clone();
-        async move {
-            env.chat(&key, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{i}")}]}))
-                .await
-        }
-    });
-    for r in futures_util::future::join_all(calls).await {
+    for r in concurrent_chats(&env, &key, 12).await {
         assert_eq!(r.status(), 200);
         assert!(
             r.headers().get("x-tollgate-policy").is_none(),
