@@ -5,7 +5,9 @@
 //! - tenant: `x-tollgate-tenant` only if the key has `allow_tenant_header` (and, when the key
 //!   lists `allowed_tenants`, only one of those); otherwise the key's tenant. A header the key
 //!   may not use is an error, not silently ignored — a SaaS backend that believes it is
-//!   attributing per customer must find out at once.
+//!   attributing per customer must find out at once. An empty `allowed_tenants` means any
+//!   tenant, deliberately: such a key is a backend's, trusted to name its customers, and is
+//!   created that way explicitly (`allow_tenant_header`); listing tenants restricts it.
 //! - team: the key's team.
 //! - feature: `x-tollgate-feature`, else `metadata.feature` in the body.
 //! - user: `x-tollgate-user`, else the body's `user`, else `safety_identifier`.
