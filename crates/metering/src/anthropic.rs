@@ -237,14 +237,15 @@ impl MeteredEvents {
     }
 }
 
-/// `event: <name>\ndata: <json>\n\n`.
+/// `event: <name>\ndata: <json>\n\n` (a multi-line `data` one `data:` line per line, see
+/// [`crate::meter::put_sse_frame`]).
 pub fn put_event(out: &mut BytesMut, event: &str, data: &[u8]) {
     out.reserve(event.len() + data.len() + 16);
     out.put_slice(b"event: ");
     out.put_slice(event.as_bytes());
-    out.put_slice(b"\ndata: ");
-    out.put_slice(data);
-    out.put_slice(b"\n\n");
+    out.put_slice(b"\n");
+    crate::meter::put_data(out, data);
+    out.put_slice(b"\n");
 }
 
 impl Stream for MeteredEvents {
@@ -472,6 +473,21 @@ mod tests {
         let s = settled.lock().unwrap();
         assert_eq!(s.len(), 1, "settled exactly once");
         (text, s[0].clone())
+    }
+
+    /// The `anthropic` fuzz target's minimal input `data\ndata` is an unnamed event whose data
+    /// is "\n"; relayed as one `data:` line, the client read "". Each line is now its own.
+    #[tokio::test]
+    async fn multi_line_event_data_is_relayed_whole() {
+        let events = vec![Ok(Event {
+            event: None,
+            data: Bytes::from_static(b"\n"),
+        })];
+        let (text, _) = relay(events, opts()).await;
+        assert_eq!(text, "event: message\ndata: \ndata: \n\n");
+        let mut out = BytesMut::new();
+        put_event(&mut out, "e", b"{\n\"a\": 1\n}");
+        assert_eq!(&out[..], b"event: e\ndata: {\ndata: \"a\": 1\ndata: }\n\n");
     }
 
     fn cut_tail(index: Option<u64>, output_tokens: u64) -> String {

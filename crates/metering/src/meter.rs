@@ -217,9 +217,26 @@ impl MeteredStream {
 /// Appends `data: <payload>\n\n`.
 pub fn put_sse_frame(out: &mut BytesMut, payload: &[u8]) {
     out.reserve(payload.len() + 8);
-    out.put_slice(b"data: ");
-    out.put_slice(payload);
-    out.put_slice(b"\n\n");
+    put_data(out, payload);
+    out.put_slice(b"\n");
+}
+
+/// Appends the `data:` line(s) of one event. An upstream event of several `data:` lines reaches
+/// us joined with `\n` (the SSE rule); written as one line, the client would read only its first
+/// line, so each line gets its own `data:` and the client decodes exactly the payload sent (found
+/// by the `anthropic` fuzz target). The SSE decoder never leaves a `\r` in a payload.
+pub(crate) fn put_data(out: &mut BytesMut, payload: &[u8]) {
+    if !payload.contains(&b'\n') {
+        out.put_slice(b"data: ");
+        out.put_slice(payload);
+        out.put_slice(b"\n");
+        return;
+    }
+    for line in payload.split(|&b| b == b'\n') {
+        out.put_slice(b"data: ");
+        out.put_slice(line);
+        out.put_slice(b"\n");
+    }
 }
 
 /// `data: <payload>\n\n` as its own buffer.
@@ -371,6 +388,18 @@ mod tests {
     }
 
     use crate::test_support::capture;
+
+    /// A payload of several lines (the fuzz target's minimal input was `data\ndata`, an event
+    /// whose data is "\n") was written as one `data:` line and reached the client truncated.
+    #[test]
+    fn multi_line_payloads_keep_every_line() {
+        assert_eq!(&sse_frame(b"\n")[..], b"data: \ndata: \n\n");
+        assert_eq!(
+            &sse_frame(b"{\n\"a\":1}")[..],
+            b"data: {\ndata: \"a\":1}\n\n"
+        );
+        assert_eq!(&sse_frame(b"{}")[..], b"data: {}\n\n");
+    }
 
     #[tokio::test]
     async fn strips_usage_chunk_when_not_asked_and_settles_from_provider() {

@@ -189,7 +189,7 @@ impl UpstreamError {
                 body,
                 retry_after,
             } => {
-                let detail = scrub(&describe_body(body), secrets);
+                let detail = describe_body(body, secrets);
                 let (code, status_out) = match (self.class(), status) {
                     (FailureClass::ContextWindow, _) => (ErrorCode::ContextLengthExceeded, None),
                     (FailureClass::ContentPolicy, _) => (ErrorCode::ContentFiltered, None),
@@ -226,7 +226,25 @@ impl UpstreamError {
 ///
 /// Gemini: `{"error":{"code":429,"message":"…","status":"RESOURCE_EXHAUSTED"}}`, sometimes
 /// wrapped in a one-element array (the non-SSE streaming endpoint answers with a JSON array).
-fn describe_body(body: &[u8]) -> String {
+///
+/// The description is scrubbed of `secrets`, and a plain text is scrubbed *before* it is cut to
+/// 200 characters: cut first, a key straddling the cut left its first part behind, which the
+/// scrubber no longer recognises (found by the `error_classify` fuzz target).
+fn describe_body(body: &[u8], secrets: &[&str]) -> String {
+    if let Some(d) = describe_json(body) {
+        return scrub(&d, secrets);
+    }
+    let text = scrub(&String::from_utf8_lossy(body), secrets);
+    let trimmed: String = text.trim().chars().take(200).collect();
+    if trimmed.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        trimmed
+    }
+}
+
+/// [`describe_body`] of a JSON error body with a message; `None` for anything else.
+fn describe_json(body: &[u8]) -> Option<String> {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         let v = match &v {
             serde_json::Value::Array(items) if items.len() == 1 => &items[0],
@@ -240,21 +258,15 @@ fn describe_body(body: &[u8]) -> String {
             .or_else(|| err.as_str());
         if let Some(msg) = msg {
             if let Some(code) = err.get("code").and_then(|c| c.as_str()) {
-                return format!("{msg} (code: {code})");
+                return Some(format!("{msg} (code: {code})"));
             }
             if let Some(status) = err.get("status").and_then(|c| c.as_str()) {
-                return format!("{msg} (status: {status})");
+                return Some(format!("{msg} (status: {status})"));
             }
-            return msg.to_string();
+            return Some(msg.to_string());
         }
     }
-    let text = String::from_utf8_lossy(body);
-    let trimmed: String = text.trim().chars().take(200).collect();
-    if trimmed.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        trimmed
-    }
+    None
 }
 
 /// Removes every occurrence of each secret from `text`, its last six characters wherever they
@@ -274,7 +286,6 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
     if secrets.is_empty() || !out.contains(is_mask) {
         return out;
     }
-    let is_delimiter = |c: char| c.is_whitespace() || "\"'`,;()[]{}<>=".contains(c);
     let mut scrubbed = String::with_capacity(out.len());
     let mut rest = out.as_str();
     while !rest.is_empty() {
@@ -293,6 +304,26 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
         rest = chars.as_str();
     }
     scrubbed
+}
+
+/// What ends a word for [`scrub`] (and [`cut_at_word`]).
+fn is_delimiter(c: char) -> bool {
+    c.is_whitespace() || "\"'`,;()[]{}<>=".contains(c)
+}
+
+/// The first `max` characters of `text`, cut at the end of a word (a first word longer than
+/// `max` is dropped). For provider text cut before it can be scrubbed: a key cut in half is no
+/// longer recognised by [`scrub`], so its first part would reach the client (found by the
+/// `error_classify` fuzz target in the Bedrock error reader).
+pub(crate) fn cut_at_word(text: &str, max: usize) -> &str {
+    let Some((end, next)) = text.char_indices().nth(max) else {
+        return text;
+    };
+    let head = &text[..end];
+    if is_delimiter(next) {
+        return head;
+    }
+    head.rfind(is_delimiter).map_or("", |i| &head[..i])
 }
 
 fn is_mask(c: char) -> bool {
@@ -344,6 +375,28 @@ mod tests {
         assert_eq!(scrub("no mask here", &[key]), "no mask here");
     }
 
+    /// A key straddling the 200-character cut of a plain-text error body left its first part
+    /// in the client's message (fuzz target `error_classify`); the text is now scrubbed first.
+    #[test]
+    fn a_key_at_the_cut_of_a_text_body_leaves_nothing_behind() {
+        let key = "sk-fuzz-7Qm2Zt9XbLw4Kp8R";
+        let body = format!(
+            "<html><body>{} key {key} rejected</body></html>",
+            "x".repeat(170)
+        );
+        let e = UpstreamError::new(
+            "fuzz",
+            UpstreamErrorKind::Status {
+                status: 502,
+                body: body.into(),
+                retry_after: None,
+            },
+        );
+        let msg = e.to_api_error(&[key]).message;
+        assert!(!msg.contains("sk-fuzz-7Q"), "{msg}");
+        assert!(msg.ends_with("key [redacted] re"), "{msg}");
+    }
+
     #[test]
     fn scrubs_keys_and_masked_tails() {
         let key = "sk-live-abcdefghijklmnop";
@@ -383,11 +436,14 @@ mod tests {
         let plain =
             br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#;
         assert_eq!(
-            describe_body(plain),
+            describe_body(plain, &[]),
             "Quota exceeded (status: RESOURCE_EXHAUSTED)"
         );
         let wrapped = br#"[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]"#;
-        assert_eq!(describe_body(wrapped), "bad (status: INVALID_ARGUMENT)");
+        assert_eq!(
+            describe_body(wrapped, &[]),
+            "bad (status: INVALID_ARGUMENT)"
+        );
     }
 
     #[test]
@@ -406,10 +462,10 @@ mod tests {
     #[test]
     fn describes_aws_shaped_bodies() {
         assert_eq!(
-            describe_body(br#"{"message":"Too many requests"}"#),
+            describe_body(br#"{"message":"Too many requests"}"#, &[]),
             "Too many requests"
         );
-        assert_eq!(describe_body(br#"{"Message":"Denied"}"#), "Denied");
+        assert_eq!(describe_body(br#"{"Message":"Denied"}"#, &[]), "Denied");
     }
 
     #[test]

@@ -353,22 +353,15 @@ impl Stream for SseChunks {
                 return Poll::Ready(None);
             }
             if let Some(ev) = self.ready.pop_front() {
-                let data = ev.data;
-                if data.as_ref() == b"[DONE]" {
-                    self.finished = true;
-                    return Poll::Ready(None);
+                match stream_event(ev.data) {
+                    StreamEvent::Done => {
+                        self.finished = true;
+                        return Poll::Ready(None);
+                    }
+                    StreamEvent::Skip => continue,
+                    StreamEvent::Error(kind) => return self.fail(kind),
+                    StreamEvent::Chunk(data) => return Poll::Ready(Some(Ok(data))),
                 }
-                if data.is_empty() {
-                    continue;
-                }
-                if is_error_event(&data) {
-                    let message = error_message(&data);
-                    return self.fail(UpstreamErrorKind::InStream {
-                        message,
-                        body: data,
-                    });
-                }
-                return Poll::Ready(Some(Ok(data)));
             }
             if self.pump.ended() {
                 // Everything that arrived was delivered and no [DONE] came: the stream was cut.
@@ -387,6 +380,40 @@ impl Stream for SseChunks {
             }
         }
     }
+}
+
+/// What one event's `data` means in an OpenAI (or Azure) stream.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// `[DONE]`: the stream is complete.
+    Done,
+    /// An empty `data:`; nothing to relay.
+    Skip,
+    /// A chunk, relayed as is.
+    Chunk(Bytes),
+    /// An in-stream `{"error": …}` event ([`UpstreamErrorKind::InStream`]).
+    Error(UpstreamErrorKind),
+}
+
+/// The per-event decision of the stream transport. Public (hidden) only so the fuzz targets in
+/// `fuzz/` can run it without a connection; the transport is its only other caller.
+#[doc(hidden)]
+pub fn stream_event(data: Bytes) -> StreamEvent {
+    if data.as_ref() == b"[DONE]" {
+        return StreamEvent::Done;
+    }
+    if data.is_empty() {
+        return StreamEvent::Skip;
+    }
+    if is_error_event(&data) {
+        let message = error_message(&data);
+        return StreamEvent::Error(UpstreamErrorKind::InStream {
+            message,
+            body: data,
+        });
+    }
+    StreamEvent::Chunk(data)
 }
 
 /// True for an in-stream error object (`{"error": …}` at top level). Checked on the raw bytes

@@ -282,8 +282,9 @@ fn exception_name(name: &str) -> String {
 
 /// The status error for a non-success response. The exception name comes from
 /// `x-amzn-errortype` (`Name:http://internal.amazon.com/…`), else the body's `__type` (which may
-/// be namespaced `ns#Name`) or `code`.
-fn status_error(
+/// be namespaced `ns#Name`) or `code`. Public (hidden) only for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn status_error(
     status: u16,
     error_type: Option<&str>,
     body: &[u8],
@@ -304,11 +305,8 @@ fn status_error(
     let body = match (name, message) {
         (Some(name), message) => {
             let message = message.unwrap_or_else(|| {
-                String::from_utf8_lossy(body)
-                    .trim()
-                    .chars()
-                    .take(200)
-                    .collect()
+                // Cut at a word: the text is scrubbed of keys only later.
+                crate::error::cut_at_word(String::from_utf8_lossy(body).trim(), 200).to_string()
             });
             serde_json::json!({"message": message, "code": name})
                 .to_string()
@@ -516,6 +514,29 @@ mod tests {
         // Not JSON, no type: the raw text.
         let k = status_error(502, None, b"<html>gateway</html>", None);
         assert!(describe(&k).1.contains("<html>gateway</html>"));
+    }
+
+    /// An error body without a message is shown as its first 200 characters; cut mid-word, a
+    /// key straddling the cut left its first part behind for the client (fuzz target
+    /// `error_classify`). The cut now falls between words, so the scrubber sees whole keys.
+    #[test]
+    fn a_key_at_the_cut_of_an_unmodelled_body_leaves_nothing_behind() {
+        let key = "sk-fuzz-7Qm2Zt9XbLw4Kp8R";
+        let body = format!(
+            "<html><body>{} key {key} rejected</body></html>",
+            "x".repeat(170)
+        );
+        let k = status_error(502, Some("InternalServerException"), body.as_bytes(), None);
+        let msg = UpstreamError::new("b", k).to_api_error(&[key]).message;
+        assert!(!msg.contains("sk-fuzz-7Q"), "{msg}");
+        assert!(
+            msg.ends_with("x key (code: InternalServerException)"),
+            "{msg}"
+        );
+        assert_eq!(crate::error::cut_at_word("ab cd", 4), "ab");
+        assert_eq!(crate::error::cut_at_word("ab cd", 2), "ab");
+        assert_eq!(crate::error::cut_at_word("abcd", 2), "");
+        assert_eq!(crate::error::cut_at_word("ab", 2), "ab");
     }
 
     #[test]
