@@ -117,6 +117,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE requests ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX requests_imported ON requests (started_at_ms) WHERE imported = 1;
     "#,
+    // v8: the intent log. A request about to call a provider leaves its provisional row here
+    // (JSON), deleted when its final row is written; what is left at start-up belongs to
+    // requests that died with the process and becomes `interrupted` ledger rows.
+    r#"
+    CREATE TABLE intents (
+        request_id    TEXT PRIMARY KEY NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        row           TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -251,7 +251,7 @@ fn reopen_keeps_data_and_migrations_are_idempotent() {
     }
     let s = Store::open(&url).unwrap();
     let s2 = Store::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 7);
+    assert_eq!(s.schema_version().unwrap(), 8);
     assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
     assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
 
