@@ -5,6 +5,8 @@
 //! - The **ledger table** `requests` (one row per request, docs/contracts.md §2 invariant 1):
 //!   idempotent batched inserts ([`Store::insert_rows`]), exact spend reports ([`Store::spend`]),
 //!   paginated listing ([`Store::list_requests`]) and reconciliation totals ([`Store::totals`]).
+//! - The **intent log** `intents`: provisional rows of requests calling a provider, so a crash
+//!   leaves a row for each ([`Store::write_batch`], [`Store::intents`]).
 //! - The **virtual keys table** `keys` (hashes only, never the key) and the `keys_version`
 //!   counter a running gateway polls to notice out-of-process key changes.
 //!
@@ -41,6 +43,7 @@
 
 mod budgets;
 mod error;
+mod intents;
 mod keys;
 mod requests;
 mod schema;
@@ -54,13 +57,14 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use budgets::Definitions;
 pub use error::StoreError;
+pub use intents::Batch;
 pub use keys::StoredKey;
 pub use requests::{MAX_PAGE_LIMIT, Page, RowFilter};
 pub use spend::{Dim, NONE_LABEL, SpendQuery, SpendRow};
 pub use tollgate_types::{LedgerRow, NanoUsd, Outcome, UNATTRIBUTED};
 
 /// How long a connection waits for another writer's lock before failing with `SQLITE_BUSY`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept for reuse; more may be open at once, the surplus is closed on return.
 const MAX_IDLE_CONNECTIONS: usize = 8;
 /// Prepared statements cached per connection (inserts, the common queries).

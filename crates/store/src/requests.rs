@@ -164,6 +164,69 @@ fn sat_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Inserts `rows` inside `tx`, skipping ids already stored; returns how many were new.
+pub(crate) fn insert_in(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[LedgerRow],
+    imported: bool,
+) -> Result<usize, StoreError> {
+    let mut inserted = 0;
+    let mut stmt = tx.prepare_cached(INSERT_SQL)?;
+        for r in rows {
+            let a = &r.attribution;
+            let u = &r.usage;
+            let tags = serde_json::to_string(&a.tags).map_err(|e| {
+                StoreError::InvalidInput(format!("tags of {}: {e}", r.request_id))
+            })?;
+            inserted += stmt
+                .execute(rusqlite::params![
+                    r.request_id,
+                    r.started_at_ms,
+                    r.endpoint,
+                    r.stream,
+                    a.key_id,
+                    a.key_name,
+                    a.team,
+                    a.tenant,
+                    a.feature,
+                    a.user,
+                    tags,
+                    r.requested_model,
+                    r.served_model,
+                    r.provider,
+                    r.deployment,
+                    r.attempts,
+                    sat_i64(u.input_tokens),
+                    sat_i64(u.cached_input_tokens),
+                    sat_i64(u.cache_write_input_tokens),
+                    sat_i64(u.output_tokens),
+                    sat_i64(u.reasoning_tokens),
+                    r.usage_source.as_str(),
+                    r.list_cost.nanos(),
+                    r.effective_cost.nanos(),
+                    r.price_version,
+                    r.unpriced,
+                    r.policy_actions.to_string(),
+                    r.cache_status,
+                    r.status,
+                    r.outcome.as_str(),
+                    r.error_code,
+                    r.error_origin,
+                    sat_i64(r.latency_us),
+                    r.ttft_us.map(sat_i64),
+                    r.saved_cost.nanos(),
+                    r.attempted,
+                    r.unit_prices.map(|p| p.input.nanos()),
+                    r.unit_prices.map(|p| p.cached_input.nanos()),
+                    r.unit_prices.map(|p| p.cache_write.nanos()),
+                    r.unit_prices.map(|p| p.output.nanos()),
+                    imported,
+                ])
+            .map_err(|e| StoreError::from_sqlite(e, "insert ledger row"))?;
+    }
+    Ok(inserted)
+}
+
 impl Store {
     /// Inserts `rows` in one transaction. Rows whose `request_id` is already stored are skipped
     /// (idempotent replay). Returns how many rows were newly inserted.
@@ -195,62 +258,7 @@ impl Store {
         }
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut inserted = 0;
-            {
-                let mut stmt = tx.prepare_cached(INSERT_SQL)?;
-                for r in rows {
-                    let a = &r.attribution;
-                    let u = &r.usage;
-                    let tags = serde_json::to_string(&a.tags).map_err(|e| {
-                        StoreError::InvalidInput(format!("tags of {}: {e}", r.request_id))
-                    })?;
-                    inserted += stmt
-                        .execute(rusqlite::params![
-                            r.request_id,
-                            r.started_at_ms,
-                            r.endpoint,
-                            r.stream,
-                            a.key_id,
-                            a.key_name,
-                            a.team,
-                            a.tenant,
-                            a.feature,
-                            a.user,
-                            tags,
-                            r.requested_model,
-                            r.served_model,
-                            r.provider,
-                            r.deployment,
-                            r.attempts,
-                            sat_i64(u.input_tokens),
-                            sat_i64(u.cached_input_tokens),
-                            sat_i64(u.cache_write_input_tokens),
-                            sat_i64(u.output_tokens),
-                            sat_i64(u.reasoning_tokens),
-                            r.usage_source.as_str(),
-                            r.list_cost.nanos(),
-                            r.effective_cost.nanos(),
-                            r.price_version,
-                            r.unpriced,
-                            r.policy_actions.to_string(),
-                            r.cache_status,
-                            r.status,
-                            r.outcome.as_str(),
-                            r.error_code,
-                            r.error_origin,
-                            sat_i64(r.latency_us),
-                            r.ttft_us.map(sat_i64),
-                            r.saved_cost.nanos(),
-                            r.attempted,
-                            r.unit_prices.map(|p| p.input.nanos()),
-                            r.unit_prices.map(|p| p.cached_input.nanos()),
-                            r.unit_prices.map(|p| p.cache_write.nanos()),
-                            r.unit_prices.map(|p| p.output.nanos()),
-                            imported,
-                        ])
-                        .map_err(|e| StoreError::from_sqlite(e, "insert ledger row"))?;
-                }
-            }
+            let inserted = insert_in(&tx, rows, imported)?;
             if imported && inserted > 0 {
                 tx.execute(
                     "INSERT INTO meta (k, v) VALUES ('ledger_imports', 1) \

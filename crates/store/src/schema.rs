@@ -118,14 +118,48 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX requests_imported ON requests (started_at_ms) WHERE imported = 1;
     "#,
     // v8: the intent log. A request about to call a provider leaves its provisional row here
-    // (JSON), deleted when its final row is written; what is left at start-up belongs to
-    // requests that died with the process and becomes `interrupted` ledger rows.
+    // (JSON), deleted when its final row is written; what a gateway finds left under its own
+    // `owner` (its spill path) at start-up belongs to requests that died with its previous
+    // process and becomes `interrupted` ledger rows.
     r#"
     CREATE TABLE intents (
         request_id    TEXT PRIMARY KEY NOT NULL,
+        owner         TEXT NOT NULL,
         started_at_ms INTEGER NOT NULL,
         row           TEXT NOT NULL
     ) STRICT;
+    CREATE INDEX intents_owner ON intents (owner);
+    "#,
+    // v9: the audit trail of admin changes (append-only: triggers refuse UPDATE and DELETE),
+    // and key rotation. A rotated key keeps working until its (shortened) expiry while its
+    // successor, of the same name, is active: `rotated_to` names the successor, and the
+    // name-uniqueness index now covers only keys neither revoked nor rotated.
+    r#"
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        actor_kind  TEXT NOT NULL,
+        actor_id    TEXT,
+        action      TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        before_json TEXT,
+        after_json  TEXT,
+        address     TEXT
+    ) STRICT;
+    CREATE INDEX audit_at ON audit (at_ms);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only: entries cannot be changed');
+    END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only: entries cannot be deleted');
+    END;
+
+    ALTER TABLE keys ADD COLUMN rotated_to TEXT;
+    DROP INDEX keys_active_name;
+    CREATE UNIQUE INDEX keys_active_name ON keys (name)
+        WHERE revoked_at_ms IS NULL AND rotated_to IS NULL;
     "#,
 ];
 

@@ -131,6 +131,8 @@ error_codes! {
         "The request body did not arrive within `server.limits.body_read_timeout_secs`."),
     ClientClosedRequest => ("client_closed_request", 499, "invalid_request_error", Client,
         "Recorded, never sent: the client went away before the answer was complete (nginx's 499). The ledger row is `cancelled` and billed for what the provider produced."),
+    GatewayInterrupted => ("gateway_interrupted", 500, "server_error", Gateway,
+        "Recorded, never sent: the gateway process died (crash, `kill -9`, power loss) while the request was calling a provider. The row was written at dispatch as a provisional row and is recorded at the next start; it is billed at the worst case admission reserved (`usage_source` `unknown`), since the provider may have billed it."),
     InternalError => ("internal_error", 500, "server_error", Gateway,
         "A bug in Tollgate. The request id in the response headers identifies it in the logs."),
 }

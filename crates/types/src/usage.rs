@@ -48,6 +48,11 @@ pub enum UsageSource {
     Estimated,
     /// No model call was made (rejected before the upstream, or failed before any output).
     None,
+    /// A provider was called and may have billed, but said nothing Tollgate could count: the
+    /// call timed out, or the gateway died while it ran (`gateway_interrupted`). The tokens and
+    /// cost are Tollgate's stated estimate (the prompt for a timeout; the reserved worst case
+    /// for an interrupted request), to be reconciled with the provider's invoice.
+    Unknown,
 }
 
 impl UsageSource {
@@ -56,6 +61,7 @@ impl UsageSource {
             UsageSource::Provider => "provider",
             UsageSource::Estimated => "estimated",
             UsageSource::None => "none",
+            UsageSource::Unknown => "unknown",
         }
     }
 
@@ -64,6 +70,7 @@ impl UsageSource {
             "provider" => Some(UsageSource::Provider),
             "estimated" => Some(UsageSource::Estimated),
             "none" => Some(UsageSource::None),
+            "unknown" => Some(UsageSource::Unknown),
             _ => None,
         }
     }
