@@ -42,8 +42,8 @@ pub use env::{EnvSource, ProcessEnv};
 pub use error::{ConfigError, ConfigIssue, ConfigWarning};
 pub use model::{
     AllocationConfig, AllocationMatch, AllocationMethod, AnomalyConfig, CacheConfig, CacheRule,
-    CacheScope, Config, Counters, DeploymentConfig, LedgerUrl, LimitsConfig, ModelConfig,
-    PricingConfig, ProviderConfig, ServerConfig, StorageConfig, Strategy, Timeouts,
+    CacheScope, Config, Counters, DeploymentConfig, Durability, LedgerUrl, LimitsConfig,
+    ModelConfig, PricingConfig, ProviderConfig, ServerConfig, StorageConfig, Strategy, Timeouts,
 };
 pub use routing::{BreakerConfig, RetryBudgetConfig, RetryConfig, StickyConfig};
 pub use secret::{MASK, Secret};

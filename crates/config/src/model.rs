@@ -363,6 +363,20 @@ pub struct StorageConfig {
     /// `counters`: where live budget counters are kept. `memory` (default). `redis://…` is
     /// part of the contract but not supported by this build yet.
     pub counters: Counters,
+    /// `durability`: `batched` (default: rows committed every 5 ms; a crash loses at most the
+    /// rows answered in the last few milliseconds) or `strict` (a response completes only once
+    /// its row is on disk, fsynced, and a request's provisional row is committed before its
+    /// provider call). See docs/durability.md.
+    pub durability: Durability,
+}
+
+/// `storage.durability`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    #[default]
+    Batched,
+    Strict,
 }
 
 /// A ledger location.

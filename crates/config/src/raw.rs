@@ -128,6 +128,7 @@ pub(crate) struct RawStorage {
     pub ledger: Option<String>,
     pub spill_path: Option<String>,
     pub counters: Option<String>,
+    pub durability: Option<crate::model::Durability>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -368,6 +368,7 @@ fn storage(raw: RawStorage, issues: &mut Issues) -> StorageConfig {
         ledger,
         spill_path,
         counters,
+        durability: raw.durability.unwrap_or_default(),
     }
 }
 

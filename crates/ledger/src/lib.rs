@@ -108,8 +108,27 @@ pub struct LedgerOptions {
     pub max_batch: usize,
     /// How long the writer waits for more rows to fill a batch (default 5 ms).
     pub linger: Duration,
-    /// How long a failing batch is retried in memory before it is spilled (default 3 s).
+    /// How long a failing batch is retried in memory before it is spilled (default 0: the
+    /// first failed write spills, so an answered row waits in memory no longer than one write).
     pub retry_window: Duration,
+    /// How long one batch write waits for another process's database lock before it counts as
+    /// failed (default 100 ms; the CLI and admin reads keep the store's 5 s).
+    pub write_wait: Duration,
+    /// `strict`: rows are acknowledged only once on disk, the writer commits without lingering
+    /// and spill appends are fsynced (`storage.durability`).
+    pub durability: Durability,
+}
+
+/// How durable a recorded row is before the gateway moves on (`storage.durability`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Rows are committed in groups every `linger` (5 ms); a crash loses what was answered
+    /// but not yet committed — at most one linger plus one write.
+    #[default]
+    Batched,
+    /// A row is committed (or spilled and fsynced) before the response completes, and a
+    /// request's provisional row before its provider call.
+    Strict,
 }
 
 impl LedgerOptions {
@@ -119,7 +138,9 @@ impl LedgerOptions {
             channel_capacity: 16_384,
             max_batch: 512,
             linger: Duration::from_millis(5),
-            retry_window: Duration::from_secs(3),
+            retry_window: Duration::ZERO,
+            write_wait: Duration::from_millis(100),
+            durability: Durability::Batched,
         }
     }
 }
@@ -142,6 +163,13 @@ pub struct LedgerStats {
     /// Rows that could be neither queued nor spilled (disk failing and writer gone). Should
     /// always be 0; anything else is logged with the request id.
     pub rows_lost: u64,
+    /// Provisional rows received (one per dispatched request, more for retries).
+    pub intents_recorded: u64,
+    /// Provisional rows that could not be kept (queue full, database failing): a crash would
+    /// leave those requests without an `interrupted` row. Final rows are never affected.
+    pub intents_dropped: u64,
+    /// `interrupted` rows recorded at start from the intents a previous process left.
+    pub rows_interrupted: u64,
 }
 
 /// What [`Ledger::shutdown`] did.
@@ -164,16 +192,60 @@ pub(crate) struct Counters {
     pub write_errors: AtomicU64,
     pub spill_corrupt_lines: AtomicU64,
     pub rows_lost: AtomicU64,
+    pub intents_recorded: AtomicU64,
+    pub intents_dropped: AtomicU64,
+    pub rows_interrupted: AtomicU64,
 }
 
 /// A flush waiter: answered with `Err(reason)` when rows could only be spilled.
 pub(crate) type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
+/// Told when a row is on disk (committed or spilled), or why it is not.
+pub(crate) type Ack = oneshot::Sender<Result<(), String>>;
+
 pub(crate) enum Msg {
-    /// Boxed so the channel's slots stay small (a row is several hundred bytes).
-    Row(Box<LedgerRow>),
+    /// A final row. Boxed so the channel's slots stay small (a row is several hundred bytes).
+    Row(Box<LedgerRow>, Option<Ack>),
+    /// A provisional row: what the ledger should say if the process dies before the final one.
+    Intent(Box<LedgerRow>, Option<Ack>),
     /// Wakes the writer to look at pending flushes.
     Wake,
+}
+
+/// Resolves when a row is on disk (`storage.durability: strict` awaits it): committed to the
+/// database, or appended to the spill file. An error says why not (the row itself is still
+/// never dropped; a provisional row may be).
+pub struct Durable(DurableState);
+
+enum DurableState {
+    Ready(Option<Result<(), String>>),
+    Waiting(oneshot::Receiver<Result<(), String>>),
+}
+
+impl Durable {
+    fn ready(r: Result<(), String>) -> Durable {
+        Durable(DurableState::Ready(Some(r)))
+    }
+}
+
+impl std::future::Future for Durable {
+    type Output = Result<(), LedgerError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let r = match &mut self.0 {
+            DurableState::Ready(r) => r.take().unwrap_or(Ok(())),
+            DurableState::Waiting(rx) => match std::pin::Pin::new(rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(r)) => r,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(LedgerError::WriterGone)),
+            },
+        };
+        Poll::Ready(r.map_err(LedgerError::NotCommitted))
+    }
 }
 
 /// State shared by the handles and the writer thread. It holds no `Sender`, so the writer's
@@ -184,6 +256,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub flush_waiters: Mutex<Vec<FlushWaiter>>,
     pub opts: LedgerOptions,
+    /// This ledger's name in the intent log: its spill path, which one process owns.
+    pub owner: String,
 }
 
 struct Handle {
@@ -229,7 +303,7 @@ impl Ledger {
                 "channel_capacity and max_batch must be at least 1".into(),
             ));
         }
-        let spill = Spill::open(&opts.spill_path)?;
+        let spill = Spill::open(&opts.spill_path, opts.durability == Durability::Strict)?;
         let replay = spill.drain_into(&store, opts.max_batch)?;
         if replay.replayed > 0 || replay.corrupt > 0 {
             tracing::info!(
@@ -240,10 +314,15 @@ impl Ledger {
                 "replayed ledger spill file from a previous run"
             );
         }
+        let owner = opts.spill_path.display().to_string();
+        let interrupted = recover_intents(&store, &owner, opts.max_batch)?;
         let counters = Counters::default();
         counters
             .rows_written
-            .store(replay.inserted, Ordering::Relaxed);
+            .store(replay.inserted + interrupted, Ordering::Relaxed);
+        counters
+            .rows_interrupted
+            .store(interrupted, Ordering::Relaxed);
         counters
             .spill_corrupt_lines
             .store(replay.corrupt, Ordering::Relaxed);
@@ -254,6 +333,7 @@ impl Ledger {
             counters,
             flush_waiters: Mutex::new(Vec::new()),
             opts,
+            owner,
         });
         let thread = {
             let shared = shared.clone();
@@ -286,6 +366,11 @@ impl Ledger {
             .is_some_and(|h| !h.is_finished())
     }
 
+    /// `storage.durability`.
+    pub fn durability(&self) -> Durability {
+        self.inner.shared.opts.durability
+    }
+
     /// The spill file path.
     pub fn spill_path(&self) -> &Path {
         self.inner.shared.spill.path()
@@ -295,53 +380,98 @@ impl Ledger {
     /// or — when the queue is full or the ledger is shut down — appended to the spill file
     /// (blocking file I/O, overload only). Safe to call from `Drop` and async code.
     pub fn record(&self, row: LedgerRow) {
+        self.record_with(row, None);
+    }
+
+    /// [`Ledger::record`], and a future that resolves once the row is on disk — committed, or
+    /// spilled (fsynced under `strict`). The row is recorded whether or not it is awaited.
+    pub fn record_durable(&self, row: LedgerRow) -> Durable {
+        let (tx, rx) = oneshot::channel();
+        match self.record_with(row, Some(tx)) {
+            Some(r) => Durable::ready(r),
+            None => Durable(DurableState::Waiting(rx)),
+        }
+    }
+
+    /// Queues or spills a final row. Returns the answer for `ack` when it is known at once
+    /// (the row went to the spill file), `None` when the writer will answer.
+    fn record_with(&self, row: LedgerRow, ack: Option<Ack>) -> Option<Result<(), String>> {
         let c = &self.inner.shared.counters;
         c.rows_recorded.fetch_add(1, Ordering::Relaxed);
-        let Some(row) = self.try_enqueue(row) else {
-            return;
+        let (row, ack) = match self.try_enqueue(Msg::Row(Box::new(row), ack)) {
+            Ok(()) => return None,
+            Err(Msg::Row(row, ack)) => (row, ack),
+            Err(_) => return Some(Ok(())),
         };
-        match self.inner.shared.spill.append(std::slice::from_ref(&row)) {
+        match self.inner.shared.spill.append(std::slice::from_ref(&*row)) {
             Ok(()) => {
                 c.rows_spilled.fetch_add(1, Ordering::Relaxed);
+                Some(Ok(()))
             }
             Err(e) => {
                 tracing::error!(error = %e, request_id = %row.request_id,
                     "cannot spill a ledger row; falling back to a blocking enqueue");
-                self.enqueue_blocking(row);
+                self.enqueue_blocking(row, ack);
+                None
             }
         }
     }
 
-    /// `try_send`; gives the row back when the channel is full or closed.
-    fn try_enqueue(&self, row: LedgerRow) -> Option<LedgerRow> {
+    /// Records the provisional row of a request about to call a provider: what the ledger
+    /// says if the process dies before [`Ledger::record`] brings the final row (the intent is
+    /// then written at the next start as it stands). Best effort and never blocking: under
+    /// overload the intent is dropped (counted in `intents_dropped`), never a final row.
+    pub fn intend(&self, row: LedgerRow) {
+        self.intend_with(row, None);
+    }
+
+    /// [`Ledger::intend`], resolving once the provisional row is committed (`strict`), or with
+    /// the reason it was dropped.
+    pub fn intend_durable(&self, row: LedgerRow) -> Durable {
+        let (tx, rx) = oneshot::channel();
+        match self.intend_with(row, Some(tx)) {
+            Some(r) => Durable::ready(r),
+            None => Durable(DurableState::Waiting(rx)),
+        }
+    }
+
+    fn intend_with(&self, row: LedgerRow, ack: Option<Ack>) -> Option<Result<(), String>> {
+        let c = &self.inner.shared.counters;
+        c.intents_recorded.fetch_add(1, Ordering::Relaxed);
+        match self.try_enqueue(Msg::Intent(Box::new(row), ack)) {
+            Ok(()) => None,
+            Err(_) => {
+                c.intents_dropped.fetch_add(1, Ordering::Relaxed);
+                Some(Err("the ledger queue is full".into()))
+            }
+        }
+    }
+
+    /// `try_send`; gives the message back when the channel is full or closed.
+    fn try_enqueue(&self, msg: Msg) -> Result<(), Msg> {
         let c = &self.inner.shared.counters;
         let guard = self.inner.sender.read().unwrap_or_else(|e| e.into_inner());
-        let tx = match guard.as_ref() {
-            Some(tx) => tx,
-            None => return Some(row),
+        let Some(tx) = guard.as_ref() else {
+            return Err(msg);
         };
         // Counted before the send so the writer's decrement can never run first.
         c.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(Msg::Row(Box::new(row))) {
-            Ok(()) => None,
-            Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => {
-                c.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                match msg {
-                    Msg::Row(row) => Some(*row),
-                    Msg::Wake => None,
-                }
+        tx.try_send(msg).map_err(|e| {
+            c.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(msg) | TrySendError::Disconnected(msg) => msg,
             }
-        }
+        })
     }
 
     /// Last resort when the spill file cannot be written: wait for room in the channel.
-    fn enqueue_blocking(&self, row: LedgerRow) {
+    fn enqueue_blocking(&self, row: Box<LedgerRow>, ack: Option<Ack>) {
         let c = &self.inner.shared.counters;
         let guard = self.inner.sender.read().unwrap_or_else(|e| e.into_inner());
         let request_id = row.request_id.clone();
         if let Some(tx) = guard.as_ref() {
             c.queue_depth.fetch_add(1, Ordering::Relaxed);
-            if tx.send(Msg::Row(Box::new(row))).is_ok() {
+            if tx.send(Msg::Row(row, ack)).is_ok() {
                 return;
             }
             c.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -409,8 +539,34 @@ impl Ledger {
             write_errors: c.write_errors.load(Ordering::Relaxed),
             spill_corrupt_lines: c.spill_corrupt_lines.load(Ordering::Relaxed),
             rows_lost: c.rows_lost.load(Ordering::Relaxed),
+            intents_recorded: c.intents_recorded.load(Ordering::Relaxed),
+            intents_dropped: c.intents_dropped.load(Ordering::Relaxed),
+            rows_interrupted: c.rows_interrupted.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Writes the provisional rows `owner`'s previous process left — requests it was serving when
+/// it died — into the ledger as they stand, then clears them. Idempotent: a request whose final
+/// row did reach the database keeps it (inserts skip known ids), and a crash in between only
+/// repeats the work. Returns how many rows were new.
+fn recover_intents(store: &Store, owner: &str, batch: usize) -> Result<u64, LedgerError> {
+    let left = store.intents(owner)?;
+    if left.is_empty() {
+        return Ok(0);
+    }
+    let mut inserted = 0;
+    for chunk in left.chunks(batch) {
+        inserted += store.insert_rows(chunk)? as u64;
+    }
+    let ids: Vec<String> = left.iter().map(|r| r.request_id.clone()).collect();
+    store.clear_intents(owner, &ids)?;
+    tracing::warn!(
+        intents = left.len(),
+        recorded = inserted,
+        "recorded requests the previous process was serving when it died as interrupted"
+    );
+    Ok(inserted)
 }
 
 impl Handle {

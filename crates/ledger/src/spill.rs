@@ -39,6 +39,9 @@ pub(crate) struct Spill {
     /// Serialises drains (the writer thread normally is the only drainer; this makes it a
     /// guarantee rather than a convention).
     drain_lock: Mutex<()>,
+    /// fsync every append (`storage.durability: strict`): a spilled row then survives power
+    /// loss, not only a process crash.
+    sync: bool,
 }
 
 struct SpillState {
@@ -78,7 +81,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 impl Spill {
-    pub(crate) fn open(path: &Path) -> Result<Spill, LedgerError> {
+    pub(crate) fn open(path: &Path, sync: bool) -> Result<Spill, LedgerError> {
         let err = |source| LedgerError::Spill {
             path: path.to_path_buf(),
             source,
@@ -99,6 +102,7 @@ impl Spill {
                 torn: false,
             }),
             drain_lock: Mutex::new(()),
+            sync,
         })
     }
 
@@ -137,7 +141,8 @@ impl Spill {
             file.write_all(b"\n").and_then(|()| file.write_all(&buf))
         } else {
             file.write_all(&buf)
-        };
+        }
+        .and_then(|()| if self.sync { file.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => {
                 st.torn = false;

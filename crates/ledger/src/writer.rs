@@ -1,22 +1,37 @@
 //! The writer thread: receives rows, commits them in batches, drains the spill file, answers
 //! flush barriers.
 //!
+//! Provisional rows (intents) ride the same channel. One whose final row arrives in the same
+//! batch is never written; one that was committed is deleted in the transaction that inserts
+//! its final row. So a request shorter than a batch costs the database nothing extra, and a
+//! long one costs one upsert and one delete.
+//!
 //! A dedicated OS thread, not a tokio task: SQLite calls block, and a blocked runtime worker
 //! would stall unrelated requests. The loop exits only when the channel reports
 //! `Disconnected`, which `std::sync::mpsc` does only after every buffered message has been
 //! received — so shutdown drains the channel by construction.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
+/// Tells every waiter how its row fared.
+fn answer(acks: &mut Vec<Ack>, r: Result<(), String>) {
+    for a in acks.drain(..) {
+        // The request may be gone; that is fine.
+        let _ = a.send(r.clone());
+    }
+}
+
 /// Sleep step while a batch lingers.
 const LINGER_STEP: Duration = Duration::from_millis(1);
 
+use tollgate_store::Batch;
 use tollgate_types::LedgerRow;
 
-use crate::{Msg, Shared, lock};
+use crate::{Ack, Durability, Msg, Shared, lock};
 
 /// How often an idle writer wakes up to retry a failed spill drain.
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -29,6 +44,11 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>) {
     let _guard = FailWaitersOnExit(shared.clone());
     let mut w = Writer {
         batch: Vec::with_capacity(shared.opts.max_batch),
+        acks: Vec::new(),
+        intents: HashMap::new(),
+        intent_acks: Vec::new(),
+        stored_intents: HashSet::new(),
+        settled: Vec::new(),
         shared,
         rx,
         open: true,
@@ -52,6 +72,17 @@ struct Writer {
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
     batch: Vec<LedgerRow>,
+    /// Waiting for the batch's final rows to be on disk.
+    acks: Vec<Ack>,
+    /// Provisional rows received since the last commit, by request id (a retry replaces its
+    /// request's earlier one).
+    intents: HashMap<String, LedgerRow>,
+    /// Waiting for the batch's provisional rows to be committed.
+    intent_acks: Vec<Ack>,
+    /// Ids of committed provisional rows whose final row has not arrived yet.
+    stored_intents: HashSet<String>,
+    /// Committed provisional rows to delete with the next commit (their final rows arrived).
+    settled: Vec<String>,
     /// False once the channel reported `Disconnected`.
     open: bool,
     /// Earliest time to retry a failed spill drain.
@@ -82,17 +113,33 @@ impl Writer {
     }
 
     fn accept(&mut self, msg: Msg) {
+        let depth = &self.shared.counters.queue_depth;
         match msg {
-            Msg::Row(row) => {
-                self.shared
-                    .counters
-                    .queue_depth
-                    .fetch_sub(1, Ordering::Relaxed);
+            Msg::Row(row, ack) => {
+                depth.fetch_sub(1, Ordering::Relaxed);
+                // Its provisional row, if any, is no longer needed: never written when it is
+                // still in memory, deleted with this batch when it was.
+                if self.intents.remove(&row.request_id).is_none()
+                    && self.stored_intents.remove(&row.request_id)
+                {
+                    self.settled.push(row.request_id.clone());
+                }
                 self.batch.push(*row);
+                self.acks.extend(ack);
+            }
+            Msg::Intent(row, ack) => {
+                depth.fetch_sub(1, Ordering::Relaxed);
+                self.intents.insert(row.request_id.clone(), *row);
+                self.intent_acks.extend(ack);
             }
             // Only wakes the loop; waiters are checked after every batch.
             Msg::Wake => {}
         }
+    }
+
+    /// Messages held for the next commit.
+    fn pending(&self) -> usize {
+        self.batch.len() + self.intents.len()
     }
 
     /// Collects rows until the batch is full or `linger` has passed since the first one.
@@ -103,9 +150,15 @@ impl Writer {
     /// costs a handful of wake-ups per batch whatever the request rate.
     fn fill_batch(&mut self) {
         let max = self.shared.opts.max_batch;
-        let deadline = Instant::now() + self.shared.opts.linger;
+        // Strict durability acknowledges rows only once committed: group whatever arrived
+        // during the last commit, but never wait for more.
+        let linger = match self.shared.opts.durability {
+            Durability::Batched => self.shared.opts.linger,
+            Durability::Strict => Duration::ZERO,
+        };
+        let deadline = Instant::now() + linger;
         loop {
-            while self.batch.len() < max {
+            while self.pending() < max {
                 match self.rx.try_recv() {
                     Ok(msg) => self.accept(msg),
                     Err(TryRecvError::Empty) => break,
@@ -116,7 +169,7 @@ impl Writer {
                 }
             }
             let now = Instant::now();
-            if self.batch.len() >= max || self.batch.is_empty() || now >= deadline {
+            if self.pending() >= max || self.pending() == 0 || now >= deadline {
                 return;
             }
             std::thread::sleep((deadline - now).min(LINGER_STEP));
@@ -127,17 +180,33 @@ impl Writer {
     /// `retry_window` spill them and move on. If even the spill fails, keep retrying both —
     /// the rows are never discarded. Returns whether the rows reached the database.
     fn commit_batch(&mut self) -> bool {
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && self.intents.is_empty() && self.settled.is_empty() {
             return true;
         }
         let started = Instant::now();
         let mut backoff = BACKOFF_START;
         let c = &self.shared.counters;
+        let intents: Vec<LedgerRow> = self.intents.drain().map(|(_, r)| r).collect();
         loop {
-            match self.shared.store.insert_rows(&self.batch) {
+            let batch = Batch {
+                rows: &self.batch,
+                intents: &intents,
+                settled: &self.settled,
+            };
+            let written = self.shared.store.write_batch(
+                &self.shared.owner,
+                batch,
+                Some(self.shared.opts.write_wait),
+            );
+            match written {
                 Ok(inserted) => {
                     c.rows_written.fetch_add(inserted as u64, Ordering::Relaxed);
                     self.batch.clear();
+                    self.settled.clear();
+                    self.stored_intents
+                        .extend(intents.into_iter().map(|r| r.request_id));
+                    answer(&mut self.acks, Ok(()));
+                    answer(&mut self.intent_acks, Ok(()));
                     return true;
                 }
                 Err(e) => {
@@ -147,10 +216,17 @@ impl Writer {
                         match self.shared.spill.append(&self.batch) {
                             Ok(()) => {
                                 tracing::error!(error = %e, rows = self.batch.len(),
-                                    "ledger database writes keep failing; batch spilled to disk");
+                                    "ledger database write failed; batch spilled to disk");
                                 c.rows_spilled
                                     .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
                                 self.batch.clear();
+                                answer(&mut self.acks, Ok(()));
+                                // Provisional rows have no spill file: they are insurance,
+                                // and the final rows they stand for are safe. Settled ids stay
+                                // for the next commit.
+                                c.intents_dropped
+                                    .fetch_add(intents.len() as u64, Ordering::Relaxed);
+                                answer(&mut self.intent_acks, Err(e.to_string()));
                                 // Do not hammer a failing database with a drain right away.
                                 self.next_drain = Some(Instant::now() + DRAIN_RETRY);
                                 return false;
@@ -190,6 +266,13 @@ impl Writer {
                 c.spill_corrupt_lines
                     .fetch_add(r.corrupt, Ordering::Relaxed);
                 if r.replayed > 0 {
+                    // Final rows that came through the spill file settle their intents here.
+                    match self.shared.store.prune_intents(&self.shared.owner) {
+                        Ok(ids) => ids.iter().for_each(|id| {
+                            self.stored_intents.remove(id);
+                        }),
+                        Err(e) => tracing::warn!(error = %e, "cannot prune the intent log"),
+                    }
                     tracing::debug!(
                         replayed = r.replayed,
                         inserted = r.inserted,
@@ -225,7 +308,7 @@ impl Writer {
                 Ok(msg) => {
                     budget -= 1;
                     self.accept(msg);
-                    if self.batch.len() >= self.shared.opts.max_batch {
+                    if self.pending() >= self.shared.opts.max_batch {
                         committed &= self.commit_batch();
                     }
                 }

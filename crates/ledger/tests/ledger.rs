@@ -354,3 +354,133 @@ fn ledger_is_send_sync_clone() {
     fn assert<T: Send + Sync + Clone + 'static>() {}
     assert::<Ledger>();
 }
+
+fn interrupted(mut r: LedgerRow) -> LedgerRow {
+    r.outcome = tollgate_types::Outcome::Failed;
+    r.error_code = Some("gateway_interrupted".into());
+    r.status = 500;
+    r
+}
+
+#[test]
+fn an_intent_settled_within_its_batch_is_never_written() {
+    let env = Env::new();
+    let store = env.store();
+    let ledger = Ledger::start(store.clone(), env.opts()).unwrap();
+    for i in 0..50 {
+        ledger.intend(interrupted(row(1, i)));
+        ledger.record(row(1, i));
+    }
+    rt().block_on(ledger.flush()).unwrap();
+    assert_eq!(store.intent_count().unwrap(), 0);
+    assert_eq!(store.totals(&RowFilter::default()).unwrap().0, 50);
+    assert_eq!(ledger.stats().intents_recorded, 50);
+    ledger.shutdown().unwrap();
+}
+
+#[test]
+fn a_committed_intent_is_deleted_with_its_final_row() {
+    let env = Env::new();
+    let store = env.store();
+    let ledger = Ledger::start(store.clone(), env.opts()).unwrap();
+    ledger.intend(interrupted(row(2, 1)));
+    rt().block_on(ledger.flush()).unwrap();
+    assert_eq!(store.intent_count().unwrap(), 1);
+    ledger.record(row(2, 1));
+    rt().block_on(ledger.flush()).unwrap();
+    assert_eq!(store.intent_count().unwrap(), 0);
+    let (n, cost) = store.totals(&RowFilter::default()).unwrap();
+    assert_eq!((n, cost), (1, row(2, 1).effective_cost));
+    ledger.shutdown().unwrap();
+}
+
+/// A process that dies with requests in flight: their provisional rows become ledger rows at
+/// the next start, once, and only for the ledger that owned them.
+#[test]
+fn intents_left_by_a_dead_process_become_interrupted_rows_once() {
+    let env = Env::new();
+    let store = env.store();
+    {
+        let ledger = Ledger::start(store.clone(), env.opts()).unwrap();
+        for i in 0..5 {
+            ledger.intend(interrupted(row(3, i)));
+        }
+        // One of them finished before the "crash".
+        ledger.record(row(3, 0));
+        rt().block_on(ledger.flush()).unwrap();
+        // Another gateway sharing the database has its own in flight.
+        let other = Ledger::start(
+            store.clone(),
+            LedgerOptions::new(env.dir.path().join("other.spill")),
+        )
+        .unwrap();
+        other.intend(interrupted(row(4, 0)));
+        rt().block_on(other.flush()).unwrap();
+        // No shutdown is what a crash looks like to the intent log: dropping the handle only
+        // drains the channel, and no final rows exist for the other four.
+        std::mem::forget(other);
+    }
+    assert_eq!(store.intent_count().unwrap(), 5);
+    let restarted = Ledger::start(store.clone(), env.opts()).unwrap();
+    assert_eq!(restarted.stats().rows_interrupted, 4);
+    // The other owner's intent is untouched.
+    assert_eq!(store.intent_count().unwrap(), 1);
+    let rows = store
+        .totals(&RowFilter {
+            outcome: Some(tollgate_types::Outcome::Failed),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rows.0, 4);
+    let expected: i64 =
+        (1..5).map(|i| row(3, i).effective_cost.0).sum::<i64>() + row(3, 0).effective_cost.0;
+    assert_eq!(
+        store.totals(&RowFilter::default()).unwrap(),
+        (5, NanoUsd(expected))
+    );
+    restarted.shutdown().unwrap();
+    // Starting again finds nothing more to do.
+    let again = Ledger::start(store.clone(), env.opts()).unwrap();
+    assert_eq!(again.stats().rows_interrupted, 0);
+    assert_eq!(store.totals(&RowFilter::default()).unwrap().0, 5);
+    again.shutdown().unwrap();
+}
+
+#[test]
+fn strict_acknowledges_rows_once_they_are_committed() {
+    let env = Env::new();
+    let store = env.store();
+    let mut opts = env.opts();
+    opts.durability = Durability::Strict;
+    let ledger = Ledger::start(store.clone(), opts).unwrap();
+    rt().block_on(async {
+        ledger.intend_durable(interrupted(row(5, 1))).await.unwrap();
+        assert_eq!(store.intent_count().unwrap(), 1);
+        ledger.record_durable(row(5, 1)).await.unwrap();
+        assert_eq!(store.totals(&RowFilter::default()).unwrap().0, 1);
+        assert_eq!(store.intent_count().unwrap(), 0);
+    });
+    ledger.shutdown().unwrap();
+}
+
+/// A database locked by another process: the batch waits `write_wait`, not the store's 5 s
+/// busy timeout, then goes to the spill file, so an answered row is on disk within about one
+/// write; it reaches the database once the lock is gone.
+#[test]
+fn a_locked_database_spills_within_one_write() {
+    let env = Env::new();
+    let store = env.store();
+    let ledger = Ledger::start(store.clone(), env.opts()).unwrap();
+    let blocker = rusqlite::Connection::open(env.dir.path().join("ledger.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t0 = Instant::now();
+    let done = rt().block_on(ledger.record_durable(row(6, 1)));
+    let took = t0.elapsed();
+    done.unwrap();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(ledger.stats().rows_spilled >= 1);
+    blocker.execute_batch("ROLLBACK").unwrap();
+    rt().block_on(ledger.flush()).unwrap();
+    assert_eq!(store.totals(&RowFilter::default()).unwrap().0, 1);
+    ledger.shutdown().unwrap();
+}

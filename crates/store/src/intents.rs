@@ -60,7 +60,12 @@ impl Store {
                         let json = serde_json::to_string(r).map_err(|e| {
                             StoreError::InvalidInput(format!("intent {}: {e}", r.request_id))
                         })?;
-                        up.execute(rusqlite::params![r.request_id, owner, r.started_at_ms, json])?;
+                        up.execute(rusqlite::params![
+                            r.request_id,
+                            owner,
+                            r.started_at_ms,
+                            json
+                        ])?;
                     }
                     let mut del = tx.prepare_cached("DELETE FROM intents WHERE request_id = ?1")?;
                     for id in batch.settled {
@@ -90,9 +95,10 @@ impl Store {
             let mut out = Vec::new();
             for r in rows {
                 let (id, json) = r?;
-                out.push(serde_json::from_str(&json).map_err(|e| {
-                    StoreError::Corrupt(format!("intent {id}: {e}"))
-                })?);
+                out.push(
+                    serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("intent {id}: {e}")))?,
+                );
             }
             Ok(out)
         })

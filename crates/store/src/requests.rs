@@ -172,56 +172,55 @@ pub(crate) fn insert_in(
 ) -> Result<usize, StoreError> {
     let mut inserted = 0;
     let mut stmt = tx.prepare_cached(INSERT_SQL)?;
-        for r in rows {
-            let a = &r.attribution;
-            let u = &r.usage;
-            let tags = serde_json::to_string(&a.tags).map_err(|e| {
-                StoreError::InvalidInput(format!("tags of {}: {e}", r.request_id))
-            })?;
-            inserted += stmt
-                .execute(rusqlite::params![
-                    r.request_id,
-                    r.started_at_ms,
-                    r.endpoint,
-                    r.stream,
-                    a.key_id,
-                    a.key_name,
-                    a.team,
-                    a.tenant,
-                    a.feature,
-                    a.user,
-                    tags,
-                    r.requested_model,
-                    r.served_model,
-                    r.provider,
-                    r.deployment,
-                    r.attempts,
-                    sat_i64(u.input_tokens),
-                    sat_i64(u.cached_input_tokens),
-                    sat_i64(u.cache_write_input_tokens),
-                    sat_i64(u.output_tokens),
-                    sat_i64(u.reasoning_tokens),
-                    r.usage_source.as_str(),
-                    r.list_cost.nanos(),
-                    r.effective_cost.nanos(),
-                    r.price_version,
-                    r.unpriced,
-                    r.policy_actions.to_string(),
-                    r.cache_status,
-                    r.status,
-                    r.outcome.as_str(),
-                    r.error_code,
-                    r.error_origin,
-                    sat_i64(r.latency_us),
-                    r.ttft_us.map(sat_i64),
-                    r.saved_cost.nanos(),
-                    r.attempted,
-                    r.unit_prices.map(|p| p.input.nanos()),
-                    r.unit_prices.map(|p| p.cached_input.nanos()),
-                    r.unit_prices.map(|p| p.cache_write.nanos()),
-                    r.unit_prices.map(|p| p.output.nanos()),
-                    imported,
-                ])
+    for r in rows {
+        let a = &r.attribution;
+        let u = &r.usage;
+        let tags = serde_json::to_string(&a.tags)
+            .map_err(|e| StoreError::InvalidInput(format!("tags of {}: {e}", r.request_id)))?;
+        inserted += stmt
+            .execute(rusqlite::params![
+                r.request_id,
+                r.started_at_ms,
+                r.endpoint,
+                r.stream,
+                a.key_id,
+                a.key_name,
+                a.team,
+                a.tenant,
+                a.feature,
+                a.user,
+                tags,
+                r.requested_model,
+                r.served_model,
+                r.provider,
+                r.deployment,
+                r.attempts,
+                sat_i64(u.input_tokens),
+                sat_i64(u.cached_input_tokens),
+                sat_i64(u.cache_write_input_tokens),
+                sat_i64(u.output_tokens),
+                sat_i64(u.reasoning_tokens),
+                r.usage_source.as_str(),
+                r.list_cost.nanos(),
+                r.effective_cost.nanos(),
+                r.price_version,
+                r.unpriced,
+                r.policy_actions.to_string(),
+                r.cache_status,
+                r.status,
+                r.outcome.as_str(),
+                r.error_code,
+                r.error_origin,
+                sat_i64(r.latency_us),
+                r.ttft_us.map(sat_i64),
+                r.saved_cost.nanos(),
+                r.attempted,
+                r.unit_prices.map(|p| p.input.nanos()),
+                r.unit_prices.map(|p| p.cached_input.nanos()),
+                r.unit_prices.map(|p| p.cache_write.nanos()),
+                r.unit_prices.map(|p| p.output.nanos()),
+                imported,
+            ])
             .map_err(|e| StoreError::from_sqlite(e, "insert ledger row"))?;
     }
     Ok(inserted)
@@ -307,6 +306,19 @@ impl Store {
             None
         };
         Ok((rows, next))
+    }
+
+    /// The row of one request, if it is stored.
+    pub fn get_request(&self, request_id: &str) -> Result<Option<LedgerRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM requests WHERE request_id = ?1");
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut q = stmt.query([request_id])?;
+            match q.next()? {
+                Some(r) => Ok(Some(decode_row(r)?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Every row matching `filter`, oldest first (start time, then id), handed to `f` one at a

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use tollgate_config::{AllocationMethod, Config, LedgerUrl, Strategy as ConfigStrategy};
 use tollgate_finance::focus::{Dataset, Format, Options, Publisher, Terms, Version};
 use tollgate_finance::showback::{Match, Method, Rule};
-use tollgate_ledger::{Ledger, LedgerOptions};
+use tollgate_ledger::{Durability, Ledger, LedgerOptions};
 use tollgate_policy::rules::{Policies, PolicyDef};
 use tollgate_policy::{BudgetDef, Budgets, MemoryStore, RateLimits, SystemClock};
 use tollgate_providers::{AwsCredentials, OutputLimits, ProviderSettings, Timeouts};
@@ -251,8 +251,12 @@ pub fn limits(
 /// Everything `tollgate serve` needs, started (the ledger writer thread runs from here on).
 pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
     let store = open_store(cfg)?;
-    let ledger = Ledger::start(store.clone(), LedgerOptions::new(spill_path(cfg)))
-        .context("starting the ledger writer")?;
+    let mut ledger_opts = LedgerOptions::new(spill_path(cfg));
+    if cfg.storage.durability == tollgate_config::Durability::Strict {
+        ledger_opts.durability = Durability::Strict;
+        store.sync_every_commit();
+    }
+    let ledger = Ledger::start(store.clone(), ledger_opts).context("starting the ledger writer")?;
     let (router, secrets) = router(cfg)?;
     let prices = cfg.price_table().context("pricing")?;
     let budgets = budgets(cfg, &store)?;

@@ -381,7 +381,16 @@ impl Attempts {
         shape: Shape,
     ) -> Result<(Candidate, Attempt, Prepared), ApiError> {
         let (cand, attempt) = self.dispatch.next(gw, rec.row()).await?;
-        let prepared = self.prepare(gw, rec, &cand, shape)?;
+        let (prepared, intent) = self.prepare(gw, rec, &cand, shape)?;
+        if let Some(intent) = intent
+            && let Err(e) = intent.await
+        {
+            // Strict durability could not record the provisional row (the database is failing
+            // or the queue is full): the call goes ahead — the final row is still never lost —
+            // and the gap is counted in `tollgate_ledger_intents_dropped_total`.
+            tracing::warn!(request_id = %rec.request_id(), error = %e,
+                "provisional row not committed before the provider call");
+        }
         Ok((cand, attempt, prepared))
     }
 
@@ -393,7 +402,7 @@ impl Attempts {
         rec: &mut PendingRow,
         cand: &Candidate,
         shape: Shape,
-    ) -> Result<Prepared, ApiError> {
+    ) -> Result<(Prepared, Option<tollgate_ledger::Durable>), ApiError> {
         rec.release();
         if matches!(shape, Shape::Embeddings) && !cand.deployment.provider.capabilities().embeddings
         {
@@ -416,6 +425,7 @@ impl Attempts {
         // The deployment's own name for the model.
         upstream.insert("model".into(), Value::String(cand.deployment.model.clone()));
         let admitted = budget::admit(gw, rec.row(), cand, &mut upstream, shape)?;
+        let worst = budget::worst_usage(gw, cand, &upstream, shape, &admitted);
         let clamped_to = admitted.clamped_to;
         let fitted = admitted.fitted;
         let output_cap = admitted.reservation.and_then(|r| {
@@ -424,13 +434,18 @@ impl Attempts {
         });
         let body = Arc::new(upstream);
         self.last = Some(body.clone());
-        // Admitted: the upstream call is made next.
+        // Admitted: the upstream call is made next, and may be billed even if this process
+        // dies during it.
         cand.count_attempt(rec.row());
-        Ok(Prepared {
-            body,
-            output_cap,
-            clamped_to,
-            fitted,
-        })
+        let intent = rec.intend(cand, worst);
+        Ok((
+            Prepared {
+                body,
+                output_cap,
+                clamped_to,
+                fitted,
+            },
+            intent,
+        ))
     }
 }

@@ -157,7 +157,19 @@ fn shed(gw: &Gateway) -> Result<(), ApiError> {
 /// Runs one request of endpoint `E` through every stage.
 pub(crate) async fn run<E: Endpoint>(gw: Gateway, headers: HeaderMap, body: Body) -> Response {
     // 1.
-    let mut rec = PendingRow::open(&gw, E::ROUTE);
+    let rec = PendingRow::open(&gw, E::ROUTE);
+    // Under `storage.durability: strict` every answer waits for its row.
+    let hold = rec.holder();
+    hold.apply(pipeline::<E>(gw, rec, headers, body).await)
+}
+
+/// Stages 2–11 of [`run`].
+async fn pipeline<E: Endpoint>(
+    gw: Gateway,
+    mut rec: PendingRow,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     // Load shedding before any work: the row is still recorded, unattributed.
     if let Err(e) = shed(&gw) {
         return rec.reject(e, Outcome::Rejected, E::FORMAT);

@@ -9,13 +9,27 @@
 //! actual cost, so a failure returns it all), the rate-limit token hold (with the actual
 //! tokens), the burn-rate counters of spend policies, the metrics; then the row goes to the
 //! ledger without blocking.
+//!
+//! **Crash durability.** Before each provider call the row as it would read if the process
+//! died then — `gateway_interrupted`, billed at the worst case admission allowed, `usage_source`
+//! `unknown` ([`PendingRow::intend`]) — goes to the ledger's intent log; the final row replaces
+//! it. Under `storage.durability: strict` the intent is committed before the call, and the
+//! response is held ([`Strict`]) until the final row is on disk.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use tokio_util::task::task_tracker::TaskTrackerToken;
-use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, Outcome, RequestId};
+use tollgate_ledger::{Durability, Durable};
+use tollgate_types::{
+    ApiError, ErrorCode, LedgerRow, NanoUsd, Outcome, RequestId, Usage, UsageSource,
+};
 
 use crate::gateway::{Gateway, Inner, now_ms};
 use crate::http::{WireFormat, error_response};
@@ -32,6 +46,37 @@ pub(crate) struct PendingRow {
     reservation: Option<tollgate_policy::Reservation>,
     /// The rate-limit token reservation, settled with the row's actual input + output tokens.
     rate: Option<tollgate_policy::RateHold>,
+    /// `strict` durability: where the final row's [`Durable`] goes for the response to wait on.
+    strict: Option<Arc<Slot>>,
+}
+
+/// Holds a response's body until its row is on disk (`strict`; a no-op otherwise).
+pub(crate) struct Holder(Option<Arc<Slot>>);
+
+impl Holder {
+    pub(crate) fn apply(self, resp: Response) -> Response {
+        let Some(slot) = self.0 else {
+            return resp;
+        };
+        resp.map(|inner| {
+            Body::new(Strict {
+                inner,
+                slot,
+                waiting: None,
+                held: None,
+            })
+        })
+    }
+}
+
+/// The final row's durability, handed from the row to the response body.
+#[derive(Default)]
+pub(crate) struct Slot(Mutex<Option<Durable>>);
+
+impl Slot {
+    fn take(&self) -> Option<Durable> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl PendingRow {
@@ -49,6 +94,39 @@ impl PendingRow {
             _in_flight: gw.0.tasks.token(),
             reservation: None,
             rate: None,
+            strict: (gw.0.ledger.durability() == Durability::Strict)
+                .then(|| Arc::new(Slot::default())),
+        }
+    }
+
+    /// What holds this request's response under `strict` durability.
+    pub(crate) fn holder(&self) -> Holder {
+        Holder(self.strict.clone())
+    }
+
+    /// Sends the provisional row for the attempt about to call `cand`: this row as it stands,
+    /// marked `gateway_interrupted` and billed at `worst` (`usage_source: unknown`). Under
+    /// `strict` the returned future resolves once it is committed.
+    pub(crate) fn intend(
+        &mut self,
+        cand: &crate::stages::target::Candidate,
+        worst: Usage,
+    ) -> Option<Durable> {
+        let mut provisional = self.row().clone();
+        cand.bill(&mut provisional, worst, UsageSource::Unknown);
+        let code = ErrorCode::GatewayInterrupted;
+        provisional.outcome = Outcome::Failed;
+        provisional.status = code.status();
+        provisional.error_code = Some(code.as_str().into());
+        provisional.error_origin = Some(code.origin().as_str().into());
+        provisional.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(0);
+        let ledger = &self.gw.ledger;
+        match self.strict {
+            Some(_) => Some(ledger.intend_durable(provisional)),
+            None => {
+                ledger.intend(provisional);
+                None
+            }
         }
     }
 
@@ -143,7 +221,70 @@ impl PendingRow {
                 row.started_at_ms,
             );
         }
-        gw.ledger.record(row);
+        match &self.strict {
+            Some(slot) => {
+                *slot.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(gw.ledger.record_durable(row));
+            }
+            None => gw.ledger.record(row),
+        }
+    }
+}
+
+/// A response body under `strict` durability: nothing more goes out — not the first frame of
+/// a complete answer, not the last event of a stream — while the row's final write is pending.
+/// A stream's row is recorded while the meter produces its last frame, so that frame waits.
+struct Strict {
+    inner: Body,
+    slot: Arc<Slot>,
+    waiting: Option<Durable>,
+    /// What the body produced together with the row (a frame, the end, an error), passed on
+    /// once the row is on disk.
+    held: Option<Option<Result<Frame<Bytes>, axum::Error>>>,
+}
+
+impl Strict {
+    /// Waits for a pending row write, if any.
+    fn settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.waiting.is_none() {
+            self.waiting = self.slot.take();
+        }
+        if let Some(d) = self.waiting.as_mut() {
+            if let Err(e) = ready!(Pin::new(d).poll(cx)) {
+                tracing::error!(error = %e, "strict durability: the row is not on disk yet");
+            }
+            self.waiting = None;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl http_body::Body for Strict {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            ready!(this.settle(cx));
+            if let Some(next) = this.held.take() {
+                return Poll::Ready(next);
+            }
+            let next = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+            this.waiting = this.slot.take();
+            if this.waiting.is_none() {
+                return Poll::Ready(next);
+            }
+            // The row was recorded while this frame (or the end) was produced: it waits.
+            this.held = Some(next);
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

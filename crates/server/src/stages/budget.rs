@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use tollgate_policy::{Admission, Ask, Reservation};
 use tollgate_pricing::{DeploymentRef, ModelPrice, worst_case_cost};
 use tollgate_tokens::{self as tokens, Encoding};
-use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, PolicyAction};
+use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, PolicyAction, Usage};
 
 use crate::gateway::Gateway;
 use crate::stages::target::Candidate;
@@ -59,6 +59,8 @@ pub(crate) struct Admitted {
     /// A hard budget could not take the worst case and the output cap was lowered to fit:
     /// the answer may be shorter than the same request would get otherwise (never cached).
     pub(crate) fitted: bool,
+    /// The tokens the reservation covers (prompt, output cap × choices), when one was taken.
+    pub(crate) reserved: Option<Usage>,
 }
 
 /// The field a request's output cap lives in: the one the client used, else the one the
@@ -171,11 +173,42 @@ pub(crate) fn token_bound(
     body: &Map<String, Value>,
     shape: Shape,
 ) -> TokenBound {
+    bound(gw, cand, body, shape, true)
+}
+
+/// The most tokens a request could be billed for — the reservation's tokens when a budget took
+/// one, else a cheap upper bound (prompt bytes, no tokenizer run: this is for the provisional
+/// row, on every dispatch).
+pub(crate) fn worst_usage(
+    gw: &Gateway,
+    cand: &Candidate,
+    body: &Map<String, Value>,
+    shape: Shape,
+    admitted: &Admitted,
+) -> Usage {
+    admitted.reserved.unwrap_or_else(|| {
+        let b = bound(gw, cand, body, shape, false);
+        Usage {
+            input_tokens: b.input,
+            output_tokens: b.out_cap.saturating_mul(b.n),
+            ..Usage::default()
+        }
+    })
+}
+
+fn bound(
+    gw: &Gateway,
+    cand: &Candidate,
+    body: &Map<String, Value>,
+    shape: Shape,
+    exact: bool,
+) -> TokenBound {
     let logical_model = cand.logical.as_str();
     let enc = Encoding::for_model(&cand.deployment.model);
+    let exact = exact && enc.is_exact();
     let (input, n, out_cap, explicit) = match shape {
         Shape::Chat => {
-            let input = if enc.is_exact() {
+            let input = if exact {
                 tokens::count_chat_prompt_map(enc, body)
             } else {
                 prompt_upper_bound(body)
@@ -208,13 +241,9 @@ pub(crate) fn token_bound(
             }
         }
         Shape::Embeddings => {
-            let input = tokens::count_embedding_input(
-                if enc.is_exact() { enc } else { Encoding::O200k },
-                body.get("input").unwrap_or(&Value::Null),
-            );
             // An embedding input of unknown tokenization: bound by bytes.
-            let input = if enc.is_exact() {
-                input
+            let input = if exact {
+                tokens::count_embedding_input(enc, body.get("input").unwrap_or(&Value::Null))
             } else {
                 body.get("input").map_or(0, |v| v.to_string().len() as u64)
             };
@@ -226,6 +255,14 @@ pub(crate) fn token_bound(
         n,
         out_cap,
         explicit,
+    }
+}
+
+fn reserved(input: u64, cap: u64, n: u64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: cap.saturating_mul(n),
+        ..Usage::default()
     }
 }
 
@@ -251,6 +288,7 @@ pub(crate) fn admit(
         reservation: None,
         clamped_to: policy_clamp,
         fitted: false,
+        reserved: None,
     };
     // An unpriced request (pricing.unknown_model: allow) costs 0 and cannot be budgeted.
     let Some((price, _)) = &cand.price else {
@@ -307,6 +345,7 @@ pub(crate) fn admit(
                 reservation: Some(reservation),
                 clamped_to,
                 fitted: false,
+                reserved: Some(reserved(input, out_cap, n)),
             })
         }
         Admission::Fitted {
@@ -321,6 +360,7 @@ pub(crate) fn admit(
                 reservation: Some(reservation),
                 clamped_to: Some(cap),
                 fitted: true,
+                reserved: Some(reserved(input, cap, n)),
             })
         }
         Admission::Denied {

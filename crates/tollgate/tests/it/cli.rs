@@ -391,6 +391,64 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// A `tollgate serve` child process, listening.
+struct Serve {
+    guard: ChildGuard,
+    pid: u32,
+    addr: String,
+    /// Its log lines from here on.
+    log: mpsc::Receiver<String>,
+}
+
+/// Starts `tollgate serve --config cfg` and waits until it listens.
+async fn serve(cfg: &str) -> Serve {
+    tollgate_providers::http::install_crypto_provider();
+    let mut child = tollgate()
+        .args(["serve", "--config", cfg])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let guard = ChildGuard(Some(child));
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(strip_ansi(&line)).is_err() {
+                break;
+            }
+        }
+    });
+    let (addr, log) = tokio::task::spawn_blocking(move || {
+        let mut log = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(HANG_GUARD)
+                .unwrap_or_else(|_| panic!("serve never reported listening: {log:#?}"));
+            log.push(line.clone());
+            if line.contains("tollgate listening") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("listen="))
+                    .unwrap_or_else(|| panic!("no listen= in {line}"))
+                    .to_string();
+                return (addr, rx);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    Serve {
+        guard,
+        pid,
+        addr,
+        log,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_process_answers_then_exits_cleanly_on_sigterm() {
     let sim = tollgate_sim::spawn(
@@ -422,45 +480,13 @@ async fn serve_process_answers_then_exits_cleanly_on_sigterm() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let key = text(&out.stdout).trim().to_string();
 
-    let mut child = tollgate()
-        .args(["serve", "--config", &cfg])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let mut guard = ChildGuard(Some(child));
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(strip_ansi(&line)).is_err() {
-                break;
-            }
-        }
-    });
-    let (addr, log) = tokio::task::spawn_blocking(move || {
-        let mut log = Vec::new();
-        loop {
-            let line = rx
-                .recv_timeout(HANG_GUARD)
-                .unwrap_or_else(|_| panic!("serve never reported listening: {log:#?}"));
-            log.push(line.clone());
-            if line.contains("tollgate listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("listen="))
-                    .unwrap_or_else(|| panic!("no listen= in {line}"))
-                    .to_string();
-                return (addr, (log, rx));
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let (_log, rx) = log;
+    let Serve {
+        guard,
+        pid,
+        addr,
+        log: rx,
+    } = serve(&cfg).await;
+    let mut guard = guard;
 
     let http = reqwest::Client::builder()
         .timeout(HANG_GUARD)
@@ -519,4 +545,116 @@ async fn serve_process_answers_then_exits_cleanly_on_sigterm() {
     assert_eq!(rows[0].usage.output_tokens, 16);
     // The provider key never reached the log either.
     assert!(rest.iter().all(|l| !l.contains(IT_PROVIDER_KEY)));
+}
+
+/// `kill -9` while requests wait on the provider: the restarted gateway records each one as
+/// `gateway_interrupted`, billed at the worst case it reserved (`usage_source: unknown`), and
+/// its hard budget counts that spend instead of forgetting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_at_kill_9_are_recorded_at_restart() {
+    const IN_FLIGHT: usize = 12;
+    let sim = tollgate_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        tollgate_sim::SimConfig {
+            api_key: Some(IT_PROVIDER_KEY.into()),
+            hang_rate: 1.0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let extra = format!(
+        "{}budgets:\n  - {{name: acme-monthly, scope: {{tenant: acme}}, limit_usd: \"100\", window: month, mode: hard}}\n",
+        provider_yaml(&sim.base_url())
+    );
+    let cfg = write_config(dir.path(), "crash.yaml", &db, &extra);
+    let cfg2 = cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run(&[
+            "keys", "create", "--name", "k", "--tenant", "acme", "--config", &cfg2,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout).trim().to_string();
+
+    let first = serve(&cfg).await;
+    let http = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let (http, addr, key) = (http.clone(), first.addr.clone(), key.clone());
+        calls.push(tokio::spawn(async move {
+            http.post(format!("http://{addr}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "gpt-4o-mini", "max_tokens": 50,
+                    "messages": [{"role": "user", "content": format!("in flight {i}")}]}))
+                .send()
+                .await
+        }));
+    }
+    let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    eventually(
+        "every call reached the provider and left its provisional row",
+        || {
+            let (sim, store) = (&sim, &store);
+            async move {
+                sim.stats().chat_completions == IN_FLIGHT as u64
+                    && store.intent_count().unwrap() == IN_FLIGHT as u64
+            }
+        },
+    )
+    .await;
+    let killed = Command::new("kill")
+        .args(["-KILL", &first.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(first);
+    for c in calls {
+        assert!(
+            c.await.unwrap().is_err(),
+            "a client got an answer from a killed gateway"
+        );
+    }
+    assert_eq!(store.totals(&Default::default()).unwrap().0, 0);
+
+    let second = serve(&cfg).await;
+    let (rows, _) = store
+        .list_requests(&Default::default(), tollgate_store::Page::first(100))
+        .unwrap();
+    assert_eq!(rows.len(), IN_FLIGHT);
+    assert_eq!(store.intent_count().unwrap(), 0);
+    let mut sum = 0;
+    for r in &rows {
+        assert_eq!(
+            r.error_code.as_deref(),
+            Some("gateway_interrupted"),
+            "{r:?}"
+        );
+        assert_eq!(r.outcome, tollgate_types::Outcome::Failed);
+        assert_eq!(r.usage_source, tollgate_types::UsageSource::Unknown);
+        assert_eq!(r.usage.output_tokens, 50, "the reserved output cap");
+        assert!(r.usage.input_tokens > 0);
+        assert_eq!(r.attribution.tenant.as_deref(), Some("acme"));
+        assert_eq!(r.attempts, 1);
+        assert!(r.effective_cost.nanos() > 0);
+        sum += r.effective_cost.nanos();
+    }
+    let b: Value = http
+        .get(format!(
+            "http://{}/admin/v1/budgets/acme-monthly",
+            second.addr
+        ))
+        .bearer_auth(IT_MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nanos(b["spent"].as_str().unwrap()), sum, "{b}");
+    assert_eq!(nanos(b["reserved"].as_str().unwrap()), 0, "{b}");
 }

@@ -388,3 +388,84 @@ async fn metrics_can_require_a_token() {
             .contains("tollgate_requests_in_flight")
     );
 }
+
+/// `storage.durability: strict`: an answer — complete, streamed or refused — is finished only
+/// once its row is in the database, so a crash right after can never lose a row the client
+/// saw; and a provider is called only once the request's provisional row is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_durability_writes_the_row_before_the_answer_ends() {
+    let env = TestEnv::with(Opts {
+        extra_storage: "  durability: strict\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = env.key().await;
+    let store = env.store();
+    for i in 0..20 {
+        let stream = i % 2 == 1;
+        let r = env
+            .chat(
+                &key,
+                json!({"model": "gpt-4o-mini", "stream": stream,
+                "messages": [{"role": "user", "content": format!("durable {i}")}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let id = header(&r, "x-tollgate-request-id").to_string();
+        let _ = r.bytes().await.unwrap();
+        // No flush, no wait: the row must already be there.
+        let row = store.get_request(&id).unwrap();
+        assert!(
+            row.is_some(),
+            "request {i} (stream={stream}) answered before its row was written"
+        );
+    }
+    let r = env
+        .chat(
+            &key,
+            json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    let id = header(&r, "x-tollgate-request-id").to_string();
+    expect_error(r, 404, "model_not_found").await;
+    assert!(store.get_request(&id).unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_durability_commits_the_provisional_row_before_the_call() {
+    let env = TestEnv::with(Opts {
+        extra_storage: "  durability: strict\n".into(),
+        sim: tollgate_sim::SimConfig {
+            hang_rate: 1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let key = env.key().await;
+    let store = env.store();
+    let (http, url, k) = (
+        env.http.clone(),
+        env.url("/v1/chat/completions"),
+        key.clone(),
+    );
+    let call = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(k)
+            .json(
+                &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hang"}]}),
+            )
+            .send()
+            .await
+    });
+    eventually("the provider got the call", || async {
+        env.sim.stats().chat_completions == 1
+    })
+    .await;
+    assert_eq!(
+        store.intent_count().unwrap(),
+        1,
+        "called before the provisional row was committed"
+    );
+    call.abort();
+}

@@ -59,6 +59,8 @@ pub struct Opts {
     pub extra_yaml: String,
     /// Extra YAML under `server:` (indented by 2).
     pub extra_server: String,
+    /// Extra YAML under `storage:` (indented by 2).
+    pub extra_storage: String,
     /// The default models make one upstream attempt and never open a breaker: for tests of
     /// how one upstream failure maps to the client (retries are `routing.rs`'s subject).
     pub single_attempt: bool,
@@ -82,6 +84,7 @@ impl Default for Opts {
             env: Vec::new(),
             extra_yaml: String::new(),
             extra_server: String::new(),
+            extra_storage: String::new(),
             single_attempt: false,
         }
     }
@@ -344,6 +347,7 @@ fn config_yaml(opts: &Opts, sim: &SimHandle, db: &Path) -> String {
     }
     y.push_str(&opts.extra_server);
     y.push_str(&format!("storage:\n  ledger: sqlite://{}\n", db.display()));
+    y.push_str(&opts.extra_storage);
     y.push_str("providers:\n  sim:\n    kind: openai\n");
     y.push_str(&format!("    base_url: {}\n", sim.base_url()));
     if opts.provider_auth {
