@@ -58,18 +58,27 @@ pub struct IssuedKey {
     pub record: StoredKey,
 }
 
-/// Generates a key and its record. Persisting it is the caller's job (`Store::insert_key`).
-pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
+/// A new secret and id: `(key, id, hash, prefix)`.
+fn secret() -> (String, String, String, String) {
     let mut secret = [0u8; 24];
     rand::rng().fill_bytes(&mut secret);
     let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
     let mut id_bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut id_bytes);
+    let id = format!("key_{}", hex::encode(id_bytes));
+    let hash = hash_hex(&key);
+    let prefix = key.chars().take(KEY_PREFIX.len() + 6).collect();
+    (key, id, hash, prefix)
+}
+
+/// Generates a key and its record. Persisting it is the caller's job (`Store::insert_key`).
+pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
+    let (key, id, key_hash, key_prefix) = secret();
     let record = StoredKey {
-        id: format!("key_{}", hex::encode(id_bytes)),
+        id,
         name: new.name.trim().to_string(),
-        key_hash: hash_hex(&key),
-        key_prefix: key.chars().take(KEY_PREFIX.len() + 6).collect(),
+        key_hash,
+        key_prefix,
         tenant: new.tenant,
         team: new.team,
         models: new.models,
@@ -80,9 +89,31 @@ pub fn issue(new: NewKey, now_ms: i64) -> IssuedKey {
         expires_at_ms: new.expires_at_ms,
         revoked_at_ms: None,
         metadata: new.metadata.unwrap_or(serde_json::Value::Null),
+        rotated_to: None,
     };
     IssuedKey { key, record }
 }
+
+/// The successor of `old` for a rotation: a new secret and id for the same definition (name,
+/// tenant, team, models, flags, metadata and expiry), created at `now_ms`. Persisting it is
+/// the caller's job (`Store::rotate_key`).
+pub fn successor(old: &StoredKey, now_ms: i64) -> IssuedKey {
+    let (key, id, key_hash, key_prefix) = secret();
+    let record = StoredKey {
+        id,
+        key_hash,
+        key_prefix,
+        created_at_ms: now_ms,
+        revoked_at_ms: None,
+        rotated_to: None,
+        ..old.clone()
+    };
+    IssuedKey { key, record }
+}
+
+/// How long an expired key stays in the index, so that presenting it is answered "the API key
+/// has expired" rather than "invalid" (a rotated key's grace period ends in an expiry).
+pub const EXPIRED_KEPT_MS: i64 = 30 * 24 * 3_600_000;
 
 fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -123,10 +154,12 @@ impl KeyIndex {
     }
 
     /// Rebuilds the index from the store. Cheap enough to call after every admin change.
+    /// Keys that expired in the last [`EXPIRED_KEPT_MS`] stay in, for the message
+    /// (`authenticate` checks the expiry on every request).
     pub fn reload(&self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
         // Read the version first: a change committed after it is caught by the next poll.
         let version = store.keys_version()?;
-        let keys = store.load_active_keys(now_ms)?;
+        let keys = store.load_active_keys(now_ms.saturating_sub(EXPIRED_KEPT_MS))?;
         let mut map = HashMap::with_capacity(keys.len());
         for k in keys {
             let mut h = [0u8; 32];
@@ -226,7 +259,7 @@ mod tests {
         assert!(issued.key.starts_with("tg-"));
         assert_eq!(issued.key.len(), 3 + 48);
         assert!(!issued.record.key_hash.contains(&issued.key));
-        store.insert_key(&issued.record).unwrap();
+        store.insert_key(&issued.record, None).unwrap();
         let idx = KeyIndex::load(&store, 2_000).unwrap();
         let k = idx.authenticate(&issued.key, 2_000).unwrap();
         assert_eq!(k.tenant.as_deref(), Some("acme"));
@@ -235,7 +268,7 @@ mod tests {
             Err(AuthFailure::Unknown)
         );
         assert_eq!(idx.authenticate("", 2_000), Err(AuthFailure::Missing));
-        assert!(store.revoke_key(&issued.record.id, 3_000).unwrap());
+        assert!(store.revoke_key(&issued.record.id, 3_000, None).unwrap());
         assert!(idx.refresh_if_changed(&store, 3_000).unwrap());
         assert_eq!(
             idx.authenticate(&issued.key, 3_000),
@@ -257,13 +290,64 @@ mod tests {
             },
             1_000,
         );
-        store.insert_key(&issued.record).unwrap();
+        store.insert_key(&issued.record, None).unwrap();
         let idx = KeyIndex::load(&store, 2_000).unwrap();
         assert!(idx.authenticate(&issued.key, 4_999).is_ok());
         assert_eq!(
             idx.authenticate(&issued.key, 5_000),
             Err(AuthFailure::Expired)
         );
+        // Reloaded after the expiry, the key is still known to have expired.
+        idx.reload(&store, 6_000).unwrap();
+        assert_eq!(
+            idx.authenticate(&issued.key, 6_000),
+            Err(AuthFailure::Expired)
+        );
+        idx.reload(&store, 5_000 + EXPIRED_KEPT_MS).unwrap();
+        assert_eq!(
+            idx.authenticate(&issued.key, 5_000 + EXPIRED_KEPT_MS),
+            Err(AuthFailure::Unknown)
+        );
+    }
+
+    #[test]
+    fn a_rotated_key_works_until_its_grace_ends_and_its_successor_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let old = issue(
+            NewKey {
+                name: "svc".into(),
+                tenant: Some("acme".into()),
+                team: Some("core".into()),
+                models: vec!["m".into()],
+                allow_tenant_header: true,
+                metadata: Some(serde_json::json!({"o": 1})),
+                ..NewKey::default()
+            },
+            1_000,
+        );
+        store.insert_key(&old.record, None).unwrap();
+        let next = successor(&old.record, 2_000);
+        assert_ne!(next.key, old.key);
+        assert_ne!(next.record.id, old.record.id);
+        assert_eq!(next.record.created_at_ms, 2_000);
+        let same = StoredKey {
+            id: old.record.id.clone(),
+            key_hash: old.record.key_hash.clone(),
+            key_prefix: old.record.key_prefix.clone(),
+            created_at_ms: 1_000,
+            ..next.record.clone()
+        };
+        assert_eq!(same, old.record, "the same definition");
+        store
+            .rotate_key(&old.record.id, &next.record, 3_000, 2_000, None)
+            .unwrap();
+        let idx = KeyIndex::load(&store, 2_000).unwrap();
+        assert_eq!(idx.authenticate(&next.key, 2_000).unwrap().name, "svc");
+        assert!(idx.authenticate(&old.key, 2_999).is_ok());
+        assert_eq!(idx.authenticate(&old.key, 3_000), Err(AuthFailure::Expired));
+        assert!(idx.authenticate(&next.key, 3_000).is_ok());
     }
 
     #[test]

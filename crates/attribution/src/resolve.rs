@@ -180,6 +180,7 @@ mod tests {
             expires_at_ms: None,
             revoked_at_ms: None,
             metadata: Value::Null,
+            rotated_to: None,
         }
     }
 

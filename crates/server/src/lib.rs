@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-pub use admin::{allocation_pools, parse_time, validate_new_key_models};
+pub use admin::{allocation_pools, key_view, parse_time, rotation_grace, validate_new_key_models};
 pub use gateway::{
     Adapter, AnomalyWatch, Deployment, Gateway, GatewayParts, Limits, LogicalModel, Router,
     ServerSettings,

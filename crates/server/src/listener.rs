@@ -19,9 +19,12 @@
 //!   and accepting pauses briefly instead of spinning.
 //! - **Graceful shutdown.** When draining starts the listener closes and every connection is
 //!   told to finish its requests; [`run`] returns when all have closed.
+//! - **The peer address.** Every request carries its client's socket address as axum's
+//!   `ConnectInfo<SocketAddr>` extension (the admin API records it in the audit trail).
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -64,7 +68,7 @@ pub(crate) async fn run(
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut last_accept_error: Option<Instant> = None;
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             biased;
             () = draining.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -105,6 +109,7 @@ pub(crate) async fn run(
         let svc = ConnService {
             app: app.clone(),
             state: state.clone(),
+            peer,
         };
         let conn = graceful.watch(builder.serve_connection(io, svc).into_owned());
         let gw = gw.clone();
@@ -319,11 +324,13 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// The app, counting the connection's requests in flight until each response body is done.
+/// The app, counting the connection's requests in flight until each response body is done,
+/// and telling each request its peer's address.
 #[derive(Clone)]
 struct ConnService {
     app: Router,
     state: Arc<ConnState>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -335,8 +342,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         self.state.begin();
         let guard = InFlight(self.state.clone());
         let app = self.app.clone();
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
         Box::pin(async move {
-            let resp = app.oneshot(req.map(Body::new)).await?;
+            let resp = app.oneshot(req).await?;
             Ok(resp.map(|body| TrackedBody {
                 inner: body,
                 _guard: guard,

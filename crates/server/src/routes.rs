@@ -14,7 +14,7 @@ use tollgate_types::{ApiError, ErrorCode};
 use crate::admin::budgets::Budgets;
 use crate::admin::definitions::{self as defs};
 use crate::admin::policies::{self, Policies};
-use crate::admin::{self, deployments, finance, keys, reports};
+use crate::admin::{self, audit, deployments, finance, keys, reports};
 use crate::endpoints::{chat, embeddings, messages, models};
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
@@ -33,6 +33,8 @@ pub(crate) fn app(gw: Gateway) -> Router {
     let admin = Router::new()
         .route("/admin/v1/keys", post(keys::create).get(keys::list))
         .route("/admin/v1/keys/{id}", get(keys::get).delete(keys::delete))
+        .route("/admin/v1/keys/{id}/rotate", post(keys::rotate))
+        .route("/admin/v1/audit", get(audit::list))
         .route(
             "/admin/v1/budgets",
             post(defs::create::<Budgets>).get(defs::list::<Budgets>),

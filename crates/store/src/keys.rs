@@ -5,10 +5,19 @@
 //! **same transaction**, so a running gateway can poll [`Store::keys_version`] (one indexed
 //! read) and reload its in-memory key index when the CLI changed keys from another process:
 //! if it sees the new version, it is guaranteed to see the change.
+//!
+//! Every change takes an optional [`KeyAudit`] and writes its audit entry in the same
+//! transaction (see `audit.rs`).
+//!
+//! **Rotation** ([`Store::rotate_key`]) stores a successor — the same definition under a new
+//! id and secret — and marks the old key `rotated_to` the successor with its expiry brought
+//! forward to the end of the grace period. A name identifies one key that is neither revoked
+//! nor rotated, so the successor keeps the name while its predecessor works out its grace.
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, KeyAudit};
 use crate::{Store, StoreError};
 
 /// A virtual key as stored.
@@ -16,7 +25,7 @@ use crate::{Store, StoreError};
 pub struct StoredKey {
     /// `key_…`.
     pub id: String,
-    /// Unique among non-revoked keys.
+    /// Unique among keys neither revoked nor rotated.
     pub name: String,
     /// Lower-case hex SHA-256 of the full key.
     pub key_hash: String,
@@ -39,11 +48,14 @@ pub struct StoredKey {
     pub revoked_at_ms: Option<i64>,
     /// Free-form JSON supplied at creation.
     pub metadata: serde_json::Value,
+    /// The successor's id once this key has been rotated (it then works until its expiry).
+    #[serde(default)]
+    pub rotated_to: Option<String>,
 }
 
 const KEY_COLUMNS: &str = "id, name, key_hash, key_prefix, tenant, team, models, \
     allow_tenant_header, allowed_tenants, created_at_ms, expires_at_ms, revoked_at_ms, metadata, \
-    allow_route_override";
+    allow_route_override, rotated_to";
 
 fn bump_keys_version(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute(
@@ -101,57 +113,89 @@ fn decode_key(r: &rusqlite::Row<'_>) -> Result<StoredKey, StoreError> {
         revoked_at_ms: r.get(11)?,
         metadata: json(12, "metadata")?,
         allow_route_override: r.get(13)?,
+        rotated_to: r.get(14)?,
         id,
     })
 }
 
+/// Inserts a validated key inside `tx` (the name check first, for a clear message; the
+/// partial unique index enforces it anyway).
+fn insert_in(tx: &Transaction<'_>, key: &StoredKey) -> Result<(), StoreError> {
+    validate(key)?;
+    let models = json_text(&key.models, "models")?;
+    let allowed = json_text(&key.allowed_tenants, "allowed_tenants")?;
+    let metadata = json_text(&key.metadata, "metadata")?;
+    let taken: Option<String> = tx
+        .query_row(
+            "SELECT id FROM keys WHERE name = ?1 AND revoked_at_ms IS NULL AND rotated_to IS NULL",
+            [&key.name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(other) = taken {
+        return Err(StoreError::Conflict(format!(
+            "an active key named '{}' already exists ({other})",
+            key.name
+        )));
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO keys ({KEY_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ),
+        rusqlite::params![
+            key.id,
+            key.name,
+            key.key_hash,
+            key.key_prefix,
+            key.tenant,
+            key.team,
+            models,
+            key.allow_tenant_header,
+            allowed,
+            key.created_at_ms,
+            key.expires_at_ms,
+            key.revoked_at_ms,
+            metadata,
+            key.allow_route_override,
+            key.rotated_to,
+        ],
+    )
+    .map_err(|e| StoreError::from_sqlite(e, "insert key (duplicate id or key hash)"))?;
+    Ok(())
+}
+
+fn get_in(tx: &Transaction<'_>, id: &str) -> Result<Option<StoredKey>, StoreError> {
+    let mut stmt = tx.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(r) => Ok(Some(decode_key(r)?)),
+        None => Ok(None),
+    }
+}
+
+/// The audit entry of a key change, rendered with the caller's view.
+fn key_entry(
+    audit: Option<&KeyAudit>,
+    action: &str,
+    before: Option<&StoredKey>,
+    after: &StoredKey,
+) -> Option<audit::AuditEntry> {
+    audit.map(|a| {
+        a.audit
+            .entry(action, &after.id, before.map(a.view), Some((a.view)(after)))
+    })
+}
+
 impl Store {
-    /// Stores a new key. [`StoreError::Conflict`] if an active key has the same name, or the id
-    /// or hash is already stored; [`StoreError::InvalidInput`] for a malformed id/name/hash.
-    pub fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        validate(key)?;
-        let models = json_text(&key.models, "models")?;
-        let allowed = json_text(&key.allowed_tenants, "allowed_tenants")?;
-        let metadata = json_text(&key.metadata, "metadata")?;
+    /// Stores a new key (and its `key.create` audit entry, in the same transaction).
+    /// [`StoreError::Conflict`] if an active key has the same name, or the id or hash is
+    /// already stored; [`StoreError::InvalidInput`] for a malformed id/name/hash.
+    pub fn insert_key(&self, key: &StoredKey, audit: Option<&KeyAudit>) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Checked first for a clear message; the partial unique index enforces it anyway.
-            let taken: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM keys WHERE name = ?1 AND revoked_at_ms IS NULL",
-                    [&key.name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(other) = taken {
-                return Err(StoreError::Conflict(format!(
-                    "an active key named '{}' already exists ({other})",
-                    key.name
-                )));
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO keys ({KEY_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-                ),
-                rusqlite::params![
-                    key.id,
-                    key.name,
-                    key.key_hash,
-                    key.key_prefix,
-                    key.tenant,
-                    key.team,
-                    models,
-                    key.allow_tenant_header,
-                    allowed,
-                    key.created_at_ms,
-                    key.expires_at_ms,
-                    key.revoked_at_ms,
-                    metadata,
-                    key.allow_route_override,
-                ],
-            )
-            .map_err(|e| StoreError::from_sqlite(e, "insert key (duplicate id or key hash)"))?;
+            insert_in(&tx, key)?;
+            audit::record_opt(&tx, key_entry(audit, "key.create", None, key).as_ref())?;
             bump_keys_version(&tx)?;
             tx.commit()?;
             Ok(())
@@ -189,20 +233,95 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("key {id}")))
     }
 
-    /// Revokes a key at `now_ms`. `Ok(false)` if the id is unknown or already revoked (nothing
-    /// changes and `keys_version` is not bumped).
-    pub fn revoke_key(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+    /// Revokes a key at `now_ms` (and writes its `key.revoke` audit entry). `Ok(false)` if the
+    /// id is unknown or already revoked (nothing changes, nothing is audited and `keys_version`
+    /// is not bumped).
+    pub fn revoke_key(
+        &self,
+        id: &str,
+        now_ms: i64,
+        audit: Option<&KeyAudit>,
+    ) -> Result<bool, StoreError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = tx.execute(
+            let Some(before) = get_in(&tx, id)?.filter(|k| k.revoked_at_ms.is_none()) else {
+                return Ok(false);
+            };
+            tx.execute(
                 "UPDATE keys SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
                 rusqlite::params![id, now_ms],
             )?;
-            if changed > 0 {
-                bump_keys_version(&tx)?;
-            }
+            let after = StoredKey {
+                revoked_at_ms: Some(now_ms),
+                ..before.clone()
+            };
+            audit::record_opt(
+                &tx,
+                key_entry(audit, "key.revoke", Some(&before), &after).as_ref(),
+            )?;
+            bump_keys_version(&tx)?;
             tx.commit()?;
-            Ok(changed > 0)
+            Ok(true)
+        })
+    }
+
+    /// Rotates key `old_id` to `successor` (a key issued from the same definition): stores
+    /// the successor, marks the old key rotated to it and brings its expiry forward to
+    /// `old_expires_at_ms` (never later than an expiry it already had), and writes the
+    /// `key.rotate` audit entry (on the old key: its view before and after) — one
+    /// transaction. Returns the old key as it is now.
+    ///
+    /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Conflict`] when the old key
+    /// is revoked, already rotated, or expired at `now_ms`.
+    pub fn rotate_key(
+        &self,
+        old_id: &str,
+        successor: &StoredKey,
+        old_expires_at_ms: i64,
+        now_ms: i64,
+        audit: Option<&KeyAudit>,
+    ) -> Result<StoredKey, StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(before) = get_in(&tx, old_id)? else {
+                return Err(StoreError::NotFound(format!("key {old_id}")));
+            };
+            if before.revoked_at_ms.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "key {old_id} is revoked; create a new key instead"
+                )));
+            }
+            if let Some(next) = &before.rotated_to {
+                return Err(StoreError::Conflict(format!(
+                    "key {old_id} was already rotated to {next}; rotate that key instead"
+                )));
+            }
+            if before.expires_at_ms.is_some_and(|e| e <= now_ms) {
+                return Err(StoreError::Conflict(format!(
+                    "key {old_id} has expired; create a new key instead"
+                )));
+            }
+            let expires = before
+                .expires_at_ms
+                .map_or(old_expires_at_ms, |e| e.min(old_expires_at_ms));
+            tx.execute(
+                "UPDATE keys SET rotated_to = ?2, expires_at_ms = ?3 \
+                 WHERE id = ?1 AND revoked_at_ms IS NULL AND rotated_to IS NULL",
+                rusqlite::params![old_id, successor.id, expires],
+            )?;
+            insert_in(&tx, successor)?;
+            let after = StoredKey {
+                rotated_to: Some(successor.id.clone()),
+                expires_at_ms: Some(expires),
+                ..before.clone()
+            };
+            audit::record_opt(
+                &tx,
+                key_entry(audit, "key.rotate", Some(&before), &after).as_ref(),
+            )?;
+            bump_keys_version(&tx)?;
+            tx.commit()?;
+            Ok(after)
         })
     }
 

@@ -8,7 +8,9 @@
 //! - The **intent log** `intents`: provisional rows of requests calling a provider, so a crash
 //!   leaves a row for each ([`Store::write_batch`], [`Store::intents`]).
 //! - The **virtual keys table** `keys` (hashes only, never the key) and the `keys_version`
-//!   counter a running gateway polls to notice out-of-process key changes.
+//!   counter a running gateway polls to notice out-of-process key changes; key rotation.
+//! - The **audit trail** `audit`: one append-only entry per admin change, written in the
+//!   change's transaction ([`Store::list_audit`], `audit.rs`).
 //!
 //! Nothing else in the workspace writes SQL; other crates speak [`LedgerRow`], [`SpendQuery`],
 //! [`StoredKey`].
@@ -41,6 +43,7 @@
 //! connection behind a mutex: an in-memory database exists per connection, and a shared-cache
 //! URI would bring table-level locking that `busy_timeout` does not cover.
 
+mod audit;
 mod budgets;
 mod error;
 mod intents;
@@ -55,6 +58,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use audit::{Actor, Audit, AuditEntry, AuditFilter, AuditRecord, KeyAudit};
 pub use budgets::Definitions;
 pub use error::StoreError;
 pub use intents::Batch;

@@ -251,7 +251,7 @@ fn reopen_keeps_data_and_migrations_are_idempotent() {
     }
     let s = Store::open(&url).unwrap();
     let s2 = Store::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 8);
+    assert_eq!(s.schema_version().unwrap(), 9);
     assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
     assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
 
@@ -533,6 +533,7 @@ fn key(id: &str, name: &str, hash_byte: u8) -> StoredKey {
         expires_at_ms: None,
         revoked_at_ms: None,
         metadata: serde_json::json!({"owner": "ops", "n": 1}),
+        rotated_to: None,
     }
 }
 
@@ -541,7 +542,7 @@ fn key_crud_revocation_and_version() {
     let (_dir, store) = file_store();
     assert_eq!(store.keys_version().unwrap(), 0);
     let k1 = key("key_1", "backend", 1);
-    store.insert_key(&k1).unwrap();
+    store.insert_key(&k1, None).unwrap();
     assert_eq!(store.keys_version().unwrap(), 1);
     assert_eq!(store.get_key("key_1").unwrap(), k1);
     assert!(matches!(
@@ -551,16 +552,16 @@ fn key_crud_revocation_and_version() {
 
     // Same name while active: conflict, version unchanged.
     assert!(matches!(
-        store.insert_key(&key("key_2", "backend", 2)),
+        store.insert_key(&key("key_2", "backend", 2), None),
         Err(StoreError::Conflict(_))
     ));
     // Same hash or same id: conflict too.
     assert!(matches!(
-        store.insert_key(&key("key_3", "other", 1)),
+        store.insert_key(&key("key_3", "other", 1), None),
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.insert_key(&key("key_1", "other", 3)),
+        store.insert_key(&key("key_1", "other", 3), None),
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.keys_version().unwrap(), 1);
@@ -568,11 +569,11 @@ fn key_crud_revocation_and_version() {
     let mut bad = key("key_9", "x", 9);
     bad.key_hash = "XYZ".into();
     assert!(matches!(
-        store.insert_key(&bad),
+        store.insert_key(&bad, None),
         Err(StoreError::InvalidInput(_))
     ));
     assert!(matches!(
-        store.insert_key(&key("nokey", "y", 8)),
+        store.insert_key(&key("nokey", "y", 8), None),
         Err(StoreError::InvalidInput(_))
     ));
 
@@ -581,7 +582,7 @@ fn key_crud_revocation_and_version() {
     k4.tenant = None;
     k4.models = vec![];
     k4.metadata = serde_json::Value::Null;
-    store.insert_key(&k4).unwrap();
+    store.insert_key(&k4, None).unwrap();
     assert_eq!(store.keys_version().unwrap(), 2);
     assert_eq!(store.get_key("key_4").unwrap(), k4);
 
@@ -600,13 +601,13 @@ fn key_crud_revocation_and_version() {
         .collect();
     assert_eq!(active, vec!["key_1"], "expired key not active");
 
-    assert!(store.revoke_key("key_1", T0 + 5).unwrap());
+    assert!(store.revoke_key("key_1", T0 + 5, None).unwrap());
     assert_eq!(store.keys_version().unwrap(), 3);
     assert!(
-        !store.revoke_key("key_1", T0 + 6).unwrap(),
+        !store.revoke_key("key_1", T0 + 6, None).unwrap(),
         "already revoked"
     );
-    assert!(!store.revoke_key("key_unknown", T0 + 6).unwrap());
+    assert!(!store.revoke_key("key_unknown", T0 + 6, None).unwrap());
     assert_eq!(
         store.keys_version().unwrap(),
         3,
@@ -622,7 +623,7 @@ fn key_crud_revocation_and_version() {
     );
 
     // The name is free again once its key is revoked.
-    store.insert_key(&key("key_5", "backend", 5)).unwrap();
+    store.insert_key(&key("key_5", "backend", 5), None).unwrap();
     assert_eq!(store.keys_version().unwrap(), 4);
     let all: Vec<_> = store
         .list_keys(true)
@@ -648,7 +649,7 @@ fn keys_version_is_visible_across_processes() {
     let gateway = Store::open(&url).unwrap();
     let cli = Store::open(&url).unwrap();
     let before = gateway.keys_version().unwrap();
-    cli.insert_key(&key("key_1", "a", 1)).unwrap();
+    cli.insert_key(&key("key_1", "a", 1), None).unwrap();
     assert!(gateway.keys_version().unwrap() > before);
     assert_eq!(gateway.load_active_keys(T0).unwrap().len(), 1);
 }
@@ -747,4 +748,301 @@ fn imported_rows_are_marked_and_counted_by_import() {
     assert_eq!(s.totals(&imported).unwrap(), (2, want));
     // Row 2 was served here first: the later import did not re-mark it.
     assert_eq!(s.totals(&RowFilter::default()).unwrap().0, 4);
+}
+
+// ---- audit trail and key rotation --------------------------------------------------------
+
+fn view(k: &StoredKey) -> serde_json::Value {
+    // A public view like the admin API's: everything but the hash.
+    let mut v = serde_json::to_value(k).unwrap();
+    v.as_object_mut().unwrap().remove("key_hash");
+    v
+}
+
+fn master(at_ms: i64) -> KeyAudit {
+    KeyAudit {
+        audit: Audit {
+            actor: Actor::Master,
+            address: Some("127.0.0.1:5555".into()),
+            at_ms,
+        },
+        view,
+    }
+}
+
+fn all_audit(store: &Store) -> Vec<AuditRecord> {
+    store.list_audit(&AuditFilter::default(), 1000).unwrap()
+}
+
+#[test]
+fn the_audit_table_refuses_update_and_delete() {
+    let (dir, store) = file_store();
+    let a = Audit {
+        actor: Actor::Cli {
+            user: Some("ops".into()),
+        },
+        address: None,
+        at_ms: T0,
+    };
+    let id = store
+        .record_audit(&a.entry(
+            "budget.create",
+            "b",
+            None,
+            Some(serde_json::json!({"name": "b"})),
+        ))
+        .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("tollgate.db")).unwrap();
+    for sql in [
+        "UPDATE audit SET action = 'x'",
+        "UPDATE audit SET after_json = NULL WHERE id = 1",
+        "DELETE FROM audit",
+        "DELETE FROM audit WHERE id = 1",
+    ] {
+        let err = conn.execute(sql, []).unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    drop(conn);
+    let entries = all_audit(&store);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].id, id);
+    assert_eq!(entries[0].entry.action, "budget.create");
+    assert_eq!(
+        entries[0].entry.actor,
+        Actor::Cli {
+            user: Some("ops".into())
+        }
+    );
+    assert_eq!(
+        entries[0].entry.after,
+        Some(serde_json::json!({"name": "b"}))
+    );
+    assert_eq!(entries[0].entry.before, None);
+}
+
+#[test]
+fn key_changes_write_their_audit_entry_in_the_same_transaction() {
+    let (_dir, store) = file_store();
+    let k1 = key("key_1", "backend", 1);
+    store.insert_key(&k1, Some(&master(T0))).unwrap();
+    // A refused change leaves no entry.
+    assert!(
+        store
+            .insert_key(&key("key_2", "backend", 2), Some(&master(T0)))
+            .is_err()
+    );
+    assert!(!store.revoke_key("key_nope", T0, Some(&master(T0))).unwrap());
+    let entries = all_audit(&store);
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0].entry;
+    assert_eq!(
+        (e.action.as_str(), e.resource_id.as_str()),
+        ("key.create", "key_1")
+    );
+    assert_eq!(e.before, None);
+    assert_eq!(e.after, Some(view(&k1)));
+    assert_eq!(e.address.as_deref(), Some("127.0.0.1:5555"));
+
+    assert!(
+        store
+            .revoke_key("key_1", T0 + 7, Some(&master(T0 + 7)))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_key("key_1", T0 + 8, Some(&master(T0 + 8)))
+            .unwrap()
+    );
+    let entries = all_audit(&store);
+    assert_eq!(entries.len(), 2, "a no-op revoke is not audited");
+    let e = &entries[0].entry;
+    assert_eq!(e.action, "key.revoke");
+    assert_eq!(e.before, Some(view(&k1)));
+    let revoked = store.get_key("key_1").unwrap();
+    assert_eq!(revoked.revoked_at_ms, Some(T0 + 7));
+    assert_eq!(e.after, Some(view(&revoked)));
+    // The hash never reaches the log.
+    let text = format!("{entries:?}");
+    assert!(!text.contains(&k1.key_hash));
+}
+
+#[test]
+fn rotation_keeps_the_name_and_shortens_the_old_expiry() {
+    let (_dir, store) = file_store();
+    let old = key("key_1", "backend", 1);
+    store.insert_key(&old, None).unwrap();
+    let v0 = store.keys_version().unwrap();
+    let next = key("key_2", "backend", 2);
+    let after = store
+        .rotate_key("key_1", &next, T0 + 1000, T0, Some(&master(T0)))
+        .unwrap();
+    assert_eq!(after.rotated_to.as_deref(), Some("key_2"));
+    assert_eq!(after.expires_at_ms, Some(T0 + 1000));
+    assert_eq!(store.get_key("key_1").unwrap(), after);
+    assert_eq!(store.get_key("key_2").unwrap(), next);
+    assert!(store.keys_version().unwrap() > v0);
+    // Both work until the old one's expiry, then only the successor.
+    let ids = |now| -> Vec<String> {
+        store
+            .load_active_keys(now)
+            .unwrap()
+            .into_iter()
+            .map(|k| k.id)
+            .collect()
+    };
+    assert_eq!(ids(T0 + 999), ["key_1", "key_2"]);
+    assert_eq!(ids(T0 + 1000), ["key_2"]);
+    // One audit entry, on the old key, before and after.
+    let entries = all_audit(&store);
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0].entry;
+    assert_eq!(
+        (e.action.as_str(), e.resource_id.as_str()),
+        ("key.rotate", "key_1")
+    );
+    assert_eq!(e.before, Some(view(&old)));
+    assert_eq!(e.after, Some(view(&after)));
+
+    // The name is still taken by the successor.
+    assert!(matches!(
+        store.insert_key(&key("key_3", "backend", 3), None),
+        Err(StoreError::Conflict(_))
+    ));
+    // A rotated key cannot be rotated again; its successor can.
+    assert!(matches!(
+        store.rotate_key("key_1", &key("key_3", "backend", 3), T0 + 500, T0, None),
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .rotate_key("key_2", &key("key_4", "backend", 4), T0 + 10, T0 + 1, None)
+        .unwrap();
+    assert_eq!(store.get_key("key_2").unwrap().expires_at_ms, Some(T0 + 10));
+
+    // An earlier expiry is never extended, and the successor keeps the definition's.
+    let mut limited = key("key_6", "limited", 6);
+    limited.expires_at_ms = Some(T0 + 300);
+    store.insert_key(&limited, None).unwrap();
+    let mut successor = key("key_7", "limited", 7);
+    successor.expires_at_ms = Some(T0 + 300);
+    let after = store
+        .rotate_key("key_6", &successor, T0 + 5000, T0, None)
+        .unwrap();
+    assert_eq!(after.expires_at_ms, Some(T0 + 300), "never extended");
+
+    // Unknown, revoked and expired keys are refused, and nothing is stored for them.
+    let stored = store.list_keys(true).unwrap().len();
+    assert!(matches!(
+        store.rotate_key("key_nope", &key("key_8", "n", 8), T0, T0, None),
+        Err(StoreError::NotFound(_))
+    ));
+    store.insert_key(&key("key_5", "x", 5), None).unwrap();
+    assert!(store.revoke_key("key_5", T0, None).unwrap());
+    assert!(matches!(
+        store.rotate_key("key_5", &key("key_8", "x", 8), T0, T0, None),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.rotate_key(
+            "key_7",
+            &key("key_8", "limited", 8),
+            T0 + 400,
+            T0 + 300,
+            None
+        ),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.list_keys(true).unwrap().len(), stored + 1);
+    assert_eq!(all_audit(&store).len(), 1, "unaudited calls write nothing");
+}
+
+#[test]
+fn audit_filters_and_keyset_pages() {
+    let store = Store::open("sqlite::memory:").unwrap();
+    let who = [
+        Actor::Master,
+        Actor::Token { id: "tok_1".into() },
+        Actor::Cli {
+            user: Some("ann".into()),
+        },
+        Actor::Cli { user: None },
+    ];
+    for i in 0..40i64 {
+        let a = Audit {
+            actor: who[(i % 4) as usize].clone(),
+            address: None,
+            at_ms: T0 + i * 1000,
+        };
+        let action = if i % 2 == 0 {
+            "budget.update"
+        } else {
+            "policy.create"
+        };
+        store
+            .record_audit(&a.entry(action, &format!("r{}", i % 5), None, None))
+            .unwrap();
+    }
+    let list = |f: AuditFilter| -> Vec<i64> {
+        store
+            .list_audit(&f, 1000)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    let everything = list(AuditFilter::default());
+    assert_eq!(everything.len(), 40);
+    assert!(everything.windows(2).all(|w| w[0] > w[1]), "newest first");
+    let f = |kind: &str, id: Option<&str>| AuditFilter {
+        actor_kind: Some(kind.into()),
+        actor_id: id.map(String::from),
+        ..Default::default()
+    };
+    assert_eq!(list(f("master", None)).len(), 10);
+    assert_eq!(list(f("cli", None)).len(), 20);
+    assert_eq!(list(f("cli", Some("ann"))).len(), 10);
+    assert_eq!(list(f("token", Some("tok_1"))).len(), 10);
+    assert_eq!(list(f("token", Some("tok_2"))).len(), 0);
+    let by = list(AuditFilter {
+        action: Some("policy.create".into()),
+        resource_id: Some("r1".into()),
+        ..Default::default()
+    });
+    // i odd and i % 5 == 1: 1, 11, 21, 31.
+    assert_eq!(by.len(), 4);
+    let window = store
+        .list_audit(
+            &AuditFilter {
+                from_ms: Some(T0 + 10_000),
+                to_ms: Some(T0 + 20_000),
+                ..Default::default()
+            },
+            1000,
+        )
+        .unwrap();
+    assert_eq!(window.len(), 10);
+    assert!(
+        window
+            .iter()
+            .all(|r| (T0 + 10_000..T0 + 20_000).contains(&r.entry.at_ms))
+    );
+    // Pages of 7 by id cover everything once.
+    let mut seen = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = store
+            .list_audit(
+                &AuditFilter {
+                    before_id,
+                    ..Default::default()
+                },
+                7,
+            )
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before_id = page.last().map(|r| r.id);
+        seen.extend(page.iter().map(|r| r.id));
+    }
+    assert_eq!(seen, everything);
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tollgate_attribution::keys::{self, NewKey};
 use tollgate_config::{Config, Loaded, ProcessEnv};
-use tollgate_store::{Dim, SpendQuery};
+use tollgate_store::{Actor, Audit, Dim, KeyAudit, SpendQuery};
 
 use crate::{assemble, demo, export, ledger_io, report};
 
@@ -94,6 +94,16 @@ enum KeysCommand {
     /// a second).
     Revoke {
         id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Rotate a key: print a new key for the same definition (shown once); the old key keeps
+    /// working for the grace period, then expires.
+    Rotate {
+        id: String,
+        /// How long the old key keeps working, in seconds (0: stops at once; at most 30 days).
+        #[arg(long, default_value_t = 86_400)]
+        grace_secs: u64,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -339,6 +349,20 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// How CLI key changes are audited: actor `cli`, the OS user from `$USER` when set.
+fn cli_audit(at_ms: i64) -> KeyAudit {
+    KeyAudit {
+        audit: Audit {
+            actor: Actor::Cli {
+                user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+            },
+            address: None,
+            at_ms,
+        },
+        view: tollgate_server::key_view,
+    }
+}
+
 fn keys_command(k: KeysCommand) -> Result<ExitCode> {
     match k {
         KeysCommand::Create(c) => {
@@ -357,8 +381,9 @@ fn keys_command(k: KeysCommand) -> Result<ExitCode> {
             tollgate_server::validate_new_key_models(&|m| cfg.models.contains_key(m), &new)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let store = assemble::open_store(&cfg)?;
-            let issued = keys::issue(new, now_ms());
-            store.insert_key(&issued.record)?;
+            let now = now_ms();
+            let issued = keys::issue(new, now);
+            store.insert_key(&issued.record, Some(&cli_audit(now)))?;
             println!("{}", issued.key);
             eprintln!(
                 "created key {} ('{}'); the key above is shown only once",
@@ -399,12 +424,48 @@ fn keys_command(k: KeysCommand) -> Result<ExitCode> {
         KeysCommand::Revoke { id, config } => {
             let cfg = load(&config)?.config;
             let store = assemble::open_store(&cfg)?;
-            if store.revoke_key(&id, now_ms())? {
+            let now = now_ms();
+            if store.revoke_key(&id, now, Some(&cli_audit(now)))? {
                 eprintln!("revoked {id}");
                 Ok(ExitCode::SUCCESS)
             } else {
                 bail!("no active key with id '{id}'")
             }
+        }
+        KeysCommand::Rotate {
+            id,
+            grace_secs,
+            config,
+        } => {
+            let grace = tollgate_server::rotation_grace(Some(grace_secs))
+                .map_err(|e| anyhow::anyhow!("--grace-secs: {}", e.message))?;
+            let cfg = load(&config)?.config;
+            let store = assemble::open_store(&cfg)?;
+            let old = match store.get_key(&id) {
+                Err(tollgate_store::StoreError::NotFound(_)) => bail!("no key with id '{id}'"),
+                other => other?,
+            };
+            let now = now_ms();
+            let next = keys::successor(&old, now);
+            let grace_ms = i64::try_from(grace.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let old = store.rotate_key(
+                &id,
+                &next.record,
+                now.saturating_add(grace_ms),
+                now,
+                Some(&cli_audit(now)),
+            )?;
+            println!("{}", next.key);
+            let until = old
+                .expires_at_ms
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .map_or_else(|| "now".to_string(), |t| t.to_string());
+            eprintln!(
+                "rotated {id} to {} ('{}'); the key above is shown only once; the old key \
+                 works until {until}",
+                next.record.id, next.record.name
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -5,9 +5,10 @@
 
 use serde_json::Value;
 use tollgate_policy::{BudgetDef, DefError};
+use tollgate_store::{Audit, AuditEntry};
 use tollgate_types::ApiError;
 
-use crate::admin::definitions::{Resource, def_error, not_found};
+use crate::admin::definitions::{Resource, def_error, entry, not_found};
 use crate::admin::{blocking, flush, rfc3339, to_json};
 use crate::gateway::{Gateway, now_ms};
 
@@ -37,12 +38,14 @@ impl Resource for Budgets {
         view(gw, name)
     }
 
-    async fn install(gw: &Gateway, def: BudgetDef) -> Result<(), ApiError> {
-        install(gw, def).await
+    async fn install(gw: &Gateway, def: BudgetDef, audit: &Audit) -> Result<(), ApiError> {
+        install(gw, def, audit).await
     }
 
-    async fn remove(gw: &Gateway, name: &str) -> Result<(), ApiError> {
-        put(gw, name, None).await?;
+    async fn remove(gw: &Gateway, name: &str, audit: &Audit) -> Result<(), ApiError> {
+        let current = gw.budgets().get(name);
+        let change = entry(audit, Budgets::OBJECT, name, current.as_ref(), None)?;
+        put(gw, name, None, Some(change)).await?;
         gw.budgets().remove(name);
         Ok(())
     }
@@ -62,18 +65,21 @@ fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-/// Stores the definition, installs it, and seeds a fresh counter from the ledger. Any failure
-/// puts back what was there (store and engine), so the two never disagree.
-async fn install(gw: &Gateway, def: BudgetDef) -> Result<(), ApiError> {
+/// Stores the definition (audited), installs it, and seeds a fresh counter from the ledger.
+/// Any failure puts back what was there (store and engine), so the two never disagree.
+async fn install(gw: &Gateway, def: BudgetDef, audit: &Audit) -> Result<(), ApiError> {
     let name = def.name.clone();
     let previous = gw.budgets().get(&name);
     let json = serde_json::to_string(&def)
         .map_err(|e| ApiError::internal(format!("rendering budget '{name}': {e}")))?;
-    put(gw, &name, Some(json)).await?;
+    let change = entry(audit, Budgets::OBJECT, &name, previous.as_ref(), Some(&def))?;
+    // What putting the previous definition back would record.
+    let undo = entry(audit, Budgets::OBJECT, &name, Some(&def), previous.as_ref())?;
+    put(gw, &name, Some(json), Some(change)).await?;
     let up = match gw.budgets().upsert(def) {
         Ok(up) => up,
         Err(e) => {
-            restore(gw, &name, previous).await;
+            restore(gw, &name, previous, undo).await;
             return Err(def_error(e));
         }
     };
@@ -94,7 +100,7 @@ async fn install(gw: &Gateway, def: BudgetDef) -> Result<(), ApiError> {
             Err(e) => Err(e.cause.unwrap_or(e.message)),
         };
         if let Err(cause) = seeded {
-            restore(gw, &name, previous).await;
+            restore(gw, &name, previous, undo).await;
             return Err(ApiError::internal(format!(
                 "seeding budget '{name}' from the ledger: {cause}"
             )));
@@ -103,19 +109,25 @@ async fn install(gw: &Gateway, def: BudgetDef) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Writes (or deletes, `None`) a stored definition.
-async fn put(gw: &Gateway, name: &str, json: Option<String>) -> Result<(), ApiError> {
+/// Writes (or deletes, `None`) a stored definition, with its audit entry.
+async fn put(
+    gw: &Gateway,
+    name: &str,
+    json: Option<String>,
+    audit: Option<AuditEntry>,
+) -> Result<(), ApiError> {
     let store = gw.store().clone();
     let name = name.to_string();
     blocking(move || match json {
-        Some(j) => store.put_budget(&name, &j, now_ms()),
-        None => store.delete_budget(&name).map(|_| ()),
+        Some(j) => store.put_budget(&name, &j, now_ms(), audit.as_ref()),
+        None => store.delete_budget(&name, audit.as_ref()).map(|_| ()),
     })
     .await
 }
 
-/// Puts back the definition a failed install replaced (best effort; logged).
-async fn restore(gw: &Gateway, name: &str, previous: Option<BudgetDef>) {
+/// Puts back the definition a failed install replaced (best effort; logged), recording
+/// `undo` in the audit trail.
+async fn restore(gw: &Gateway, name: &str, previous: Option<BudgetDef>, undo: AuditEntry) {
     let json = previous
         .as_ref()
         .and_then(|d| serde_json::to_string(d).ok());
@@ -129,7 +141,7 @@ async fn restore(gw: &Gateway, name: &str, previous: Option<BudgetDef>) {
             gw.budgets().remove(name);
         }
     }
-    if let Err(e) = put(gw, name, json).await {
+    if let Err(e) = put(gw, name, json, Some(undo)).await {
         tracing::error!(budget = name, error = %e, cause = ?e.cause, "restoring a stored budget failed");
     }
 }

@@ -2,23 +2,26 @@
 //! `POST` (201, 409 on a duplicate name), `GET` one or a page of all (by name), `PATCH` as a
 //! JSON merge patch (RFC 7396) over the current definition (the name cannot change), `DELETE`.
 //! Definitions are JSON bodies whose errors name their field; each kind says how it is stored
-//! and installed ([`Resource`]).
+//! and installed ([`Resource`]). Every change is audited as `<object>.create|update|delete`
+//! with the definition before and after ([`entry`]), in the store write's transaction.
 
 use std::collections::HashMap;
 use std::future::Future;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::Value;
 use tollgate_policy::DefError;
+use tollgate_store::{Audit, AuditEntry};
 use tollgate_types::{ApiError, ErrorCode};
 
 use crate::admin::list::{self, PageQuery};
-use crate::admin::{AdminResult, deleted, to_json};
+use crate::admin::{AdminResult, Caller, deleted, to_json};
 use crate::gateway::Gateway;
+use crate::gateway::now_ms;
 use crate::http::body;
 
 /// One kind of runtime definition.
@@ -34,10 +37,42 @@ pub(crate) trait Resource: Send + Sync + 'static {
     fn all(gw: &Gateway) -> Vec<Self::Def>;
     /// The definition with its live state.
     fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError>;
-    /// Stores the definition, then installs it; a failure puts both back as they were.
-    fn install(gw: &Gateway, def: Self::Def) -> impl Future<Output = Result<(), ApiError>> + Send;
-    /// Deletes the stored definition, then the installed one.
-    fn remove(gw: &Gateway, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Stores the definition with its audit entry, then installs it; a failure puts both back
+    /// as they were (and audits putting the stored one back).
+    fn install(
+        gw: &Gateway,
+        def: Self::Def,
+        audit: &Audit,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Deletes the stored definition (audited), then the installed one.
+    fn remove(
+        gw: &Gateway,
+        name: &str,
+        audit: &Audit,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// The audit entry of a change from `before` to `after` (`None`: absent), named
+/// `<object>.create`, `.update` or `.delete` by which of the two exist.
+pub(crate) fn entry<D: serde::Serialize>(
+    audit: &Audit,
+    object: &str,
+    name: &str,
+    before: Option<&D>,
+    after: Option<&D>,
+) -> Result<AuditEntry, ApiError> {
+    let verb = match (before, after) {
+        (None, _) => "create",
+        (Some(_), Some(_)) => "update",
+        (Some(_), None) => "delete",
+    };
+    let json = |d: Option<&D>| d.map(|d| to_json(object, d)).transpose();
+    Ok(audit.entry(
+        &format!("{object}.{verb}"),
+        name,
+        json(before)?,
+        json(after)?,
+    ))
 }
 
 pub(crate) fn not_found<R: Resource>(name: &str) -> ApiError {
@@ -47,7 +82,11 @@ pub(crate) fn not_found<R: Resource>(name: &str) -> ApiError {
     )
 }
 
-pub(crate) async fn create<R: Resource>(State(gw): State<Gateway>, body: Body) -> AdminResult {
+pub(crate) async fn create<R: Resource>(
+    State(gw): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> AdminResult {
     let text = read(&gw, body).await?;
     let def = R::parse(&text).map_err(def_error)?;
     let name = R::name(&def).to_string();
@@ -58,7 +97,7 @@ pub(crate) async fn create<R: Resource>(State(gw): State<Gateway>, body: Body) -
         )
         .into());
     }
-    R::install(&gw, def).await?;
+    R::install(&gw, def, &caller.audit(now_ms())).await?;
     Ok((StatusCode::CREATED, Json(R::view(&gw, &name)?)).into_response())
 }
 
@@ -85,6 +124,7 @@ pub(crate) async fn get<R: Resource>(
 
 pub(crate) async fn patch<R: Resource>(
     State(gw): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Body,
 ) -> AdminResult {
@@ -93,18 +133,19 @@ pub(crate) async fn patch<R: Resource>(
     };
     let text = patched(&gw, R::OBJECT, &name, &current, body).await?;
     let def = R::parse(&text).map_err(def_error)?;
-    R::install(&gw, def).await?;
+    R::install(&gw, def, &caller.audit(now_ms())).await?;
     Ok(Json(R::view(&gw, &name)?).into_response())
 }
 
 pub(crate) async fn delete<R: Resource>(
     State(gw): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> AdminResult {
     if R::get(&gw, &name).is_none() {
         return Err(not_found::<R>(&name).into());
     }
-    R::remove(&gw, &name).await?;
+    R::remove(&gw, &name, &caller.audit(now_ms())).await?;
     Ok(deleted(R::OBJECT, &name))
 }
 

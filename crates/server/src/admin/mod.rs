@@ -10,13 +10,16 @@
 //!   never silently dropped.
 //! - **Deletes** answer `{"id", "object", "deleted": true}` ([`deleted`]).
 //! - **Changes** are written to the store first, then to memory, so a store error leaves both
-//!   as they were.
+//!   as they were. Each leaves one audit entry (who: the [`Caller`]'s actor, from its socket
+//!   address; what, before and after), written in the store change's own transaction and
+//!   listed at `GET /admin/v1/audit` ([`audit`]).
 //! - **Errors** come from the error table; a store failure is `500 internal_error` with its
 //!   cause in the log.
 //!
 //! Reads of the ledger first flush it, so a report includes every request that finished before
 //! it was asked for.
 
+pub(crate) mod audit;
 pub(crate) mod budgets;
 pub(crate) mod definitions;
 pub(crate) mod deployments;
@@ -26,22 +29,24 @@ pub(crate) mod list;
 pub(crate) mod policies;
 pub(crate) mod reports;
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tollgate_attribution::keys::presented_key;
-use tollgate_store::StoreError;
+use tollgate_store::{Actor, Audit, StoreError};
 use tollgate_types::{ApiError, ErrorCode};
 
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
 
 pub use finance::allocation_pools;
-pub use keys::validate_new_key_models;
+pub use keys::{key_view, rotation_grace, validate_new_key_models};
 pub use reports::parse_time;
 
 pub(crate) type AdminResult = Result<Response, ErrorResponse>;
@@ -72,13 +77,29 @@ impl Role {
 }
 
 /// The authenticated admin caller, in the request's extensions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) role: Role,
+    /// Who, for the audit trail (the master key today; an admin token's id later).
+    pub(crate) actor: Actor,
+    /// The client's socket address (absent only when the app is called without the
+    /// listener, as in unit tests).
+    pub(crate) address: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// Who changes something from where, at `at_ms`: the start of an audit entry.
+    pub(crate) fn audit(&self, at_ms: i64) -> Audit {
+        Audit {
+            actor: self.actor.clone(),
+            address: self.address.map(|a| a.to_string()),
+            at_ms,
+        }
+    }
 }
 
 /// Who is calling: the master key is an admin.
-fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<(Role, Actor), ApiError> {
     let Some(master) = gw.settings().master_key.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::InvalidApiKey,
@@ -92,14 +113,21 @@ fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
             "invalid master key",
         ));
     }
-    Ok(Caller { role: Role::Admin })
+    Ok((Role::Admin, Actor::Master))
 }
 
 /// The admin routes' layer: authenticate, check the role against the method, pass the caller
 /// on.
 pub(crate) async fn guard(State(gw): State<Gateway>, mut req: Request, next: Next) -> Response {
     let caller = match authenticate(&gw, req.headers()) {
-        Ok(c) => c,
+        Ok((role, actor)) => Caller {
+            role,
+            actor,
+            address: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        },
         Err(e) => return ErrorResponse(e).into_response(),
     };
     if !caller.role.may(req.method()) {

@@ -7,10 +7,10 @@ use axum::extract::{Query, State};
 use serde_json::{Value, json};
 use tollgate_policy::DefError;
 use tollgate_policy::rules::{DecisionFilter, PolicyDef};
-use tollgate_store::Definitions;
+use tollgate_store::{Audit, AuditEntry, Definitions};
 use tollgate_types::{ApiError, ErrorCode};
 
-use crate::admin::definitions::{Resource, def_error, not_found};
+use crate::admin::definitions::{Resource, def_error, entry, not_found};
 use crate::admin::list::{self, PageQuery};
 use crate::admin::{AdminResult, blocking, to_json};
 use crate::gateway::{Gateway, now_ms};
@@ -41,12 +41,14 @@ impl Resource for Policies {
         view(gw, name)
     }
 
-    async fn install(gw: &Gateway, def: PolicyDef) -> Result<(), ApiError> {
-        install(gw, def).await
+    async fn install(gw: &Gateway, def: PolicyDef, audit: &Audit) -> Result<(), ApiError> {
+        install(gw, def, audit).await
     }
 
-    async fn remove(gw: &Gateway, name: &str) -> Result<(), ApiError> {
-        put(gw, name, None).await?;
+    async fn remove(gw: &Gateway, name: &str, audit: &Audit) -> Result<(), ApiError> {
+        let current = gw.policies().get(name);
+        let change = entry(audit, Policies::OBJECT, name, current.as_ref(), None)?;
+        put(gw, name, None, Some(change)).await?;
         gw.policies().remove(name);
         Ok(())
     }
@@ -68,31 +70,51 @@ fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-/// Writes (or deletes, `None`) a stored definition.
-async fn put(gw: &Gateway, name: &str, json: Option<String>) -> Result<(), ApiError> {
+/// Writes (or deletes, `None`) a stored definition, with its audit entry.
+async fn put(
+    gw: &Gateway,
+    name: &str,
+    json: Option<String>,
+    audit: Option<AuditEntry>,
+) -> Result<(), ApiError> {
     let store = gw.store().clone();
     let name = name.to_string();
     blocking(move || match json {
-        Some(j) => store.put_definition(Definitions::Policies, &name, &j, now_ms()),
+        Some(j) => store.put_definition(Definitions::Policies, &name, &j, now_ms(), audit.as_ref()),
         None => store
-            .delete_definition(Definitions::Policies, &name)
+            .delete_definition(Definitions::Policies, &name, audit.as_ref())
             .map(|_| ()),
     })
     .await
 }
 
-/// Stores the definition, then installs it; a refusal by the engine puts the stored one back.
-async fn install(gw: &Gateway, def: PolicyDef) -> Result<(), ApiError> {
+/// Stores the definition (audited), then installs it; a refusal by the engine puts the stored
+/// one back (audited too).
+async fn install(gw: &Gateway, def: PolicyDef, audit: &Audit) -> Result<(), ApiError> {
     let name = def.name.clone();
     let previous = gw.policies().get(&name);
     let json = serde_json::to_string(&def)
         .map_err(|e| ApiError::internal(format!("rendering policy '{name}': {e}")))?;
-    put(gw, &name, Some(json)).await?;
+    let change = entry(
+        audit,
+        Policies::OBJECT,
+        &name,
+        previous.as_ref(),
+        Some(&def),
+    )?;
+    let undo = entry(
+        audit,
+        Policies::OBJECT,
+        &name,
+        Some(&def),
+        previous.as_ref(),
+    )?;
+    put(gw, &name, Some(json), Some(change)).await?;
     if let Err(e) = gw.policies().upsert(def) {
         let back = previous
             .as_ref()
             .and_then(|d| serde_json::to_string(d).ok());
-        if let Err(re) = put(gw, &name, back).await {
+        if let Err(re) = put(gw, &name, back, Some(undo)).await {
             tracing::error!(policy = %name, error = %re, cause = ?re.cause, "restoring a stored policy failed");
         }
         return Err(def_error(e));

@@ -46,6 +46,7 @@ async fn keys_are_shown_once_and_never_stored_in_clear() {
             "models",
             "name",
             "revoked_at",
+            "rotated_to",
             "team",
             "tenant"
         ]
@@ -335,6 +336,7 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
             "/admin/v1/policies/decisions",
             "/admin/v1/requests",
             "/admin/v1/deployments",
+            "/admin/v1/audit",
         ] {
             let (st, v) = call(&env, Method::GET, &format!("{path}?{q}"), None).await;
             assert_eq!(st, 400, "{path}?{q}: {v}");
@@ -349,6 +351,8 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
         (Method::POST, "/admin/v1/keys"),
         (Method::GET, "/admin/v1/keys/x"),
         (Method::DELETE, "/admin/v1/keys/x"),
+        (Method::POST, "/admin/v1/keys/x/rotate"),
+        (Method::GET, "/admin/v1/audit"),
         (Method::GET, "/admin/v1/budgets"),
         (Method::POST, "/admin/v1/budgets"),
         (Method::PATCH, "/admin/v1/budgets/echo"),

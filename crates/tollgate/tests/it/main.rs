@@ -20,6 +20,7 @@ mod focus_model;
 
 mod admin;
 mod attribution;
+mod audit;
 mod azure;
 mod budgets;
 mod cache;
