@@ -54,7 +54,7 @@ use tollgate_cache::Entry;
 use tollgate_metering::{
     MeterOptions, MeteredStream, OpenAiRenderer, Renderer, Settlement, anthropic::MeteredEvents,
 };
-use tollgate_providers::ChatCall;
+use tollgate_providers::{ChatCall, UpstreamError};
 use tollgate_store::StoredKey;
 use tollgate_tokens::Encoding;
 use tollgate_types::{ApiError, ErrorCode, LedgerRow, NanoUsd, Outcome, Usage, UsageSource};
@@ -214,6 +214,7 @@ async fn pipeline<E: Endpoint>(
         ep,
         attempts: Attempts::new(dispatch, canonical.body),
         fill,
+        maybe_billed: None,
     };
     let resp = if stream {
         ex.stream().await
@@ -369,9 +370,42 @@ struct Exchange<E> {
     /// Where a missed answer goes (in the canonical shape, so every endpoint of its family
     /// can be served from it).
     fill: Option<Fill>,
+    /// The last attempt that timed out after the provider had the request: it may have been
+    /// billed for the prompt, so a request that fails in the end is recorded at that estimate
+    /// (`usage_source: unknown`), not as a certain $0.
+    maybe_billed: Option<(Usage, NanoUsd)>,
 }
 
 impl<E: Endpoint> Exchange<E> {
+    /// Notes an attempt that timed out once the provider had the request (first byte, idle,
+    /// total — not connect).
+    fn note_timeout(&mut self, cand: &Candidate, prepared: &Prepared, e: &UpstreamError) {
+        use tollgate_providers::{TimeoutPhase, UpstreamErrorKind};
+        if let UpstreamErrorKind::Timeout(
+            TimeoutPhase::FirstByte | TimeoutPhase::Idle | TimeoutPhase::Total,
+        ) = e.kind
+        {
+            let usage = settle::prompt_usage(E::SHAPE, cand, &prepared.body);
+            let cost = cand
+                .price
+                .as_ref()
+                .map_or(NanoUsd::ZERO, |(p, _)| tollgate_pricing::cost(&usage, p));
+            self.maybe_billed = Some((usage, cost));
+        }
+    }
+
+    /// A failed request's row, billed at the estimate of a timed-out attempt if it had one.
+    fn failed(&mut self, e: ApiError) -> (ApiError, Outcome) {
+        if let Some((usage, cost)) = self.maybe_billed.take() {
+            let row = self.rec.row();
+            row.usage = usage;
+            row.usage_source = UsageSource::Unknown;
+            row.list_cost = cost;
+            row.effective_cost = cost;
+        }
+        (e, Outcome::Failed)
+    }
+
     /// Keeps the cache fill only for an answer the cache key stands for: not one shortened
     /// to fit a budget, not one served by a fallback model.
     fn keep_fill(&mut self, cand: &Candidate, prepared: &Prepared) {
@@ -393,7 +427,7 @@ impl<E: Endpoint> Exchange<E> {
             let (cand, attempt, prepared) =
                 match self.attempts.next(&self.gw, &mut self.rec, E::SHAPE).await {
                     Ok(v) => v,
-                    Err(e) if self.rec.row().attempts > 0 => return Err((e, Outcome::Failed)),
+                    Err(e) if self.rec.row().attempts > 0 => return Err(self.failed(e)),
                     Err(e) => return Err((e, Outcome::Rejected)),
                 };
             self.keep_fill(&cand, &prepared);
@@ -410,10 +444,11 @@ impl<E: Endpoint> Exchange<E> {
                         got,
                     });
                 }
-                Err(Miss::Final(e)) => return Err((e, Outcome::Failed)),
+                Err(Miss::Final(e)) => return Err(self.failed(e)),
                 Err(Miss::Upstream(e)) => {
+                    self.note_timeout(&cand, &prepared, &e);
                     if let Err(api) = self.attempts.dispatch.failed(&self.gw, &cand, attempt, &e) {
-                        return Err((api, Outcome::Failed));
+                        return Err(self.failed(api));
                     }
                 }
             }

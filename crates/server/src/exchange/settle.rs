@@ -31,20 +31,29 @@ pub(crate) fn local_usage(
     request: &Map<String, Value>,
     reply: &Reply,
 ) -> Usage {
-    let enc = Encoding::for_model(&cand.deployment.model);
+    let prompt = prompt_usage(shape, cand, request);
     match shape {
-        Shape::Embeddings => Usage {
-            input_tokens: tokens::count_embedding_input(
-                enc,
-                request.get("input").unwrap_or(&Value::Null),
-            ),
-            ..Usage::default()
-        },
+        Shape::Embeddings => prompt,
         Shape::Chat => Usage {
-            input_tokens: tokens::count_chat_prompt_map(enc, request),
-            output_tokens: enc.count(&output_text(reply)),
-            ..Usage::default()
+            output_tokens: Encoding::for_model(&cand.deployment.model).count(&output_text(reply)),
+            ..prompt
         },
+    }
+}
+
+/// The prompt alone, counted locally: what a provider bills at least for a call it received
+/// and then did not answer in time.
+pub(crate) fn prompt_usage(shape: Shape, cand: &Candidate, request: &Map<String, Value>) -> Usage {
+    let enc = Encoding::for_model(&cand.deployment.model);
+    let input_tokens = match shape {
+        Shape::Embeddings => {
+            tokens::count_embedding_input(enc, request.get("input").unwrap_or(&Value::Null))
+        }
+        Shape::Chat => tokens::count_chat_prompt_map(enc, request),
+    };
+    Usage {
+        input_tokens,
+        ..Usage::default()
     }
 }
 

@@ -109,7 +109,18 @@ async fn hung_upstream_times_out_with_504() {
             msg.contains("provider 'sim'") && msg.contains("first byte"),
             "{msg}"
         );
-        failed_row(&env, &id, 504, "upstream_timeout").await;
+        let row = failed_row(&env, &id, 504, "upstream_timeout").await;
+        // The provider had the prompt and may bill it: recorded as a stated estimate, not as
+        // a certain $0.
+        assert_eq!(row["usage_source"], "unknown", "{row}");
+        let input = row["input_tokens"].as_u64().unwrap();
+        assert!(input > 0, "{row}");
+        assert_eq!(row["output_tokens"], 0, "{row}");
+        assert_eq!(
+            nanos(row["effective_cost"].as_str().unwrap()),
+            gpt4o_mini_cost(input, 0, 0),
+            "{row}"
+        );
     }
     assert_eq!(env.sim.stats().faults_hang, 2);
     // The gateway gave up on the upstream calls: nothing is left hanging at the provider.
