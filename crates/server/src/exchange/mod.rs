@@ -176,7 +176,14 @@ async fn pipeline<E: Endpoint>(
     }
     let (ep, canonical, dispatch) = match admit::<E>(&gw, &mut rec, &headers, body).await {
         Ok(v) => v,
-        Err(e) => return rec.reject(e, Outcome::Rejected, E::FORMAT),
+        Err(e) => {
+            // An early refusal still counts against the key's request rate.
+            if let Err(l) = ratelimit::count_refused(&gw, rec.row()) {
+                let ratelimit::Limited { error, limits } = *l;
+                return limits.apply(rec.reject(error, Outcome::Rejected, E::FORMAT));
+            }
+            return rec.reject(e, Outcome::Rejected, E::FORMAT);
+        }
     };
     // 7.
     let first = dispatch.preview(&gw);

@@ -86,13 +86,42 @@ pub(crate) fn admit(
     } else {
         0
     };
+    decide(gw, row, model, tokens)
+}
+
+/// Counts a request refused before stage 7 — an unknown model, a model the key may not use, a
+/// body that does not parse — on the request-rate rules that match its attribution, so a
+/// client cannot flood the gateway with requests that fail early for free. `Err` is the
+/// `429` that then replaces the refusal.
+pub(crate) fn count_refused(gw: &Gateway, row: &mut LedgerRow) -> Result<(), Box<Limited>> {
+    if gw.0.rate_limits.is_empty() || row.attribution.key_id.is_none() {
+        return Ok(());
+    }
+    let model = row.requested_model.clone().unwrap_or_default();
+    if let Some(hold) = decide(gw, row, &model, 0)?.hold {
+        gw.0.rate_limits.settle(hold, 0);
+    }
+    Ok(())
+}
+
+/// The engine's answer for `tokens` on `model`, in HTTP terms.
+fn decide(
+    gw: &Gateway,
+    row: &mut LedgerRow,
+    model: &str,
+    tokens: u64,
+) -> Result<Admitted, Box<Limited>> {
+    let none = || Admitted {
+        limits: Limits::default(),
+        hold: None,
+    };
     let ask = RateAsk {
         attribution: &row.attribution,
         model,
         tokens,
         now_ms: row.started_at_ms,
     };
-    match limits.admit(&ask) {
+    match gw.0.rate_limits.admit(&ask) {
         RateAdmission::Unlimited => Ok(none()),
         RateAdmission::Admitted { hold, quotas } => Ok(Admitted {
             limits: Limits(quotas),

@@ -350,3 +350,40 @@ fn invalid_rules_fail_at_startup_naming_the_field() {
     .to_string();
     assert!(err.contains("rate_limits[1].tpm: must be > 0"), "{err}");
 }
+
+/// Requests refused before routing (an unknown model, a body that does not parse) count on the
+/// key's request rate too: a client cannot flood the gateway with failing requests for free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refusals_count_on_the_request_rate() {
+    let env = env_with(&["{name: per-key, per: key, rpm: 3}"]).await;
+    let key = env.key().await;
+    for _ in 0..2 {
+        let r = env
+            .chat(
+                &key,
+                json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}),
+            )
+            .await;
+        expect_error(r, 404, "model_not_found").await;
+    }
+    let r = env.chat(&key, json!({"model": "gpt-4o-mini"})).await;
+    expect_error(r, 400, "invalid_request").await;
+    // The window is spent: the next unknown model is refused by the limit, and so is a valid
+    // request.
+    let r = env
+        .chat(
+            &key,
+            json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    expect_limited(r, "per-key").await;
+    let r = env
+        .chat(
+            &key,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    expect_limited(r, "per-key").await;
+    let rows = env.wait_rows("", |r| r.len() >= 5).await;
+    assert_eq!(rows.len(), 5);
+}
