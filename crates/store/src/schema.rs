@@ -190,3 +190,59 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v8 database with keys (one revoked, one active of the same name) upgrades to v9: the
+    /// keys keep their state, and the new name index still refuses a second active key.
+    #[test]
+    fn v8_keys_upgrade_to_rotation() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 8).unwrap();
+        let insert = |id: &str, hash: char, revoked: Option<i64>| {
+            conn.execute(
+                "INSERT INTO keys (id, name, key_hash, key_prefix, created_at_ms, revoked_at_ms) \
+                 VALUES (?1, 'svc', ?2, 'tg-000000', 1, ?3)",
+                rusqlite::params![id, hash.to_string().repeat(64), revoked],
+            )
+            .unwrap();
+        };
+        insert("key_1", 'a', Some(5));
+        insert("key_2", 'b', None);
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+        let rotated: Vec<Option<String>> = conn
+            .prepare("SELECT rotated_to FROM keys ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rotated, [None, None]);
+        let dup = conn.execute(
+            "INSERT INTO keys (id, name, key_hash, key_prefix, created_at_ms) \
+             VALUES ('key_3', 'svc', ?1, 'tg-000000', 2)",
+            ["c".repeat(64)],
+        );
+        assert!(dup.is_err(), "two active keys of one name");
+        conn.execute(
+            "UPDATE keys SET rotated_to = 'key_3' WHERE id = 'key_2'",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO keys (id, name, key_hash, key_prefix, created_at_ms) \
+             VALUES ('key_3', 'svc', ?1, 'tg-000000', 2)",
+            ["c".repeat(64)],
+        )
+        .unwrap();
+    }
+}
