@@ -14,8 +14,9 @@
 //!   refused it, that compensating write is recorded too, so replaying the log gives the
 //!   stored state.
 //! - **Never a secret.** `before` and `after` are the resource's public view, rendered by the
-//!   caller — for keys the admin API's view ([`KeyAudit::view`]): no key, no key hash. The
-//!   store never sees a key's plain text in the first place.
+//!   caller — for keys the admin API's view ([`KeyAudit::view`]): no key, no key hash; for
+//!   policies the definition with alert webhook URLs masked. The store never sees a key's
+//!   plain text in the first place.
 
 use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};

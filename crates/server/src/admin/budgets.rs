@@ -44,7 +44,7 @@ impl Resource for Budgets {
 
     async fn remove(gw: &Gateway, name: &str, audit: &Audit) -> Result<(), ApiError> {
         let current = gw.budgets().get(name);
-        let change = entry(audit, Budgets::OBJECT, name, current.as_ref(), None)?;
+        let change = entry::<Budgets>(audit, name, current.as_ref(), None)?;
         put(gw, name, None, Some(change)).await?;
         gw.budgets().remove(name);
         Ok(())
@@ -72,9 +72,9 @@ async fn install(gw: &Gateway, def: BudgetDef, audit: &Audit) -> Result<(), ApiE
     let previous = gw.budgets().get(&name);
     let json = serde_json::to_string(&def)
         .map_err(|e| ApiError::internal(format!("rendering budget '{name}': {e}")))?;
-    let change = entry(audit, Budgets::OBJECT, &name, previous.as_ref(), Some(&def))?;
+    let change = entry::<Budgets>(audit, &name, previous.as_ref(), Some(&def))?;
     // What putting the previous definition back would record.
-    let undo = entry(audit, Budgets::OBJECT, &name, Some(&def), previous.as_ref())?;
+    let undo = entry::<Budgets>(audit, &name, Some(&def), previous.as_ref())?;
     put(gw, &name, Some(json), Some(change)).await?;
     let up = match gw.budgets().upsert(def) {
         Ok(up) => up,

@@ -37,6 +37,11 @@ pub(crate) trait Resource: Send + Sync + 'static {
     fn all(gw: &Gateway) -> Vec<Self::Def>;
     /// The definition with its live state.
     fn view(gw: &Gateway, name: &str) -> Result<Value, ApiError>;
+    /// The definition as the audit trail records it (kept forever, so with nothing that
+    /// could be a credential): its JSON unless a kind says otherwise.
+    fn audit_view(def: &Self::Def) -> Result<Value, ApiError> {
+        to_json(Self::OBJECT, def)
+    }
     /// Stores the definition with its audit entry, then installs it; a failure puts both back
     /// as they were (and audits putting the stored one back).
     fn install(
@@ -54,24 +59,22 @@ pub(crate) trait Resource: Send + Sync + 'static {
 
 /// The audit entry of a change from `before` to `after` (`None`: absent), named
 /// `<object>.create`, `.update` or `.delete` by which of the two exist.
-pub(crate) fn entry<D: serde::Serialize>(
+pub(crate) fn entry<R: Resource>(
     audit: &Audit,
-    object: &str,
     name: &str,
-    before: Option<&D>,
-    after: Option<&D>,
+    before: Option<&R::Def>,
+    after: Option<&R::Def>,
 ) -> Result<AuditEntry, ApiError> {
     let verb = match (before, after) {
         (None, _) => "create",
         (Some(_), Some(_)) => "update",
         (Some(_), None) => "delete",
     };
-    let json = |d: Option<&D>| d.map(|d| to_json(object, d)).transpose();
     Ok(audit.entry(
-        &format!("{object}.{verb}"),
+        &format!("{}.{verb}", R::OBJECT),
         name,
-        json(before)?,
-        json(after)?,
+        before.map(R::audit_view).transpose()?,
+        after.map(R::audit_view).transpose()?,
     ))
 }
 

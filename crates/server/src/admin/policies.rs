@@ -41,16 +41,57 @@ impl Resource for Policies {
         view(gw, name)
     }
 
+    /// Alert webhooks are often credentials themselves (a Slack or Teams incoming-webhook
+    /// URL), and the audit trail is forever: it records a webhook's origin and a fingerprint.
+    fn audit_view(def: &PolicyDef) -> Result<Value, ApiError> {
+        let mut v = to_json("a policy", def)?;
+        mask_webhooks(&mut v);
+        Ok(v)
+    }
+
     async fn install(gw: &Gateway, def: PolicyDef, audit: &Audit) -> Result<(), ApiError> {
         install(gw, def, audit).await
     }
 
     async fn remove(gw: &Gateway, name: &str, audit: &Audit) -> Result<(), ApiError> {
         let current = gw.policies().get(name);
-        let change = entry(audit, Policies::OBJECT, name, current.as_ref(), None)?;
+        let change = entry::<Policies>(audit, name, current.as_ref(), None)?;
         put(gw, name, None, Some(change)).await?;
         gw.policies().remove(name);
         Ok(())
+    }
+}
+
+/// Every `"webhook": URL` in `v` → `"scheme://host/… (sha256 abcd1234)"`: the origin says
+/// where alerts go, the fingerprint (8 hex digits of the URL's SHA-256) tells two URLs apart,
+/// and neither gives the URL back.
+fn mask_webhooks(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match x {
+                    Value::String(url) if k == "webhook" => *url = masked_url(url),
+                    other => mask_webhooks(other),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask_webhooks),
+        _ => {}
+    }
+}
+
+fn masked_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let fingerprint: String = tollgate_attribution::keys::hash_hex(url)
+        .chars()
+        .take(8)
+        .collect();
+    if scheme.is_empty() {
+        format!("… (sha256 {fingerprint})")
+    } else {
+        format!("{scheme}://{host}/… (sha256 {fingerprint})")
     }
 }
 
@@ -95,20 +136,8 @@ async fn install(gw: &Gateway, def: PolicyDef, audit: &Audit) -> Result<(), ApiE
     let previous = gw.policies().get(&name);
     let json = serde_json::to_string(&def)
         .map_err(|e| ApiError::internal(format!("rendering policy '{name}': {e}")))?;
-    let change = entry(
-        audit,
-        Policies::OBJECT,
-        &name,
-        previous.as_ref(),
-        Some(&def),
-    )?;
-    let undo = entry(
-        audit,
-        Policies::OBJECT,
-        &name,
-        Some(&def),
-        previous.as_ref(),
-    )?;
+    let change = entry::<Policies>(audit, &name, previous.as_ref(), Some(&def))?;
+    let undo = entry::<Policies>(audit, &name, Some(&def), previous.as_ref())?;
     put(gw, &name, Some(json), Some(change)).await?;
     if let Err(e) = gw.policies().upsert(def) {
         let back = previous
@@ -152,4 +181,32 @@ pub(crate) async fn decisions(
         .map(|e| to_json("a decision", e))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(list::respond(data, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhooks_are_masked_to_their_origin_and_a_fingerprint() {
+        let url = "https://user:pw@hooks.example.com/services/T000/B000/SECRETtoken?x=1";
+        let mut v = json!({"steps": [{"then": [{"alert": {"webhook": url}}, "block"]}],
+                           "name": "webhook"});
+        mask_webhooks(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains("SECRET") && !text.contains("pw"), "{text}");
+        let masked = v["steps"][0]["then"][0]["alert"]["webhook"]
+            .as_str()
+            .unwrap();
+        assert!(
+            masked.starts_with("https://hooks.example.com/… (sha256 "),
+            "{masked}"
+        );
+        assert_ne!(
+            masked,
+            masked_url("https://hooks.example.com/services/other")
+        );
+        assert_eq!(v["name"], "webhook", "only webhook URLs are masked");
+        assert!(!masked_url("no-scheme-secret").contains("secret"));
+    }
 }

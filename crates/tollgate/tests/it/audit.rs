@@ -169,16 +169,27 @@ async fn every_admin_change_leaves_one_audit_entry() {
     assert_eq!(e["after"]["limit_usd"], "7", "{e}");
     let updated_def = e["after"].clone();
 
-    // policy.create / update / delete.
+    // policy.create / update / delete. An alert webhook (often a credential itself) is
+    // recorded as its origin and a fingerprint only.
+    let hook = "https://hooks.example.com/services/T0/B0/webhook-token-s3cr3t";
     let policy = json!({"name": "ladder", "scope": {"tenant": "acme"}, "budget": "acme-month",
                         "mode": "shadow",
-                        "steps": [{"when": {"utilization_pct": 50}, "then": ["block"]}]});
+                        "steps": [{"when": {"utilization_pct": 50},
+                                   "then": [{"alert": {"webhook": hook}}, "block"]}]});
     let (st, v) = call(&env, Method::POST, "/admin/v1/policies", Some(policy)).await;
     assert_eq!(st, 201, "{v}");
     let e = one_new_entry(&env, 5).await;
     assert_entry(&e, "policy.create", "ladder");
     assert_eq!(e["before"], Value::Null);
     assert_eq!(e["after"]["mode"], "shadow", "{e}");
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    let masked = e["after"]["steps"][0]["then"][0]["alert"]["webhook"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{e}"));
+    assert!(
+        masked.starts_with("https://hooks.example.com/… (sha256 "),
+        "{masked}"
+    );
     let (st, v) = call(
         &env,
         Method::PATCH,
