@@ -12,13 +12,13 @@ use tollgate_store::{Dim, SpendQuery, Store};
 
 use crate::harness::*;
 
-const IT_MASTER: &str = "cli-master-key-5b7e1c0d9a";
-const IT_PROVIDER_KEY: &str = "sk-cli-provider-secret-zq81";
-const IT_ORG_SECRET: &str = "org-header-secret-xy42";
+pub(crate) const IT_MASTER: &str = "cli-master-key-5b7e1c0d9a";
+pub(crate) const IT_PROVIDER_KEY: &str = "sk-cli-provider-secret-zq81";
+pub(crate) const IT_ORG_SECRET: &str = "org-header-secret-xy42";
 
 /// The binary with a clean environment (nothing inherited: no stray `TOLLGATE_CONFIG`,
 /// `RUST_LOG` or provider keys), plus the test's secrets.
-fn tollgate() -> Command {
+pub(crate) fn tollgate() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     c.env_clear()
         .env("NO_COLOR", "1")
@@ -29,15 +29,15 @@ fn tollgate() -> Command {
     c
 }
 
-fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     tollgate().args(args).output().expect("run tollgate")
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn write_config(dir: &Path, name: &str, ledger: &Path, extra: &str) -> String {
+pub(crate) fn write_config(dir: &Path, name: &str, ledger: &Path, extra: &str) -> String {
     let path = dir.join(name);
     let yaml = format!(
         "server:\n  listen: 127.0.0.1:0\n  master_key: ${{IT_MASTER}}\n\
@@ -363,7 +363,7 @@ async fn cli_key_changes_reach_a_running_gateway() {
 }
 
 /// Kills the child if the test fails before it exits.
-struct ChildGuard(Option<std::process::Child>);
+pub(crate) struct ChildGuard(pub(crate) Option<std::process::Child>);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -392,20 +392,26 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// A `tollgate serve` child process, listening.
-struct Serve {
-    guard: ChildGuard,
-    pid: u32,
-    addr: String,
+pub(crate) struct Serve {
+    pub(crate) guard: ChildGuard,
+    pub(crate) pid: u32,
+    pub(crate) addr: String,
     /// Its log lines from here on.
-    log: mpsc::Receiver<String>,
+    pub(crate) log: mpsc::Receiver<String>,
 }
 
 /// Starts `tollgate serve --config cfg` and waits until it listens.
-async fn serve(cfg: &str) -> Serve {
+pub(crate) async fn serve(cfg: &str) -> Serve {
+    serve_env(cfg, &[]).await
+}
+
+/// [`serve`] with extra environment variables.
+pub(crate) async fn serve_env(cfg: &str, env: &[(&str, &str)]) -> Serve {
     tollgate_providers::http::install_crypto_provider();
     let mut child = tollgate()
         .args(["serve", "--config", cfg])
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

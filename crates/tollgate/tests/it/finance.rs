@@ -67,7 +67,7 @@ async fn admin_raw(env: &TestEnv, path: &str) -> reqwest::Response {
 
 /// Yesterday and tomorrow (UTC), `YYYY-MM-DD`: a range that holds every row a test just made,
 /// even across midnight.
-fn days() -> (String, String) {
+pub(crate) fn days() -> (String, String) {
     let now = jiff::Timestamp::now();
     let day = |t: jiff::Timestamp| t.strftime("%Y-%m-%d").to_string();
     let h24 = jiff::SignedDuration::from_hours(24);

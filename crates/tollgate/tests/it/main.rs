@@ -35,6 +35,7 @@ mod policies;
 mod providers;
 mod ratelimits;
 mod routing;
+mod secrets;
 mod sticky_cache;
 mod streaming;
 mod upstream;
