@@ -46,12 +46,13 @@ wait_http() {
   echo "timed out waiting for $1" >&2; return 1
 }
 
-# Writes $WORK/tollgate.yaml — listen address, ledger, the simulator under each PROVIDER name,
+# Writes $WORK/tollgate.yaml — listen address, ledger (`storage.durability` from
+# TOLLGATE_DURABILITY, default batched), the simulator under each PROVIDER name,
 # then stdin (models and the rest) — keeps a copy in $RUN and sets KEY to a new virtual key.
 write_config() {
   {
-    printf 'server:\n  listen: 127.0.0.1:%s\nstorage:\n  ledger: sqlite://%s/ledger.db\nproviders:\n' \
-      "$TG_PORT" "$WORK"
+    printf 'server:\n  listen: 127.0.0.1:%s\nstorage:\n  ledger: sqlite://%s/ledger.db\n  durability: %s\nproviders:\n' \
+      "$TG_PORT" "$WORK" "${TOLLGATE_DURABILITY:-batched}"
     for p in "$@"; do
       printf '  %s:\n    kind: openai\n    base_url: http://127.0.0.1:%s/v1\n' "$p" "$SIM_PORT"
     done

@@ -10,6 +10,7 @@
 #   --no-build     use the existing target/release/tollgate
 #   --quick        3 s runs, 200 probes: a smoke test of the script, not a measurement
 #   TOLLGATE_BIN=path overrides the binary (e.g. a debug build for testing the script)
+#   TOLLGATE_DURABILITY=strict runs the gateway with `storage.durability: strict`
 #   TOLLGATE_LD_PRELOAD=lib.so preloads a library into the gateway (diagnostic experiments)
 #   BENCH_COMMIT=sha   names the source revision when ROOT is an export, not a git checkout
 #
