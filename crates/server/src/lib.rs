@@ -44,6 +44,7 @@ pub use gateway::{
     ServerSettings,
 };
 pub use stages::budget::seed_from_ledger;
+pub use stages::policy::seed_burn_from_ledger;
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, lets in-flight requests
 /// (streams included) finish within `shutdown_grace`, waits for detached billing tasks, and

@@ -479,6 +479,10 @@ pub fn policies(cfg: &Config, store: &Store) -> Result<Arc<Policies>> {
     engine
         .replace_all(defs)
         .map_err(|e| anyhow::anyhow!("policies{e}"))?;
+    // Burn-rate windows read the spend of the last minutes or hours: refill them, so a
+    // restart does not reset a trigger.
+    tollgate_server::seed_burn_from_ledger(&engine, store, jiff::Timestamp::now().as_millisecond())
+        .context("seeding burn-rate triggers from the ledger")?;
     engine.set_revenue(
         cfg.tenants
             .iter()

@@ -42,7 +42,9 @@
 //! Replacing a definition keeps its state when scope, budget and steps are unchanged (a mode
 //! or hysteresis change keeps the level; shadow → enforce re-arms alerts, which shadow never
 //! delivered), else starts from level 0. A new policy's burn tracker starts empty: spend
-//! settled before it existed does not count.
+//! settled before it existed does not count — except at start-up, when every tracker is
+//! refilled from the ledger ([`Policies::burn_seeds`], [`Policies::seed_burn`]), so a restart
+//! does not reset a burn-rate trigger.
 //!
 //! # Revenue proration
 //! Revenue is configured per tenant per month (`NanoUsd`). For a `month` budget the window's
@@ -720,6 +722,44 @@ impl Policies {
     /// Replaces the tenants' revenue (config `tenants`), in nano-USD **per month**.
     pub fn set_revenue(&self, monthly: HashMap<String, NanoUsd>) {
         self.revenue.store(Arc::new(monthly));
+    }
+
+    // ---- restart -----------------------------------------------------------------------
+
+    /// What to read from the ledger so burn-rate triggers survive a restart: for every policy
+    /// with a burn tracker, its name, scope and the start of the longest window it reads
+    /// (`now_ms` − its longest `burn_rate` window). Feed the minute sums to
+    /// [`Policies::seed_burn`].
+    pub fn burn_seeds(&self, now_ms: i64) -> Vec<(String, crate::Scope, i64)> {
+        let cat = self.catalog.load();
+        cat.policies
+            .iter()
+            .filter(|p| p.burn.is_some())
+            .map(|p| {
+                let minutes = i64::from(p.def.max_burn_minutes());
+                (
+                    p.def.name.clone(),
+                    p.def.scope.clone(),
+                    now_ms - minutes * 60_000,
+                )
+            })
+            .collect()
+    }
+
+    /// Adds spend the ledger holds (`(minute start ms, amount)`) to policy `name`'s burn
+    /// tracker; a name without one is ignored.
+    pub fn seed_burn(&self, name: &str, minutes: &[(i64, NanoUsd)]) {
+        let cat = self.catalog.load();
+        if let Some(b) = cat
+            .policies
+            .iter()
+            .find(|p| p.def.name == name)
+            .and_then(|p| p.burn.as_ref())
+        {
+            for &(at_ms, amount) in minutes {
+                b.record(amount, at_ms);
+            }
+        }
     }
 
     // ---- inputs ------------------------------------------------------------------------

@@ -419,6 +419,25 @@ pub(crate) fn reseed_after_import(
     seed(budgets, store, budgets.reseed_plan(now_ms), now_ms)
 }
 
+/// The ledger rows a budget or policy scope covers, started in `from_ms..to_ms`.
+pub(crate) fn scope_filter(
+    s: &tollgate_policy::Scope,
+    from_ms: i64,
+    to_ms: i64,
+) -> tollgate_store::RowFilter {
+    tollgate_store::RowFilter {
+        key_id: s.key.clone(),
+        team: s.team.clone(),
+        tenant: s.tenant.clone(),
+        feature: s.feature.clone(),
+        user: s.user.clone(),
+        model: s.model.clone(),
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    }
+}
+
 fn seed(
     budgets: &tollgate_policy::Budgets,
     store: &tollgate_store::Store,
@@ -427,18 +446,7 @@ fn seed(
 ) -> Result<usize, String> {
     let mut seeded = 0;
     for q in plan {
-        let s = &q.scope;
-        let before = tollgate_store::RowFilter {
-            key_id: s.key.clone(),
-            team: s.team.clone(),
-            tenant: s.tenant.clone(),
-            feature: s.feature.clone(),
-            user: s.user.clone(),
-            model: s.model.clone(),
-            from_ms: Some(q.from_ms),
-            to_ms: Some(q.to_ms),
-            ..Default::default()
-        };
+        let before = scope_filter(&q.scope, q.from_ms, q.to_ms);
         // Rows started since the counter went live are live spend — unless another instance
         // served them and they were imported here.
         let imported = tollgate_store::RowFilter {

@@ -65,3 +65,19 @@ pub(crate) fn evaluate(
         cap: decision.max_tokens(),
     })
 }
+
+/// Refills every burn-rate tracker from the ledger's minute sums of its scope, so a restart
+/// does not reset a burn-rate trigger. Blocking (SQL): call at start-up, after the ledger has
+/// replayed its spill file and recorded interrupted requests. Returns how many were seeded.
+pub fn seed_burn_from_ledger(
+    policies: &tollgate_policy::rules::Policies,
+    store: &tollgate_store::Store,
+    now_ms: i64,
+) -> Result<usize, tollgate_store::StoreError> {
+    let seeds = policies.burn_seeds(now_ms);
+    for (name, scope, from_ms) in &seeds {
+        let filter = super::budget::scope_filter(scope, *from_ms, now_ms.saturating_add(1));
+        policies.seed_burn(name, &store.cost_buckets(&filter, 60_000)?);
+    }
+    Ok(seeds.len())
+}

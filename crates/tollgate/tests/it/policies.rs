@@ -795,3 +795,26 @@ async fn admin_policies_crud_decisions_and_restart() {
     expect_blocked(&s, "cap");
     assert_eq!(level(&env, "cap").await, 2);
 }
+
+// ---- restart ----------------------------------------------------------------------------------
+
+/// A burn-rate trigger reads the last hour's spend: a restart refills it from the ledger, so
+/// a tenant blocked for burning too fast is still blocked after the gateway restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burn_rate_trigger_survives_a_restart() {
+    let y = "policies:\n\
+         \x20 - name: burn\n\
+         \x20   scope: {tenant: acme}\n\
+         \x20   mode: enforce\n\
+         \x20   steps:\n\
+         \x20     - when: {burn_rate: {usd_per_hour: \"0.00002\", minutes: 60}}\n\
+         \x20       then: [block]\n"
+        .to_string();
+    let mut env = TestEnv::with(opts(y)).await;
+    let key = env.key().await;
+    // One answer of 100 tokens: about $0.00006 in the last hour, past $0.00002 an hour.
+    ok(&env, &key, hi("gpt-4o-mini", 100), "gpt-4o-mini", 100).await;
+    expect_blocked(&send(&env, &key, hi("gpt-4o-mini", 1)).await, "burn");
+    env.restart().await;
+    expect_blocked(&send(&env, &key, hi("gpt-4o-mini", 1)).await, "burn");
+}
