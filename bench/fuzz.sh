@@ -34,8 +34,9 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-# The build stays in fuzz/target whatever the caller's CARGO_TARGET_DIR (CI sets one).
-export CARGO_TARGET_DIR=$FUZZ/target
+# The build stays in fuzz/target (or FUZZ_TARGET_DIR) whatever the caller's CARGO_TARGET_DIR:
+# the sanitizer build must not share the main workspace's artifacts.
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$FUZZ/target}
 cd "$ROOT"
 ALL=$(cargo +nightly fuzz list)
 TARGETS=()
