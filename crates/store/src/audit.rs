@@ -6,7 +6,8 @@
 //!   inserted, and `INTEGER PRIMARY KEY` ids grow with each insert, which gives the list its
 //!   order (newest first) and its keyset cursor.
 //! - **In the same transaction as the change.** The store functions that change keys
-//!   ([`Store::insert_key`], [`Store::revoke_key`], [`Store::rotate_key`]) and runtime
+//!   ([`Store::insert_key`], [`Store::revoke_key`], [`Store::rotate_key`]), admin tokens
+//!   ([`Store::insert_admin_token`], [`Store::revoke_admin_token`]) and runtime
 //!   definitions ([`Store::put_definition`], [`Store::delete_definition`]) take an optional
 //!   entry and write it in the transaction that makes the change: a change is committed with
 //!   its entry or not at all. (`None` is for tests and for internal writes that are no admin
@@ -14,14 +15,15 @@
 //!   refused it, that compensating write is recorded too, so replaying the log gives the
 //!   stored state.
 //! - **Never a secret.** `before` and `after` are the resource's public view, rendered by the
-//!   caller — for keys the admin API's view ([`KeyAudit::view`]): no key, no key hash; for
-//!   policies the definition with alert webhook URLs masked. The store never sees a key's
-//!   plain text in the first place.
+//!   caller — for keys and admin tokens the admin API's view ([`Audited::view`]): no key or
+//!   token, no hash; for policies the definition with alert webhook URLs masked. The store
+//!   never sees a key's or a token's plain text in the first place.
 
 use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::admin_tokens::AdminToken;
 use crate::keys::StoredKey;
 use crate::{Store, StoreError};
 
@@ -100,17 +102,41 @@ impl Audit {
     }
 }
 
-/// How key changes are audited: who, and the public view of a key (the admin API's, never
-/// the hash) that the store renders `before` and `after` with, inside the transaction.
+/// How changes to a credential are audited: who, and the public view (the admin API's, never
+/// a secret or its hash) that the store renders `before` and `after` with, inside the
+/// transaction. [`KeyAudit`] for virtual keys, [`TokenAudit`] for admin tokens.
 #[derive(Clone)]
-pub struct KeyAudit {
+pub struct Audited<T> {
     pub audit: Audit,
-    pub view: fn(&StoredKey) -> Value,
+    pub view: fn(&T) -> Value,
 }
 
-impl std::fmt::Debug for KeyAudit {
+/// How key changes are audited.
+pub type KeyAudit = Audited<StoredKey>;
+/// How admin-token changes are audited.
+pub type TokenAudit = Audited<AdminToken>;
+
+impl<T> Audited<T> {
+    /// The entry of one change to `after` (its id is the resource id), rendered in the view.
+    pub(crate) fn change(
+        &self,
+        action: &str,
+        resource_id: &str,
+        before: Option<&T>,
+        after: &T,
+    ) -> AuditEntry {
+        self.audit.entry(
+            action,
+            resource_id,
+            before.map(self.view),
+            Some((self.view)(after)),
+        )
+    }
+}
+
+impl<T> std::fmt::Debug for Audited<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyAudit")
+        f.debug_struct("Audited")
             .field("audit", &self.audit)
             .finish_non_exhaustive()
     }
@@ -121,10 +147,10 @@ impl std::fmt::Debug for KeyAudit {
 pub struct AuditEntry {
     pub at_ms: i64,
     pub actor: Actor,
-    /// `key.create`, `key.revoke`, `key.rotate`, `budget.create|update|delete`,
-    /// `policy.create|update|delete`.
+    /// `key.create`, `key.revoke`, `key.rotate`, `token.create`, `token.revoke`,
+    /// `budget.create|update|delete`, `policy.create|update|delete`.
     pub action: String,
-    /// The key id, or the budget's or policy's name.
+    /// The key or token id, or the budget's or policy's name.
     pub resource_id: String,
     /// The public view before the change (`None`: it did not exist).
     pub before: Option<Value>,

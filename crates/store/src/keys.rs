@@ -58,12 +58,25 @@ const KEY_COLUMNS: &str = "id, name, key_hash, key_prefix, tenant, team, models,
     allow_route_override, rotated_to";
 
 fn bump_keys_version(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO meta (k, v) VALUES ('keys_version', 1) \
-         ON CONFLICT (k) DO UPDATE SET v = v + 1",
-        [],
-    )?;
+    bump_version(tx, "keys_version")
+}
+
+/// Adds one to the change counter `meta.<name>` inside `tx`.
+pub(crate) fn bump_version(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO meta (k, v) VALUES (?1, 1) ON CONFLICT (k) DO UPDATE SET v = v + 1",
+    )?
+    .execute([name])?;
     Ok(())
+}
+
+/// The change counter `meta.<name>` (0 before the first change).
+pub(crate) fn read_version(conn: &rusqlite::Connection, name: &str) -> Result<i64, StoreError> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT v FROM meta WHERE k = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    Ok(v.unwrap_or(0))
 }
 
 fn validate(k: &StoredKey) -> Result<(), StoreError> {
@@ -74,15 +87,17 @@ fn validate(k: &StoredKey) -> Result<(), StoreError> {
     if k.name.trim().is_empty() {
         return bad("key name must not be empty".into());
     }
-    if k.key_hash.len() != 64
-        || !k
-            .key_hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !is_sha256_hex(&k.key_hash) {
         return bad("key_hash must be 64 lower-case hex characters (SHA-256)".into());
     }
     Ok(())
+}
+
+/// Whether `h` is the stored form of a SHA-256: 64 lower-case hex characters.
+pub(crate) fn is_sha256_hex(h: &str) -> bool {
+    h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn json_text<T: Serialize>(v: &T, what: &str) -> Result<String, StoreError> {
@@ -181,10 +196,7 @@ fn key_entry(
     before: Option<&StoredKey>,
     after: &StoredKey,
 ) -> Option<audit::AuditEntry> {
-    audit.map(|a| {
-        a.audit
-            .entry(action, &after.id, before.map(a.view), Some((a.view)(after)))
-    })
+    audit.map(|a| a.change(action, &after.id, before, after))
 }
 
 impl Store {
@@ -327,13 +339,7 @@ impl Store {
 
     /// The key-change counter: strictly increases with every committed key change.
     pub fn keys_version(&self) -> Result<i64, StoreError> {
-        self.with_conn(|conn| {
-            let v: Option<i64> = conn
-                .prepare_cached("SELECT v FROM meta WHERE k = 'keys_version'")?
-                .query_row([], |r| r.get(0))
-                .optional()?;
-            Ok(v.unwrap_or(0))
-        })
+        self.with_conn(|conn| read_version(conn, "keys_version"))
     }
 
     fn query_keys(

@@ -9,6 +9,8 @@
 //!   leaves a row for each ([`Store::write_batch`], [`Store::intents`]).
 //! - The **virtual keys table** `keys` (hashes only, never the key) and the `keys_version`
 //!   counter a running gateway polls to notice out-of-process key changes; key rotation.
+//! - The **admin tokens table** `admin_tokens` (hashes only, a role each) and its
+//!   `admin_tokens_version` counter, polled the same way (`admin_tokens.rs`).
 //! - The **audit trail** `audit`: one append-only entry per admin change, written in the
 //!   change's transaction ([`Store::list_audit`], `audit.rs`).
 //!
@@ -43,6 +45,7 @@
 //! connection behind a mutex: an in-memory database exists per connection, and a shared-cache
 //! URI would bring table-level locking that `busy_timeout` does not cover.
 
+mod admin_tokens;
 mod audit;
 mod budgets;
 mod error;
@@ -58,7 +61,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use audit::{Actor, Audit, AuditEntry, AuditFilter, AuditRecord, KeyAudit};
+pub use admin_tokens::{AdminToken, TokenRole};
+pub use audit::{
+    Actor, Audit, AuditEntry, AuditFilter, AuditRecord, Audited, KeyAudit, TokenAudit,
+};
 pub use budgets::Definitions;
 pub use error::StoreError;
 pub use intents::Batch;

@@ -161,6 +161,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX keys_active_name ON keys (name)
         WHERE revoked_at_ms IS NULL AND rotated_to IS NULL;
     "#,
+    // v10: admin tokens (`tga-…`, stored as their SHA-256 like keys): credentials for the
+    // admin API with a role, `admin` (reads and changes) or `viewer` (reads only). Changes
+    // bump `meta.admin_tokens_version`, which a running gateway polls.
+    r#"
+    CREATE TABLE admin_tokens (
+        id            TEXT PRIMARY KEY NOT NULL,
+        name          TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+        token_hash    TEXT NOT NULL UNIQUE,
+        token_prefix  TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER,
+        revoked_at_ms INTEGER
+    ) STRICT;
+    INSERT OR IGNORE INTO meta (k, v) VALUES ('admin_tokens_version', 0);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -244,5 +260,42 @@ mod tests {
             ["c".repeat(64)],
         )
         .unwrap();
+    }
+
+    /// A v9 database with keys and audit entries upgrades to v10: both kept, the token table
+    /// empty, its counter at zero.
+    #[test]
+    fn v9_upgrades_to_admin_tokens() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        conn.execute(
+            "INSERT INTO keys (id, name, key_hash, key_prefix, created_at_ms) \
+             VALUES ('key_1', 'svc', ?1, 'tg-000000', 1)",
+            ["a".repeat(64)],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO audit (at_ms, actor_kind, action, resource_id) \
+             VALUES (1, 'master', 'key.create', 'key_1')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM keys"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM audit"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM admin_tokens"), 0);
+        assert_eq!(
+            count("SELECT v FROM meta WHERE k = 'admin_tokens_version'"),
+            0
+        );
+        assert_eq!(
+            count("SELECT v FROM meta WHERE k = 'keys_version'"),
+            0,
+            "untouched"
+        );
     }
 }

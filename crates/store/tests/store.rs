@@ -251,7 +251,7 @@ fn reopen_keeps_data_and_migrations_are_idempotent() {
     }
     let s = Store::open(&url).unwrap();
     let s2 = Store::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 9);
+    assert_eq!(s.schema_version().unwrap(), 10);
     assert_eq!(s2.totals(&RowFilter::default()).unwrap().0, 2);
     assert_eq!(s.path(), Some(dir.path().join("t.db").as_path()));
 
@@ -1045,4 +1045,153 @@ fn audit_filters_and_keyset_pages() {
         seen.extend(page.iter().map(|r| r.id));
     }
     assert_eq!(seen, everything);
+}
+
+// ---- admin tokens --------------------------------------------------------------------------
+
+fn token(id: &str, role: TokenRole, hash_byte: u8) -> AdminToken {
+    AdminToken {
+        id: id.into(),
+        name: format!("{id} for ops"),
+        role,
+        token_hash: format!("{hash_byte:02x}").repeat(32),
+        token_prefix: "tga-00aa11".into(),
+        created_at_ms: T0 + i64::from(hash_byte),
+        expires_at_ms: None,
+        revoked_at_ms: None,
+    }
+}
+
+fn token_view(t: &AdminToken) -> serde_json::Value {
+    let mut v = serde_json::to_value(t).unwrap();
+    v.as_object_mut().unwrap().remove("token_hash");
+    v
+}
+
+fn token_master(at_ms: i64) -> TokenAudit {
+    TokenAudit {
+        audit: Audit {
+            actor: Actor::Master,
+            address: Some("127.0.0.1:5555".into()),
+            at_ms,
+        },
+        view: token_view,
+    }
+}
+
+#[test]
+fn admin_tokens_crud_version_and_audit() {
+    let (_dir, store) = file_store();
+    assert_eq!(store.admin_tokens_version().unwrap(), 0);
+    let admin = token("tok_1", TokenRole::Admin, 1);
+    store
+        .insert_admin_token(&admin, Some(&token_master(T0)))
+        .unwrap();
+    assert_eq!(store.admin_tokens_version().unwrap(), 1);
+    assert_eq!(
+        store.keys_version().unwrap(),
+        0,
+        "keys are a separate counter"
+    );
+    assert_eq!(store.get_admin_token("tok_1").unwrap(), admin);
+    assert!(matches!(
+        store.get_admin_token("tok_nope"),
+        Err(StoreError::NotFound(_))
+    ));
+    // Duplicate id or hash: conflict; malformed: invalid; nothing written, nothing audited.
+    assert!(matches!(
+        store.insert_admin_token(&token("tok_1", TokenRole::Viewer, 2), None),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.insert_admin_token(&token("tok_2", TokenRole::Viewer, 1), None),
+        Err(StoreError::Conflict(_))
+    ));
+    let mut bad = token("tok_3", TokenRole::Viewer, 3);
+    bad.token_hash = "ABC".into();
+    assert!(matches!(
+        store.insert_admin_token(&bad, None),
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.insert_admin_token(&token("key_3", TokenRole::Viewer, 3), None),
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert_eq!(store.admin_tokens_version().unwrap(), 1);
+
+    let mut viewer = token("tok_4", TokenRole::Viewer, 4);
+    viewer.expires_at_ms = Some(T0 + 1_000);
+    store.insert_admin_token(&viewer, None).unwrap();
+    assert_eq!(
+        store.get_admin_token("tok_4").unwrap().role,
+        TokenRole::Viewer
+    );
+    let ids = |v: Vec<AdminToken>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.load_admin_tokens(T0).unwrap()),
+        ["tok_1", "tok_4"]
+    );
+    assert_eq!(
+        ids(store.load_admin_tokens(T0 + 1_000).unwrap()),
+        ["tok_1"],
+        "expired before the horizon"
+    );
+
+    assert!(
+        store
+            .revoke_admin_token("tok_1", T0 + 50, Some(&token_master(T0 + 50)))
+            .unwrap()
+    );
+    assert_eq!(store.admin_tokens_version().unwrap(), 3);
+    assert!(!store.revoke_admin_token("tok_1", T0 + 60, None).unwrap());
+    assert!(!store.revoke_admin_token("tok_zz", T0 + 60, None).unwrap());
+    assert_eq!(store.admin_tokens_version().unwrap(), 3, "no-op revokes");
+    assert_eq!(
+        store.get_admin_token("tok_1").unwrap().revoked_at_ms,
+        Some(T0 + 50)
+    );
+    assert_eq!(ids(store.list_admin_tokens(false).unwrap()), ["tok_4"]);
+    assert_eq!(
+        ids(store.list_admin_tokens(true).unwrap()),
+        ["tok_1", "tok_4"]
+    );
+    // Revoked after the horizon: still held (to answer "revoked"); before it: gone.
+    assert_eq!(
+        ids(store.load_admin_tokens(T0 + 49).unwrap()),
+        ["tok_1", "tok_4"]
+    );
+    assert!(store.load_admin_tokens(T0 + 5_000).unwrap().is_empty());
+
+    // Two entries, in the changes' transactions, never the hash.
+    let entries = all_audit(&store);
+    assert_eq!(entries.len(), 2);
+    let (revoke, create) = (&entries[0].entry, &entries[1].entry);
+    assert_eq!(create.action, "token.create");
+    assert_eq!(create.resource_id, "tok_1");
+    assert_eq!(create.before, None);
+    assert_eq!(create.after, Some(token_view(&admin)));
+    assert_eq!(revoke.action, "token.revoke");
+    assert_eq!(revoke.before, Some(token_view(&admin)));
+    assert_eq!(
+        revoke.after.as_ref().unwrap()["revoked_at_ms"],
+        serde_json::json!(T0 + 50)
+    );
+    for e in &entries {
+        let text = serde_json::to_string(&e.entry).unwrap();
+        assert!(!text.contains(&admin.token_hash), "{text}");
+    }
+}
+
+#[test]
+fn the_database_refuses_an_unknown_role() {
+    let (dir, store) = file_store();
+    store
+        .insert_admin_token(&token("tok_1", TokenRole::Viewer, 1), None)
+        .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("tollgate.db")).unwrap();
+    let r = conn.execute(
+        "UPDATE admin_tokens SET role = 'root' WHERE id = 'tok_1'",
+        [],
+    );
+    assert!(r.is_err(), "CHECK (role IN ('admin', 'viewer'))");
 }
