@@ -29,29 +29,8 @@ import threading
 import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.1)
-    sys.exit(f"timed out waiting for {url}")
-
-
-def proc_stats(pid):
-    with open(f"/proc/{pid}/status") as f:
-        rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return {"rss_mib": round(rss_kb / 1024, 1), "fds": fds}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from procs import free_port, proc_stats, wait_http  # noqa: E402
 
 
 def chat(port, key, timeout=30):

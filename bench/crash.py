@@ -27,7 +27,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,22 +35,8 @@ import threading
 import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.05)
-    sys.exit(f"timed out waiting for {url}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from procs import free_port, wait_http  # noqa: E402
 
 
 def client(port, key, feature, stop, answered, sent, lock):

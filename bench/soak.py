@@ -23,7 +23,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,31 +30,8 @@ import threading
 import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.05)
-    sys.exit(f"timed out waiting for {url}")
-
-
-def proc_stats(pid):
-    with open(f"/proc/{pid}/status") as f:
-        status = f.read()
-    rss_kb = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
-    threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))
-    return {"rss_mib": round(rss_kb / 1024, 1), "fds": len(os.listdir(f"/proc/{pid}/fd")),
-            "threads": threads}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from procs import free_port, proc_stats, wait_http  # noqa: E402
 
 
 def metric(text, name):
