@@ -66,8 +66,11 @@ pub struct Config {
     ///                          # id), team, tenant, feature, user, model (logical)
     ///     rpm: 600             # requests per minute (optional)
     ///     tpm: 200000          # input + output tokens per minute (optional)
+    ///     max_concurrent: 20   # requests in flight at once (optional; streams hold a place
+    ///                          # until they end)
     /// ```
-    /// At least one of `rpm`/`tpm`, each a whole number `> 0` (at most 10¹²). Windows are a
+    /// At least one of `rpm`/`tpm`/`max_concurrent`, each a whole number `> 0` (at most 10¹²).
+    /// Windows are a
     /// rolling 60 s. A request counts against every rule that matches it, all or nothing; a
     /// rule whose `per` value the request lacks (no user, say) does not limit it. TPM reserves
     /// the request's estimate (prompt tokens + output cap) at admission and settles to the

@@ -23,6 +23,10 @@
 //!   limit is exact on estimates; a provider that bills more than the estimate (it ignored the
 //!   output cap) can push a TPM counter past its limit by that excess, which later requests
 //!   then wait out.
+//! - **Concurrency** (`max_concurrent`): a reservation of 1 on a counter without a window,
+//!   held while the request runs and released when it ends ([`RateLimits::settle`]), so at
+//!   most that many requests of one `per` value are in flight at once — checked in the same
+//!   atomic step as RPM and TPM.
 //! - A request whose `per` value is absent (no user, say) is not limited by that rule.
 //!
 //! # Units
@@ -52,6 +56,13 @@ const SLOT: Slot = Slot::Rolling {
     len_ms: WINDOW_MS,
     bucket_ms: BUCKET_MS,
 };
+/// Concurrency counters have no window: only the reservations of requests in flight count.
+const IN_FLIGHT: Slot = Slot::Calendar {
+    start_ms: i64::MIN,
+    end_ms: i64::MAX,
+};
+/// What a refused concurrent request is told to wait: in-flight requests end at their own pace.
+const CONCURRENT_RETRY_MS: i64 = 1_000;
 /// Largest `rpm`/`tpm` accepted: far above any real limit, far below overflow.
 pub const MAX_LIMIT: u64 = 1_000_000_000_000;
 
@@ -94,8 +105,9 @@ fn rule_matches(filter: &Scope, a: &Attribution, served_model: &str) -> bool {
 ///   match: {tenant: acme, model: gpt-4o-mini}   # optional, ANDed
 ///   rpm: 600             # requests per minute (optional)
 ///   tpm: 200000          # input + output tokens per minute (optional)
+///   max_concurrent: 20   # requests in flight at once (optional)
 /// ```
-/// At least one of `rpm`/`tpm`; both are whole numbers `> 0`.
+/// At least one of `rpm`/`tpm`/`max_concurrent`; each a whole number `> 0`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitDef {
@@ -114,6 +126,9 @@ pub struct RateLimitDef {
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
+    /// Requests in flight at once (from admission until the request's row is recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u64>,
 }
 
 impl RateLimitDef {
@@ -123,7 +138,11 @@ impl RateLimitDef {
         for (field, value) in self.filter.fields() {
             validate_value(&format!("match.{field}"), value)?;
         }
-        for (field, v) in [("rpm", self.rpm), ("tpm", self.tpm)] {
+        for (field, v) in [
+            ("rpm", self.rpm),
+            ("tpm", self.tpm),
+            ("max_concurrent", self.max_concurrent),
+        ] {
             match v {
                 Some(0) => return Err(DefError::new(field, "must be > 0")),
                 Some(v) if v > MAX_LIMIT => {
@@ -132,8 +151,11 @@ impl RateLimitDef {
                 _ => {}
             }
         }
-        if self.rpm.is_none() && self.tpm.is_none() {
-            return Err(DefError::new("rpm", "a rate limit needs rpm, tpm or both"));
+        if self.rpm.is_none() && self.tpm.is_none() && self.max_concurrent.is_none() {
+            return Err(DefError::new(
+                "rpm",
+                "a rate limit needs rpm, tpm or max_concurrent",
+            ));
         }
         Ok(())
     }
@@ -144,6 +166,8 @@ impl RateLimitDef {
 pub enum Dimension {
     Requests,
     Tokens,
+    /// Requests in flight (`max_concurrent`); never in the `x-ratelimit-*` quotas.
+    Concurrent,
 }
 
 /// One limit's state as a client sees it (the `x-ratelimit-*-requests|tokens` headers).
@@ -172,6 +196,7 @@ impl Quotas {
         let slot = match dim {
             Dimension::Requests => &mut self.requests,
             Dimension::Tokens => &mut self.tokens,
+            Dimension::Concurrent => return,
         };
         if slot.is_none_or(|s| q.remaining < s.remaining) {
             *slot = Some(q);
@@ -179,12 +204,15 @@ impl Quotas {
     }
 }
 
-/// The token reservation an admitted request holds until [`RateLimits::settle`].
+/// What an admitted request holds until [`RateLimits::settle`]: its token estimate on the TPM
+/// counters, and its place on the concurrency counters.
 #[derive(Debug)]
-#[must_use = "a hold must be settled (tokens stay reserved until it is)"]
+#[must_use = "a hold must be settled (tokens and in-flight places stay reserved until it is)"]
 pub struct RateHold {
-    /// The TPM counters only: requests were committed at admission.
+    /// The TPM counters (requests were committed at admission).
     entries: Vec<Entry>,
+    /// The concurrency counters, 1 reserved on each.
+    in_flight: Vec<Entry>,
     tokens: u64,
     at_ms: i64,
 }
@@ -201,7 +229,8 @@ impl RateHold {
 pub enum RateAdmission {
     /// No rule applies to the request.
     Unlimited,
-    /// Counted on every matching rule. `hold` is `Some` when a TPM rule reserved tokens.
+    /// Counted on every matching rule. `hold` is `Some` when a TPM rule reserved tokens or a
+    /// concurrency rule a place.
     Admitted {
         hold: Option<RateHold>,
         quotas: Quotas,
@@ -321,16 +350,17 @@ impl RateLimits {
             let per = r.def.per.map_or("all", Per::as_str);
             // '/' cannot occur in a rule name, so the identity cannot collide across rules.
             let mut push = |dim: Dimension, limit: u64, amount: u64| {
-                let d = match dim {
-                    Dimension::Requests => "rpm",
-                    Dimension::Tokens => "tpm",
+                let (d, slot) = match dim {
+                    Dimension::Requests => ("rpm", SLOT),
+                    Dimension::Tokens => ("tpm", SLOT),
+                    Dimension::Concurrent => ("concurrent", IN_FLIGHT),
                 };
                 let id: Arc<str> = Arc::from(format!("rl/{}/{d}/{per}={value}", r.name));
                 out.push(Touch {
                     rule: i,
                     dim,
                     entry: Entry {
-                        key: CounterKey::new(id, SLOT),
+                        key: CounterKey::new(id, slot),
                         limit: NanoUsd(to_i64(limit)),
                         enforce: true,
                     },
@@ -342,6 +372,9 @@ impl RateLimits {
             }
             if let Some(tpm) = r.def.tpm {
                 push(Dimension::Tokens, tpm, ask.tokens);
+            }
+            if let Some(n) = r.def.max_concurrent {
+                push(Dimension::Concurrent, n, 1);
             }
         }
         out
@@ -365,6 +398,7 @@ impl RateLimits {
                 let mut quotas = Quotas::default();
                 let mut rpm = Vec::new();
                 let mut tpm = Vec::new();
+                let mut in_flight = Vec::new();
                 for (t, room) in touches.into_iter().zip(rooms) {
                     let remaining = room.nanos().saturating_sub(to_i64(t.amount)).max(0);
                     quotas.offer(
@@ -378,13 +412,15 @@ impl RateLimits {
                     match t.dim {
                         Dimension::Requests => rpm.push(t.entry),
                         Dimension::Tokens => tpm.push(t.entry),
+                        Dimension::Concurrent => in_flight.push(t.entry),
                     }
                 }
                 if !rpm.is_empty() {
                     self.store.commit(&rpm, NanoUsd(1), NanoUsd(1), now);
                 }
-                let hold = (!tpm.is_empty()).then_some(RateHold {
+                let hold = (!tpm.is_empty() || !in_flight.is_empty()).then_some(RateHold {
                     entries: tpm,
+                    in_flight,
                     tokens: ask.tokens,
                     at_ms: now,
                 });
@@ -422,7 +458,9 @@ impl RateLimits {
             if room >= amount {
                 continue;
             }
-            let wait = if amount > limit.nanos() {
+            let wait = if t.dim == Dimension::Concurrent {
+                Some(CONCURRENT_RETRY_MS)
+            } else if amount > limit.nanos() {
                 None
             } else {
                 // `None` from the store: reservations of requests in flight hold the room;
@@ -460,12 +498,17 @@ impl RateLimits {
     /// Replaces a hold's token estimate with the tokens actually used. Call exactly once per
     /// hold, whatever the request's outcome.
     pub fn settle(&self, hold: RateHold, actual_tokens: u64) {
-        self.store.commit(
-            &hold.entries,
-            NanoUsd(to_i64(hold.tokens)),
-            NanoUsd(to_i64(actual_tokens)),
-            hold.at_ms,
-        );
+        if !hold.entries.is_empty() {
+            self.store.commit(
+                &hold.entries,
+                NanoUsd(to_i64(hold.tokens)),
+                NanoUsd(to_i64(actual_tokens)),
+                hold.at_ms,
+            );
+        }
+        if !hold.in_flight.is_empty() {
+            self.store.release(&hold.in_flight, NanoUsd(1));
+        }
     }
 
     /// Drops counters with nothing left in their window. Call every few seconds.

@@ -543,7 +543,11 @@ impl CounterStore for MemoryStore {
     fn sweep(&self, now_ms: i64) {
         let mut map = self.lock();
         map.retain(|key, c| match key.slot() {
-            Slot::Calendar { end_ms, .. } => end_ms > now_ms || c.reserved != 0,
+            // A counter holding nothing reads as a missing one: dropping it keeps counters
+            // without a window (rate-limit concurrency) from accumulating per value.
+            Slot::Calendar { end_ms, .. } => {
+                c.reserved != 0 || (end_ms > now_ms && (c.base != 0 || c.live != 0))
+            }
             Slot::Rolling { .. } => {
                 c.age(key.slot(), now_ms);
                 !c.is_idle()

@@ -151,6 +151,10 @@ fn decide(
                      to {asked} (prompt + output cap) and that much is not free yet; retry after \
                      the Retry-After delay"
                 ),
+                (Dimension::Concurrent, _) => format!(
+                    "rate limit '{rule}' allows {limit} requests in flight at once and that \
+                     many are running; retry when one has finished"
+                ),
                 (Dimension::Tokens, None) => format!(
                     "this request needs up to {asked} tokens (prompt + output cap), more than \
                      rate limit '{rule}' allows in a minute ({limit}); lower max_tokens or \

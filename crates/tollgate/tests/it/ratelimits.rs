@@ -387,3 +387,42 @@ async fn early_refusals_count_on_the_request_rate() {
     let rows = env.wait_rows("", |r| r.len() >= 5).await;
     assert_eq!(rows.len(), 5);
 }
+
+/// `max_concurrent`: at most that many of a key's requests run at once — a stream holds its
+/// place until it ends — and the rest get `429 rate_limit_exceeded` with `Retry-After: 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_bounds_requests_in_flight_per_key() {
+    let env = TestEnv::with(Opts {
+        extra_yaml: "rate_limits:\n  - {name: conc, per: key, max_concurrent: 2}\n".into(),
+        sim: tollgate_sim::SimConfig {
+            ttft_ms: 600,
+            ..Default::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let key = env.key().await;
+    let body = |stream: bool| {
+        json!({"model": "gpt-4o-mini", "stream": stream,
+               "messages": [{"role": "user", "content": "hold a place"}]})
+    };
+    // Two long calls hold both places…
+    let (a, b) = (env.chat(&key, body(false)), env.chat(&key, body(true)));
+    let held = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // …so a third is refused while they run.
+        let r = env.chat(&key, body(false)).await;
+        assert_eq!(num(&r, "retry-after"), 1);
+        let e = expect_error(r, 429, "rate_limit_exceeded").await;
+        assert!(e["message"].as_str().unwrap().contains("in flight"), "{e}");
+    };
+    let (a, b, ()) = tokio::join!(a, b, held);
+    assert_eq!(a.status(), 200);
+    assert_eq!(b.status(), 200);
+    let _ = (a.bytes().await.unwrap(), b.bytes().await.unwrap());
+    // Both ended: their places are free again.
+    let r = env.chat(&key, body(false)).await;
+    assert_eq!(r.status(), 200);
+    let rows = env.wait_rows("", |r| r.len() >= 4).await;
+    assert_eq!(rows.iter().filter(|r| r["status"] == 429).count(), 1);
+}
