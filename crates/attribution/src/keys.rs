@@ -58,17 +58,35 @@ pub struct IssuedKey {
     pub record: StoredKey,
 }
 
-/// A new secret and id: `(key, id, hash, prefix)`.
-fn secret() -> (String, String, String, String) {
+/// A new credential: its plain text (shown once), id, stored hash and display prefix.
+pub(crate) struct Credential {
+    pub(crate) secret: String,
+    pub(crate) id: String,
+    pub(crate) hash: String,
+    pub(crate) prefix: String,
+}
+
+/// A new credential `<prefix><48 hex>` (192 random bits from the OS RNG) with an id
+/// `<id_prefix><16 hex>`; shared by virtual keys (`tg-`, `key_`) and admin tokens (`tga-`,
+/// `tok_`).
+pub(crate) fn credential(prefix: &str, id_prefix: &str) -> Credential {
     let mut secret = [0u8; 24];
     rand::rng().fill_bytes(&mut secret);
-    let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
+    let text = format!("{prefix}{}", hex::encode(secret));
     let mut id_bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut id_bytes);
-    let id = format!("key_{}", hex::encode(id_bytes));
-    let hash = hash_hex(&key);
-    let prefix = key.chars().take(KEY_PREFIX.len() + 6).collect();
-    (key, id, hash, prefix)
+    Credential {
+        id: format!("{id_prefix}{}", hex::encode(id_bytes)),
+        hash: hash_hex(&text),
+        prefix: text.chars().take(prefix.len() + 6).collect(),
+        secret: text,
+    }
+}
+
+/// A new key secret and id: `(key, id, hash, prefix)`.
+fn secret() -> (String, String, String, String) {
+    let c = credential(KEY_PREFIX, "key_");
+    (c.secret, c.id, c.hash, c.prefix)
 }
 
 /// Generates a key and its record. Persisting it is the caller's job (`Store::insert_key`).
@@ -136,18 +154,68 @@ pub enum AuthFailure {
     Expired,
 }
 
+/// An immutable map from a credential's SHA-256 to its record behind an `ArcSwap` (reads take
+/// no lock), with the store version it was loaded at. Shared by [`KeyIndex`] and the admin
+/// token index.
+pub(crate) struct HashIndex<T> {
+    map: ArcSwap<HashMap<[u8; 32], Arc<T>>>,
+    version: AtomicI64,
+}
+
+impl<T> HashIndex<T> {
+    pub(crate) fn empty() -> HashIndex<T> {
+        HashIndex {
+            map: ArcSwap::from_pointee(HashMap::new()),
+            version: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Swaps in `items` (each with its stored hex hash) as loaded at store `version`.
+    pub(crate) fn replace(&self, version: i64, items: impl IntoIterator<Item = (String, T)>) {
+        let mut map = HashMap::new();
+        for (hash_hex, item) in items {
+            let mut h = [0u8; 32];
+            if hex::decode_to_slice(&hash_hex, &mut h).is_ok() {
+                map.insert(h, Arc::new(item));
+            }
+        }
+        self.map.store(Arc::new(map));
+        self.version.store(version, Ordering::Release);
+    }
+
+    /// The version the index was last loaded at.
+    pub(crate) fn version(&self) -> i64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    /// The record whose hash is the presented credential's: the map is keyed by the hash
+    /// (whose timing reveals nothing usable about a credential), then the stored hash is
+    /// compared to the computed one in constant time.
+    pub(crate) fn find(&self, presented: &str, stored_hash: impl Fn(&T) -> &str) -> Option<Arc<T>> {
+        let h = hash(presented);
+        let map = self.map.load();
+        let found = map.get(&h)?;
+        let mut stored = [0u8; 32];
+        let same = hex::decode_to_slice(stored_hash(found), &mut stored).is_ok()
+            && bool::from(stored.ct_eq(&h));
+        same.then(|| found.clone())
+    }
+}
+
 /// The in-memory index of active keys.
 pub struct KeyIndex {
-    map: ArcSwap<HashMap<[u8; 32], Arc<StoredKey>>>,
-    version: AtomicI64,
+    index: HashIndex<StoredKey>,
 }
 
 impl KeyIndex {
     /// An index holding the store's active keys.
     pub fn load(store: &Store, now_ms: i64) -> Result<KeyIndex, StoreError> {
         let idx = KeyIndex {
-            map: ArcSwap::from_pointee(HashMap::new()),
-            version: AtomicI64::new(i64::MIN),
+            index: HashIndex::empty(),
         };
         idx.reload(store, now_ms)?;
         Ok(idx)
@@ -160,21 +228,14 @@ impl KeyIndex {
         // Read the version first: a change committed after it is caught by the next poll.
         let version = store.keys_version()?;
         let keys = store.load_active_keys(now_ms.saturating_sub(EXPIRED_KEPT_MS))?;
-        let mut map = HashMap::with_capacity(keys.len());
-        for k in keys {
-            let mut h = [0u8; 32];
-            if hex::decode_to_slice(&k.key_hash, &mut h).is_ok() {
-                map.insert(h, Arc::new(k));
-            }
-        }
-        self.map.store(Arc::new(map));
-        self.version.store(version, Ordering::Release);
+        self.index
+            .replace(version, keys.into_iter().map(|k| (k.key_hash.clone(), k)));
         Ok(())
     }
 
     /// Reloads only when the store's key version moved since the last load.
     pub fn refresh_if_changed(&self, store: &Store, now_ms: i64) -> Result<bool, StoreError> {
-        if store.keys_version()? == self.version.load(Ordering::Acquire) {
+        if store.keys_version()? == self.index.version() {
             return Ok(false);
         }
         self.reload(store, now_ms)?;
@@ -182,7 +243,7 @@ impl KeyIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.map.load().len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -198,23 +259,16 @@ impl KeyIndex {
         if presented.is_empty() {
             return Err(AuthFailure::Missing);
         }
-        let h = hash(presented);
-        let map = self.map.load();
-        let Some(k) = map.get(&h) else {
+        let Some(k) = self.index.find(presented, |k| &k.key_hash) else {
             return Err(AuthFailure::Unknown);
         };
-        let mut stored = [0u8; 32];
-        if hex::decode_to_slice(&k.key_hash, &mut stored).is_err() || !bool::from(stored.ct_eq(&h))
-        {
-            return Err(AuthFailure::Unknown);
-        }
         if k.revoked_at_ms.is_some() {
             return Err(AuthFailure::Unknown);
         }
         if k.expires_at_ms.is_some_and(|e| e <= now_ms) {
             return Err(AuthFailure::Expired);
         }
-        Ok(k.clone())
+        Ok(k)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The gateway's background loops, started by [`crate::serve`] and aborted by it at shutdown:
-//! the store poller (keys and ledger imports), the reservation sweeper, the anomaly watch and
+//! the store poller (keys, admin tokens and ledger imports), the reservation sweeper, the anomaly watch and
 //! alert delivery. None of them is on the request path; all run on the gateway's task tracker.
 
 use std::time::Duration;
@@ -69,9 +69,10 @@ pub(crate) fn anomaly_watch(gw: &Gateway) -> JoinHandle<()> {
     })
 }
 
-/// Polls the store for what other processes (the CLI) changed: the key version, so key
-/// changes and revocations reach this process, and the import counter, so spend loaded by
-/// `tollgate ledger import` reaches the budgets without a restart.
+/// Polls the store for what other processes (the CLI, another gateway on the same database)
+/// changed: the key and admin-token versions, so key and token changes and revocations reach
+/// this process, and the import counter, so spend loaded by `tollgate ledger import` reaches
+/// the budgets without a restart.
 pub(crate) fn store_poller(gw: &Gateway) -> JoinHandle<()> {
     let g = gw.clone();
     gw.0.tasks.spawn(async move {
@@ -88,6 +89,9 @@ pub(crate) fn store_poller(gw: &Gateway) -> JoinHandle<()> {
                 g2.0.keys
                     .refresh_if_changed(&g2.0.store, now_ms())
                     .map_err(|e| format!("key index refresh failed: {e}"))?;
+                g2.0.admin_tokens
+                    .refresh_if_changed(&g2.0.store, now_ms())
+                    .map_err(|e| format!("admin token index refresh failed: {e}"))?;
                 let version = g2.0.store.imports_version().map_err(|e| e.to_string())?;
                 if version != seen.unwrap_or(0) {
                     let n = crate::stages::budget::reseed_after_import(

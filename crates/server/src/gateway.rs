@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollgate_attribution::KeyIndex;
+use tollgate_attribution::{KeyIndex, TokenIndex};
 use tollgate_ledger::Ledger;
 use tollgate_pricing::PriceTable;
 use tollgate_store::Store;
@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) router: Router,
     pub(crate) prices: PriceTable,
     pub(crate) keys: KeyIndex,
+    /// Admin tokens (`POST /admin/v1/tokens`), for the admin guard.
+    pub(crate) admin_tokens: TokenIndex,
     pub(crate) store: Store,
     pub(crate) ledger: Ledger,
     pub(crate) secrets: Arc<[String]>,
@@ -137,15 +139,17 @@ pub(crate) struct Inner {
 pub struct Gateway(pub(crate) Arc<Inner>);
 
 impl Gateway {
-    /// Assembles the gateway; loads the key index from the store.
+    /// Assembles the gateway; loads the key and admin-token indexes from the store.
     pub fn new(parts: GatewayParts) -> Result<Gateway, tollgate_store::StoreError> {
         let keys = KeyIndex::load(&parts.store, now_ms())?;
+        let admin_tokens = TokenIndex::load(&parts.store, now_ms())?;
         let (alerts, alert_rx) = mpsc::channel(ALERT_QUEUE);
         Ok(Gateway(Arc::new(Inner {
             settings: parts.settings,
             router: parts.router,
             prices: parts.prices,
             keys,
+            admin_tokens,
             store: parts.store,
             ledger: parts.ledger,
             secrets: Arc::from(parts.secrets),
@@ -195,14 +199,31 @@ impl Gateway {
         let gw = self.clone();
         let res =
             tokio::task::spawn_blocking(move || gw.0.keys.reload(&gw.0.store, now_ms())).await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "reloading the key index failed; the poller will retry")
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reloading the key index failed; the poller will retry")
-            }
+        reload_outcome("key index", res);
+    }
+
+    /// Reloads the admin-token index now (after an admin change).
+    pub(crate) async fn reload_admin_tokens(&self) {
+        let gw = self.clone();
+        let res =
+            tokio::task::spawn_blocking(move || gw.0.admin_tokens.reload(&gw.0.store, now_ms()))
+                .await;
+        reload_outcome("admin token index", res);
+    }
+}
+
+/// Logs a failed reload: the store poller retries it.
+fn reload_outcome(
+    what: &str,
+    res: Result<Result<(), tollgate_store::StoreError>, tokio::task::JoinError>,
+) {
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reloading the {what} failed; the poller will retry")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reloading the {what} failed; the poller will retry")
         }
     }
 }

@@ -14,7 +14,7 @@ use tollgate_types::{ApiError, ErrorCode};
 use crate::admin::budgets::Budgets;
 use crate::admin::definitions::{self as defs};
 use crate::admin::policies::{self, Policies};
-use crate::admin::{self, audit, deployments, finance, keys, reports};
+use crate::admin::{self, audit, deployments, finance, keys, reports, tokens};
 use crate::endpoints::{chat, embeddings, messages, models};
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
@@ -34,6 +34,11 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/admin/v1/keys", post(keys::create).get(keys::list))
         .route("/admin/v1/keys/{id}", get(keys::get).delete(keys::delete))
         .route("/admin/v1/keys/{id}/rotate", post(keys::rotate))
+        .route("/admin/v1/tokens", post(tokens::create).get(tokens::list))
+        .route(
+            "/admin/v1/tokens/{id}",
+            get(tokens::get).delete(tokens::delete),
+        )
         .route("/admin/v1/audit", get(audit::list))
         .route(
             "/admin/v1/budgets",

@@ -1,10 +1,14 @@
 //! The admin API (`/admin/v1/…`): one shape for every resource.
 //!
 //! - **Auth** is a layer ([`guard`]) over every admin route, not a call in each handler: it
-//!   authenticates the caller (today the master key, compared in constant time; without one
-//!   configured the admin API answers `401` to everything), and checks the caller's
-//!   [`Role`] against the method in one line — a reader may `GET`, only an admin may change
-//!   anything. Handlers that need to know who called take the [`Caller`] extension.
+//!   authenticates the caller — the master key (compared in constant time) or a live admin
+//!   token (`tga-…`, [`tokens`]: looked up by its hash, hashes compared in constant time);
+//!   without a master key configured the admin API answers `401` to everything, tokens
+//!   included — and checks the caller's [`Role`] against the method in one line: a viewer may
+//!   `GET`, only an admin may change anything (creating and revoking tokens included). An
+//!   admin token may create another admin token; the audit trail names which token did.
+//!   Virtual keys are no admin credential. Handlers that need to know who called take the
+//!   [`Caller`] extension.
 //! - **Lists** are `{"object": "list", "data": [...], "next_cursor": …}` with keyset
 //!   pagination (`?limit=&cursor=`, [`list`]); an item that cannot be rendered is an error,
 //!   never silently dropped.
@@ -28,6 +32,7 @@ pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod policies;
 pub(crate) mod reports;
+pub(crate) mod tokens;
 
 use std::net::SocketAddr;
 
@@ -38,11 +43,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tollgate_attribution::keys::presented_key;
-use tollgate_store::{Actor, Audit, StoreError};
+use tollgate_attribution::keys::{KEY_PREFIX, presented_key};
+use tollgate_attribution::tokens::TokenFailure;
+use tollgate_store::{Actor, Audit, StoreError, TokenRole};
 use tollgate_types::{ApiError, ErrorCode};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, now_ms};
 use crate::http::error::ErrorResponse;
 
 pub use finance::allocation_pools;
@@ -57,14 +63,16 @@ pub(crate) enum Role {
     /// Reads everything, changes everything.
     Admin,
     /// Reads everything, changes nothing.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "viewer tokens (POST /admin/v1/tokens) arrive with the dashboard"
-        )
-    )]
     Viewer,
+}
+
+impl From<TokenRole> for Role {
+    fn from(r: TokenRole) -> Role {
+        match r {
+            TokenRole::Admin => Role::Admin,
+            TokenRole::Viewer => Role::Viewer,
+        }
+    }
 }
 
 impl Role {
@@ -80,7 +88,7 @@ impl Role {
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) role: Role,
-    /// Who, for the audit trail (the master key today; an admin token's id later).
+    /// Who, for the audit trail: the master key, or an admin token by its id.
     pub(crate) actor: Actor,
     /// The client's socket address (absent only when the app is called without the
     /// listener, as in unit tests).
@@ -98,7 +106,9 @@ impl Caller {
     }
 }
 
-/// Who is calling: the master key is an admin.
+/// Who is calling: the master key is an admin; an admin token has its role. Every refusal
+/// is `401 invalid_api_key`, saying only whether the token was revoked or expired or the
+/// credential is invalid (never which part of a wrong one failed).
 fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<(Role, Actor), ApiError> {
     let Some(master) = gw.settings().master_key.as_deref() else {
         return Err(ApiError::new(
@@ -107,13 +117,34 @@ fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<(Role, Actor), ApiE
         ));
     };
     let presented = presented_key(headers);
-    if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(master.as_bytes())) {
+    if presented.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidApiKey,
-            "invalid master key",
+            "no admin credential: send 'Authorization: Bearer <master key or admin token>'",
         ));
     }
-    Ok((Role::Admin, Actor::Master))
+    if bool::from(presented.as_bytes().ct_eq(master.as_bytes())) {
+        return Ok((Role::Admin, Actor::Master));
+    }
+    match gw.0.admin_tokens.authenticate(presented, now_ms()) {
+        Ok(t) => Ok((t.role.into(), Actor::Token { id: t.id.clone() })),
+        Err(f @ (TokenFailure::Revoked | TokenFailure::Expired)) => {
+            Err(ApiError::new(ErrorCode::InvalidApiKey, f.to_string()))
+        }
+        Err(TokenFailure::Unknown) => {
+            let hint = if presented.starts_with(KEY_PREFIX) {
+                " (virtual keys are for /v1/…; the admin API takes the master key or an admin token)"
+            } else {
+                ""
+            };
+            Err(ApiError::new(
+                ErrorCode::InvalidApiKey,
+                format!(
+                    "invalid admin credential: neither the master key nor a live admin token{hint}"
+                ),
+            ))
+        }
+    }
 }
 
 /// The admin routes' layer: authenticate, check the role against the method, pass the caller

@@ -1,11 +1,12 @@
 //! Stage 2, authenticate: the virtual key on the request (`Authorization: Bearer` or
-//! `x-api-key`) → the stored key, or `401 invalid_api_key`; `503 shutting_down` once the
-//! gateway is draining.
+//! `x-api-key`) → the stored key, or `401 invalid_api_key` (an admin token or the master key
+//! is no virtual key); `503 shutting_down` once the gateway is draining.
 
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use tollgate_attribution::keys::{AuthFailure, presented_key};
+use tollgate_attribution::tokens::TOKEN_PREFIX;
 use tollgate_store::StoredKey;
 use tollgate_types::{ApiError, ErrorCode, LedgerRow};
 
@@ -18,15 +19,21 @@ pub(crate) fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Stor
             "the gateway is shutting down; retry on another instance",
         ));
     }
-    gw.0.keys
-        .authenticate(presented_key(headers), now_ms())
-        .map_err(|f| {
-            let msg = match f {
-                AuthFailure::Unknown => "invalid API key: unknown or revoked".to_string(),
-                AuthFailure::Missing | AuthFailure::Expired => f.to_string(),
-            };
-            ApiError::new(ErrorCode::InvalidApiKey, msg)
-        })
+    let presented = presented_key(headers);
+    gw.0.keys.authenticate(presented, now_ms()).map_err(|f| {
+        let msg = match f {
+            // Admin tokens are never data-plane credentials (a prefix check, on the
+            // failure path only: it says nothing about whether the token is valid).
+            AuthFailure::Unknown if presented.starts_with(TOKEN_PREFIX) => {
+                "invalid API key: admin tokens (tga-…) are for /admin/v1 only; \
+                     use a virtual key (tg-…)"
+                    .to_string()
+            }
+            AuthFailure::Unknown => "invalid API key: unknown or revoked".to_string(),
+            AuthFailure::Missing | AuthFailure::Expired => f.to_string(),
+        };
+        ApiError::new(ErrorCode::InvalidApiKey, msg)
+    })
 }
 
 /// Fills the key's attribution defaults into the row as soon as the key is known, so even a

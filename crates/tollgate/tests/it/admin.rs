@@ -210,6 +210,7 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
     // Created out of name order: lists are in their documented order, not insertion order.
     let names = ["delta", "alpha", "echo", "charlie", "bravo"];
     let mut key_ids = Vec::new();
+    let mut token_ids = Vec::new();
     for n in names {
         let budget = json!({"name": n, "scope": {"tenant": n}, "limit_usd": "5",
                             "window": "month", "mode": "hard"});
@@ -228,6 +229,15 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
             201
         );
         key_ids.push(env.create_key(json!({"name": n})).await.1);
+        let (st, token) = call(
+            &env,
+            Method::POST,
+            "/admin/v1/tokens",
+            Some(json!({"name": n, "role": "viewer"})),
+        )
+        .await;
+        assert_eq!(st, 201, "{token}");
+        token_ids.push(token["id"].as_str().unwrap().to_string());
     }
     let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     sorted.sort();
@@ -240,10 +250,14 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
             all_pages(&env, "/admin/v1/policies", limit, "name").await,
             sorted
         );
-        // Keys: oldest first.
+        // Keys and tokens: oldest first.
         assert_eq!(
             all_pages(&env, "/admin/v1/keys", limit, "id").await,
             key_ids
+        );
+        assert_eq!(
+            all_pages(&env, "/admin/v1/tokens", limit, "id").await,
+            token_ids
         );
     }
     // Requests and deployments page the same way.
@@ -297,6 +311,11 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
             "key",
             key_ids[0].as_str(),
         ),
+        (
+            &format!("/admin/v1/tokens/{}", token_ids[0]) as &str,
+            "token",
+            token_ids[0].as_str(),
+        ),
     ] {
         assert_eq!(
             call(&env, Method::DELETE, path, None).await,
@@ -331,6 +350,7 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
     ] {
         for path in [
             "/admin/v1/keys",
+            "/admin/v1/tokens",
             "/admin/v1/budgets",
             "/admin/v1/policies",
             "/admin/v1/policies/decisions",
@@ -344,7 +364,7 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
         }
     }
 
-    // The guard: every admin route, every method, refuses a missing or wrong master key with
+    // The guard: every admin route, every method, refuses a missing or wrong credential with
     // the table's 401 before the handler runs (nothing is created).
     for (m, p) in [
         (Method::GET, "/admin/v1/keys"),
@@ -352,6 +372,10 @@ async fn every_collection_has_one_list_shape_and_every_delete_one_answer() {
         (Method::GET, "/admin/v1/keys/x"),
         (Method::DELETE, "/admin/v1/keys/x"),
         (Method::POST, "/admin/v1/keys/x/rotate"),
+        (Method::GET, "/admin/v1/tokens"),
+        (Method::POST, "/admin/v1/tokens"),
+        (Method::GET, "/admin/v1/tokens/x"),
+        (Method::DELETE, "/admin/v1/tokens/x"),
         (Method::GET, "/admin/v1/audit"),
         (Method::GET, "/admin/v1/budgets"),
         (Method::POST, "/admin/v1/budgets"),

@@ -38,4 +38,5 @@ mod routing;
 mod secrets;
 mod sticky_cache;
 mod streaming;
+mod tokens;
 mod upstream;
