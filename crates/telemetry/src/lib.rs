@@ -204,7 +204,7 @@ impl Telemetry {
             return;
         };
         let mut agg = metrics::Aggregates::default();
-        let mut spans: Vec<Box<RequestSpan>> = Vec::new();
+        let mut spans: Vec<RequestSpan> = Vec::new();
         let mut flush = tokio::time::interval(BATCH_DELAY);
         let mut report = tokio::time::interval(self.opts.metrics_interval);
         report.reset();
@@ -214,7 +214,7 @@ impl Telemetry {
                     Some(s) => {
                         agg.observe(&s);
                         if s.context.sampled {
-                            spans.push(s);
+                            spans.push(*s);
                         }
                         if spans.len() >= MAX_BATCH {
                             self.export_spans(&client, &mut spans).await;
@@ -231,7 +231,7 @@ impl Telemetry {
         while let Ok(s) = rx.try_recv() {
             agg.observe(&s);
             if s.context.sampled {
-                spans.push(s);
+                spans.push(*s);
             }
         }
         while !spans.is_empty() {
@@ -240,12 +240,12 @@ impl Telemetry {
         self.export_metrics(&client, &agg).await;
     }
 
-    async fn export_spans(&self, client: &reqwest::Client, spans: &mut Vec<Box<RequestSpan>>) {
+    async fn export_spans(&self, client: &reqwest::Client, spans: &mut Vec<RequestSpan>) {
         if spans.is_empty() {
             return;
         }
         let take = spans.len().min(MAX_BATCH);
-        let batch: Vec<Box<RequestSpan>> = spans.drain(..take).collect();
+        let batch: Vec<RequestSpan> = spans.drain(..take).collect();
         let req = otlp::traces(&self.opts.service_name, &batch);
         let n: usize = batch.iter().map(|s| 1 + s.attempts.len()).sum();
         if self.post(client, "/v1/traces", req.encode_to_vec()).await {

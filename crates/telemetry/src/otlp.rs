@@ -240,7 +240,7 @@ fn attempt_span(r: &RequestSpan, t: &AttemptSpan, answered: bool) -> Span {
 }
 
 /// One export request for a batch of sampled requests.
-pub fn traces(service: &str, batch: &[Box<RequestSpan>]) -> ExportTraceServiceRequest {
+pub fn traces(service: &str, batch: &[RequestSpan]) -> ExportTraceServiceRequest {
     let mut spans = Vec::with_capacity(batch.len() * 2);
     for r in batch {
         spans.push(server_span(r));

@@ -1,7 +1,12 @@
 //! The exporter against a real OTLP/HTTP endpoint on loopback: what it posts decodes as OTLP,
 //! spans and metrics carry the GenAI names, a full queue counts drops, a dead collector
 //! counts errors and never blocks `record`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
