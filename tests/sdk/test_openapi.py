@@ -167,8 +167,15 @@ def test_security(spec):
             assert names == {"virtualKey", "virtualKeyHeader"}, f"{method.upper()} {path}"
             assert schemes["virtualKey"]["scheme"] == "bearer"
         elif path.startswith("/admin/v1/"):
-            assert "masterKey" in names, f"{method.upper()} {path}"
+            # The master key or an admin token, as a bearer or in x-api-key.
+            assert names == {
+                "masterKey",
+                "masterKeyHeader",
+                "adminToken",
+                "adminTokenHeader",
+            }, f"{method.upper()} {path}"
             assert schemes["masterKey"]["scheme"] == "bearer"
+            assert schemes["adminToken"]["scheme"] == "bearer"
         elif path == "/metrics":
             # Open by default; a bearer token when `server.metrics_auth` is set.
             assert op.get("security") == [{}, {"metricsToken": []}], f"{method.upper()} {path}"
