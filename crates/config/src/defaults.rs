@@ -144,5 +144,6 @@ pub(crate) fn default_raw(env: &dyn EnvSource, warnings: &mut Vec<ConfigWarning>
         policies: None,
         rate_limits: None,
         cache: None,
+        telemetry: None,
     }
 }

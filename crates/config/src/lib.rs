@@ -43,7 +43,8 @@ pub use error::{ConfigError, ConfigIssue, ConfigWarning};
 pub use model::{
     AllocationConfig, AllocationMatch, AllocationMethod, AnomalyConfig, CacheConfig, CacheRule,
     CacheScope, Config, Counters, DeploymentConfig, Durability, LedgerUrl, LimitsConfig,
-    ModelConfig, PricingConfig, ProviderConfig, ServerConfig, StorageConfig, Strategy, Timeouts,
+    ModelConfig, PricingConfig, ProviderConfig, ServerConfig, StorageConfig, Strategy,
+    TelemetryConfig, Timeouts,
 };
 pub use routing::{BreakerConfig, RetryBudgetConfig, RetryConfig, StickyConfig};
 pub use secret::{MASK, Secret};

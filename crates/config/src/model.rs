@@ -81,6 +81,35 @@ pub struct Config {
     pub rate_limits: Vec<tollgate_policy::RateLimitDef>,
     /// `cache`: the exact-match response cache (see [`CacheConfig`]). Absent: caching off.
     pub cache: CacheConfig,
+    /// `telemetry`: OpenTelemetry export (see [`TelemetryConfig`]). Absent or
+    /// `enabled: false`: off, and nothing is built per request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// `telemetry`: GenAI traces and metrics over OTLP/HTTP protobuf.
+///
+/// ```yaml
+/// telemetry:
+///   endpoint: http://127.0.0.1:4318   # required; /v1/traces and /v1/metrics are appended
+///   headers: {authorization: "Bearer ${OTLP_TOKEN}"}   # optional, values are secrets
+///   sampling_ratio: 1.0               # share of new traces exported (0–1); a client's
+///                                     # traceparent sampled flag wins
+///   service_name: tollgate
+///   metrics_interval_secs: 60         # 1–3600
+///   queue: 8192                       # requests waiting for the exporter; past it they are
+///                                     # dropped and counted (tollgate_telemetry_dropped_total)
+///   propagate_to_upstream: false      # send each attempt's traceparent to the provider
+/// ```
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryConfig {
+    pub endpoint: String,
+    pub headers: BTreeMap<String, Secret>,
+    pub sampling_ratio: f64,
+    pub service_name: String,
+    pub metrics_interval_secs: u64,
+    pub queue: usize,
+    pub propagate_to_upstream: bool,
 }
 
 /// Default `cache.max_bytes`: 256 MiB.

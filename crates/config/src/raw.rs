@@ -40,6 +40,22 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub rate_limits: Option<Vec<tollgate_policy::RateLimitDef>>,
     pub cache: Option<RawCache>,
+    #[serde(default)]
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub enabled: Option<bool>,
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    pub sampling_ratio: Option<f64>,
+    pub service_name: Option<String>,
+    pub metrics_interval_secs: Option<u64>,
+    pub queue: Option<u64>,
+    pub propagate_to_upstream: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -145,6 +145,7 @@ pub(crate) fn validate(
         }
     }
     let cache = cache(raw.cache.unwrap_or_default(), &models, issues);
+    let telemetry = raw.telemetry.and_then(|t| telemetry(t, issues));
 
     if !issues.is_empty() {
         return None;
@@ -162,6 +163,7 @@ pub(crate) fn validate(
         policies,
         rate_limits,
         cache,
+        telemetry,
     };
     price_warnings(&config, issues, warnings);
     if !issues.is_empty() {
@@ -174,6 +176,77 @@ pub(crate) fn validate(
         });
     }
     Some(config)
+}
+
+// ---- telemetry ------------------------------------------------------------------------------
+
+fn telemetry(raw: RawTelemetry, issues: &mut Issues) -> Option<TelemetryConfig> {
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    let endpoint = match raw.endpoint.as_deref().map(str::trim) {
+        None | Some("") => {
+            issues.push(
+                "telemetry.endpoint",
+                "is required (the OTLP/HTTP base URL, e.g. http://127.0.0.1:4318); set \
+                 enabled: false to keep the section but turn telemetry off",
+            );
+            String::new()
+        }
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+            e.trim_end_matches('/').to_string()
+        }
+        Some(e) => {
+            issues.push(
+                "telemetry.endpoint",
+                format!("expected an http:// or https:// URL, got '{e}'"),
+            );
+            String::new()
+        }
+    };
+    let sampling_ratio = raw.sampling_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sampling_ratio) {
+        issues.push(
+            "telemetry.sampling_ratio",
+            format!("must be between 0 and 1, got {sampling_ratio}"),
+        );
+    }
+    let metrics_interval_secs = raw.metrics_interval_secs.unwrap_or(60);
+    if !(1..=3600).contains(&metrics_interval_secs) {
+        issues.push(
+            "telemetry.metrics_interval_secs",
+            "must be between 1 and 3600",
+        );
+    }
+    let queue = raw.queue.unwrap_or(8192);
+    if !(1..=1_000_000).contains(&queue) {
+        issues.push("telemetry.queue", "must be between 1 and 1000000");
+    }
+    for name in raw.headers.keys() {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            issues.push(
+                format!("telemetry.headers.{name}"),
+                "is not a valid HTTP header name",
+            );
+        }
+    }
+    let service_name = raw.service_name.unwrap_or_else(|| "tollgate".into());
+    if service_name.trim().is_empty() {
+        issues.push("telemetry.service_name", "is empty");
+    }
+    Some(TelemetryConfig {
+        endpoint,
+        headers: raw.headers,
+        sampling_ratio,
+        service_name,
+        metrics_interval_secs,
+        queue: queue as usize,
+        propagate_to_upstream: raw.propagate_to_upstream.unwrap_or(false),
+    })
 }
 
 // ---- server ---------------------------------------------------------------------------------

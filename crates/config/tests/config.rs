@@ -970,7 +970,7 @@ fn rate_limits_section() {
     );
     bad(
         "  - {name: a, per: key}\n",
-        "rate_limits[0].rpm: a rate limit needs rpm, tpm or both",
+        "rate_limits[0].rpm: a rate limit needs rpm, tpm or max_concurrent",
     );
     bad(
         "  - {name: a, rpm: 1}\n  - {name: a, tpm: 1}\n",
@@ -1229,4 +1229,54 @@ fn anomaly_settings_are_checked() {
     ] {
         assert_error(&with(&format!("{yaml}\n")), expected);
     }
+}
+
+#[test]
+fn telemetry_section_defaults_bad_values_and_masked_headers() {
+    let on = load(&format!(
+        "{EXAMPLE}telemetry:\n  endpoint: http://127.0.0.1:4318/\n  headers: {{authorization: \"Bearer ${{SIM_KEY}}\"}}\n"
+    ))
+    .unwrap();
+    let t = on.config.telemetry.as_ref().unwrap();
+    assert_eq!(t.endpoint, "http://127.0.0.1:4318");
+    assert_eq!(t.sampling_ratio, 1.0);
+    assert_eq!(t.metrics_interval_secs, 60);
+    assert_eq!(t.service_name, "tollgate");
+    assert!(!t.propagate_to_upstream);
+    // The header value is a secret everywhere the config is shown.
+    let dump = format!(
+        "{:?} {}",
+        on.config,
+        serde_yaml_ng::to_string(&on.config).unwrap()
+    );
+    assert!(!dump.contains(SIM_KEY), "{dump}");
+    // Off: absent, or enabled: false.
+    assert!(load(EXAMPLE).unwrap().config.telemetry.is_none());
+    assert!(
+        load(&format!("{EXAMPLE}telemetry:\n  enabled: false\n"))
+            .unwrap()
+            .config
+            .telemetry
+            .is_none()
+    );
+    let e = errors(&format!(
+        "{EXAMPLE}telemetry:\n  endpoint: collector:4318\n  sampling_ratio: 1.5\n  metrics_interval_secs: 0\n  headers: {{\"bad header\": x}}\n  bogus: 1\n"
+    ));
+    assert!(e.iter().any(|m| m.contains("telemetry")), "{e:?}");
+    let e = errors(&format!(
+        "{EXAMPLE}telemetry:\n  endpoint: collector:4318\n  sampling_ratio: 1.5\n  metrics_interval_secs: 0\n  headers: {{\"bad header\": x}}\n"
+    ));
+    for want in [
+        "telemetry.endpoint",
+        "telemetry.sampling_ratio",
+        "telemetry.metrics_interval_secs",
+        "telemetry.headers.bad header",
+    ] {
+        assert!(e.iter().any(|m| m.contains(want)), "{want} in {e:?}");
+    }
+    assert!(
+        errors(&format!("{EXAMPLE}telemetry:\n  sampling_ratio: 0.5\n"))
+            .iter()
+            .any(|m| m.contains("telemetry.endpoint"))
+    );
 }
