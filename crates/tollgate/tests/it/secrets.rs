@@ -2,8 +2,8 @@
 //! mix of traffic — answers, streams, embeddings, Messages, provider errors that quote the
 //! credential they were sent, bad keys — and is read through every admin report, `/metrics`,
 //! the FOCUS export and the CLI; then its whole log and every body it sent are searched for
-//! each configured provider key, header secret, the master key, the metrics token and every
-//! virtual key (and their masked prefix/suffix forms). Zero hits.
+//! each configured provider key, header secret, the master key, the metrics token, every
+//! virtual key and every admin token (and their masked prefix/suffix forms). Zero hits.
 
 use std::process::Command;
 
@@ -16,6 +16,8 @@ const ECHO_KEY: &str = "sk-echo-upstream-secret-4kq9v2";
 const METRICS_TOKEN: &str = "metrics-token-secret-77aa1";
 /// A credential a client presents that is not a key of ours: it must not be logged either.
 const BOGUS_KEY: &str = "tg-bogus-presented-credential-0x5d";
+/// The same for an admin token.
+const BOGUS_TOKEN: &str = "tga-bogus-presented-admin-token-0x7e";
 
 /// Every way a secret could show: whole, or the prefix / suffix a masked form keeps.
 fn forms(secret: &str) -> Vec<String> {
@@ -92,6 +94,41 @@ async fn no_secret_reaches_logs_errors_metrics_admin_or_exports() {
         .await
         .unwrap();
     let api_key = created["key"].as_str().unwrap().to_string();
+    // Admin tokens of both roles: shown once, then used (and refused where they do not belong).
+    let mut admin_tokens = Vec::new();
+    for role in ["admin", "viewer"] {
+        let created: Value = http
+            .post(format!("{base}/admin/v1/tokens"))
+            .bearer_auth(IT_MASTER)
+            .json(&json!({"name": format!("{role}-token"), "role": role}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        admin_tokens.push(created["token"].as_str().unwrap().to_string());
+    }
+    for token in admin_tokens.iter().chain([&BOGUS_TOKEN.to_string()]) {
+        for (method, path) in [
+            (reqwest::Method::GET, "/admin/v1/tokens"),
+            (reqwest::Method::POST, "/admin/v1/tokens"),
+            (reqwest::Method::POST, "/v1/chat/completions"),
+        ] {
+            let r = http
+                .request(method, format!("{base}{path}"))
+                .bearer_auth(token)
+                .json(
+                    &json!({"name": "n", "role": "viewer", "model": "gpt-4o-mini",
+                              "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .send()
+                .await
+                .unwrap();
+            seen.push(format!("{:?}", r.headers()));
+            seen.push(r.text().await.unwrap());
+        }
+    }
 
     let chat = |key: &str, body: Value| {
         http.post(format!("{base}/v1/chat/completions"))
@@ -171,6 +208,7 @@ async fn no_secret_reaches_logs_errors_metrics_admin_or_exports() {
     // Every read surface.
     for path in [
         "/admin/v1/keys",
+        "/admin/v1/tokens?include_revoked=true",
         "/admin/v1/requests?limit=100",
         "/admin/v1/spend?group_by=key",
         "/admin/v1/budgets",
@@ -238,17 +276,28 @@ async fn no_secret_reaches_logs_errors_metrics_admin_or_exports() {
     );
     assert!(seen.iter().any(|s| s.contains("[DONE]")), "no stream");
     let mut hits = Vec::new();
-    for secret in [
+    let mut searched: Vec<Vec<String>> = [
         IT_PROVIDER_KEY,
         IT_ORG_SECRET,
         ECHO_KEY,
         IT_MASTER,
         METRICS_TOKEN,
         BOGUS_KEY,
+        BOGUS_TOKEN,
         cli_key.as_str(),
         api_key.as_str(),
-    ] {
-        for form in forms(secret) {
+    ]
+    .into_iter()
+    .map(forms)
+    .collect();
+    // An admin token's first 10 characters are its public display prefix (`tga-` + 6 hex,
+    // like a key's `tg-` + 6): one character more is already secret.
+    for t in &admin_tokens {
+        let n = t.len();
+        searched.push(vec![t.clone(), t[..11].to_string(), t[n - 8..].to_string()]);
+    }
+    for forms in searched {
+        for form in forms {
             for s in &seen {
                 if s.contains(&form) {
                     let at = s.find(&form).unwrap();
