@@ -41,6 +41,19 @@ pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, BuildError> {
         .map_err(|e| BuildError::Client(e.to_string()))
 }
 
+tokio::task_local! {
+    /// The W3C `traceparent` of the upstream call being made, when the gateway propagates
+    /// trace context to providers (`telemetry.propagate_to_upstream`): the server runs the
+    /// call inside [`with_traceparent`], and [`send`] adds the header — one place for every
+    /// adapter, and no field on every call type for a header no adapter interprets.
+    static TRACEPARENT: String;
+}
+
+/// Runs `call` with `traceparent` sent on its upstream requests.
+pub async fn with_traceparent<F: std::future::Future>(traceparent: String, call: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, call).await
+}
+
 /// Sends `req`, waiting at most the first-byte timeout (and what remains of the total) for
 /// response headers.
 pub async fn send(
@@ -49,6 +62,10 @@ pub async fn send(
     timeouts: &Timeouts,
     deadline: Instant,
 ) -> Result<reqwest::Response, UpstreamError> {
+    let req = match TRACEPARENT.try_with(Clone::clone) {
+        Ok(tp) => req.header("traceparent", tp),
+        Err(_) => req,
+    };
     let first_byte = Instant::now() + timeouts.first_byte;
     let (limit, phase) = if first_byte <= deadline {
         (first_byte, TimeoutPhase::FirstByte)

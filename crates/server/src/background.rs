@@ -156,3 +156,20 @@ async fn deliver_alerts(mut rx: mpsc::Receiver<Alert>) {
         }
     }
 }
+
+/// The OpenTelemetry exporter, when `telemetry` is on: runs until `stop`, then flushes what is
+/// queued. Not on the task tracker: `serve` stops it only after every request has recorded its
+/// row (and so queued its span), then waits for the last flush.
+pub(crate) fn telemetry_exporter(
+    gw: &Gateway,
+) -> Option<(JoinHandle<()>, tokio_util::sync::CancellationToken)> {
+    let t = gw.0.telemetry.as_ref()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let client = reqwest::Client::new();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "awaited by serve after the tracker drained; it records no rows"
+    )]
+    let handle = tokio::spawn(t.exporter.clone().run(client, stop.clone()));
+    Some((handle, stop))
+}

@@ -94,6 +94,16 @@ pub struct GatewayParts {
     pub allocations: Vec<tollgate_finance::showback::Rule>,
     /// Which scopes are watched for spend anomalies, and how.
     pub anomalies: AnomalyWatch,
+    /// OpenTelemetry export (`telemetry`); `None`: off, nothing is built per request.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// `telemetry` in server terms.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub exporter: Arc<tollgate_telemetry::Telemetry>,
+    /// Send each attempt's `traceparent` to the provider (`propagate_to_upstream`).
+    pub propagate: bool,
 }
 
 /// `anomalies` in store and detector terms.
@@ -122,6 +132,7 @@ pub(crate) struct Inner {
     pub(crate) focus: tollgate_finance::focus::Options,
     pub(crate) allocations: Vec<tollgate_finance::showback::Rule>,
     pub(crate) anomalies: AnomalyWatch,
+    pub(crate) telemetry: Option<Telemetry>,
     pub(crate) alerts: mpsc::Sender<tollgate_policy::rules::Alert>,
     pub(crate) alert_rx: std::sync::Mutex<Option<mpsc::Receiver<tollgate_policy::rules::Alert>>>,
     pub(crate) metrics: Metrics,
@@ -160,6 +171,7 @@ impl Gateway {
             focus: parts.focus,
             allocations: parts.allocations,
             anomalies: parts.anomalies,
+            telemetry: parts.telemetry,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
             metrics: Metrics::default(),

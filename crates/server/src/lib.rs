@@ -41,7 +41,7 @@ use tracing::{info, warn};
 pub use admin::{allocation_pools, key_view, parse_time, rotation_grace, validate_new_key_models};
 pub use gateway::{
     Adapter, AnomalyWatch, Deployment, Gateway, GatewayParts, Limits, LogicalModel, Router,
-    ServerSettings,
+    ServerSettings, Telemetry,
 };
 pub use stages::budget::seed_from_ledger;
 pub use stages::policy::seed_burn_from_ledger;
@@ -62,6 +62,7 @@ pub async fn serve(
     let sweeper = background::reservation_sweeper(&gateway);
     let alerts = background::alert_delivery(&gateway);
     let anomalies = background::anomaly_watch(&gateway);
+    let exporter = background::telemetry_exporter(&gateway);
 
     let drain_signal = draining.clone();
     #[expect(
@@ -100,6 +101,16 @@ pub async fn serve(
         .is_err()
     {
         warn!("in-flight requests did not finish in 5s; their rows go to the spill file");
+    }
+    // Every finished request has queued its span: flush them and the last metrics.
+    if let Some((handle, stop)) = exporter {
+        stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .is_err()
+        {
+            warn!("the OpenTelemetry exporter did not flush within 15 s");
+        }
     }
     let ledger = gateway.ledger().clone();
     drop(gateway);

@@ -251,6 +251,20 @@ impl Metrics {
             ("tollgate_ledger_rows_written_total", ledger.rows_written),
             ("tollgate_ledger_rows_spilled_total", ledger.rows_spilled),
             ("tollgate_ledger_write_errors_total", ledger.write_errors),
+            // Provisional rows (crash durability): recorded, dropped under overload, and the
+            // interrupted rows this process recorded at start from a dead one's intents.
+            (
+                "tollgate_ledger_intents_recorded_total",
+                ledger.intents_recorded,
+            ),
+            (
+                "tollgate_ledger_intents_dropped_total",
+                ledger.intents_dropped,
+            ),
+            (
+                "tollgate_ledger_rows_interrupted_total",
+                ledger.rows_interrupted,
+            ),
         ];
         for (name, v) in ledger_counters {
             let _ = writeln!(s, "# TYPE {name} counter");
@@ -259,6 +273,31 @@ impl Metrics {
         let _ = writeln!(s, "# TYPE tollgate_ledger_queue_depth gauge");
         let _ = writeln!(s, "tollgate_ledger_queue_depth {}", ledger.queue_depth);
         s
+    }
+}
+
+/// The OpenTelemetry exporter's counters (`telemetry` on).
+pub(crate) fn render_telemetry(t: &tollgate_telemetry::TelemetryStats, out: &mut String) {
+    for (name, help, v) in [
+        (
+            "tollgate_telemetry_dropped_total",
+            "Requests whose span and metric observation were dropped: the export queue was full.",
+            t.dropped,
+        ),
+        (
+            "tollgate_telemetry_spans_exported_total",
+            "Spans the OTLP collector accepted.",
+            t.spans_exported,
+        ),
+        (
+            "tollgate_telemetry_export_errors_total",
+            "OTLP export requests that failed or were refused.",
+            t.export_errors,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {v}");
     }
 }
 

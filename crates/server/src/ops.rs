@@ -71,6 +71,9 @@ pub(crate) async fn metrics(State(gw): State<Gateway>, headers: HeaderMap) -> Re
     }
     let mut text = gw.0.metrics.render(&gw.0.ledger.stats());
     crate::metrics::render_deployments(&gw.0.router, &mut text);
+    if let Some(t) = &gw.0.telemetry {
+        crate::metrics::render_telemetry(&t.exporter.stats(), &mut text);
+    }
     if let Some(cache) = &gw.0.cache {
         crate::metrics::render_cache(cache, &mut text);
     }

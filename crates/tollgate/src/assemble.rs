@@ -295,7 +295,33 @@ pub fn gateway_parts(cfg: &Config) -> Result<GatewayParts> {
         focus: focus_options(cfg),
         allocations: allocation_rules(cfg),
         anomalies: anomaly_watch(cfg)?,
+        telemetry: telemetry(cfg)?,
     })
+}
+
+/// `telemetry`: the OTLP exporter, when configured.
+pub fn telemetry(cfg: &Config) -> Result<Option<tollgate_server::Telemetry>> {
+    let Some(t) = &cfg.telemetry else {
+        return Ok(None);
+    };
+    let exporter = tollgate_telemetry::Telemetry::new(tollgate_telemetry::TelemetryOptions {
+        endpoint: t.endpoint.clone(),
+        headers: t
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect(),
+        sampling_ratio: t.sampling_ratio,
+        service_name: t.service_name.clone(),
+        metrics_interval: Duration::from_secs(t.metrics_interval_secs),
+        queue: t.queue,
+    })
+    .context("telemetry")?;
+    tracing::info!(endpoint = %t.endpoint, sampling_ratio = t.sampling_ratio, "OpenTelemetry export on");
+    Ok(Some(tollgate_server::Telemetry {
+        exporter,
+        propagate: t.propagate_to_upstream,
+    }))
 }
 
 /// `anomalies` in store and detector terms (dimension names were checked by the config).

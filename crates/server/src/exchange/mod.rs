@@ -157,7 +157,8 @@ fn shed(gw: &Gateway) -> Result<(), ApiError> {
 /// Runs one request of endpoint `E` through every stage.
 pub(crate) async fn run<E: Endpoint>(gw: Gateway, headers: HeaderMap, body: Body) -> Response {
     // 1.
-    let rec = PendingRow::open(&gw, E::ROUTE);
+    let mut rec = PendingRow::open(&gw, E::ROUTE);
+    rec.start_trace(&headers);
     // Under `storage.durability: strict` every answer waits for its row.
     let hold = rec.holder();
     hold.apply(pipeline::<E>(gw, rec, headers, body).await)
@@ -440,7 +441,22 @@ impl<E: Endpoint> Exchange<E> {
             self.keep_fill(&cand, &prepared);
             let request = self.ep.call(&cand, &prepared, stream);
             let t0 = Instant::now();
-            match call(&cand, request).await {
+            let result = match self.rec.attempt_begins(&cand) {
+                Some(tp) => {
+                    tollgate_providers::http::with_traceparent(tp, call(&cand, request)).await
+                }
+                None => call(&cand, request).await,
+            };
+            match &result {
+                // A stream's attempt span lasts until the stream ends (closed with the row).
+                Ok(_) if stream => {}
+                Ok(_) => self.rec.attempt_ends(None),
+                Err(Miss::Final(e)) => self.rec.attempt_ends(Some(e.code.as_str())),
+                Err(Miss::Upstream(e)) => self
+                    .rec
+                    .attempt_ends(Some(e.to_api_error(&[]).code.as_str())),
+            }
+            match result {
                 Ok(got) => {
                     self.attempts.dispatch.succeeded(&cand);
                     return Ok(Won {

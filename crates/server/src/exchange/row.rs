@@ -48,6 +48,19 @@ pub(crate) struct PendingRow {
     rate: Option<tollgate_policy::RateHold>,
     /// `strict` durability: where the final row's [`Durable`] goes for the response to wait on.
     strict: Option<Arc<Slot>>,
+    /// The request's trace, when telemetry is on.
+    trace: Option<Box<Trace>>,
+}
+
+/// Where a request sits in its trace, and the spans of its attempts so far.
+struct Trace {
+    context: tollgate_telemetry::TraceContext,
+    span_id: [u8; 8],
+    start_unix_nanos: u64,
+    provider_kind: Option<tollgate_types::ProviderKind>,
+    attempts: Vec<tollgate_telemetry::AttemptSpan>,
+    /// The attempt whose call (or relayed stream) is running.
+    open: Option<tollgate_telemetry::AttemptSpan>,
 }
 
 /// Holds a response's body until its row is on disk (`strict`; a no-op otherwise).
@@ -96,6 +109,76 @@ impl PendingRow {
             rate: None,
             strict: (gw.0.ledger.durability() == Durability::Strict)
                 .then(|| Arc::new(Slot::default())),
+            trace: None,
+        }
+    }
+
+    /// Continues the client's trace (`traceparent`, `tracestate`) or starts one, when
+    /// telemetry is on.
+    pub(crate) fn start_trace(&mut self, headers: &axum::http::HeaderMap) {
+        let Some(t) = &self.gw.telemetry else {
+            return;
+        };
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let context = tollgate_telemetry::TraceContext::start(
+            h("traceparent"),
+            h("tracestate"),
+            t.exporter.sampling_ratio(),
+        );
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(0);
+        self.trace = Some(Box::new(Trace {
+            context,
+            span_id: tollgate_telemetry::new_span_id(),
+            start_unix_nanos: tollgate_telemetry::unix_nanos().saturating_sub(elapsed),
+            provider_kind: None,
+            attempts: Vec::new(),
+            open: None,
+        }));
+    }
+
+    /// An upstream call to `cand` starts: its span opens. Returns the `traceparent` to send
+    /// with it when trace context is propagated to providers.
+    pub(crate) fn attempt_begins(
+        &mut self,
+        cand: &crate::stages::target::Candidate,
+    ) -> Option<String> {
+        let propagate = self.gw.telemetry.as_ref().is_some_and(|t| t.propagate);
+        let t = self.trace.as_mut()?;
+        if let Some(open) = t.open.take() {
+            t.attempts.push(open);
+        }
+        let d = &cand.deployment;
+        let kind = d.provider.kind();
+        t.provider_kind = Some(kind);
+        let span = tollgate_telemetry::AttemptSpan {
+            span_id: tollgate_telemetry::new_span_id(),
+            start_unix_nanos: tollgate_telemetry::unix_nanos(),
+            end_unix_nanos: 0,
+            provider_kind: kind,
+            provider: d.provider_name.clone(),
+            model: d.model.clone(),
+            deployment: d.label.clone(),
+            error: None,
+        };
+        let tp = propagate.then(|| {
+            tollgate_telemetry::format_traceparent(
+                &t.context.trace_id,
+                &span.span_id,
+                t.context.sampled,
+            )
+        });
+        t.open = Some(span);
+        tp
+    }
+
+    /// The running upstream call ended, failed with `error` (an error code) or not.
+    pub(crate) fn attempt_ends(&mut self, error: Option<&str>) {
+        if let Some(t) = self.trace.as_mut()
+            && let Some(mut span) = t.open.take()
+        {
+            span.end_unix_nanos = tollgate_telemetry::unix_nanos();
+            span.error = error.map(str::to_string);
+            t.attempts.push(span);
         }
     }
 
@@ -220,6 +303,26 @@ impl PendingRow {
                 row.effective_cost,
                 row.started_at_ms,
             );
+        }
+        if let (Some(mut t), Some(tel)) = (self.trace.take(), &gw.telemetry) {
+            let end = tollgate_telemetry::unix_nanos();
+            // A stream's attempt runs until the stream ends, with the request's fate.
+            if let Some(mut open) = t.open.take() {
+                open.end_unix_nanos = end;
+                open.error = (row.status >= 400)
+                    .then(|| row.error_code.clone())
+                    .flatten();
+                t.attempts.push(open);
+            }
+            tel.exporter.record(tollgate_telemetry::RequestSpan {
+                context: t.context,
+                span_id: t.span_id,
+                start_unix_nanos: t.start_unix_nanos,
+                end_unix_nanos: end,
+                provider_kind: t.provider_kind,
+                attempts: t.attempts,
+                row: row.clone(),
+            });
         }
         match &self.strict {
             Some(slot) => {

@@ -38,5 +38,6 @@ mod routing;
 mod secrets;
 mod sticky_cache;
 mod streaming;
+mod telemetry;
 mod tokens;
 mod upstream;
