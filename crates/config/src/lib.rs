@@ -137,7 +137,12 @@ impl Config {
         let raw: raw::RawConfig = match serde_path_to_error::deserialize(tree) {
             Ok(raw) => raw,
             Err(e) => {
-                issues.push(e.path().to_string(), e.inner().to_string());
+                // An empty key at the top (`"": 1`) has an empty path: say where it is.
+                let path = match e.path().to_string() {
+                    p if p.is_empty() || p == "." => "(top level)".to_string(),
+                    p => p,
+                };
+                issues.push(path, e.inner().to_string());
                 return Err(scrub(issues.0));
             }
         };

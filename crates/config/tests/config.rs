@@ -1280,3 +1280,14 @@ fn telemetry_section_defaults_bad_values_and_masked_headers() {
             .any(|m| m.contains("telemetry.endpoint"))
     );
 }
+
+/// Found by the `config_load` fuzz target: an empty top-level key gave an issue with an empty
+/// path. Every issue names where it is.
+#[test]
+fn an_empty_top_level_key_is_named() {
+    for yaml in ["? \n>\n", "\"\": 1\n"] {
+        let e = errors(yaml);
+        assert!(e.iter().all(|m| !m.starts_with(':')), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("(top level)")), "{e:?}");
+    }
+}
