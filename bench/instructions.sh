@@ -5,6 +5,7 @@
 #
 #   bench/instructions.sh [--requests N] [--no-build]          # the current build
 #   TOLLGATE_BIN=/path/to/other/tollgate bench/instructions.sh --no-build
+#   TOLLGATE_TELEMETRY=1 bench/instructions.sh --no-build      # OpenTelemetry on, sampling 1.0
 #
 # Tollgate runs under `valgrind --tool=callgrind` in front of the simulator (which is not under
 # valgrind). For each case the counters are zeroed (`callgrind_control -z`), N requests are sent
@@ -38,7 +39,13 @@ TOOLS="valgrind callgrind_control taskset python3 curl"
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
+# TOLLGATE_TELEMETRY=1: telemetry on (sampling 1.0), exporting to the simulator's OTLP sink.
+TELEMETRY_YAML=""
+if [[ -n ${TOLLGATE_TELEMETRY:-} ]]; then
+  TELEMETRY_YAML="telemetry: {endpoint: \"http://127.0.0.1:$SIM_PORT\", sampling_ratio: 1.0, metrics_interval_secs: 10}"
+fi
 write_config sim-a sim-b <<YAML
+$TELEMETRY_YAML
 models:
   core:
     deployments: [{provider: sim-a, model: gpt-4o-mini}]

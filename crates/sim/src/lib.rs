@@ -26,6 +26,7 @@
 //! | `GET /v1beta/models` | Gemini; a fixed list |
 //! | `POST /model/{modelId}/converse` | Bedrock Converse; model id percent-encoded (`…-v1%3A0`) |
 //! | `POST /model/{modelId}/converse-stream` | Bedrock ConverseStream: `application/vnd.amazon.eventstream` binary frames |
+//! | `POST /v1/traces`, `POST /v1/metrics` | an OTLP/HTTP sink: accepts and discards exports, counted in `otlp_exports` (so a gateway's `telemetry` can point here in benchmarks and the demo) |
 //! | `GET /_sim/stats` | [`SimStats`] as JSON: `requests` (every request that reached a non-control route, failed ones included), one counter per route, fault counters |
 //! | `POST /_sim/stats/reset` | zeroes every counter but `in_flight` and returns the zeroed stats; changing the configuration does **not** reset them ([`SimHandle::reset_stats`] does the same in-process) |
 //! | `POST /_sim/prompt_cache/reset` | empties the `prompt_cache` knob's memory (as if every prompt had expired) and returns `{"cleared": N}` prefixes; [`SimHandle::clear_prompt_cache`] does the same in-process |

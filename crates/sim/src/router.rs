@@ -91,6 +91,9 @@ pub(crate) enum Route {
     SimStatsReset,
     /// `POST /_sim/prompt_cache/reset`.
     SimPromptCacheReset,
+    /// `POST /v1/traces`, `POST /v1/metrics`: an OTLP/HTTP sink (the gateway's telemetry in
+    /// benchmarks and the demo, with no collector to run).
+    OtlpSink,
     NotFound(Family),
     MethodNotAllowed(Family),
 }
@@ -112,6 +115,7 @@ impl Route {
             "/_sim/prompt_cache/reset" => {
                 expect(Method::POST, Route::SimPromptCacheReset, Family::OpenAi)
             }
+            "/v1/traces" | "/v1/metrics" => expect(Method::POST, Route::OtlpSink, Family::OpenAi),
             "/v1/messages" => expect(
                 Method::POST,
                 Route::Anthropic(AnthropicEndpoint::Messages),
@@ -256,7 +260,8 @@ impl Route {
             | Route::SimConfig
             | Route::SimStats
             | Route::SimStatsReset
-            | Route::SimPromptCacheReset => Family::OpenAi,
+            | Route::SimPromptCacheReset
+            | Route::OtlpSink => Family::OpenAi,
         }
     }
 }
@@ -552,6 +557,18 @@ pub(crate) async fn handle(
             json_response(StatusCode::OK, body)
         }
         Route::SimConfig => control_config(&shared, req).await?,
+        Route::OtlpSink => {
+            // The body is read (so the sender's request completes) and discarded; an empty
+            // Export*ServiceResponse is zero bytes of protobuf.
+            let _ = read_body(req, Family::OpenAi).await;
+            bump(&shared.stats.otlp_exports);
+            let mut r = json_response(StatusCode::OK, Vec::new());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/x-protobuf"),
+            );
+            r
+        }
         Route::NotFound(f) | Route::MethodNotAllowed(f) => {
             bump(&shared.stats.requests);
             bump(&shared.stats.unknown_routes);
@@ -587,6 +604,7 @@ pub(crate) async fn handle(
                 | Route::SimStats
                 | Route::SimStatsReset
                 | Route::SimPromptCacheReset
+                | Route::OtlpSink
                 | Route::NotFound(_) => &stats.unknown_routes,
                 Route::MethodNotAllowed(_) => &stats.unknown_routes,
             });
@@ -661,6 +679,7 @@ async fn api(ctx: Ctx, route: Route, req: Request<Incoming>) -> Result<Response<
         | Route::SimStats
         | Route::SimStatsReset
         | Route::SimPromptCacheReset
+        | Route::OtlpSink
         | Route::NotFound(_)
         | Route::MethodNotAllowed(_) => Err(Failure::Client(Box::new(
             Family::OpenAi.not_found(req.method().as_str(), req.uri().path()),

@@ -44,6 +44,9 @@ pub struct SimStats {
     pub converse_stream: u64,
     /// Requests to routes that do not exist (or with the wrong method).
     pub unknown_routes: u64,
+    /// OTLP/HTTP exports received on `/v1/traces` and `/v1/metrics` (the collector stand-in;
+    /// not counted in `requests`).
+    pub otlp_exports: u64,
     /// Requests refused with a 4xx before any answer: auth, validation, unknown route.
     pub client_errors: u64,
     /// Streamed answers started (cut ones included).
@@ -93,6 +96,7 @@ pub(crate) struct Stats {
     pub converse: AtomicU64,
     pub converse_stream: AtomicU64,
     pub unknown_routes: AtomicU64,
+    pub otlp_exports: AtomicU64,
     pub client_errors: AtomicU64,
     pub streams: AtomicU64,
     pub faults_reset: AtomicU64,
@@ -137,6 +141,7 @@ impl Stats {
             converse: g(&self.converse),
             converse_stream: g(&self.converse_stream),
             unknown_routes: g(&self.unknown_routes),
+            otlp_exports: g(&self.otlp_exports),
             client_errors: g(&self.client_errors),
             streams: g(&self.streams),
             faults_reset: g(&self.faults_reset),
@@ -174,6 +179,7 @@ impl Stats {
             &self.converse,
             &self.converse_stream,
             &self.unknown_routes,
+            &self.otlp_exports,
             &self.client_errors,
             &self.streams,
             &self.faults_reset,
