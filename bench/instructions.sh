@@ -6,6 +6,7 @@
 #   bench/instructions.sh [--requests N] [--no-build]          # the current build
 #   TOLLGATE_BIN=/path/to/other/tollgate bench/instructions.sh --no-build
 #   TOLLGATE_TELEMETRY=1 bench/instructions.sh --no-build      # OpenTelemetry on, sampling 1.0
+#   KEEP_CALLGRIND=1 …                                           # keep the dumps (profiles)
 #
 # Tollgate runs under `valgrind --tool=callgrind` in front of the simulator (which is not under
 # valgrind). For each case the counters are zeroed (`callgrind_control -z`), N requests are sent
@@ -105,4 +106,6 @@ for c in core core-stream ops messages; do
   printf '{"case":"%s","requests":%d,"instructions":%s,"per_request":%d}\n' \
     "$c" "$N" "$ir" "$((ir / N))" | tee -a "$RUN/summary.jsonl"
 done
+# KEEP_CALLGRIND=1 keeps the dumps for `callgrind_annotate --inclusive=yes`.
+[[ -n ${KEEP_CALLGRIND:-} ]] && cp "$OUT"* "$RUN/"
 log "raw outputs in $RUN"

@@ -117,6 +117,10 @@ pub struct LedgerOptions {
     /// `strict`: rows are acknowledged only once on disk, the writer commits without lingering
     /// and spill appends are fsynced (`storage.durability`).
     pub durability: Durability,
+    /// How old a provisional row must be before it is written (default 100 ms; `strict`: at
+    /// once). Most requests end sooner and cost the database nothing for their intent; a
+    /// crash can leave without a row only the requests dispatched within this window.
+    pub intent_delay: Duration,
 }
 
 /// How durable a recorded row is before the gateway moves on (`storage.durability`).
@@ -141,6 +145,7 @@ impl LedgerOptions {
             retry_window: Duration::ZERO,
             write_wait: Duration::from_millis(100),
             durability: Durability::Batched,
+            intent_delay: Duration::from_millis(100),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The writer thread: receives rows, commits them in batches, drains the spill file, answers
 //! flush barriers.
 //!
-//! Provisional rows (intents) ride the same channel. One whose final row arrives in the same
-//! batch is never written; one that was committed is deleted in the transaction that inserts
-//! its final row. So a request shorter than a batch costs the database nothing extra, and a
-//! long one costs one upsert and one delete.
+//! Provisional rows (intents) ride the same channel. They wait in memory until they are
+//! `intent_delay` old (100 ms; no wait under `strict`); one whose final row arrives first is
+//! never written, and one that was committed is deleted in the transaction that inserts its
+//! final row. So a request shorter than the delay costs the database nothing extra, and a long
+//! one costs one upsert and one delete.
 //!
 //! A dedicated OS thread, not a tokio task: SQLite calls block, and a blocked runtime worker
 //! would stall unrelated requests. The loop exits only when the channel reports
@@ -74,9 +75,9 @@ struct Writer {
     batch: Vec<LedgerRow>,
     /// Waiting for the batch's final rows to be on disk.
     acks: Vec<Ack>,
-    /// Provisional rows received since the last commit, by request id (a retry replaces its
-    /// request's earlier one).
-    intents: HashMap<String, LedgerRow>,
+    /// Provisional rows not written yet, by request id (a retry replaces its request's earlier
+    /// one), with when the first of them arrived.
+    intents: HashMap<String, (Instant, LedgerRow)>,
     /// Waiting for the batch's provisional rows to be committed.
     intent_acks: Vec<Ack>,
     /// Ids of committed provisional rows whose final row has not arrived yet.
@@ -94,7 +95,7 @@ struct Writer {
 impl Writer {
     fn run(&mut self) {
         while self.open {
-            match self.rx.recv_timeout(IDLE_TICK) {
+            match self.rx.recv_timeout(self.idle_wait()) {
                 Ok(msg) => {
                     self.accept(msg);
                     self.fill_batch();
@@ -129,7 +130,11 @@ impl Writer {
             }
             Msg::Intent(row, ack) => {
                 depth.fetch_sub(1, Ordering::Relaxed);
-                self.intents.insert(row.request_id.clone(), *row);
+                let since = self
+                    .intents
+                    .get(&row.request_id)
+                    .map_or_else(Instant::now, |(t, _)| *t);
+                self.intents.insert(row.request_id.clone(), (since, *row));
                 self.intent_acks.extend(ack);
             }
             // Only wakes the loop; waiters are checked after every batch.
@@ -140,6 +145,43 @@ impl Writer {
     /// Messages held for the next commit.
     fn pending(&self) -> usize {
         self.batch.len() + self.intents.len()
+    }
+
+    /// `intent_delay`, or none under `strict` (a provisional row is committed before the call).
+    fn intent_delay(&self) -> Duration {
+        match self.shared.opts.durability {
+            Durability::Batched => self.shared.opts.intent_delay,
+            Durability::Strict => Duration::ZERO,
+        }
+    }
+
+    /// Provisional rows old enough to be written, taken out of memory.
+    fn due_intents(&mut self) -> Vec<LedgerRow> {
+        let delay = self.intent_delay();
+        if delay.is_zero() || self.intents.is_empty() {
+            return self.intents.drain().map(|(_, (_, r))| r).collect();
+        }
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .intents
+            .iter()
+            .filter(|(_, (t, _))| now.saturating_duration_since(*t) >= delay)
+            .map(|(id, _)| id.clone())
+            .collect();
+        due.iter()
+            .filter_map(|id| self.intents.remove(id).map(|(_, r)| r))
+            .collect()
+    }
+
+    /// How long the loop may sleep: until the oldest waiting intent is due, at most a tick.
+    fn idle_wait(&self) -> Duration {
+        let delay = self.intent_delay();
+        let now = Instant::now();
+        self.intents
+            .values()
+            .map(|(t, _)| (*t + delay).saturating_duration_since(now))
+            .min()
+            .map_or(IDLE_TICK, |d| d.clamp(LINGER_STEP, IDLE_TICK))
     }
 
     /// Collects rows until the batch is full or `linger` has passed since the first one.
@@ -180,13 +222,15 @@ impl Writer {
     /// `retry_window` spill them and move on. If even the spill fails, keep retrying both —
     /// the rows are never discarded. Returns whether the rows reached the database.
     fn commit_batch(&mut self) -> bool {
-        if self.batch.is_empty() && self.intents.is_empty() && self.settled.is_empty() {
+        let intents = self.due_intents();
+        if self.batch.is_empty() && intents.is_empty() && self.settled.is_empty() {
+            // Intents still waiting for their delay have nothing to acknowledge yet; under
+            // `strict` (no delay) there are none.
             return true;
         }
         let started = Instant::now();
         let mut backoff = BACKOFF_START;
         let c = &self.shared.counters;
-        let intents: Vec<LedgerRow> = self.intents.drain().map(|(_, r)| r).collect();
         loop {
             let batch = Batch {
                 rows: &self.batch,

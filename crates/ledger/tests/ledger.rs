@@ -355,6 +355,42 @@ fn ledger_is_send_sync_clone() {
     assert::<Ledger>();
 }
 
+/// Provisional rows written as soon as they arrive (the default waits 100 ms).
+fn eager(mut opts: LedgerOptions) -> LedgerOptions {
+    opts.intent_delay = Duration::ZERO;
+    opts
+}
+
+/// A provisional row younger than `intent_delay` stays in memory: a request that ends sooner
+/// never touches the intent log; one that outlives it is written.
+#[test]
+fn an_intent_is_written_only_once_it_is_older_than_the_delay() {
+    let env = Env::new();
+    let store = env.store();
+    let mut opts = env.opts();
+    opts.intent_delay = Duration::from_millis(300);
+    let ledger = Ledger::start(store.clone(), opts).unwrap();
+    ledger.intend(interrupted(row(7, 1)));
+    ledger.intend(interrupted(row(7, 2)));
+    rt().block_on(ledger.flush()).unwrap();
+    assert_eq!(store.intent_count().unwrap(), 0);
+    ledger.record(row(7, 1));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.intent_count().unwrap() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the due intent was never written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Only the request still running has one.
+    assert_eq!(store.intent_count().unwrap(), 1);
+    ledger.record(row(7, 2));
+    rt().block_on(ledger.flush()).unwrap();
+    assert_eq!(store.intent_count().unwrap(), 0);
+    ledger.shutdown().unwrap();
+}
+
 fn interrupted(mut r: LedgerRow) -> LedgerRow {
     r.outcome = tollgate_types::Outcome::Failed;
     r.error_code = Some("gateway_interrupted".into());
@@ -382,7 +418,7 @@ fn an_intent_settled_within_its_batch_is_never_written() {
 fn a_committed_intent_is_deleted_with_its_final_row() {
     let env = Env::new();
     let store = env.store();
-    let ledger = Ledger::start(store.clone(), env.opts()).unwrap();
+    let ledger = Ledger::start(store.clone(), eager(env.opts())).unwrap();
     ledger.intend(interrupted(row(2, 1)));
     rt().block_on(ledger.flush()).unwrap();
     assert_eq!(store.intent_count().unwrap(), 1);
@@ -401,7 +437,7 @@ fn intents_left_by_a_dead_process_become_interrupted_rows_once() {
     let env = Env::new();
     let store = env.store();
     {
-        let ledger = Ledger::start(store.clone(), env.opts()).unwrap();
+        let ledger = Ledger::start(store.clone(), eager(env.opts())).unwrap();
         for i in 0..5 {
             ledger.intend(interrupted(row(3, i)));
         }
@@ -411,7 +447,7 @@ fn intents_left_by_a_dead_process_become_interrupted_rows_once() {
         // Another gateway sharing the database has its own in flight.
         let other = Ledger::start(
             store.clone(),
-            LedgerOptions::new(env.dir.path().join("other.spill")),
+            eager(LedgerOptions::new(env.dir.path().join("other.spill"))),
         )
         .unwrap();
         other.intend(interrupted(row(4, 0)));
