@@ -204,14 +204,15 @@ fn bound(
     exact: bool,
 ) -> TokenBound {
     let logical_model = cand.logical.as_str();
-    let enc = Encoding::for_model(&cand.deployment.model);
-    let exact = exact && enc.is_exact();
+    // The model's own tokenizer, when an exact count is asked for and there is one.
+    let exact = exact
+        .then(|| Encoding::for_model(&cand.deployment.model))
+        .filter(|e| e.is_exact());
     let (input, n, out_cap, explicit) = match shape {
         Shape::Chat => {
-            let input = if exact {
-                tokens::count_chat_prompt_map(enc, body)
-            } else {
-                prompt_upper_bound(body)
+            let input = match exact {
+                Some(enc) => tokens::count_chat_prompt_map(enc, body),
+                None => prompt_upper_bound(body),
             };
             let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
             let limit =
@@ -242,10 +243,11 @@ fn bound(
         }
         Shape::Embeddings => {
             // An embedding input of unknown tokenization: bound by bytes.
-            let input = if exact {
-                tokens::count_embedding_input(enc, body.get("input").unwrap_or(&Value::Null))
-            } else {
-                body.get("input").map_or(0, |v| v.to_string().len() as u64)
+            let input = match exact {
+                Some(enc) => {
+                    tokens::count_embedding_input(enc, body.get("input").unwrap_or(&Value::Null))
+                }
+                None => body.get("input").map_or(0, |v| v.to_string().len() as u64),
             };
             (input, 1, 0, true)
         }
