@@ -425,7 +425,7 @@ impl Attempts {
         // The deployment's own name for the model.
         upstream.insert("model".into(), Value::String(cand.deployment.model.clone()));
         let admitted = budget::admit(gw, rec.row(), cand, &mut upstream, shape)?;
-        let worst = budget::worst_usage(gw, cand, &upstream, shape, &admitted);
+        let worst = budget::worst_usage(cand, &upstream, shape, &admitted);
         let clamped_to = admitted.clamped_to;
         let fitted = admitted.fitted;
         let output_cap = admitted.reservation.and_then(|r| {

@@ -173,41 +173,9 @@ pub(crate) fn token_bound(
     body: &Map<String, Value>,
     shape: Shape,
 ) -> TokenBound {
-    bound(gw, cand, body, shape, true)
-}
-
-/// The most tokens a request could be billed for — the reservation's tokens when a budget took
-/// one, else a cheap upper bound (prompt bytes, no tokenizer run: this is for the provisional
-/// row, on every dispatch).
-pub(crate) fn worst_usage(
-    gw: &Gateway,
-    cand: &Candidate,
-    body: &Map<String, Value>,
-    shape: Shape,
-    admitted: &Admitted,
-) -> Usage {
-    admitted.reserved.unwrap_or_else(|| {
-        let b = bound(gw, cand, body, shape, false);
-        Usage {
-            input_tokens: b.input,
-            output_tokens: b.out_cap.saturating_mul(b.n),
-            ..Usage::default()
-        }
-    })
-}
-
-fn bound(
-    gw: &Gateway,
-    cand: &Candidate,
-    body: &Map<String, Value>,
-    shape: Shape,
-    exact: bool,
-) -> TokenBound {
     let logical_model = cand.logical.as_str();
-    // The model's own tokenizer, when an exact count is asked for and there is one.
-    let exact = exact
-        .then(|| Encoding::for_model(&cand.deployment.model))
-        .filter(|e| e.is_exact());
+    // The model's own tokenizer, when it has an exact one.
+    let exact = Some(Encoding::for_model(&cand.deployment.model)).filter(|e| e.is_exact());
     let (input, n, out_cap, explicit) = match shape {
         Shape::Chat => {
             let input = match exact {
@@ -258,6 +226,30 @@ fn bound(
         out_cap,
         explicit,
     }
+}
+
+/// The most tokens a request could be billed for: the reservation's tokens when a budget took
+/// one, else a cheap upper bound — prompt bytes, and the output cap the request or the model's
+/// default sets (not clamped to the model's limit: no price-table lookup, no tokenizer, since
+/// this runs on every dispatch for the provisional row).
+pub(crate) fn worst_usage(
+    cand: &Candidate,
+    body: &Map<String, Value>,
+    shape: Shape,
+    admitted: &Admitted,
+) -> Usage {
+    admitted.reserved.unwrap_or_else(|| match shape {
+        Shape::Chat => {
+            let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+            let cap = requested_cap(body)
+                .unwrap_or_else(|| cand.default_cap.map_or(FALLBACK_OUTPUT_CAP, u64::from));
+            reserved(prompt_upper_bound(body), cap, n)
+        }
+        Shape::Embeddings => Usage {
+            input_tokens: body.get("input").map_or(0, |v| v.to_string().len() as u64),
+            ..Usage::default()
+        },
+    })
 }
 
 fn reserved(input: u64, cap: u64, n: u64) -> Usage {
