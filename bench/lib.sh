@@ -47,12 +47,14 @@ wait_http() {
 }
 
 # Writes $WORK/tollgate.yaml — listen address, ledger (`storage.durability` from
-# TOLLGATE_DURABILITY, default batched), the simulator under each PROVIDER name,
+# TOLLGATE_DURABILITY when set), the simulator under each PROVIDER name,
 # then stdin (models and the rest) — keeps a copy in $RUN and sets KEY to a new virtual key.
 write_config() {
   {
-    printf 'server:\n  listen: 127.0.0.1:%s\nstorage:\n  ledger: sqlite://%s/ledger.db\n  durability: %s\nproviders:\n' \
-      "$TG_PORT" "$WORK" "${TOLLGATE_DURABILITY:-batched}"
+    printf 'server:\n  listen: 127.0.0.1:%s\nstorage:\n  ledger: sqlite://%s/ledger.db\n' "$TG_PORT" "$WORK"
+    # Only when asked: a build from before `storage.durability` must still run these scripts.
+    [[ -n ${TOLLGATE_DURABILITY:-} ]] && printf '  durability: %s\n' "$TOLLGATE_DURABILITY"
+    printf 'providers:\n'
     for p in "$@"; do
       printf '  %s:\n    kind: openai\n    base_url: http://127.0.0.1:%s/v1\n' "$p" "$SIM_PORT"
     done
