@@ -192,6 +192,11 @@ impl<T> HashIndex<T> {
         self.map.load().len()
     }
 
+    /// Whether any record satisfies `pred` (a scan: for small indexes, off the request path).
+    pub(crate) fn any(&self, pred: impl Fn(&T) -> bool) -> bool {
+        self.map.load().values().any(|t| pred(t))
+    }
+
     /// The record whose hash is the presented credential's: the map is keyed by the hash
     /// (whose timing reveals nothing usable about a credential), then the stored hash is
     /// compared to the computed one in constant time.

@@ -103,6 +103,14 @@ impl TokenIndex {
         self.len() == 0
     }
 
+    /// Whether the token with id `id` is still live at `now_ms` (neither revoked nor
+    /// expired), for credentials derived from a token, such as a dashboard session.
+    pub fn is_live(&self, id: &str, now_ms: i64) -> bool {
+        self.index.any(|t| {
+            t.id == id && t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now_ms)
+        })
+    }
+
     /// The live token `presented` is, at `now_ms`.
     pub fn authenticate(
         &self,
@@ -167,6 +175,9 @@ mod tests {
             idx.authenticate(&viewer.token, 5_000),
             Err(TokenFailure::Expired)
         );
+        assert!(idx.is_live(&viewer.record.id, 4_999));
+        assert!(!idx.is_live(&viewer.record.id, 5_000));
+        assert!(!idx.is_live("tok_nope", 2_000));
         assert_eq!(idx.authenticate("", 2_000), Err(TokenFailure::Unknown));
         assert_eq!(
             idx.authenticate("tga-nope", 2_000),
@@ -189,6 +200,7 @@ mod tests {
             idx.authenticate(&admin.token, 3_000),
             Err(TokenFailure::Revoked)
         );
+        assert!(!idx.is_live(&admin.record.id, 3_000));
         // Long after: forgotten, so merely unknown.
         idx.reload(&store, 3_001 + KEPT_MS).unwrap();
         assert_eq!(

@@ -290,6 +290,9 @@ pub struct BudgetStatus {
     /// rate over the observed part of the window × its length — equal to `spent` once the
     /// window is fully observed (seeded, or the budget is older than its window).
     pub forecast_at_window_end: NanoUsd,
+    /// `(spent + reserved) ÷ limit` as a percentage with at most two decimals (`"96.25"`),
+    /// rounded down: the reading a spend policy's `utilization_pct` trigger compares.
+    pub utilization_pct: String,
 }
 
 /// What the server must sum from the ledger to seed one budget (see [`Budgets::seed_plan`]).
@@ -977,13 +980,11 @@ fn status_of(
     let counts = store.snapshot(&key, now_ms);
     let limit = c.def.limit_usd;
     let (start, end, forecast) = match key.slot() {
-        Slot::Calendar { start_ms, end_ms } => {
-            let len = end_ms.saturating_sub(start_ms).max(1);
-            let elapsed = now_ms
-                .saturating_sub(start_ms)
-                .clamp(MIN_FORECAST_ELAPSED_MS.min(len), len);
-            (start_ms, end_ms, scale(counts.spent, len, elapsed))
-        }
+        Slot::Calendar { start_ms, end_ms } => (
+            start_ms,
+            end_ms,
+            linear_forecast(counts.spent, start_ms, end_ms, now_ms),
+        ),
         Slot::Rolling { len_ms, .. } => {
             let observed = if c.meta.seeded.load(Ordering::Acquire) {
                 len_ms
@@ -1015,7 +1016,23 @@ fn status_of(
         window_start_ms: start,
         window_end_ms: end,
         forecast_at_window_end: forecast,
+        utilization_pct: crate::rules::def::fmt_bp(crate::rules::engine::ratio_bp(
+            counts.spent.nanos().saturating_add(counts.reserved.nanos()),
+            limit.nanos(),
+        )),
     })
+}
+
+/// The linear forecast of a calendar window `[start_ms, end_ms)` at `now_ms` from what was
+/// spent so far: `spent × window length ÷ elapsed`, elapsed at least one minute (so the first
+/// seconds of a window do not forecast absurd sums from one request) and at most the window.
+/// What a calendar budget's `forecast_at_window_end` is, and the dashboard's month forecast.
+pub fn linear_forecast(spent: NanoUsd, start_ms: i64, end_ms: i64, now_ms: i64) -> NanoUsd {
+    let len = end_ms.saturating_sub(start_ms).max(1);
+    let elapsed = now_ms
+        .saturating_sub(start_ms)
+        .clamp(MIN_FORECAST_ELAPSED_MS.min(len), len);
+    scale(spent, len, elapsed)
 }
 
 /// `amount × num ÷ den` in `i128`, rounded down, saturating; `den ≤ 0` gives `amount`.

@@ -74,7 +74,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use def::{BudgetDef, DefError, MAX_ROLLING_MS, Mode, RollingUnit, Scope, Window};
 pub use engine::{
     Admission, Advisory, Ask, BudgetError, BudgetStatus, Budgets, Reservation, ReservationState,
-    SeedQuery, Settlement, Upserted,
+    SeedQuery, Settlement, Upserted, linear_forecast,
 };
 pub use ratelimit::{
     Dimension, Per, Quota, Quotas, RateAdmission, RateAsk, RateHold, RateLimitDef, RateLimits,

@@ -4,7 +4,8 @@
 //! - The SQLite database file: opening it, connection settings, schema migrations.
 //! - The **ledger table** `requests` (one row per request, docs/contracts.md §2 invariant 1):
 //!   idempotent batched inserts ([`Store::insert_rows`]), exact spend reports ([`Store::spend`]),
-//!   paginated listing ([`Store::list_requests`]) and reconciliation totals ([`Store::totals`]).
+//!   paginated listing ([`Store::list_requests`]), reconciliation totals ([`Store::totals`])
+//!   and traffic statistics with latency percentiles ([`Store::traffic_stats`], `stats.rs`).
 //! - The **intent log** `intents`: provisional rows of requests calling a provider, so a crash
 //!   leaves a row for each ([`Store::write_batch`], [`Store::intents`]).
 //! - The **virtual keys table** `keys` (hashes only, never the key) and the `keys_version`
@@ -54,6 +55,7 @@ mod keys;
 mod requests;
 mod schema;
 mod spend;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,8 +71,9 @@ pub use budgets::Definitions;
 pub use error::StoreError;
 pub use intents::Batch;
 pub use keys::StoredKey;
-pub use requests::{MAX_PAGE_LIMIT, Page, RowFilter};
+pub use requests::{CACHE_NONE, MAX_PAGE_LIMIT, Page, RowFilter};
 pub use spend::{Dim, NONE_LABEL, SpendQuery, SpendRow};
+pub use stats::{PERCENTILES, TrafficStats};
 pub use tollgate_types::{LedgerRow, NanoUsd, Outcome, UNATTRIBUTED};
 
 /// How long a connection waits for another writer's lock before failing with `SQLITE_BUSY`.

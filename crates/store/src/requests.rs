@@ -17,6 +17,9 @@ use tollgate_types::{
 
 use crate::{Store, StoreError};
 
+/// The `cache_status` filter value selecting rows with no cache status.
+pub const CACHE_NONE: &str = "none";
+
 /// Largest page [`Store::list_requests`] returns.
 pub const MAX_PAGE_LIMIT: usize = 1000;
 
@@ -62,6 +65,9 @@ pub struct RowFilter {
     pub provider: Option<String>,
     pub outcome: Option<Outcome>,
     pub status: Option<u16>,
+    /// The response cache's verdict: `hit`, `miss` or `bypass`; [`CACHE_NONE`] selects rows
+    /// with none (caching off for the model, or refused before the cache).
+    pub cache_status: Option<String>,
     /// Inclusive lower bound on `started_at_ms`.
     pub from_ms: Option<i64>,
     /// Exclusive upper bound on `started_at_ms`.
@@ -102,7 +108,7 @@ pub(crate) struct Where {
 }
 
 impl Where {
-    fn push(&mut self, clause: &str, value: Value) {
+    pub(crate) fn push(&mut self, clause: &str, value: Value) {
         self.clauses.push(clause.to_string());
         self.params.push(value);
     }
@@ -134,11 +140,21 @@ impl Where {
         if let Some(s) = f.status {
             self.push("status = ?", Value::Integer(i64::from(s)));
         }
+        match f.cache_status.as_deref() {
+            None => {}
+            Some(CACHE_NONE) => self.clauses.push("cache_status IS NULL".into()),
+            Some(c) => self.push("cache_status = ?", Value::Text(c.to_string())),
+        }
         self.range(f.from_ms, f.to_ms);
         if f.imported_only {
             // A literal, not a parameter, so SQLite can use the partial index.
             self.clauses.push("imported = 1".into());
         }
+    }
+
+    /// A clause with no parameter (a fixed string, never user input).
+    pub(crate) fn literal(&mut self, clause: &str) {
+        self.clauses.push(clause.to_string());
     }
 
     pub(crate) fn range(&mut self, from_ms: Option<i64>, to_ms: Option<i64>) {

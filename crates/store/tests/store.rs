@@ -1195,3 +1195,92 @@ fn the_database_refuses_an_unknown_role() {
     );
     assert!(r.is_err(), "CHECK (role IN ('admin', 'viewer'))");
 }
+
+/// Nearest-rank percentile of `v` (sorted here), independently of the store.
+fn nearest_rank(mut v: Vec<u64>, pct: u64) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let rank = (pct * v.len() as u64).div_ceil(100).max(1);
+    Some(v[rank as usize - 1])
+}
+
+#[test]
+fn traffic_stats_count_sum_and_rank_like_rust() {
+    let (_dir, store) = file_store();
+    let rows: Vec<_> = (0..301).map(row).collect();
+    store.insert_rows(&rows).unwrap();
+    for filter in [
+        RowFilter::default(),
+        RowFilter {
+            tenant: Some("acme".into()),
+            from_ms: Some(T0 + DAY_MS),
+            to_ms: Some(T0 + 4 * DAY_MS),
+            ..Default::default()
+        },
+        RowFilter {
+            cache_status: Some("hit".into()),
+            ..Default::default()
+        },
+        RowFilter {
+            cache_status: Some(CACHE_NONE.into()),
+            ..Default::default()
+        },
+        RowFilter {
+            from_ms: Some(0),
+            to_ms: Some(1),
+            ..Default::default()
+        },
+    ] {
+        let m: Vec<&LedgerRow> = rows
+            .iter()
+            .filter(|r| {
+                filter
+                    .tenant
+                    .as_ref()
+                    .is_none_or(|t| r.attribution.tenant.as_ref() == Some(t))
+                    && filter.from_ms.is_none_or(|f| r.started_at_ms >= f)
+                    && filter.to_ms.is_none_or(|t| r.started_at_ms < t)
+                    && match filter.cache_status.as_deref() {
+                        None => true,
+                        Some(CACHE_NONE) => r.cache_status.is_none(),
+                        Some(c) => r.cache_status.as_deref() == Some(c),
+                    }
+            })
+            .collect();
+        let s = store.traffic_stats(&filter).unwrap();
+        let count = |o: Outcome| m.iter().filter(|r| r.outcome == o).count() as u64;
+        let cache = |c: &str| {
+            m.iter()
+                .filter(|r| r.cache_status.as_deref() == Some(c))
+                .count() as u64
+        };
+        assert_eq!(s.requests, m.len() as u64, "{filter:?}");
+        assert_eq!(
+            (s.ok, s.rejected, s.failed, s.cancelled),
+            (
+                count(Outcome::Ok),
+                count(Outcome::Rejected),
+                count(Outcome::Failed),
+                count(Outcome::Cancelled)
+            )
+        );
+        assert_eq!(
+            (s.cache_hits, s.cache_misses, s.cache_bypass),
+            (cache("hit"), cache("miss"), cache("bypass"))
+        );
+        assert_eq!(s.cost, m.iter().map(|r| r.effective_cost).sum::<NanoUsd>());
+        assert_eq!(s.saved, m.iter().map(|r| r.saved_cost).sum::<NanoUsd>());
+        let served: Vec<&&LedgerRow> = m.iter().filter(|r| r.outcome == Outcome::Ok).collect();
+        for (i, pct) in PERCENTILES.iter().enumerate() {
+            let lat = served.iter().map(|r| r.latency_us).collect();
+            let ttft = served.iter().filter_map(|r| r.ttft_us).collect();
+            assert_eq!(s.latency_us[i], nearest_rank(lat, u64::from(*pct)));
+            assert_eq!(s.ttft_us[i], nearest_rank(ttft, u64::from(*pct)));
+        }
+        // The cache filter narrows listings the same way.
+        let (listed, _) = store.list_requests(&filter, Page::first(1000)).unwrap();
+        assert_eq!(listed.len(), m.len());
+    }
+}

@@ -345,7 +345,7 @@ enum Test {
     Held,
 }
 
-fn ratio_bp(num: i64, den: i64) -> i64 {
+pub(crate) fn ratio_bp(num: i64, den: i64) -> i64 {
     if den <= 0 {
         return if num > 0 { i64::MAX } else { 0 };
     }

@@ -4,8 +4,11 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use tollgate_types::ApiError;
 
 use crate::admin::list::{self, PageQuery};
 use crate::admin::{AdminResult, to_json};
@@ -16,7 +19,13 @@ pub(crate) async fn list(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let page = PageQuery::from_query(&q)?;
+    Ok(Json(list_value(&gw, &q)?).into_response())
+}
+
+/// The answer of `GET /admin/v1/deployments` for the query parameters `q` (the dashboard's
+/// deployments page renders it).
+pub(crate) fn list_value(gw: &Gateway, q: &HashMap<String, String>) -> Result<Value, ApiError> {
+    let page = PageQuery::from_query(q)?;
     let now = std::time::Instant::now();
     let router = &gw.0.router;
     let mut items = Vec::new();
@@ -49,6 +58,6 @@ pub(crate) async fn list(
                 "health": to_json("deployment health", &d.health.snapshot(now))?,
             }))
         })
-        .collect::<Result<Vec<Value>, tollgate_types::ApiError>>()?;
-    Ok(list::respond(data, next))
+        .collect::<Result<Vec<Value>, ApiError>>()?;
+    Ok(list::body(data, next))
 }

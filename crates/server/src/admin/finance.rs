@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tollgate_finance::HOUR_MS;
 use tollgate_finance::anomalies::{Finding, judge};
@@ -27,7 +27,7 @@ use tollgate_finance::showback;
 use tollgate_store::{Dim, RowFilter, SpendQuery};
 use tollgate_types::{ApiError, ErrorCode, NanoUsd};
 
-use crate::admin::reports::parse_time;
+use crate::admin::reports::range;
 use crate::admin::{AdminResult, blocking, flush, rfc3339};
 use crate::gateway::Gateway;
 use crate::http::headers;
@@ -107,8 +107,16 @@ pub(crate) async fn margins(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
-    flush(&gw).await?;
+    Ok(Json(margins_value(&gw, &q).await?).into_response())
+}
+
+/// The answer of `GET /admin/v1/margins` for the query parameters `q`.
+pub(crate) async fn margins_value(
+    gw: &Gateway,
+    q: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let (from_ms, to_ms) = range(q, gw.settings().max_report_range)?;
+    flush(gw).await?;
     let mut opts = gw.0.focus.clone();
     opts.dataset = Dataset::Chargeback;
     // Totals only: no pool to mark or apportion, so no showback read first.
@@ -162,14 +170,13 @@ pub(crate) async fn margins(
         upstream: summary.upstream,
         billed: summary.billed,
     };
-    Ok(Json(json!({
+    Ok(json!({
         "object": "margins",
         "from": rfc3339(from_ms),
         "to": rfc3339(to_ms),
         "data": data,
         "total": line(None, &all, total_revenue),
     }))
-    .into_response())
 }
 
 /// `GET /admin/v1/showback?from=&to=&by=tenant[,feature]`: per tenant (and feature), its
@@ -178,15 +185,23 @@ pub(crate) async fn showback(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
+    Ok(Json(showback_value(&gw, &q).await?).into_response())
+}
+
+/// The answer of `GET /admin/v1/showback` for the query parameters `q`.
+pub(crate) async fn showback_value(
+    gw: &Gateway,
+    q: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let (from_ms, to_ms) = range(q, gw.settings().max_report_range)?;
     let by_feature = match q.get("by").map(String::as_str).filter(|v| !v.is_empty()) {
         None | Some("tenant") => false,
         Some("tenant,feature") => true,
         Some(_) => {
-            return Err(unsupported("by", "'by' must be tenant or tenant,feature"));
+            return Err(unsupported("by", "'by' must be tenant or tenant,feature").0);
         }
     };
-    flush(&gw).await?;
+    flush(gw).await?;
     let store = gw.0.store.clone();
     let spend = blocking(move || showback_spend(&store, from_ms, to_ms)).await?;
     let ledger_total = NanoUsd(spend.iter().map(|(_, c)| c.nanos()).sum());
@@ -224,7 +239,7 @@ pub(crate) async fn showback(
             })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "object": "showback",
         "from": rfc3339(from_ms),
         "to": rfc3339(to_ms),
@@ -238,7 +253,6 @@ pub(crate) async fn showback(
         },
         "ledger_total_usd": ledger_total,
     }))
-    .into_response())
 }
 
 /// The range's spend by every label an allocation rule can match, as showback reads it.
@@ -311,9 +325,17 @@ pub(crate) async fn anomalies(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let (from_ms, to_ms) = range(&q, gw.settings().max_report_range)?;
-    flush(&gw).await?;
-    let mut found = find_anomalies(&gw, from_ms, to_ms).await?;
+    Ok(Json(anomalies_value(&gw, &q).await?).into_response())
+}
+
+/// The answer of `GET /admin/v1/anomalies` for the query parameters `q`.
+pub(crate) async fn anomalies_value(
+    gw: &Gateway,
+    q: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let (from_ms, to_ms) = range(q, gw.settings().max_report_range)?;
+    flush(gw).await?;
+    let mut found = find_anomalies(gw, from_ms, to_ms).await?;
     let now = jiff::Timestamp::now().as_millisecond();
     found.sort_by_key(|(h, _, _)| *h);
     let data = found
@@ -330,7 +352,7 @@ pub(crate) async fn anomalies(
             })
         })
         .collect();
-    Ok(crate::admin::list::respond(data, None))
+    Ok(crate::admin::list::body(data, None))
 }
 
 /// The anomalies of every watched scope in the hours of `[from_ms, to_ms)`, unsorted: (hour
@@ -465,38 +487,6 @@ fn export<W: Write + Send>(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     exporter.finish().map_err(|e| e.to_string())
-}
-
-/// `from` and `to`, both required, `from` before `to`, at most `max` apart.
-fn range(q: &HashMap<String, String>, max: std::time::Duration) -> Result<(i64, i64), ApiError> {
-    let get = |k: &'static str| {
-        q.get(k)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidRequest, format!("'{k}' is required")).with_param(k)
-            })
-    };
-    let from_ms = parse_time("from", get("from")?)?;
-    let to_ms = parse_time("to", get("to")?)?;
-    if from_ms >= to_ms {
-        return Err(
-            ApiError::new(ErrorCode::InvalidRequest, "'from' must be before 'to'")
-                .with_param("from"),
-        );
-    }
-    let max_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
-    if to_ms - from_ms > max_ms {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!(
-                "the range is longer than server.max_report_days ({} days)",
-                max.as_secs() / 86_400
-            ),
-        )
-        .with_param("to"));
-    }
-    Ok((from_ms, to_ms))
 }
 
 fn unsupported(param: &str, msg: &str) -> crate::http::error::ErrorResponse {

@@ -84,19 +84,26 @@ pub(crate) async fn create(
         };
         ApiError::new(code, format!("invalid key request: {e}"))
     })?;
+    let created = create_key(&gw, &caller, new).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Validates, issues, stores (audited as `caller`) and installs a key; returns its view with
+/// the key itself, the one time it is shown. The admin API and the dashboard create keys here.
+pub(crate) async fn create_key(
+    gw: &Gateway,
+    caller: &Caller,
+    new: NewKey,
+) -> Result<Value, ApiError> {
     validate_new_key_models(&|m| gw.0.router.get(m).is_some(), &new)?;
     let now = now_ms();
     let issued = keys::issue(new, now);
     let record = issued.record.clone();
     let store = gw.store().clone();
-    let audit = audited(&caller, now);
+    let audit = audited(caller, now);
     blocking(move || store.insert_key(&record, Some(&audit))).await?;
     gw.reload_keys().await;
-    Ok((
-        StatusCode::CREATED,
-        Json(shown_once(&issued.record, issued.key)),
-    )
-        .into_response())
+    Ok(shown_once(&issued.record, issued.key))
 }
 
 /// Rotates the key: `201` with the successor's view and its key (shown once) and the old
@@ -221,7 +228,15 @@ pub(crate) async fn list(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let page = PageQuery::from_query(&q)?;
+    Ok(Json(list_value(&gw, &q).await?).into_response())
+}
+
+/// The answer of `GET /admin/v1/keys` for the query parameters `q`.
+pub(crate) async fn list_value(
+    gw: &Gateway,
+    q: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let page = PageQuery::from_query(q)?;
     let include = q
         .get("include_revoked")
         .is_some_and(|v| v == "true" || v == "1");
@@ -229,7 +244,7 @@ pub(crate) async fn list(
     let all = blocking(move || store.list_keys(include)).await?;
     // Creation time, zero-padded so the text order is the time order, then the id.
     let (keys, next) = list::page(all, |k| format!("{:020}/{}", k.created_at_ms, k.id), &page)?;
-    Ok(list::respond(keys.iter().map(key_view).collect(), next))
+    Ok(list::body(keys.iter().map(key_view).collect(), next))
 }
 
 pub(crate) async fn get(State(gw): State<Gateway>, Path(id): Path<String>) -> AdminResult {
@@ -244,18 +259,26 @@ pub(crate) async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> AdminResult {
+    revoke_key(&gw, &caller, &id).await?;
+    Ok(deleted("key", &id))
+}
+
+/// Revokes key `id` (audited as `caller`) and reloads the index; `404` when no active key has
+/// that id. The admin API and the dashboard revoke keys here.
+pub(crate) async fn revoke_key(gw: &Gateway, caller: &Caller, id: &str) -> Result<(), ApiError> {
     let store = gw.store().clone();
-    let id2 = id.clone();
+    let id2 = id.to_string();
     let now = now_ms();
-    let audit = audited(&caller, now);
+    let audit = audited(caller, now);
     let revoked = blocking(move || store.revoke_key(&id2, now, Some(&audit))).await?;
     if !revoked {
-        return Err(
-            ApiError::new(ErrorCode::NotFound, format!("no active key with id '{id}'")).into(),
-        );
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no active key with id '{id}'"),
+        ));
     }
     gw.reload_keys().await;
-    Ok(deleted("key", &id))
+    Ok(())
 }
 
 #[cfg(test)]

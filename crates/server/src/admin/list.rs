@@ -93,9 +93,14 @@ pub(crate) fn page<T>(
     Ok((rest.into_iter().map(|(_, t)| t).collect(), next))
 }
 
+/// The list answer's body (the dashboard renders the same value the API answers).
+pub(crate) fn body(data: Vec<Value>, next_cursor: Option<String>) -> Value {
+    json!({"object": "list", "data": data, "next_cursor": next_cursor})
+}
+
 /// The list answer.
 pub(crate) fn respond(data: Vec<Value>, next_cursor: Option<String>) -> Response {
-    Json(json!({"object": "list", "data": data, "next_cursor": next_cursor})).into_response()
+    Json(body(data, next_cursor)).into_response()
 }
 
 #[cfg(test)]

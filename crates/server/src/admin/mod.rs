@@ -32,6 +32,7 @@ pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod policies;
 pub(crate) mod reports;
+pub(crate) mod stats;
 pub(crate) mod tokens;
 
 use std::net::SocketAddr;
@@ -76,7 +77,7 @@ impl From<TokenRole> for Role {
 }
 
 impl Role {
-    fn may(self, method: &Method) -> bool {
+    pub(crate) fn may(self, method: &Method) -> bool {
         match self {
             Role::Admin => true,
             Role::Viewer => matches!(*method, Method::GET | Method::HEAD),
@@ -106,17 +107,25 @@ impl Caller {
     }
 }
 
-/// Who is calling: the master key is an admin; an admin token has its role. Every refusal
-/// is `401 invalid_api_key`, saying only whether the token was revoked or expired or the
-/// credential is invalid (never which part of a wrong one failed).
+/// Who is calling, from the request's `Authorization` (or `x-api-key`) header.
 fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<(Role, Actor), ApiError> {
+    authenticate_credential(gw, presented_key(headers))
+}
+
+/// Who a presented credential is: the master key is an admin; an admin token has its role.
+/// Every refusal is `401 invalid_api_key`, saying only whether the token was revoked or
+/// expired or the credential is invalid (never which part of a wrong one failed). The admin
+/// guard and the dashboard's sign-in (`ui::auth`) both authenticate here.
+pub(crate) fn authenticate_credential(
+    gw: &Gateway,
+    presented: &str,
+) -> Result<(Role, Actor), ApiError> {
     let Some(master) = gw.settings().master_key.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::InvalidApiKey,
             "the admin API is disabled: set server.master_key (e.g. master_key: ${TOLLGATE_MASTER_KEY})",
         ));
     };
-    let presented = presented_key(headers);
     if presented.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidApiKey,

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use tollgate_policy::DefError;
 use tollgate_policy::rules::{DecisionFilter, PolicyDef};
@@ -157,7 +159,15 @@ pub(crate) async fn decisions(
     State(gw): State<Gateway>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
-    let page = PageQuery::from_query(&q)?;
+    Ok(Json(decisions_value(&gw, &q)?).into_response())
+}
+
+/// The answer of `GET /admin/v1/policies/decisions` for the query parameters `q`.
+pub(crate) fn decisions_value(
+    gw: &Gateway,
+    q: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let page = PageQuery::from_query(q)?;
     let before_seq = match page.after()? {
         Some(s) => Some(s.parse::<u64>().map_err(|_| {
             ApiError::new(ErrorCode::InvalidRequest, "invalid page cursor").with_param("cursor")
@@ -180,7 +190,7 @@ pub(crate) async fn decisions(
         .iter()
         .map(|e| to_json("a decision", e))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(list::respond(data, next))
+    Ok(list::body(data, next))
 }
 
 #[cfg(test)]

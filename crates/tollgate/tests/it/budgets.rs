@@ -630,6 +630,7 @@ async fn admin_api_manages_budgets() {
             "reserved",
             "scope",
             "spent",
+            "utilization_pct",
             "window",
             "window_end",
             "window_end_ms",
@@ -646,6 +647,16 @@ async fn admin_api_manages_budgets() {
     assert_eq!(money(&v, "spent"), 2 * HI16, "seeded from the ledger: {v}");
     assert_eq!(v["reserved"], "0");
     assert_eq!(money(&v, "remaining"), 50_000 - 2 * HI16);
+    // (spent + reserved) / limit in basis points, rounded down, as the policy trigger reads it.
+    let bp = 2 * HI16 * 10_000 / 50_000;
+    let pct = if bp % 100 == 0 {
+        (bp / 100).to_string()
+    } else if bp % 10 == 0 {
+        format!("{}.{}", bp / 100, bp % 100 / 10)
+    } else {
+        format!("{}.{:02}", bp / 100, bp % 100)
+    };
+    assert_eq!(v["utilization_pct"], pct, "{v}");
     assert_eq!(v["window_end_ms"], month_end_ms());
     assert!(v["window_start"].as_str().unwrap().ends_with('Z'), "{v}");
     // Duplicate name: 409.
