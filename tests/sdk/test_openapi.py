@@ -36,8 +36,10 @@ def call_args(src: str, open_paren: int) -> str:
     raise AssertionError(f"unbalanced parentheses after offset {open_paren} in {ROUTES_PATH}")
 
 
-def registered_routes() -> dict:
-    """`{openapi path: {methods}}` from the `.route("…", get(…).post(…))` calls."""
+def registered_routes(include_dashboard: bool = False) -> dict:
+    """`{openapi path: {methods}}` from the `.route("…", get(…).post(…))` calls. The
+    dashboard's HTML pages (`/ui…`) are not part of the API and are left out unless
+    `include_dashboard`."""
     src = ROUTES_PATH.read_text()
     # Drop line comments so commented-out routes do not count.
     src = re.sub(r"//[^\n]*", "", src)
@@ -59,6 +61,8 @@ def registered_routes() -> dict:
         # axum `:id` / `{*rest}` → OpenAPI `{id}` / `{rest}`.
         path = re.sub(r":(\w+)", r"{\1}", path).replace("{*", "{")
         assert path not in routes, f"route {path} registered twice"
+        if path.startswith("/ui") and not include_dashboard:
+            continue
         routes[path] = methods
     return routes
 
@@ -99,6 +103,12 @@ def test_route_parser_sees_the_route_table():
     assert routes.get("/admin/v1/keys") == {"get", "post"}
     assert routes.get("/admin/v1/keys/{id}") == {"get", "delete"}
     assert routes.get("/v1/models/{id}") == {"get"}
+    # The dashboard's routes are seen, and only they are left out of the API's.
+    pages = registered_routes(include_dashboard=True)
+    assert pages.get("/ui/login") == {"get", "post"}
+    assert pages.get("/ui/keys") == {"get", "post"}
+    assert set(pages) - set(routes) == {p for p in pages if p.startswith("/ui")}
+    assert not any(p.startswith("/ui") for p in routes)
 
 
 def test_every_route_is_documented_with_the_same_methods(spec):

@@ -12,12 +12,14 @@
 //!   row of every request;
 //! - `endpoints` — the data-plane endpoints, each only its wire format;
 //! - `admin` — the admin API: one guard, one list shape, one delete shape;
+//! - `ui` — the dashboard at `/ui/`: sessions, sign-in, HTML pages rendered from the admin
+//!   API's own value functions;
 //! - `ops` (health, readiness, metrics), `background` (loops `serve` runs), `routes` (the
 //!   route table), `listener` (accepting connections under `server.limits`), and [`serve`]
 //!   itself.
 //!
-//! Admin routes (`/admin/v1/…`) need the master key. `/healthz`, `/readyz` and `/metrics` are
-//! open. Every error, including unknown routes and panics, is OpenAI-shaped (Anthropic-shaped
+//! Admin routes (`/admin/v1/…`) need the master key or an admin token; dashboard pages
+//! (`/ui/…`) a session opened with either. `/healthz`, `/readyz` and `/metrics` are open. Every error, including unknown routes and panics, is OpenAI-shaped (Anthropic-shaped
 //! on `/v1/messages`).
 
 mod admin;
@@ -31,6 +33,7 @@ mod metrics;
 mod ops;
 mod routes;
 mod stages;
+mod ui;
 
 use std::future::Future;
 use std::time::Duration;

@@ -3,8 +3,10 @@
 //!
 //! Layers, outermost first: catch-panic (a panic becomes an OpenAI-shaped 500, never a dropped
 //! connection); on the admin routes, the admin guard (`admin::guard`: authentication and the
-//! role check). Body limits are enforced by the body reader so the 413 is OpenAI-shaped too.
-//! Unknown routes and wrong methods answer in the OpenAI error shape.
+//! role check); on the dashboard (`/ui`), its security headers and session table, and on its
+//! pages the session layer (`ui::session::require`: sign-in, CSRF token, role). Body limits
+//! are enforced by the body reader so the 413 is OpenAI-shaped too. Unknown routes and wrong
+//! methods answer in the OpenAI error shape (an HTML page under `/ui/`).
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
@@ -14,11 +16,12 @@ use tollgate_types::{ApiError, ErrorCode};
 use crate::admin::budgets::Budgets;
 use crate::admin::definitions::{self as defs};
 use crate::admin::policies::{self, Policies};
-use crate::admin::{self, audit, deployments, finance, keys, reports, tokens};
+use crate::admin::{self, audit, deployments, finance, keys, reports, stats, tokens};
 use crate::endpoints::{chat, embeddings, messages, models};
 use crate::gateway::Gateway;
 use crate::http::error::ErrorResponse;
 use crate::ops;
+use crate::ui;
 
 pub(crate) fn app(gw: Gateway) -> Router {
     let data_plane = Router::new()
@@ -64,6 +67,8 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/admin/v1/deployments", get(deployments::list))
         .route("/admin/v1/spend", get(reports::spend))
         .route("/admin/v1/requests", get(reports::requests))
+        .route("/admin/v1/requests/{id}", get(reports::request))
+        .route("/admin/v1/stats", get(stats::stats))
         .route("/admin/v1/exports/focus", get(finance::focus))
         .route("/admin/v1/margins", get(finance::margins))
         .route("/admin/v1/showback", get(finance::showback))
@@ -73,8 +78,37 @@ pub(crate) fn app(gw: Gateway) -> Router {
             gw.clone(),
             admin::guard,
         ));
+    // The dashboard: the sign-in form and the stylesheet need no session; every page does.
+    let pages = Router::new()
+        .route("/ui/", get(ui::overview::page))
+        .route("/ui/budgets", get(ui::budgets::page))
+        .route("/ui/requests", get(ui::requests::list))
+        .route("/ui/requests/{id}", get(ui::requests::one))
+        .route("/ui/tenants", get(ui::tenants::page))
+        .route("/ui/deployments", get(ui::deployments::page))
+        .route("/ui/keys", get(ui::keys::page).post(ui::keys::create))
+        .route("/ui/keys/{id}/revoke", post(ui::keys::revoke))
+        .route("/ui/policies", get(ui::policies::page))
+        .route("/ui/finance", get(ui::finance::page))
+        .route("/ui/finance/focus", get(ui::finance::export))
+        .route("/ui/logout", post(ui::auth::logout))
+        .route("/ui/{*rest}", get(ui::fallback::not_found))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            ui::session::require,
+        ));
+    let dashboard = Router::new()
+        .route("/ui", get(ui::fallback::root))
+        .route("/ui/login", get(ui::auth::form).post(ui::auth::login))
+        .route("/ui/assets/tollgate.css", get(ui::assets::css))
+        .merge(pages)
+        .layer(axum::Extension(ui::session::Sessions::new()))
+        .layer(axum::middleware::map_response(
+            ui::html::with_security_headers,
+        ));
     data_plane
         .merge(admin)
+        .merge(dashboard)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gw)

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     &["stages"],
     &["exchange"],
-    &["endpoints", "admin"],
+    &["endpoints", "admin", "ui"],
     &["ops", "background", "routes", "listener"],
 ];
 

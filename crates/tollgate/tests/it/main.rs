@@ -40,4 +40,5 @@ mod sticky_cache;
 mod streaming;
 mod telemetry;
 mod tokens;
+mod ui;
 mod upstream;

@@ -231,6 +231,8 @@ fn admin_routes(today: &str, tomorrow: &str) -> Vec<(Method, String, Option<Valu
         g("/admin/v1/deployments"),
         g("/admin/v1/spend"),
         g("/admin/v1/requests"),
+        g("/admin/v1/requests/{request}"),
+        g(&format!("/admin/v1/stats?{range}")),
         g(&format!("/admin/v1/exports/focus?{range}")),
         g(&format!("/admin/v1/margins?{range}")),
         g(&format!("/admin/v1/showback?{range}")),
@@ -348,13 +350,22 @@ async fn a_viewer_reads_every_admin_route_and_changes_nothing() {
                 .unwrap()
                 .replace("{key}", "{id}")
                 .replace("{token}", "{id}")
+                .replace("{request}", "{id}")
                 .replace("/b1", "/{name}")
                 .replace("/p1", "/{name}")
         })
         .collect();
     assert_eq!(listed, routed_admin_paths());
 
-    let fill = |p: &str| p.replace("{key}", &key_id).replace("{token}", vid);
+    let rid = env.rows("").await[0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fill = |p: &str| {
+        p.replace("{key}", &key_id)
+            .replace("{token}", vid)
+            .replace("{request}", &rid)
+    };
     let before = snapshot(&env).await;
     for (m, p, body) in &routes {
         let path = fill(p);
@@ -394,10 +405,17 @@ async fn an_admin_token_changes_everything_and_the_audit_trail_names_it() {
         .unwrap()
         .len();
 
+    let rid = env.rows("").await[0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut key_id = key_id;
     let mut changes = 0;
     for (m, p, body) in admin_routes(&day(0), &day(1)) {
-        let path = p.replace("{key}", &key_id).replace("{token}", victim_id);
+        let path = p
+            .replace("{key}", &key_id)
+            .replace("{token}", victim_id)
+            .replace("{request}", &rid);
         let (st, v) = call_as(&env, at, m.clone(), &path, body).await;
         assert!((200..300).contains(&st), "{m} {path}: {st} {v}");
         if m == Method::GET {
