@@ -35,7 +35,7 @@ enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
     /// Simulated providers, the gateway and multi-tenant traffic, then a spend report.
-    /// No API keys, no network.
+    /// No API keys, no network. With --serve, the gateway and dashboard keep running.
     Demo(DemoArgs),
     /// Run the simulated upstream provider.
     MockProvider(MockArgs),
@@ -67,6 +67,13 @@ pub struct DemoArgs {
     /// Requests to send in the traffic burst.
     #[arg(long, default_value_t = 120)]
     pub requests: usize,
+    /// After the traffic and the reports, keep the gateway and the dashboard running (until
+    /// Ctrl-C) and print the `/ui/` URL with a viewer token to sign in with.
+    #[arg(long)]
+    pub serve: bool,
+    /// The gateway's address (default: a free loopback port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Args)]

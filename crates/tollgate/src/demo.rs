@@ -14,6 +14,11 @@
 //! deployment and the circuit breaker taking a failing one (a simulator answering every request
 //! with 503) out of rotation, a fallback to another provider, a per-key rate limit refusing a
 //! concurrent burst, and the response cache answering repeats for $0.
+//!
+//! With `--serve` the gateway and the simulators keep running after the reports: a viewer
+//! admin token is created through the admin API and the dashboard's URL is printed with it, so
+//! the pages show the demo's traffic; Ctrl-C (or SIGTERM) stops everything. Without it the
+//! demo shuts the gateway down (draining the ledger) before the reports and exits.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -189,7 +194,9 @@ policies:
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?
         .config;
     let parts = assemble::gateway_parts(&cfg)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let gw = tollgate_server::Gateway::new(parts)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -443,12 +450,26 @@ policies:
         .json()
         .await?;
 
-    let _ = stop_tx.send(());
-    let summary = server.await.context("gateway task")??;
-    sim.shutdown().await;
-    down.shutdown().await;
-    for s in cache_sims {
-        s.shutdown().await;
+    // Everything the gateway ran, stopped together: the gateway first (it drains the ledger),
+    // then the simulators.
+    let stop = move || async move {
+        let _ = stop_tx.send(());
+        let summary = server.await.context("gateway task")??;
+        sim.shutdown().await;
+        down.shutdown().await;
+        for s in cache_sims {
+            s.shutdown().await;
+        }
+        Ok::<tollgate_server::ShutdownSummary, anyhow::Error>(summary)
+    };
+    // Without --serve the gateway stops now, so the reports below read a drained ledger. With
+    // it, the showback read above flushed the ledger (admin reads do) after the last request.
+    let mut summary = None;
+    let mut stop = Some(stop);
+    if !args.serve
+        && let Some(stop) = stop.take()
+    {
+        summary = Some(stop().await?);
     }
 
     let store = assemble::open_store(&cfg)?;
@@ -566,12 +587,18 @@ policies:
         tollgate_finance::decimal::Decimal::from_nanos(ledger_total.nanos()),
         focus.display()
     );
-    println!(
-        "\nDone in {:.1}s (ledger rows written {}, spilled {}).",
-        started.elapsed().as_secs_f64(),
-        summary.rows_written,
-        summary.rows_spilled
-    );
+    if let Some(stop) = stop.take() {
+        serve_dashboard(&http, &base, &master).await?;
+        summary = Some(stop().await?);
+    }
+    if let Some(summary) = summary {
+        println!(
+            "\nDone in {:.1}s (ledger rows written {}, spilled {}).",
+            started.elapsed().as_secs_f64(),
+            summary.rows_written,
+            summary.rows_spilled
+        );
+    }
     let c = explore.display();
     println!("Explore it:");
     println!("  tollgate spend --by key,model --config {c}");
@@ -583,7 +610,38 @@ policies:
          focus-validator --data-file focus-1.0.csv --validate-version 1.0 \
          --override-file crates/finance/tests/focus/focus-validator-1.0.0-overrides.yaml (run from its site-packages folder)"
     );
+    if !args.serve {
+        println!("  tollgate demo --serve   (the same run, then the dashboard at /ui/ stays up)");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--serve`: a viewer token for the dashboard, its URL, and the gateway kept running until
+/// Ctrl-C or SIGTERM.
+async fn serve_dashboard(http: &reqwest::Client, base: &str, master: &str) -> Result<()> {
+    let resp = http
+        .post(format!("{base}/admin/v1/tokens"))
+        .bearer_auth(master)
+        .json(&json!({"name": "demo-dashboard", "role": "viewer"}))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!(
+            "creating the dashboard's viewer token failed: {}",
+            resp.text().await?
+        );
+    }
+    let v: Value = resp.json().await?;
+    let token = v["token"].as_str().unwrap_or_default();
+    println!("\nDashboard: {base}/ui/");
+    println!("  sign in with this viewer token (reads every page, changes nothing):");
+    println!("    {token}");
+    println!("  or with the demo's master key to create and revoke keys:");
+    println!("    {master}");
+    println!("  the gateway keeps serving at {base}/v1 with the demo's keys; Ctrl-C stops it.");
+    crate::cli::shutdown_signal().await;
+    println!("\nStopping the gateway and the simulated providers…");
+    Ok(())
 }
 
 /// The logical models of the traffic-operations section (no other section sends to them).

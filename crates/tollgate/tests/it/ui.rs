@@ -968,3 +968,132 @@ async fn page_figures_equal_the_admin_apis() {
         .unwrap();
     assert_eq!(ui_csv, api_csv);
 }
+
+/// `tollgate demo` without `--serve` still runs to the end and exits by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_exits_by_itself_without_serve() {
+    let out = tokio::task::spawn_blocking(|| crate::cli::run(&["demo", "--requests", "8"]))
+        .await
+        .unwrap();
+    let stdout = crate::cli::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        crate::cli::text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Done in") && stdout.contains("tollgate demo --serve"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Dashboard:"));
+}
+
+/// `tollgate demo --serve`: after the traffic the gateway keeps running, the dashboard URL
+/// and a viewer token are printed, the pages show the demo's traffic to that viewer, and
+/// SIGTERM (what Ctrl-C's SIGINT also does) stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_keeps_the_dashboard_up_until_stopped() {
+    use std::io::BufRead;
+    let mut child = crate::cli::tollgate()
+        .args(["demo", "--serve", "--requests", "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let mut guard = crate::cli::ChildGuard(Some(child));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (url, viewer, rx) = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let mut url = None;
+        loop {
+            let line = rx
+                .recv_timeout(HANG_GUARD)
+                .unwrap_or_else(|_| panic!("no dashboard line: {seen:#?}"));
+            seen.push(line.clone());
+            if let Some(u) = line.strip_prefix("Dashboard: ") {
+                url = Some(u.trim().to_string());
+            }
+            if let Some(u) = &url
+                && line.trim().starts_with("tga-")
+            {
+                return (u.clone(), line.trim().to_string(), rx);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let base = url.strip_suffix("/ui/").unwrap().to_string();
+    let http = client();
+    let login = http
+        .post(format!("{base}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("credential", &viewer)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let home = http
+        .get(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    let html = home.text().await.unwrap();
+    assert!(html.contains("<strong id=\"role\">viewer</strong>"));
+    let requests: u64 = figure_in(&html, "requests").parse().unwrap();
+    assert!(
+        requests > 8,
+        "the demo's traffic is on the overview: {requests}"
+    );
+    let keys = http
+        .get(format!("{base}/ui/keys"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let keys = keys.text().await.unwrap();
+    assert!(keys.contains("acme-backend") && !keys.contains("id=\"create-key\""));
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut child = guard.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + HANG_GUARD;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "demo --serve did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(rest.iter().any(|l| l.starts_with("Done in")), "{rest:#?}");
+}
