@@ -29,6 +29,7 @@ fn form_page(status: StatusCode, next: &str, notice: Option<(&str, String)>) -> 
     }
     body.push_str(&format!(
         "<form class=\"card signin\" method=\"post\" action=\"/ui/login\">\
+         <input type=\"text\" name=\"username\" value=\"tollgate\" autocomplete=\"username\" hidden>\
          <label for=\"credential\">Master key or admin token</label>\
          <input type=\"password\" id=\"credential\" name=\"credential\" autocomplete=\"current-password\" required autofocus>\
          <input type=\"hidden\" name=\"next\" value=\"{}\">\

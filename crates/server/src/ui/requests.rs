@@ -209,14 +209,24 @@ fn row(r: &Value) -> Vec<String> {
         (None, Some(b)) => format!("— → {}", esc(b)),
         (None, None) => "—".to_string(),
     };
+    // The id's last 12 characters (its random part) are enough to tell rows apart; the link
+    // and its title carry the whole id.
+    let short: String = id
+        .chars()
+        .skip(id.chars().count().saturating_sub(12))
+        .collect();
     vec![
-        r["started_at_ms"]
-            .as_i64()
-            .map_or_else(|| "—".into(), html::time_ms),
         format!(
-            "<a class=\"mono\" href=\"/ui/requests/{}\">{}</a>",
+            "<span class=\"nowrap\">{}</span>",
+            r["started_at_ms"]
+                .as_i64()
+                .map_or_else(|| "—".into(), html::time_ms)
+        ),
+        format!(
+            "<a class=\"mono\" href=\"/ui/requests/{}\" title=\"{}\">…{}</a>",
             html::url_encode(id),
-            esc(id)
+            esc(id),
+            esc(&short)
         ),
         text(&r["tenant"]),
         text(&r["feature"]),
