@@ -8,8 +8,6 @@
 //! error table. Never tenant, key or user: those are on spans and in the ledger. Past
 //! [`MAX_SERIES`] label sets per metric a new set is counted under `otel.metric.overflow`.
 
-use std::collections::BTreeMap;
-
 use crate::{RequestSpan, genai_provider, operation};
 
 /// Label sets kept per metric before new ones go to the overflow series.
@@ -41,6 +39,46 @@ pub struct Labels {
     /// The overflow series (`otel.metric.overflow: true`), which stands for every label set
     /// past the bound.
     pub overflow: bool,
+}
+
+/// A label set as observed: borrowed from the row, so finding an existing series allocates
+/// nothing (observations run for every request).
+#[derive(Debug, Clone, Copy, Hash)]
+pub(crate) struct Key<'a> {
+    operation: &'static str,
+    provider: Option<&'static str>,
+    request_model: Option<&'a str>,
+    response_model: Option<&'a str>,
+    extra: Option<(&'static str, &'a str)>,
+}
+
+impl Key<'_> {
+    fn hash64(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
+    fn is(&self, l: &Labels) -> bool {
+        !l.overflow
+            && self.operation == l.operation
+            && self.provider == l.provider
+            && self.request_model == l.request_model.as_deref()
+            && self.response_model == l.response_model.as_deref()
+            && self.extra == l.extra.as_ref().map(|(k, v)| (*k, v.as_str()))
+    }
+
+    fn owned(&self) -> Labels {
+        Labels {
+            operation: self.operation,
+            provider: self.provider,
+            request_model: self.request_model.map(str::to_string),
+            response_model: self.response_model.map(str::to_string),
+            extra: self.extra.map(|(k, v)| (k, v.to_string())),
+            overflow: false,
+        }
+    }
 }
 
 impl Labels {
@@ -90,28 +128,63 @@ impl Histogram {
     }
 }
 
-/// One metric's series.
+/// One metric's series, found by a hash of the borrowed label set.
 #[derive(Debug, Clone)]
 pub struct Family<T> {
-    pub series: BTreeMap<Labels, T>,
+    by_hash: std::collections::HashMap<u64, Vec<(Labels, T)>>,
+    len: usize,
+    overflow: Option<T>,
 }
 
 impl<T> Default for Family<T> {
     fn default() -> Self {
         Family {
-            series: BTreeMap::new(),
+            by_hash: std::collections::HashMap::new(),
+            len: 0,
+            overflow: None,
         }
     }
 }
 
 impl<T> Family<T> {
-    fn entry(&mut self, labels: Labels, new: impl Fn() -> T) -> &mut T {
-        let key = if self.series.contains_key(&labels) || self.series.len() < MAX_SERIES {
-            labels
-        } else {
-            Labels::overflow()
+    pub(crate) fn entry(&mut self, key: Key<'_>, new: impl Fn() -> T) -> &mut T {
+        let h = key.hash64();
+        let known = self
+            .by_hash
+            .get(&h)
+            .and_then(|v| v.iter().position(|(l, _)| key.is(l)));
+        if known.is_none() && self.len >= MAX_SERIES {
+            return self.overflow.get_or_insert_with(new);
+        }
+        let bucket = self.by_hash.entry(h).or_default();
+        let i = match known {
+            Some(i) => i,
+            None => {
+                bucket.push((key.owned(), new()));
+                self.len += 1;
+                bucket.len() - 1
+            }
         };
-        self.series.entry(key).or_insert_with(new)
+        &mut bucket[i].1
+    }
+
+    /// Every series, the overflow one last.
+    pub fn series(&self) -> Vec<(Labels, &T)> {
+        let mut out: Vec<(Labels, &T)> = self
+            .by_hash
+            .values()
+            .flatten()
+            .map(|(l, v)| (l.clone(), v))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(o) = &self.overflow {
+            out.push((Labels::overflow(), o));
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && self.overflow.is_none()
     }
 }
 
@@ -127,7 +200,7 @@ pub struct Aggregates {
 
 impl Aggregates {
     pub fn is_empty(&self) -> bool {
-        self.duration.series.is_empty()
+        self.duration.is_empty()
     }
 
     /// Adds one finished request.
@@ -136,23 +209,23 @@ impl Aggregates {
         if row.provider.is_none() {
             return;
         }
-        let base = Labels {
+        let base = Key {
             operation: operation(&row.endpoint),
             provider: s.provider_kind.map(genai_provider),
-            request_model: row.requested_model.clone(),
-            response_model: row.served_model.clone(),
+            request_model: row.requested_model.as_deref(),
+            response_model: row.served_model.as_deref(),
             extra: None,
-            overflow: false,
         };
-        let error = (row.status >= 400)
-            .then(|| row.error_code.clone())
-            .flatten()
-            .map(|e| ("error.type", e));
+        let error = if row.status >= 400 {
+            row.error_code.as_deref().map(|e| ("error.type", e))
+        } else {
+            None
+        };
         self.duration
             .entry(
-                Labels {
+                Key {
                     extra: error,
-                    ..base.clone()
+                    ..base
                 },
                 || Histogram::new(DURATION_BOUNDS),
             )
@@ -161,7 +234,7 @@ impl Aggregates {
             && let Some(t) = row.ttft_us
         {
             self.ttft
-                .entry(base.clone(), || Histogram::new(TTFT_BOUNDS))
+                .entry(base, || Histogram::new(TTFT_BOUNDS))
                 .record(t as f64 / 1e6);
         }
         for (kind, n) in [
@@ -171,9 +244,9 @@ impl Aggregates {
             if n > 0 {
                 self.token_usage
                     .entry(
-                        Labels {
-                            extra: Some(("gen_ai.token.type", kind.to_string())),
-                            ..base.clone()
+                        Key {
+                            extra: Some(("gen_ai.token.type", kind)),
+                            ..base
                         },
                         || Histogram::new(TOKEN_BOUNDS),
                     )
@@ -205,17 +278,25 @@ mod tests {
     #[test]
     fn series_past_the_bound_go_to_overflow() {
         let mut f: Family<u64> = Family::default();
-        for i in 0..MAX_SERIES + 10 {
-            *f.entry(
-                Labels {
-                    request_model: Some(format!("m{i}")),
-                    overflow: false,
-                    ..Labels::overflow()
-                },
-                || 0,
-            ) += 1;
+        let names: Vec<String> = (0..MAX_SERIES + 10).map(|i| format!("m{i}")).collect();
+        for round in 0..2 {
+            for n in &names {
+                *f.entry(
+                    Key {
+                        operation: "chat",
+                        provider: None,
+                        request_model: Some(n),
+                        response_model: None,
+                        extra: None,
+                    },
+                    || 0,
+                ) += 1;
+            }
+            let all = f.series();
+            assert_eq!(all.len(), MAX_SERIES + 1, "round {round}");
+            assert_eq!(*all.last().unwrap().1, 10 * (round + 1));
+            assert!(all.last().unwrap().0.overflow);
+            assert!(all[..MAX_SERIES].iter().all(|(_, v)| **v == round + 1));
         }
-        assert_eq!(f.series.len(), MAX_SERIES + 1);
-        assert_eq!(f.series[&Labels::overflow()], 10);
     }
 }

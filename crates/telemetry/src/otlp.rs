@@ -292,10 +292,10 @@ fn histogram(
     now: u64,
 ) -> Metric {
     let points = f
-        .series
-        .iter()
+        .series()
+        .into_iter()
         .map(|(l, h)| HistogramDataPoint {
-            attributes: labels(l),
+            attributes: labels(&l),
             start_time_unix_nano: start,
             time_unix_nano: now,
             count: h.count,
@@ -356,7 +356,7 @@ pub fn metrics(
         Some(Data::Histogram(h)) => !h.data_points.is_empty(),
         _ => true,
     });
-    if !agg.cost.series.is_empty() {
+    if !agg.cost.is_empty() {
         metrics.push(Metric {
             name: "tollgate.cost".into(),
             description: "Settled cost of requests, in nano-USD (integer: exact).".into(),
@@ -364,10 +364,10 @@ pub fn metrics(
             data: Some(Data::Sum(Sum {
                 data_points: agg
                     .cost
-                    .series
-                    .iter()
+                    .series()
+                    .into_iter()
                     .map(|(l, c)| NumberDataPoint {
-                        attributes: labels(l),
+                        attributes: labels(&l),
                         start_time_unix_nano: start,
                         time_unix_nano: now,
                         value: Some(number_data_point::Value::AsInt(*c)),
