@@ -36,7 +36,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from procs import free_port, wait_http  # noqa: E402
+from procs import free_port, start_sim, wait_http  # noqa: E402
 
 
 def client(port, key, feature, stop, answered, sent, lock):
@@ -87,13 +87,9 @@ def main():
     sim_port, gw_port = free_port(), free_port()
     master = "crash-bench-master-key"
     db = os.path.join(work, "ledger.db")
-    sim = subprocess.Popen(
-        [args.bin, "mock-provider", "--listen", f"127.0.0.1:{sim_port}", "--ttft-ms", "100",
-         "--chunks", "8", "--chunk-delay-ms", "15"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim = start_sim(args.bin, sim_port, "--ttft-ms", "100", "--chunks", "8", "--chunk-delay-ms", "15")
     gw = None
     try:
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/config")
         cfg = os.path.join(work, "tollgate.yaml")
         with open(cfg, "w") as f:
             f.write(f"""server:

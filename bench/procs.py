@@ -4,6 +4,7 @@ process holds (resident memory, open descriptors, threads) read from /proc."""
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -35,3 +36,11 @@ def proc_stats(pid):
     threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))
     return {"rss_mib": round(rss_kb / 1024, 1), "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "threads": threads}
+
+
+def start_sim(bin_, port, *args):
+    """`tollgate mock-provider` on loopback `port` with extra knobs, once it answers."""
+    sim = subprocess.Popen([bin_, "mock-provider", "--listen", f"127.0.0.1:{port}", *args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/_sim/config")
+    return sim

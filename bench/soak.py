@@ -31,7 +31,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from procs import free_port, proc_stats, wait_http  # noqa: E402
+from procs import free_port, proc_stats, start_sim, wait_http  # noqa: E402
 
 
 def metric(text, name):
@@ -109,13 +109,9 @@ def main():
     work = tempfile.mkdtemp(prefix="tollgate-soak-")
     sim_port, gw_port = free_port(), free_port()
     metrics_token = "soak-metrics-token"
-    sim = subprocess.Popen(
-        [args.bin, "mock-provider", "--listen", f"127.0.0.1:{sim_port}", "--ttft-ms", "20",
-         "--chunks", "8", "--chunk-delay-ms", "5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim = start_sim(args.bin, sim_port, "--ttft-ms", "20", "--chunks", "8", "--chunk-delay-ms", "5")
     gw = None
     try:
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/config")
         cfg = os.path.join(work, "tollgate.yaml")
         with open(cfg, "w") as f:
             f.write(f"""server:
