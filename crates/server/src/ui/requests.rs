@@ -308,11 +308,15 @@ pub(crate) async fn one(
     h.push_str(&fact(
         "Key",
         "key_name",
-        format!(
-            "{} <span class=\"mono\">{}</span>",
-            f("key_name"),
-            f("key_id")
-        ),
+        if r["key_id"].is_null() {
+            "— (no key resolved)".to_string()
+        } else {
+            format!(
+                "{} <span class=\"mono\">{}</span>",
+                f("key_name"),
+                f("key_id")
+            )
+        },
     ));
     let tags = match r["tags"].as_object() {
         Some(m) if !m.is_empty() => m
@@ -350,7 +354,10 @@ pub(crate) async fn one(
     h.push_str(&fact(
         "Policy actions",
         "policy_actions",
-        f("policy_actions"),
+        match r["policy_actions"].as_str() {
+            Some("") | None => "none".to_string(),
+            Some(a) => esc(a),
+        },
     ));
     h.push_str(&fact("Cache", "cache_status", f("cache_status")));
     h.push_str(
