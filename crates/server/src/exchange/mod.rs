@@ -450,11 +450,10 @@ impl<E: Endpoint> Exchange<E> {
             match &result {
                 // A stream's attempt span lasts until the stream ends (closed with the row).
                 Ok(_) if stream => {}
-                Ok(_) => self.rec.attempt_ends(None),
-                Err(Miss::Final(e)) => self.rec.attempt_ends(Some(e.code.as_str())),
-                Err(Miss::Upstream(e)) => self
-                    .rec
-                    .attempt_ends(Some(e.to_api_error(&[]).code.as_str())),
+                Ok(_) => self.rec.attempt_ends(|| None),
+                Err(Miss::Final(e)) => self.rec.attempt_ends(|| Some(e.code)),
+                // Only with a trace open: the code needs the client-facing error built.
+                Err(Miss::Upstream(e)) => self.rec.attempt_ends(|| Some(e.to_api_error(&[]).code)),
             }
             match result {
                 Ok(got) => {

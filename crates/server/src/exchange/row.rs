@@ -171,13 +171,14 @@ impl PendingRow {
         tp
     }
 
-    /// The running upstream call ended, failed with `error` (an error code) or not.
-    pub(crate) fn attempt_ends(&mut self, error: Option<&str>) {
+    /// The running upstream call ended, failed with the code `error` gives or not; `error`
+    /// runs only when a trace is open, so nothing is computed with telemetry off.
+    pub(crate) fn attempt_ends(&mut self, error: impl FnOnce() -> Option<ErrorCode>) {
         if let Some(t) = self.trace.as_mut()
             && let Some(mut span) = t.open.take()
         {
             span.end_unix_nanos = tollgate_telemetry::unix_nanos();
-            span.error = error.map(str::to_string);
+            span.error = error().map(|c| c.as_str().to_string());
             t.attempts.push(span);
         }
     }
