@@ -2,37 +2,19 @@
 free loopback ports, with a throw-away ledger. The official SDKs then talk to it over HTTP."""
 
 import os
-import socket
 import subprocess
+import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("TOLLGATE_BIN", ROOT / "target" / "debug" / "tollgate"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import BIN, ROOT, free_port, wait_ready  # noqa: E402,F401
+
 MASTER = "sdk-test-master-key-0123456789"
 SIM_KEY = "sk-sim-upstream-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
 @pytest.fixture(scope="session")
