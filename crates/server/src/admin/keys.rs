@@ -237,13 +237,10 @@ pub(crate) async fn list_value(
     q: &HashMap<String, String>,
 ) -> Result<Value, ApiError> {
     let page = PageQuery::from_query(q)?;
-    let include = q
-        .get("include_revoked")
-        .is_some_and(|v| v == "true" || v == "1");
+    let include = list::include_revoked(q);
     let store = gw.store().clone();
     let all = blocking(move || store.list_keys(include)).await?;
-    // Creation time, zero-padded so the text order is the time order, then the id.
-    let (keys, next) = list::page(all, |k| format!("{:020}/{}", k.created_at_ms, k.id), &page)?;
+    let (keys, next) = list::page(all, |k| list::by_creation(k.created_at_ms, &k.id), &page)?;
     Ok(list::body(keys.iter().map(key_view).collect(), next))
 }
 

@@ -70,6 +70,18 @@ fn decode(cursor: &str) -> Result<String, ApiError> {
         })
 }
 
+/// `?include_revoked=true` (or `1`): credential lists show revoked ones too.
+pub(crate) fn include_revoked(q: &std::collections::HashMap<String, String>) -> bool {
+    q.get("include_revoked")
+        .is_some_and(|v| v == "true" || v == "1")
+}
+
+/// The position of a credential (key, admin token) in its list: creation time, zero-padded so
+/// the text order is the time order, then the id.
+pub(crate) fn by_creation(created_at_ms: i64, id: &str) -> String {
+    format!("{created_at_ms:020}/{id}")
+}
+
 /// One page of an in-memory collection ordered by `position` (ascending; positions unique).
 pub(crate) fn page<T>(
     mut items: Vec<T>,

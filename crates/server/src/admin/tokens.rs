@@ -177,13 +177,10 @@ pub(crate) async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult {
     let page = PageQuery::from_query(&q)?;
-    let include = q
-        .get("include_revoked")
-        .is_some_and(|v| v == "true" || v == "1");
+    let include = list::include_revoked(&q);
     let store = gw.store().clone();
     let all = blocking(move || store.list_admin_tokens(include)).await?;
-    // Creation time, zero-padded so the text order is the time order, then the id.
-    let (items, next) = list::page(all, |t| format!("{:020}/{}", t.created_at_ms, t.id), &page)?;
+    let (items, next) = list::page(all, |t| list::by_creation(t.created_at_ms, &t.id), &page)?;
     Ok(list::respond(items.iter().map(token_view).collect(), next))
 }
 

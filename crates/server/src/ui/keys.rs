@@ -45,9 +45,7 @@ async fn render(
     form: &Form,
 ) -> Response {
     let chrome = session.chrome();
-    let include = q
-        .get("include_revoked")
-        .is_some_and(|v| v == "true" || v == "1");
+    let include = crate::admin::list::include_revoked(q);
     let mut api_q = HashMap::from([("limit".to_string(), MAX_LIMIT.to_string())]);
     if include {
         api_q.insert("include_revoked".into(), "true".into());
