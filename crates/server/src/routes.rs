@@ -103,9 +103,7 @@ pub(crate) fn app(gw: Gateway) -> Router {
         .route("/ui/assets/tollgate.css", get(ui::assets::css))
         .merge(pages)
         .layer(axum::Extension(ui::session::Sessions::new()))
-        .layer(axum::middleware::map_response(
-            ui::html::with_security_headers,
-        ));
+        .layer(axum::middleware::from_fn(ui::html::finish));
     data_plane
         .merge(admin)
         .merge(dashboard)

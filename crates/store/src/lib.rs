@@ -53,6 +53,7 @@ mod error;
 mod intents;
 mod keys;
 mod requests;
+mod rollup;
 mod schema;
 mod spend;
 mod stats;

@@ -186,14 +186,15 @@ pub(crate) fn insert_in(
     rows: &[LedgerRow],
     imported: bool,
 ) -> Result<usize, StoreError> {
-    let mut inserted = 0;
+    // Only rows new to the ledger are added to the rollup: a replayed row is a no-op in both.
+    let mut fresh: Vec<&LedgerRow> = Vec::with_capacity(rows.len());
     let mut stmt = tx.prepare_cached(INSERT_SQL)?;
     for r in rows {
         let a = &r.attribution;
         let u = &r.usage;
         let tags = serde_json::to_string(&a.tags)
             .map_err(|e| StoreError::InvalidInput(format!("tags of {}: {e}", r.request_id)))?;
-        inserted += stmt
+        let changed = stmt
             .execute(rusqlite::params![
                 r.request_id,
                 r.started_at_ms,
@@ -238,7 +239,12 @@ pub(crate) fn insert_in(
                 imported,
             ])
             .map_err(|e| StoreError::from_sqlite(e, "insert ledger row"))?;
+        if changed == 1 {
+            fresh.push(r);
+        }
     }
+    let inserted = fresh.len();
+    crate::rollup::add(tx, fresh.into_iter(), imported)?;
     Ok(inserted)
 }
 
@@ -286,9 +292,13 @@ impl Store {
         })
     }
 
-    /// Ledger rows matching `filter`, newest first (by `request_id`, a UUIDv7 that sorts by
-    /// time), one page at a time. Returns the rows and the cursor of the next page, `None` on
-    /// the last page. Keyset pagination: rows inserted while paging never shift pages.
+    /// Ledger rows matching `filter`, newest first (by start time, then `request_id`), one
+    /// page at a time. Returns the rows and the cursor of the next page, `None` on the last
+    /// page. Keyset pagination: rows inserted while paging never shift pages.
+    ///
+    /// Start time first so the time indexes (`requests_started_at`, and `requests_tenant`
+    /// and `requests_key` under a tenant or key filter) deliver the order: a page costs the
+    /// rows walked to fill it, not a sort of every row in the range.
     pub fn list_requests(
         &self,
         filter: &RowFilter,
@@ -298,11 +308,16 @@ impl Store {
         let mut w = Where::default();
         w.filter(filter);
         if let Some(c) = &page.cursor {
-            w.push("request_id < ?", Value::Text(decode_cursor(c)?));
+            let (at, id) = decode_cursor(c)?;
+            // `<=` on its own so the index bounds the walk; the OR breaks ties by id.
+            w.literal("started_at_ms <= ? AND (started_at_ms < ? OR request_id < ?)");
+            w.params
+                .extend([Value::Integer(at), Value::Integer(at), Value::Text(id)]);
         }
         // LIMIT as a parameter so the statement text (and its cache entry) does not vary.
         let sql = format!(
-            "SELECT {COLUMNS} FROM requests{} ORDER BY request_id DESC LIMIT ?",
+            "SELECT {COLUMNS} FROM requests{} ORDER BY started_at_ms DESC, request_id DESC \
+             LIMIT ?",
             w.sql()
         );
         w.params.push(Value::Integer((limit + 1) as i64));
@@ -317,7 +332,7 @@ impl Store {
         })?;
         let next = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last().map(|r| encode_cursor(&r.request_id))
+            rows.last().map(encode_cursor)
         } else {
             None
         };
@@ -421,14 +436,19 @@ impl Store {
 
 /// The cursor is the hex of the last row's id: opaque to clients (they must not build one),
 /// trivially validated here.
-fn encode_cursor(request_id: &str) -> String {
-    hex::encode(request_id.as_bytes())
+/// The cursor after `last`: its start time and id, hex-encoded (opaque to clients).
+fn encode_cursor(last: &LedgerRow) -> String {
+    hex::encode(format!("{}/{}", last.started_at_ms, last.request_id).as_bytes())
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, StoreError> {
+fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
     hex::decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            let (at, id) = s.split_once('/')?;
+            Some((at.parse().ok()?, id.to_string()))
+        })
         .ok_or_else(|| StoreError::InvalidInput(format!("invalid page cursor '{cursor}'")))
 }
 
@@ -533,11 +553,14 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_rejects_garbage() {
-        let c = encode_cursor("req_0191");
-        assert_eq!(decode_cursor(&c).unwrap(), "req_0191");
-        assert!(matches!(
-            decode_cursor("zz"),
-            Err(StoreError::InvalidInput(_))
-        ));
+        let row = LedgerRow::start("req_01/91".into(), -5, "/v1/chat/completions");
+        let c = encode_cursor(&row);
+        assert_eq!(decode_cursor(&c).unwrap(), (-5, "req_01/91".to_string()));
+        for bad in ["zz", &hex::encode("no-slash"), &hex::encode("x/req_1")] {
+            assert!(
+                matches!(decode_cursor(bad), Err(StoreError::InvalidInput(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -177,6 +177,53 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     INSERT OR IGNORE INTO meta (k, v) VALUES ('admin_tokens_version', 0);
     "#,
+    // v11: the daily rollup of the ledger (`rollup.rs`): one line per UTC day and combination
+    // of the low-cardinality dimensions, with exact sums, kept in the same transaction as the
+    // rows it sums, so reports over whole days read it instead of every row. Its dimension
+    // columns carry the ledger's names (`started_at_ms` is the day's start) so one WHERE
+    // clause serves both. Backfilled here from the rows already stored. And a covering
+    // partial index for percentiles of served rows: latency and time to first byte are read
+    // from the index alone.
+    r#"
+    CREATE TABLE rollup_daily (
+        started_at_ms            INTEGER NOT NULL,
+        tenant                   TEXT,
+        team                     TEXT,
+        feature                  TEXT,
+        requested_model          TEXT,
+        served_model             TEXT,
+        provider                 TEXT,
+        deployment               TEXT,
+        endpoint                 TEXT NOT NULL,
+        outcome                  TEXT NOT NULL,
+        cache_status             TEXT,
+        imported                 INTEGER NOT NULL,
+        requests                 INTEGER NOT NULL,
+        input_tokens             INTEGER NOT NULL,
+        cached_input_tokens      INTEGER NOT NULL,
+        cache_write_input_tokens INTEGER NOT NULL,
+        output_tokens            INTEGER NOT NULL,
+        reasoning_tokens         INTEGER NOT NULL,
+        list_cost                INTEGER NOT NULL,
+        effective_cost           INTEGER NOT NULL,
+        saved_cost               INTEGER NOT NULL,
+        estimated_rows           INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX rollup_daily_key ON rollup_daily (started_at_ms, tenant, team, feature,
+        requested_model, served_model, provider, deployment, endpoint, outcome, cache_status,
+        imported);
+    INSERT INTO rollup_daily
+    SELECT started_at_ms - ((started_at_ms % 86400000) + 86400000) % 86400000,
+           tenant, team, feature, requested_model, served_model, provider, deployment,
+           endpoint, outcome, cache_status, imported,
+           COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(cache_write_input_tokens),
+           SUM(output_tokens), SUM(reasoning_tokens), SUM(list_cost), SUM(effective_cost),
+           SUM(saved_cost), SUM(usage_source = 'estimated')
+    FROM requests
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12;
+    CREATE INDEX requests_served ON requests (started_at_ms, latency_us, ttft_us)
+        WHERE outcome = 'ok';
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -296,6 +343,53 @@ mod tests {
             count("SELECT v FROM meta WHERE k = 'keys_version'"),
             0,
             "untouched"
+        );
+    }
+    /// A v10 ledger upgrades to v11 with its rows already in the daily rollup: NULL
+    /// dimensions grouped together, days floored (before 1970 too), sums exact.
+    #[test]
+    fn v10_ledger_is_backfilled_into_the_rollup() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..10] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 10).unwrap();
+        let insert = |id: &str, at: i64, tenant: Option<&str>, cost: i64| {
+            conn.execute(
+                "INSERT INTO requests (request_id, started_at_ms, endpoint, stream, tenant, \
+                 attempts, input_tokens, cached_input_tokens, cache_write_input_tokens, \
+                 output_tokens, reasoning_tokens, usage_source, list_cost, effective_cost, \
+                 unpriced, policy_actions, status, outcome, latency_us) \
+                 VALUES (?1, ?2, '/v1/chat/completions', 0, ?3, 1, 10, 0, 0, 5, 0, 'estimated', \
+                 ?4, ?4, 0, '', 200, 'ok', 1000)",
+                rusqlite::params![id, at, tenant, cost],
+            )
+            .unwrap();
+        };
+        insert("a", 1_000, None, 7);
+        insert("b", 86_399_999, None, 8);
+        insert("c", 86_400_000, Some("acme"), 9);
+        insert("d", -1, None, 10);
+        migrate(&mut conn).unwrap();
+        let lines: Vec<(i64, Option<String>, i64, i64, i64)> = conn
+            .prepare(
+                "SELECT started_at_ms, tenant, requests, effective_cost, estimated_rows \
+                 FROM rollup_daily ORDER BY started_at_ms",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            lines,
+            [
+                (-86_400_000, None, 1, 10, 1),
+                (0, None, 2, 15, 2),
+                (86_400_000, Some("acme".into()), 1, 9, 1),
+            ]
         );
     }
 }

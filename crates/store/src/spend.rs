@@ -1,6 +1,7 @@
 //! Spend reports: exact integer sums of the ledger grouped by attribution dimensions.
 //!
-//! One SQL `GROUP BY` over `requests`; every sum is SQLite's integer `SUM()` over INTEGER
+//! One SQL `GROUP BY` over the ledger — whole UTC days from the daily rollup, the rest from
+//! `requests` (`rollup.rs`); every sum is SQLite's integer `SUM()` over INTEGER
 //! columns, so totals are exact to the nano-dollar and equal the sum of the rows (invariant 5).
 //! A 64-bit overflow makes SQLite raise an error, reported as [`StoreError::Overflow`], never
 //! a wrapped or floating-point number.
@@ -12,8 +13,8 @@ use std::str::FromStr;
 use serde::Serialize;
 use tollgate_types::NanoUsd;
 
-use crate::requests::{RowFilter, Where};
-use crate::{Store, StoreError};
+use crate::requests::RowFilter;
+use crate::{Store, StoreError, rollup};
 
 /// Label for a missing value of any dimension other than tenant (which uses
 /// [`UNATTRIBUTED`](crate::UNATTRIBUTED)), e.g. the key of a request rejected before key resolution.
@@ -184,9 +185,10 @@ pub struct SpendRow {
     pub estimated_rows: u64,
 }
 
-const SUMS: &str = "COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), \
+/// Sums over the columns of a [`rollup::source`], where a ledger row counts as a group of one.
+const SUMS: &str = "SUM(requests), SUM(input_tokens), SUM(cached_input_tokens), \
     SUM(cache_write_input_tokens), SUM(output_tokens), SUM(reasoning_tokens), \
-    SUM(list_cost), SUM(effective_cost), SUM(usage_source = 'estimated')";
+    SUM(list_cost), SUM(effective_cost), SUM(estimated_rows)";
 
 impl Store {
     /// Spend grouped by `q.group_by`, most expensive (effective cost) first, ties broken by
@@ -206,10 +208,13 @@ impl Store {
         let n = cols.len();
         let mut select: Vec<String> = cols.iter().map(|(_, expr)| expr.to_string()).collect();
         select.push(SUMS.to_string());
-        let mut w = Where::default();
-        w.filter(&q.filter);
-        w.range(q.from_ms, q.to_ms);
-        let mut sql = format!("SELECT {} FROM requests{}", select.join(", "), w.sql());
+        // Per key, per user and per hour need the rows; everything else reads whole days
+        // from the rollup.
+        let rows_only = dims
+            .iter()
+            .any(|d| matches!(d, Dim::Key | Dim::User | Dim::Hour));
+        let src = rollup::source(&q.filter, q.from_ms, q.to_ms, rows_only);
+        let mut sql = format!("SELECT {} FROM {}", select.join(", "), src.sql);
         if n > 0 {
             let positions: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
             sql.push_str(&format!(
@@ -221,7 +226,7 @@ impl Store {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt
-                .query(rusqlite::params_from_iter(w.params.iter()))
+                .query(rusqlite::params_from_iter(src.params.iter()))
                 .map_err(|e| StoreError::from_sqlite(e, "spend"))?;
             let mut out = Vec::new();
             loop {

@@ -4,15 +4,16 @@
 //!
 //! Percentiles are **nearest-rank** over the served rows (`outcome = 'ok'`, cache hits
 //! included): the p-th percentile of `n` values is the value at rank `⌈p·n/100⌉` in ascending
-//! order, so it is always a latency some request actually had. Each is one `ORDER BY … LIMIT 1
-//! OFFSET rank − 1` over the matching rows (the time range narrows them through the
-//! `requests_started_at` index); exact, no sketch.
+//! order, so it is always a latency some request actually had: exact, no sketch. The timings
+//! of the range's served rows are read in one pass (from the covering partial index
+//! `requests_served` alone when only the range filters) and each percentile is a linear-time
+//! selection over them. Counts and sums come from the daily rollup for whole days
+//! (`rollup.rs`).
 
-use rusqlite::types::Value;
 use tollgate_types::NanoUsd;
 
 use crate::requests::{RowFilter, Where};
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, rollup};
 
 /// The percentiles reported, in percent.
 pub const PERCENTILES: [u32; 2] = [50, 95];
@@ -47,96 +48,94 @@ fn rank_offset(pct: u32, n: u64) -> u64 {
 impl Store {
     /// Counts, sums and percentiles of the rows matching `filter`.
     pub fn traffic_stats(&self, filter: &RowFilter) -> Result<TrafficStats, StoreError> {
-        let mut w = Where::default();
-        w.filter(filter);
+        let src = rollup::source(filter, None, None, false);
         let sql = format!(
-            "SELECT COUNT(*), \
-             COALESCE(SUM(outcome = 'ok'), 0), COALESCE(SUM(outcome = 'rejected'), 0), \
-             COALESCE(SUM(outcome = 'failed'), 0), COALESCE(SUM(outcome = 'cancelled'), 0), \
-             COALESCE(SUM(cache_status = 'hit'), 0), COALESCE(SUM(cache_status = 'miss'), 0), \
-             COALESCE(SUM(cache_status = 'bypass'), 0), \
-             COALESCE(SUM(effective_cost), 0), COALESCE(SUM(saved_cost), 0), \
-             COALESCE(SUM(outcome = 'ok' AND ttft_us IS NOT NULL), 0) \
-             FROM requests{}",
-            w.sql()
+            "SELECT COALESCE(SUM(requests), 0), \
+             COALESCE(SUM(requests * (outcome = 'ok')), 0), \
+             COALESCE(SUM(requests * (outcome = 'rejected')), 0), \
+             COALESCE(SUM(requests * (outcome = 'failed')), 0), \
+             COALESCE(SUM(requests * (outcome = 'cancelled')), 0), \
+             COALESCE(SUM(requests * (cache_status = 'hit')), 0), \
+             COALESCE(SUM(requests * (cache_status = 'miss')), 0), \
+             COALESCE(SUM(requests * (cache_status = 'bypass')), 0), \
+             COALESCE(SUM(effective_cost), 0), COALESCE(SUM(saved_cost), 0) \
+             FROM {}",
+            src.sql
         );
-        let (mut stats, with_ttft) = self.with_conn(|conn| {
+        let mut stats = self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut q = stmt
-                .query(rusqlite::params_from_iter(w.params.iter()))
+                .query(rusqlite::params_from_iter(src.params.iter()))
                 .map_err(|e| StoreError::from_sqlite(e, "traffic stats"))?;
             let Some(r) = q
                 .next()
                 .map_err(|e| StoreError::from_sqlite(e, "traffic stats"))?
             else {
-                return Ok((TrafficStats::default(), 0));
+                return Ok(TrafficStats::default());
             };
             let n = |i: usize| -> Result<u64, StoreError> {
                 let v: i64 = r.get(i)?;
                 u64::try_from(v)
                     .map_err(|_| StoreError::Corrupt(format!("negative count in stats: {v}")))
             };
-            Ok((
-                TrafficStats {
-                    requests: n(0)?,
-                    ok: n(1)?,
-                    rejected: n(2)?,
-                    failed: n(3)?,
-                    cancelled: n(4)?,
-                    cache_hits: n(5)?,
-                    cache_misses: n(6)?,
-                    cache_bypass: n(7)?,
-                    cost: NanoUsd(r.get(8)?),
-                    saved: NanoUsd(r.get(9)?),
-                    latency_us: [None; 2],
-                    ttft_us: [None; 2],
-                },
-                n(10)?,
-            ))
+            Ok(TrafficStats {
+                requests: n(0)?,
+                ok: n(1)?,
+                rejected: n(2)?,
+                failed: n(3)?,
+                cancelled: n(4)?,
+                cache_hits: n(5)?,
+                cache_misses: n(6)?,
+                cache_bypass: n(7)?,
+                cost: NanoUsd(r.get(8)?),
+                saved: NanoUsd(r.get(9)?),
+                latency_us: [None; 2],
+                ttft_us: [None; 2],
+            })
         })?;
-        for (i, pct) in PERCENTILES.iter().enumerate() {
-            stats.latency_us[i] = self.percentile(filter, "latency_us", *pct, stats.ok)?;
-            stats.ttft_us[i] = self.percentile(filter, "ttft_us", *pct, with_ttft)?;
+        if stats.ok > 0 {
+            let (mut latency, mut ttft) = self.served_timings(filter)?;
+            for (i, pct) in PERCENTILES.iter().enumerate() {
+                stats.latency_us[i] = nearest_rank(&mut latency, *pct);
+                stats.ttft_us[i] = nearest_rank(&mut ttft, *pct);
+            }
         }
         Ok(stats)
     }
 
-    /// The nearest-rank `pct`-th percentile of `column` (a fixed column name, never user
-    /// input) over the `n` served rows matching `filter` that have it.
-    fn percentile(
-        &self,
-        filter: &RowFilter,
-        column: &'static str,
-        pct: u32,
-        n: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        if n == 0 {
-            return Ok(None);
-        }
+    /// Latency and time to first byte (where recorded) of the served rows matching `filter`:
+    /// one pass, which without row filters reads only the covering index `requests_served`.
+    fn served_timings(&self, filter: &RowFilter) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
         let mut w = Where::default();
         w.filter(filter);
         w.literal("outcome = 'ok'");
-        w.literal(&format!("{column} IS NOT NULL"));
-        let sql = format!(
-            "SELECT {column} FROM requests{} ORDER BY {column} LIMIT 1 OFFSET ?",
-            w.sql()
-        );
-        let offset = i64::try_from(rank_offset(pct, n)).unwrap_or(i64::MAX);
-        w.params.push(Value::Integer(offset));
+        let sql = format!("SELECT latency_us, ttft_us FROM requests{}", w.sql());
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut q = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
-            match q.next()? {
-                Some(r) => {
-                    let v: i64 = r.get(0)?;
-                    Ok(Some(u64::try_from(v).map_err(|_| {
-                        StoreError::Corrupt(format!("negative {column} {v}"))
-                    })?))
+            let (mut latency, mut ttft) = (Vec::new(), Vec::new());
+            let us = |v: i64| {
+                u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative timing {v}")))
+            };
+            while let Some(r) = q.next()? {
+                latency.push(us(r.get(0)?)?);
+                if let Some(t) = r.get::<_, Option<i64>>(1)? {
+                    ttft.push(us(t)?);
                 }
-                None => Ok(None),
             }
+            Ok((latency, ttft))
         })
     }
+}
+
+/// The nearest-rank `pct`-th percentile of `values` (reordered in place; linear time).
+fn nearest_rank(values: &mut [u64], pct: u32) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = usize::try_from(rank_offset(pct, values.len() as u64)).unwrap_or(usize::MAX);
+    let rank = rank.min(values.len() - 1);
+    Some(*values.select_nth_unstable(rank).1)
 }
 
 #[cfg(test)]
@@ -153,5 +152,14 @@ mod tests {
         assert_eq!(rank_offset(95, 20), 18);
         assert_eq!(rank_offset(95, 21), 19);
         assert_eq!(rank_offset(95, 100), 94);
+    }
+
+    #[test]
+    fn nearest_rank_selects() {
+        assert_eq!(nearest_rank(&mut [], 50), None);
+        let mut v: Vec<u64> = (1..=20).rev().collect();
+        assert_eq!(nearest_rank(&mut v, 50), Some(10));
+        assert_eq!(nearest_rank(&mut v, 95), Some(19));
+        assert_eq!(nearest_rank(&mut [7], 95), Some(7));
     }
 }

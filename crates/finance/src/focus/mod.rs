@@ -250,6 +250,8 @@ const SKU_CLASS: [&str; 4] = ["input", "cached-input", "cache-write", "output"];
 enum Out<W: Write + Send> {
     Csv(Box<csv::Writer<W>>),
     Parquet(Box<parquet::ParquetOut<W>>),
+    /// No file: only the [`Summary`] (margins), so no FOCUS cell is built.
+    Totals(W),
 }
 
 /// A pool's apportionment so far: the upstream cost of its rows written, and what each
@@ -333,6 +335,20 @@ impl<W: Write + Send> Exporter<W> {
         })
     }
 
+    /// An exporter that writes nothing and only sums: its [`Summary`] is the one a file of the
+    /// same options would have (the same groups, the same rounding), at a fraction of the cost.
+    pub fn totals(opts: Options, out: W) -> Exporter<W> {
+        Exporter {
+            opts,
+            out: Out::Totals(out),
+            running: HashMap::new(),
+            hour: None,
+            groups: HashMap::new(),
+            summary: Summary::default(),
+            last_row: String::new(),
+        }
+    }
+
     pub fn push(&mut self, row: &LedgerRow) -> Result<(), ExportError> {
         let hour = row.started_at_ms.div_euclid(HOUR_MS);
         match self.hour {
@@ -405,6 +421,7 @@ impl<W: Write + Send> Exporter<W> {
                 .into_inner()
                 .map_err(|e| ExportError::Io(e.into_error()))?,
             Out::Parquet(p) => p.finish()?,
+            Out::Totals(w) => w,
         };
         Ok((self.summary, w))
     }
@@ -417,7 +434,10 @@ impl<W: Write + Send> Exporter<W> {
         let mut groups: Vec<(GroupKey, Group)> = self.groups.drain().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, g) in &groups {
-            let (rows, charged) = self.group_rows(hour, key, g)?;
+            let (rows, charged) = match self.out {
+                Out::Totals(_) => (Vec::new(), self.charged(key, g)?),
+                _ => self.group_rows(hour, key, g)?,
+            };
             let add = |a: NanoUsd, b: i64| NanoUsd(a.nanos().saturating_add(b));
             let t = self.summary.tenants.entry(key.tenant.clone()).or_default();
             t.requests += g.requests;
@@ -433,11 +453,27 @@ impl<W: Write + Send> Exporter<W> {
                         w.write_record(cols.map(|c| fields[c as usize].as_deref().unwrap_or("")))?
                     }
                     Out::Parquet(p) => p.row(cols.map(|c| fields[c as usize].take()).collect())?,
+                    Out::Totals(_) => {}
                 }
                 self.summary.focus_rows += 1;
             }
         }
         Ok(())
+    }
+
+    /// What one group is billed, as [`Exporter::group_rows`] totals it.
+    fn charged(&self, key: &GroupKey, g: &Group) -> Result<i64, ExportError> {
+        match self.opts.dataset {
+            Dataset::Cost => Ok(g.billed),
+            Dataset::Chargeback => charge(
+                self.opts.tenants.get(&key.tenant),
+                key,
+                g,
+                key.prices.unwrap_or([0; 4]),
+            )
+            .map(|(_, charged)| charged)
+            .ok_or_else(|| ExportError::Overflow(format!("group of {}", key.tenant))),
+        }
     }
 
     /// The FOCUS rows of one group (cells indexed by [`Col`]) and the group's billed total.

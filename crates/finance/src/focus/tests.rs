@@ -402,3 +402,28 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A totals-only exporter (the margins) sums exactly what a chargeback file bills: the same
+    /// groups, the same rounding once per group, per tenant and overall.
+    #[test]
+    fn totals_equal_the_chargeback_file(
+        rows in prop::collection::vec((0i64..7_200_000, 0usize..3, 0u64..5_000, 0u64..2_000, 0i64..5_000_000), 1..60),
+        markup_bp in 0u32..5_000,
+        list in prop::option::of([1i64..5_000_000_000, 0i64..1_000_000_000, 0i64..1_000_000_000, 1i64..9_000_000_000]),
+    ) {
+        let mut ledger: Vec<LedgerRow> = rows.iter().enumerate().map(|(i, &(dt, t, input, output, cost))| {
+            let u = Usage { input_tokens: input, output_tokens: output, ..Default::default() };
+            row(i as u64, T + dt, ["acme", "globex", "initech"][t], u, cost)
+        }).collect();
+        ledger.sort_by_key(|r| r.started_at_ms);
+        let (file, _) = export_with(chargeback_opts(markup_bp, list), &ledger);
+        let mut totals = Exporter::totals(chargeback_opts(markup_bp, list), std::io::sink());
+        for r in &ledger {
+            totals.push(r).unwrap();
+        }
+        let (sums, _) = totals.finish().unwrap();
+        prop_assert_eq!(sums.focus_rows, 0);
+        prop_assert_eq!(Summary { focus_rows: file.focus_rows, ..sums }, file);
+    }
+}

@@ -73,7 +73,7 @@ pub(crate) async fn focus(
     // Blocking: SQLite reads and CSV formatting; the channel paces it to the client.
     let _scan = tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::with_capacity(CHUNK_BYTES, Chunks(tx));
-        let result = export(&store, from_ms, to_ms, opts, out)
+        let result = export(&store, from_ms, to_ms, opts, out, false)
             .and_then(|(_, mut w)| w.flush().map_err(|e| e.to_string()));
         if let Err(e) = result {
             tracing::warn!(error = %e, "FOCUS export stopped");
@@ -123,10 +123,10 @@ pub(crate) async fn margins_value(
     opts.allocations.clear();
     let terms = opts.tenants.clone();
     let store = gw.0.store.clone();
-    // The chargeback export itself, written nowhere: the margins are its totals, so the two
-    // can never disagree.
+    // The chargeback export's own grouping and rounding, with no file built: the margins are
+    // its totals, so the two can never disagree.
     let summary = tokio::task::spawn_blocking(move || {
-        export(&store, from_ms, to_ms, opts, std::io::sink()).map(|(s, _)| s)
+        export(&store, from_ms, to_ms, opts, std::io::sink(), true).map(|(s, _)| s)
     })
     .await
     .map_err(|e| ApiError::internal(format!("margins task: {e}")))?
@@ -464,14 +464,15 @@ pub(crate) async fn allocations(State(gw): State<Gateway>) -> AdminResult {
     Ok(crate::admin::list::respond(data, None))
 }
 
-/// The ledger rows started in `[from_ms, to_ms)` through an exporter into `out` (blocking:
-/// call it on a blocking thread).
+/// The ledger rows started in `[from_ms, to_ms)` through an exporter into `out`, or only
+/// summed when `totals_only` (blocking: call it on a blocking thread).
 fn export<W: Write + Send>(
     store: &tollgate_store::Store,
     from_ms: i64,
     to_ms: i64,
     opts: tollgate_finance::focus::Options,
     out: W,
+    totals_only: bool,
 ) -> Result<(Summary, W), String> {
     let filter = RowFilter {
         from_ms: Some(from_ms),
@@ -481,7 +482,11 @@ fn export<W: Write + Send>(
     let mut opts = opts;
     opts.pools =
         allocation_pools(store, &opts.allocations, from_ms, to_ms).map_err(|e| e.to_string())?;
-    let mut exporter = Exporter::new(opts, out).map_err(|e| e.to_string())?;
+    let mut exporter = if totals_only {
+        Exporter::totals(opts, out)
+    } else {
+        Exporter::new(opts, out).map_err(|e| e.to_string())?
+    };
     store
         .scan_rows(&filter, |row| exporter.push(&row))
         .map_err(|e| e.to_string())?

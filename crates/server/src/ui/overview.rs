@@ -68,24 +68,19 @@ pub(crate) async fn page(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let stats = match stats_value(&gw, &range_q, now).await {
-        Ok(v) => v,
-        Err(e) => {
-            let (status, text) = range::shown(&e);
-            return fail(status, &text);
-        }
-    };
     let hourly = to_ms - from_ms <= 2 * DAY_MS;
     let bucket_dim = if hourly { "hour" } else { "day" };
     let mut spend_q = range_q.clone();
     spend_q.insert("group_by".into(), format!("{bucket_dim},{by}"));
-    let spend = match spend_report(&gw, &spend_q).await {
-        Ok(v) => v,
-        Err(e) => {
-            let (status, text) = range::shown(&e);
-            return fail(status, &text);
-        }
-    };
+    // Independent reads, on two blocking threads at once.
+    let (stats, spend) =
+        match tokio::try_join!(stats_value(&gw, &range_q, now), spend_report(&gw, &spend_q)) {
+            Ok(v) => v,
+            Err(e) => {
+                let (status, text) = range::shown(&e);
+                return fail(status, &text);
+            }
+        };
 
     let mut body = form;
     body.push_str(&tiles(&stats));

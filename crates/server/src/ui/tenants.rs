@@ -82,9 +82,17 @@ async fn rows(gw: &Gateway, r: &Range) -> Result<Vec<Vec<String>>, tollgate_type
         q.insert("group_by".into(), group_by.to_string());
         q
     };
-    let tenants = spend_report(gw, &report("tenant")).await?;
-    let models = spend_report(gw, &report("tenant,model")).await?;
-    let features = spend_report(gw, &report("tenant,feature")).await?;
+    // Independent reads, on blocking threads at once.
+    let (tenants_q, models_q, features_q) = (
+        report("tenant"),
+        report("tenant,model"),
+        report("tenant,feature"),
+    );
+    let (tenants, models, features) = tokio::try_join!(
+        spend_report(gw, &tenants_q),
+        spend_report(gw, &models_q),
+        spend_report(gw, &features_q)
+    )?;
     // Lines of a two-dimension report per tenant, most expensive first (the report's order).
     let by_tenant = |v: &Value, dim: &str| {
         let mut m: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();

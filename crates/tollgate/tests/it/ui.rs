@@ -590,6 +590,27 @@ async fn bad_filters_and_unknown_pages_are_html_errors_not_500s() {
         assert!(p.html.contains(says), "{path}: {}", p.html);
         assert!(p.html.contains("class=\"msg error\""), "{path}");
     }
+    // A method a page does not take: a page too (not the API's JSON), naming what it takes.
+    for path in ["/ui/login", "/ui/assets/tollgate.css"] {
+        let p = page(client().put(env.url(path)).send().await.unwrap()).await;
+        assert_eq!(p.status, 405, "{path}: {}", p.html);
+        assert_html(&p);
+        assert!(
+            p.html.contains("does not take that kind of request"),
+            "{path}"
+        );
+        assert!(
+            p.headers["allow"].to_str().unwrap().contains("GET"),
+            "{path}"
+        );
+    }
+    // Every page says how long the server took, and nothing else.
+    let p = get(&env, Some(&s), "/ui/budgets").await;
+    let timing = p.headers["server-timing"].to_str().unwrap();
+    assert!(
+        timing.starts_with("app;dur=") && timing[8..].parse::<f64>().is_ok(),
+        "{timing}"
+    );
     // The values asked for stay in the form, escaped.
     let p = get(&env, Some(&s), "/ui/requests?outcome=%3Cb%3E&tenant=%22x").await;
     assert!(
