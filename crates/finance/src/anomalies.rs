@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 
 use tollgate_types::NanoUsd;
 
+/// A watched scope's spend over time: its labels (dimension → value) → hour start (Unix ms)
+/// → nano-USD.
+pub type Series = BTreeMap<Vec<(String, String)>, BTreeMap<i64, i64>>;
+
 use crate::HOUR_MS;
 const WEEK_HOURS: i64 = 168;
 

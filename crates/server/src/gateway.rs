@@ -1,5 +1,7 @@
 //! The gateway's shared state, built once at start-up: what every stage reads.
 
+pub(crate) mod memo;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -132,6 +134,9 @@ pub(crate) struct Inner {
     pub(crate) focus: tollgate_finance::focus::Options,
     pub(crate) allocations: Vec<tollgate_finance::showback::Rule>,
     pub(crate) anomalies: AnomalyWatch,
+    /// Margins and anomaly series of whole days already summed (`gateway/memo.rs`).
+    pub(crate) margin_days: memo::DayMemo<tollgate_finance::focus::Summary>,
+    pub(crate) anomaly_days: memo::DayMemo<tollgate_finance::anomalies::Series>,
     pub(crate) telemetry: Option<Telemetry>,
     pub(crate) alerts: mpsc::Sender<tollgate_policy::rules::Alert>,
     pub(crate) alert_rx: std::sync::Mutex<Option<mpsc::Receiver<tollgate_policy::rules::Alert>>>,
@@ -171,6 +176,8 @@ impl Gateway {
             focus: parts.focus,
             allocations: parts.allocations,
             anomalies: parts.anomalies,
+            margin_days: Default::default(),
+            anomaly_days: Default::default(),
             telemetry: parts.telemetry,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),

@@ -119,7 +119,12 @@ async fn not_found() -> Response {
     ErrorResponse(ApiError::new(ErrorCode::NotFound, "no such route")).into_response()
 }
 
-async fn method_not_allowed() -> Response {
+/// 405 for every router (axum adds the `Allow` header). The dashboard's paths get its page,
+/// not the API's JSON: a browser shows it.
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    if uri.path() == "/ui" || uri.path().starts_with("/ui/") {
+        return ui::html::method_not_allowed();
+    }
     ErrorResponse(ApiError::new(
         ErrorCode::MethodNotAllowed,
         "this route does not support this HTTP method",

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value;
 use tollgate_types::{LedgerRow, UsageSource};
 
-use crate::StoreError;
 use crate::requests::{RowFilter, Where};
+use crate::{Store, StoreError};
 
 /// One UTC day.
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -230,6 +230,29 @@ pub(crate) fn source(
     }
     sql.push(')');
     Source { sql, params }
+}
+
+impl Store {
+    /// Ledger rows per UTC day over the whole days in `[from_ms, to_ms)` (both day starts),
+    /// days without rows left out: read from the rollup. The ledger only ever gains rows, so
+    /// a day whose count is unchanged holds the same rows (what per-day memos check).
+    pub fn rows_per_day(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT started_at_ms, SUM(requests) FROM rollup_daily \
+                 WHERE started_at_ms >= ?1 AND started_at_ms < ?2 GROUP BY 1 ORDER BY 1",
+            )?;
+            let mut q = stmt.query([from_ms, to_ms])?;
+            let mut out = Vec::new();
+            while let Some(r) = q.next()? {
+                let n: i64 = r.get(1)?;
+                let n = u64::try_from(n)
+                    .map_err(|_| StoreError::Corrupt(format!("negative day count {n}")))?;
+                out.push((r.get(0)?, n));
+            }
+            Ok(out)
+        })
+    }
 }
 
 fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {

@@ -234,7 +234,9 @@ fn insert_is_idempotent_and_round_trips() {
         .unwrap();
     assert!(next.is_none());
     let mut expected = rows.clone();
-    expected.reverse(); // newest (largest id) first
+    // Newest first: by start time, then id.
+    expected
+        .sort_by(|a, b| (b.started_at_ms, &b.request_id).cmp(&(a.started_at_ms, &a.request_id)));
     assert_eq!(listed, expected, "every field round-trips");
     let (n, sum) = store.totals(&RowFilter::default()).unwrap();
     assert_eq!(n, 50);

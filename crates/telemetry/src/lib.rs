@@ -24,6 +24,7 @@
 pub mod context;
 pub mod metrics;
 pub mod otlp;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,9 +247,9 @@ impl Telemetry {
         }
         let take = spans.len().min(MAX_BATCH);
         let batch: Vec<RequestSpan> = spans.drain(..take).collect();
-        let req = otlp::traces(&self.opts.service_name, &batch);
+        let body = otlp::traces(&self.opts.service_name, &batch);
         let n: usize = batch.iter().map(|s| 1 + s.attempts.len()).sum();
-        if self.post(client, "/v1/traces", req.encode_to_vec()).await {
+        if self.post(client, "/v1/traces", body).await {
             self.counters
                 .spans_exported
                 .fetch_add(n as u64, Ordering::Relaxed);

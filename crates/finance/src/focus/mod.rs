@@ -195,6 +195,24 @@ pub struct Summary {
     pub tenants: BTreeMap<String, TenantTotals>,
 }
 
+impl Summary {
+    /// Adds the sums of an export of a disjoint range (whole hours apart, so no group spans
+    /// both): the result is what one export of both ranges would sum.
+    pub fn absorb(&mut self, other: &Summary) {
+        let add = |a: NanoUsd, b: NanoUsd| NanoUsd(a.nanos().saturating_add(b.nanos()));
+        self.ledger_rows += other.ledger_rows;
+        self.focus_rows += other.focus_rows;
+        self.billed = add(self.billed, other.billed);
+        self.upstream = add(self.upstream, other.upstream);
+        for (tenant, t) in &other.tenants {
+            let mine = self.tenants.entry(tenant.clone()).or_default();
+            mine.requests += t.requests;
+            mine.upstream = add(mine.upstream, t.upstream);
+            mine.billed = add(mine.billed, t.billed);
+        }
+    }
+}
+
 /// One tenant's sums in an export.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantTotals {

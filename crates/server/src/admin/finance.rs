@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tollgate_finance::HOUR_MS;
-use tollgate_finance::anomalies::{Finding, judge};
+use tollgate_finance::anomalies::{Finding, Series, judge};
 use tollgate_finance::focus::{Dataset, Exporter, Format, Summary, TenantTotals, Version};
 use tollgate_finance::margins::{percent, prorated};
 use tollgate_finance::showback;
@@ -30,6 +30,7 @@ use tollgate_types::{ApiError, ErrorCode, NanoUsd};
 use crate::admin::reports::range;
 use crate::admin::{AdminResult, blocking, flush, rfc3339};
 use crate::gateway::Gateway;
+use crate::gateway::memo::DayMemo;
 use crate::http::headers;
 
 /// Chunks in flight between the scan and the socket.
@@ -122,11 +123,11 @@ pub(crate) async fn margins_value(
     // Totals only: no pool to mark or apportion, so no showback read first.
     opts.allocations.clear();
     let terms = opts.tenants.clone();
-    let store = gw.0.store.clone();
+    let gw2 = gw.clone();
     // The chargeback export's own grouping and rounding, with no file built: the margins are
     // its totals, so the two can never disagree.
     let summary = tokio::task::spawn_blocking(move || {
-        export(&store, from_ms, to_ms, opts, std::io::sink(), true).map(|(s, _)| s)
+        margins_summary(&gw2.0.store, &gw2.0.margin_days, from_ms, to_ms, &opts)
     })
     .await
     .map_err(|e| ApiError::internal(format!("margins task: {e}")))?
@@ -177,6 +178,25 @@ pub(crate) async fn margins_value(
         "data": data,
         "total": line(None, &all, total_revenue),
     }))
+}
+
+/// The chargeback totals of `[from_ms, to_ms)` (blocking), summed from per-day pieces
+/// (`memo.rs`): the same groups and rounding as one export of the range.
+fn margins_summary(
+    store: &tollgate_store::Store,
+    memo: &DayMemo<Summary>,
+    from_ms: i64,
+    to_ms: i64,
+    opts: &tollgate_finance::focus::Options,
+) -> Result<Summary, String> {
+    let pieces = memo.pieces(store, 0, from_ms, to_ms, |a, b| {
+        export(store, a, b, opts.clone(), std::io::sink(), true).map(|(s, _)| s)
+    })?;
+    let mut sum = Summary::default();
+    for p in &pieces {
+        sum.absorb(p);
+    }
+    Ok(sum)
 }
 
 /// `GET /admin/v1/showback?from=&to=&by=tenant[,feature]`: per tenant (and feature), its
@@ -355,6 +375,45 @@ pub(crate) async fn anomalies_value(
     Ok(crate::admin::list::body(data, None))
 }
 
+/// The hourly spend of `[from_ms, to_ms)` by `dims` (blocking).
+fn hourly_spend(
+    store: &tollgate_store::Store,
+    dims: &[Dim],
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Series, tollgate_store::StoreError> {
+    let mut group_by = dims.to_vec();
+    group_by.push(Dim::Hour);
+    let rows = store.spend(&SpendQuery {
+        group_by,
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    })?;
+    let mut by_scope = Series::new();
+    for r in rows {
+        let Some(hour) = r
+            .dims
+            .get("hour")
+            .and_then(|h| h.parse::<jiff::Timestamp>().ok())
+        else {
+            continue;
+        };
+        let labels: Vec<(String, String)> = r
+            .dims
+            .iter()
+            .filter(|(k, _)| k.as_str() != "hour")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        *by_scope
+            .entry(labels)
+            .or_default()
+            .entry(hour.as_millisecond())
+            .or_default() += r.effective_cost.nanos();
+    }
+    Ok(by_scope)
+}
+
 /// The anomalies of every watched scope in the hours of `[from_ms, to_ms)`, unsorted: (hour
 /// start, the scope's labels, the finding). Reads the ledger on a blocking thread.
 pub(crate) async fn find_anomalies(
@@ -365,46 +424,36 @@ pub(crate) async fn find_anomalies(
     let watch = gw.0.anomalies.clone();
     let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let history_from = first_hour - i64::from(watch.settings.weeks) * 168 * HOUR_MS;
-    let store = gw.0.store.clone();
     let scopes = watch.scopes.clone();
-    // Per scope: its labels → hourly spend (hour start → nano-USD).
-    let series = blocking(move || {
+    let gw2 = gw.clone();
+    // Per scope: its labels → hourly spend (hour start → nano-USD), summed from per-day
+    // pieces (`memo.rs`), so the weeks of history are read once, not on every call.
+    let series = tokio::task::spawn_blocking(move || -> Result<Vec<Series>, String> {
+        let store = &gw2.0.store;
         let mut out = Vec::new();
-        for dims in scopes {
-            let mut group_by = dims.clone();
-            group_by.push(Dim::Hour);
-            let rows = store.spend(&SpendQuery {
-                group_by,
-                from_ms: Some(history_from),
-                to_ms: Some(to_ms),
-                ..Default::default()
-            })?;
-            let mut by_scope: BTreeMap<Vec<(String, String)>, BTreeMap<i64, i64>> = BTreeMap::new();
-            for r in rows {
-                let Some(hour) = r
-                    .dims
-                    .get("hour")
-                    .and_then(|h| h.parse::<jiff::Timestamp>().ok())
-                else {
-                    continue;
-                };
-                let labels: Vec<(String, String)> = r
-                    .dims
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "hour")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                *by_scope
-                    .entry(labels)
-                    .or_default()
-                    .entry(hour.as_millisecond())
-                    .or_default() += r.effective_cost.nanos();
+        for (slot, dims) in scopes.iter().enumerate() {
+            let pieces = gw2
+                .0
+                .anomaly_days
+                .pieces(store, slot, history_from, to_ms, |a, b| {
+                    hourly_spend(store, dims, a, b).map_err(|e| e.to_string())
+                })?;
+            let mut by_scope = Series::new();
+            for piece in &pieces {
+                for (labels, hours) in piece.iter() {
+                    let mine = by_scope.entry(labels.clone()).or_default();
+                    for (h, v) in hours {
+                        *mine.entry(*h).or_default() += v;
+                    }
+                }
             }
             out.push(by_scope);
         }
         Ok(out)
     })
-    .await?;
+    .await
+    .map_err(|e| ApiError::internal(format!("anomalies task: {e}")))?
+    .map_err(|e| ApiError::internal(format!("anomalies: {e}")))?;
     let mut found = Vec::new();
     for by_scope in &series {
         for (labels, hours) in by_scope {

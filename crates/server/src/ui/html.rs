@@ -339,26 +339,26 @@ pub(crate) fn security_headers(h: &mut HeaderMap) {
     }
 }
 
-/// The layer around every `/ui` answer: [`security_headers`]; a `405` as a page rather than
-/// the API's JSON error (the router's method fallback is shared with the API); and a
+/// The page for a method a dashboard path does not take (the router's 405 fallback, which
+/// runs outside [`finish`], so it sets the security headers itself).
+pub(crate) fn method_not_allowed() -> Response {
+    let mut resp = error_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        "Not allowed",
+        "This page does not take that kind of request.",
+    );
+    security_headers(resp.headers_mut());
+    resp
+}
+
+/// The layer around every `/ui` answer: [`security_headers`], and a
 /// `Server-Timing: app;dur=<ms>` header, the handler's own time, which `bench/dashboard.py`
 /// reads so the page figures are the server's and not the socket's. It names only a duration,
 /// nothing about the data.
 pub(crate) async fn finish(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        let allow = resp.headers().get(header::ALLOW).cloned();
-        resp = error_page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            None,
-            "Not allowed",
-            "This page does not take that kind of request.",
-        );
-        if let Some(allow) = allow {
-            resp.headers_mut().insert(header::ALLOW, allow);
-        }
-    }
     security_headers(resp.headers_mut());
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.1}")) {

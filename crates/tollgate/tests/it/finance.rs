@@ -741,6 +741,26 @@ async fn chargeback_export_and_margins_agree_with_the_ledger() {
             .map(|r| nanos(r["effective_cost"].as_str().unwrap()))
             .sum::<i64>()
     );
+
+    // Whole days are remembered; a day that gains rows is summed again.
+    for i in 0..2 {
+        let r = env
+            .chat(&acme, json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("late {i}")}]}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await.unwrap();
+    }
+    let rows = env.wait_rows("limit=100", |r| r.len() >= sent + 2).await;
+    let again = env
+        .admin_get(&format!("/admin/v1/margins?from={from}&to={to}"))
+        .await;
+    assert_eq!(again["total"]["requests"], sent + 2, "{again}");
+    assert_eq!(
+        nanos(again["total"]["ai_cost_usd"].as_str().unwrap()),
+        rows.iter()
+            .map(|r| nanos(r["effective_cost"].as_str().unwrap()))
+            .sum::<i64>()
+    );
 }
 
 #[tokio::test]
