@@ -11,6 +11,8 @@
 #   --quick        3 s runs, 200 probes: a smoke test of the script, not a measurement
 #   TOLLGATE_BIN=path overrides the binary (e.g. a debug build for testing the script)
 #   TOLLGATE_DURABILITY=strict runs the gateway with `storage.durability: strict`
+#   TOLLGATE_TELEMETRY=1 turns OpenTelemetry on (sampling 1.0), exporting to the simulator's
+#                  OTLP sink
 #   TOLLGATE_LD_PRELOAD=lib.so preloads a library into the gateway (diagnostic experiments)
 #   BENCH_COMMIT=sha   names the source revision when ROOT is an export, not a git checkout
 #
@@ -213,6 +215,10 @@ models:
   gpt-4o-mini:
     deployments: [{provider: sim, model: gpt-4o-mini}]
 YAML
+if [[ -n ${TOLLGATE_TELEMETRY:-} ]]; then
+  echo "telemetry: {endpoint: \"http://127.0.0.1:$SIM_PORT\", sampling_ratio: 1.0, metrics_interval_secs: 10}" \
+    >>"$WORK/tollgate.yaml"
+fi
 cp "$WORK/tollgate.yaml" "$RUN/tollgate.yaml"
 KEY=$("$BIN" keys create --name bench --config "$WORK/tollgate.yaml" 2>>"$RUN/tollgate.log")
 # TOLLGATE_LD_PRELOAD (diagnostics only): a shared object preloaded into the gateway process.

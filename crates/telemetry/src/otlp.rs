@@ -292,28 +292,38 @@ fn attempt_span(out: &mut Vec<u8>, r: &RequestSpan, t: &AttemptSpan, answered: b
     status(out, t.error.as_deref());
 }
 
+/// Buffers [`traces`] reuses from one batch to the next (a batch is up to a few hundred KiB,
+/// so fresh ones would cost page faults on every export).
+#[derive(Default)]
+pub struct Scratch {
+    spans: Vec<u8>,
+    one: Vec<u8>,
+}
+
 /// One `ExportTraceServiceRequest` for a batch of sampled requests, encoded. Written straight
 /// from the rows into protobuf bytes (no message tree, no copied attribute strings): every
 /// nested length is known when it is written, except a span's, which is written to a reused
 /// scratch buffer first.
-pub fn traces(service: &str, batch: &[RequestSpan]) -> Vec<u8> {
-    let mut spans = Vec::with_capacity(batch.len() * 1024);
-    let mut one = Vec::with_capacity(1024);
+pub fn traces(service: &str, batch: &[RequestSpan], scratch: &mut Scratch) -> Vec<u8> {
+    let Scratch { spans, one } = scratch;
+    spans.clear();
+    one.clear();
     let push = |spans: &mut Vec<u8>, one: &mut Vec<u8>| {
         wire::len_prefix(spans, 2, one.len());
         spans.extend_from_slice(one);
         one.clear();
     };
     for r in batch {
-        server_span(&mut one, r);
-        push(&mut spans, &mut one);
+        server_span(one, r);
+        push(spans, one);
         let last = r.attempts.len().saturating_sub(1);
         for (i, t) in r.attempts.iter().enumerate() {
             let answered = i == last && t.error.is_none() && r.row.status < 400;
-            attempt_span(&mut one, r, t, answered);
-            push(&mut spans, &mut one);
+            attempt_span(one, r, t, answered);
+            push(spans, one);
         }
     }
+    let spans = &*spans;
     let resource = resource(service).encode_to_vec();
     let scope = scope().encode_to_vec();
     let scope_spans = 1 + wire::varint_len(scope.len() as u64) + scope.len() + spans.len();
@@ -328,7 +338,7 @@ pub fn traces(service: &str, batch: &[RequestSpan]) -> Vec<u8> {
     wire::bytes(&mut out, 1, &resource);
     wire::len_prefix(&mut out, 2, scope_spans);
     wire::bytes(&mut out, 1, &scope);
-    out.extend_from_slice(&spans);
+    out.extend_from_slice(spans);
     out
 }
 
@@ -521,7 +531,8 @@ mod tests {
             attempts: vec![attempt(Some("upstream_timeout")), attempt(None)],
             row,
         };
-        let bytes = traces("svc", std::slice::from_ref(&r));
+        let mut scratch = Scratch::default();
+        let bytes = traces("svc", std::slice::from_ref(&r), &mut scratch);
         let req = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(req.resource_spans.len(), 1);
         let rs = &req.resource_spans[0];
@@ -585,7 +596,8 @@ mod tests {
         ok.row.error_code = None;
         ok.context.parent_span_id = None;
         ok.context.tracestate = None;
-        let req = ExportTraceServiceRequest::decode(traces("svc", &[ok]).as_slice()).unwrap();
+        let req = ExportTraceServiceRequest::decode(traces("svc", &[ok], &mut scratch).as_slice())
+            .unwrap();
         let spans = &req.resource_spans[0].scope_spans[0].spans;
         assert!(spans[0].parent_span_id.is_empty());
         assert_eq!(spans[0].status, Some(Default::default()));
@@ -595,7 +607,8 @@ mod tests {
                 .any(|(k, _)| k == "gen_ai.usage.input_tokens")
         );
         // An empty batch is still a valid request.
-        let empty = ExportTraceServiceRequest::decode(traces("svc", &[]).as_slice()).unwrap();
+        let empty =
+            ExportTraceServiceRequest::decode(traces("svc", &[], &mut scratch).as_slice()).unwrap();
         assert!(empty.resource_spans[0].scope_spans[0].spans.is_empty());
     }
 }
