@@ -1,7 +1,12 @@
 //! Prometheus metrics (`GET /metrics`).
 //!
 //! A fixed set of counters in atomics — the label space (endpoint × outcome) is small and known,
-//! so no registry, no locks and no allocation on the request path.
+//! so no registry and no allocation on the request path — and the GenAI histograms
+//! (`gen_ai_client_operation_duration_seconds`, `gen_ai_client_token_usage`,
+//! `gen_ai_server_time_to_first_token_seconds`, `tollgate_genai_cost_nano_usd_total`), the
+//! OTLP exporter's aggregation under their Prometheus names, bounded the same way
+//! (operation, provider, requested and served model, token or error type; at most
+//! `tollgate_telemetry::metrics::MAX_SERIES` series each, then `otel_metric_overflow`).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -65,6 +70,10 @@ pub(crate) struct Metrics {
     shed: AtomicU64,
     /// Client connections: open now, refused at `max_connections`, closed by a limit.
     pub(crate) connections: ConnectionStats,
+    /// The GenAI histograms and cost by model, the OTLP exporter's aggregation under
+    /// Prometheus names (`tollgate_telemetry::metrics`). A lock per request: held for one
+    /// hash lookup and a few additions, and a known series allocates nothing.
+    genai: std::sync::Mutex<tollgate_telemetry::metrics::Aggregates>,
 }
 
 /// What the listener counts (`listener.rs`).
@@ -78,7 +87,16 @@ pub(crate) struct ConnectionStats {
 }
 
 impl Metrics {
-    pub(crate) fn observe(&self, route: Route, row: &LedgerRow) {
+    pub(crate) fn observe(
+        &self,
+        route: Route,
+        row: &LedgerRow,
+        provider_kind: Option<tollgate_types::ProviderKind>,
+    ) {
+        self.genai
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe_row(row, provider_kind);
         let e = route as usize;
         self.requests[e][outcome_idx(row.outcome)].fetch_add(1, Ordering::Relaxed);
         self.cost_nanos[e].fetch_add(row.effective_cost.0.max(0) as u64, Ordering::Relaxed);
@@ -272,6 +290,13 @@ impl Metrics {
         }
         let _ = writeln!(s, "# TYPE tollgate_ledger_queue_depth gauge");
         let _ = writeln!(s, "tollgate_ledger_queue_depth {}", ledger.queue_depth);
+        // A copy, so requests never wait on the text being written.
+        let genai = self
+            .genai
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        genai.prometheus(&mut s);
         s
     }
 }

@@ -8,6 +8,8 @@
 //! error table. Never tenant, key or user: those are on spans and in the ledger. Past
 //! [`MAX_SERIES`] label sets per metric a new set is counted under `otel.metric.overflow`.
 
+use tollgate_types::{LedgerRow, ProviderKind};
+
 use crate::{RequestSpan, genai_provider, operation};
 
 /// Label sets kept per metric before new ones go to the overflow series.
@@ -205,13 +207,18 @@ impl Aggregates {
 
     /// Adds one finished request.
     pub fn observe(&mut self, s: &RequestSpan) {
-        let row = &s.row;
+        self.observe_row(&s.row, s.provider_kind);
+    }
+
+    /// Adds one finished request's row; `provider_kind` is the kind of the provider that
+    /// served it (or was last tried).
+    pub fn observe_row(&mut self, row: &LedgerRow, provider_kind: Option<ProviderKind>) {
         if row.provider.is_none() {
             return;
         }
         let base = Key {
             operation: operation(&row.endpoint),
-            provider: s.provider_kind.map(genai_provider),
+            provider: provider_kind.map(genai_provider),
             request_model: row.requested_model.as_deref(),
             response_model: row.served_model.as_deref(),
             extra: None,
@@ -260,6 +267,114 @@ impl Aggregates {
     }
 }
 
+/// Prometheus names of the GenAI metrics: the OTLP names translated the OpenTelemetry way
+/// (dots to underscores, the unit as a suffix, `_total` on counters), so a dashboard built on
+/// either finds the same series.
+pub const PROMETHEUS_NAMES: [(&str, &str); 4] = [
+    ("gen_ai.client.token.usage", "gen_ai_client_token_usage"),
+    (
+        "gen_ai.client.operation.duration",
+        "gen_ai_client_operation_duration_seconds",
+    ),
+    (
+        "gen_ai.server.time_to_first_token",
+        "gen_ai_server_time_to_first_token_seconds",
+    ),
+    ("tollgate.cost", "tollgate_genai_cost_nano_usd_total"),
+];
+
+/// A label value in the exposition format: backslash, quote and newline escaped.
+fn prom_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `{a="b",…}` of a series, with `extra` (the `le` of a bucket) last.
+fn prom_labels(l: &Labels, extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if l.overflow {
+        parts.push("otel_metric_overflow=\"true\"".into());
+    } else {
+        parts.push(format!("gen_ai_operation_name=\"{}\"", l.operation));
+        if let Some(p) = l.provider {
+            parts.push(format!("gen_ai_provider_name=\"{p}\""));
+        }
+        for (k, v) in [
+            ("gen_ai_request_model", &l.request_model),
+            ("gen_ai_response_model", &l.response_model),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{k}=\"{}\"", prom_value(v)));
+            }
+        }
+        if let Some((k, v)) = &l.extra {
+            parts.push(format!("{}=\"{}\"", k.replace('.', "_"), prom_value(v)));
+        }
+    }
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+impl Aggregates {
+    /// The GenAI metrics in the Prometheus text format, appended to `out`: the three
+    /// histograms (cumulative buckets, `_sum`, `_count`) and the cost counter, under
+    /// [`PROMETHEUS_NAMES`], with the same bounded labels as over OTLP.
+    pub fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let histograms = [
+            (
+                PROMETHEUS_NAMES[0].1,
+                "Tokens per request, by type (input includes cached tokens).",
+                &self.token_usage,
+            ),
+            (
+                PROMETHEUS_NAMES[1].1,
+                "Time from the request's arrival to its last byte.",
+                &self.duration,
+            ),
+            (
+                PROMETHEUS_NAMES[2].1,
+                "Time from a streamed request's arrival to its first content.",
+                &self.ttft,
+            ),
+        ];
+        for (name, help, family) in histograms {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for (l, h) in family.series() {
+                let mut cumulative = 0;
+                for (i, n) in h.counts.iter().enumerate() {
+                    cumulative += n;
+                    let le = h
+                        .bounds
+                        .get(i)
+                        .map_or("+Inf".to_string(), |b| b.to_string());
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {cumulative}",
+                        prom_labels(&l, Some(("le", &le)))
+                    );
+                }
+                let labels = prom_labels(&l, None);
+                let _ = writeln!(out, "{name}_sum{labels} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{labels} {}", h.count);
+            }
+        }
+        let name = PROMETHEUS_NAMES[3].1;
+        let _ = writeln!(
+            out,
+            "# HELP {name} Settled cost of requests by model, in nano-USD (integer: exact)."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (l, c) in self.cost.series() {
+            let _ = writeln!(out, "{name}{} {c}", prom_labels(&l, None));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +388,37 @@ mod tests {
         assert_eq!(h.counts, vec![2, 2, 1]);
         assert_eq!(h.count, 5);
         assert_eq!((h.min, h.max), (0.5, 9.0));
+    }
+
+    #[test]
+    fn prometheus_text_follows_the_otlp_names_and_labels() {
+        let mut row = LedgerRow::start("r".into(), 0, "/v1/chat/completions");
+        row.provider = Some("sim".into());
+        row.requested_model = Some("gpt-4o".into());
+        row.served_model = Some("we\"ird\\model".into());
+        row.usage.input_tokens = 10;
+        row.latency_us = 250_000;
+        row.effective_cost = tollgate_types::NanoUsd(42);
+        let mut agg = Aggregates::default();
+        agg.observe_row(&row, Some(ProviderKind::Openai));
+        let mut text = String::new();
+        agg.prometheus(&mut text);
+        let base = r#"gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o",gen_ai_response_model="we\"ird\\model""#;
+        for line in [
+            "# TYPE gen_ai_client_operation_duration_seconds histogram".to_string(),
+            format!("gen_ai_client_operation_duration_seconds_bucket{{{base},le=\"0.16\"}} 0"),
+            format!("gen_ai_client_operation_duration_seconds_bucket{{{base},le=\"0.32\"}} 1"),
+            format!("gen_ai_client_operation_duration_seconds_bucket{{{base},le=\"+Inf\"}} 1"),
+            format!("gen_ai_client_operation_duration_seconds_count{{{base}}} 1"),
+            format!("gen_ai_client_operation_duration_seconds_sum{{{base}}} 0.25"),
+            format!(
+                "gen_ai_client_token_usage_bucket{{{base},gen_ai_token_type=\"input\",le=\"16\"}} 1"
+            ),
+            format!("tollgate_genai_cost_nano_usd_total{{{base}}} 42"),
+            "# TYPE gen_ai_server_time_to_first_token_seconds histogram".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub(crate) struct PendingRow {
     strict: Option<Arc<Slot>>,
     /// The request's trace, when telemetry is on.
     trace: Option<Box<Trace>>,
+    /// The kind of the provider last called, for the GenAI metrics' `gen_ai.provider.name`.
+    provider_kind: Option<tollgate_types::ProviderKind>,
 }
 
 /// Where a request sits in its trace, and the spans of its attempts so far.
@@ -110,6 +112,7 @@ impl PendingRow {
             strict: (gw.0.ledger.durability() == Durability::Strict)
                 .then(|| Arc::new(Slot::default())),
             trace: None,
+            provider_kind: None,
         }
     }
 
@@ -142,6 +145,7 @@ impl PendingRow {
         &mut self,
         cand: &crate::stages::target::Candidate,
     ) -> Option<String> {
+        self.provider_kind = Some(cand.deployment.provider.kind());
         let propagate = self.gw.telemetry.as_ref().is_some_and(|t| t.propagate);
         let t = self.trace.as_mut()?;
         if let Some(open) = t.open.take() {
@@ -275,7 +279,7 @@ impl PendingRow {
         };
         row.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let gw = &self.gw;
-        gw.metrics.observe(self.route, &row);
+        gw.metrics.observe(self.route, &row, self.provider_kind);
         gw.metrics.in_flight(-1);
         // Settling with the actual cost (0 for a failure) returns the unused reservation;
         // every exit path records the row, so no reservation outlives its request.

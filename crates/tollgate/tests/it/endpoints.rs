@@ -253,4 +253,39 @@ async fn health_ready_and_metrics() {
             .unwrap_or_else(|| panic!("no {line} in\n{text}"));
         assert_eq!(got, want, "{line}");
     }
+    // The GenAI histograms under the OTLP names' Prometheus spelling, telemetry off: the
+    // served request once; the unknown model (no deployment) not at all.
+    for family in [
+        "gen_ai_client_operation_duration_seconds histogram",
+        "gen_ai_client_token_usage histogram",
+        "gen_ai_server_time_to_first_token_seconds histogram",
+        "tollgate_genai_cost_nano_usd_total counter",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family}")),
+            "{family}\n{text}"
+        );
+    }
+    let count = text
+        .lines()
+        .find(|l| {
+            l.starts_with("gen_ai_client_operation_duration_seconds_count{")
+                && l.contains(r#"gen_ai_operation_name="chat""#)
+                && l.contains(r#"gen_ai_request_model="gpt-4o-mini""#)
+        })
+        .unwrap_or_else(|| panic!("no duration count in\n{text}"));
+    assert!(count.ends_with(" 1"), "{count}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gen_ai_client_token_usage_bucket{")
+                && l.contains(r#"gen_ai_token_type="input""#)),
+        "{text}"
+    );
+    assert!(!text.contains(r#"gen_ai_request_model="nope""#), "{text}");
+    // Bounded labels only: never a tenant, key, user or request id.
+    for l in text.lines().filter(|l| l.starts_with("gen_ai_")) {
+        for banned in ["tenant", "key_id", "user", "request_id"] {
+            assert!(!l.contains(banned), "{l}");
+        }
+    }
 }
