@@ -160,6 +160,11 @@ impl Gateway {
         let keys = KeyIndex::load(&parts.store, now_ms())?;
         let admin_tokens = TokenIndex::load(&parts.store, now_ms())?;
         let (alerts, alert_rx) = mpsc::channel(ALERT_QUEUE);
+        let genai = parts
+            .telemetry
+            .as_ref()
+            .map(|t| t.exporter.aggregates().clone())
+            .unwrap_or_default();
         Ok(Gateway(Arc::new(Inner {
             settings: parts.settings,
             router: parts.router,
@@ -181,7 +186,7 @@ impl Gateway {
             telemetry: parts.telemetry,
             alerts,
             alert_rx: std::sync::Mutex::new(Some(alert_rx)),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(genai),
             tasks: TaskTracker::new(),
             draining: CancellationToken::new(),
             cut: CancellationToken::new(),

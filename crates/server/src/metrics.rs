@@ -73,7 +73,8 @@ pub(crate) struct Metrics {
     /// The GenAI histograms and cost by model, the OTLP exporter's aggregation under
     /// Prometheus names (`tollgate_telemetry::metrics`). A lock per request: held for one
     /// hash lookup and a few additions, and a known series allocates nothing.
-    genai: std::sync::Mutex<tollgate_telemetry::metrics::Aggregates>,
+    /// Shared with the OTLP exporter when telemetry is on (`Telemetry::aggregates`).
+    genai: std::sync::Arc<std::sync::Mutex<tollgate_telemetry::metrics::Aggregates>>,
 }
 
 /// What the listener counts (`listener.rs`).
@@ -87,6 +88,17 @@ pub(crate) struct ConnectionStats {
 }
 
 impl Metrics {
+    /// Metrics aggregating the GenAI series into `genai` (the exporter's, when telemetry is
+    /// on, so the two never disagree).
+    pub(crate) fn new(
+        genai: std::sync::Arc<std::sync::Mutex<tollgate_telemetry::metrics::Aggregates>>,
+    ) -> Metrics {
+        Metrics {
+            genai,
+            ..Metrics::default()
+        }
+    }
+
     pub(crate) fn observe(
         &self,
         route: Route,

@@ -176,7 +176,7 @@ impl Where {
     }
 }
 
-fn sat_i64(v: u64) -> i64 {
+pub(crate) fn sat_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value;
 use tollgate_types::{LedgerRow, UsageSource};
 
-use crate::requests::{RowFilter, Where};
+use crate::requests::{RowFilter, Where, sat_i64 as sat};
 use crate::{Store, StoreError};
 
 /// One UTC day.
@@ -76,10 +76,6 @@ struct Key<'a> {
 /// The start of the UTC day holding `ms` (floor, so instants before 1970 land right).
 pub(crate) fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS) * DAY_MS
-}
-
-fn sat(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Adds `rows` (just inserted into `requests` in `tx`) to the rollup. The batch is summed in

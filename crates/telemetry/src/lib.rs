@@ -2,14 +2,16 @@
 //!
 //! The server hands one [`RequestSpan`] per finished request — its ledger row, its trace
 //! context and the timing of each upstream attempt — to [`Telemetry::record`], a non-blocking
-//! `try_send` into a bounded queue. A background task ([`Telemetry::run`]) turns them into:
+//! `try_send` into a bounded queue, and observes its row into the shared metrics
+//! ([`Telemetry::aggregates`], which the server's Prometheus `/metrics` renders too). A
+//! background task ([`Telemetry::run`]) turns them into:
 //! - **spans**, for sampled requests: one `SERVER` span per request named after the GenAI
 //!   conventions (`chat gpt-4o`), one `CLIENT` span per upstream attempt (retries and failovers
 //!   visible), `gen_ai.*` attributes from the row (semantic conventions v1.41 names,
 //!   [`otlp`]) and Tollgate's own under `tollgate.*` (tenant, feature, key id — never the
 //!   key —, cost, policy actions, cache status, budget decision). Prompt and completion text
 //!   are never in a row, so they are never exported.
-//! - **metrics**, for every request: `gen_ai.client.token.usage`,
+//! - **metrics**, from every request's observation: `gen_ai.client.token.usage`,
 //!   `gen_ai.client.operation.duration`, `gen_ai.server.time_to_first_token` histograms with
 //!   the spec's bucket boundaries, and `tollgate.cost` (integer nano-USD), cumulative, with
 //!   bounded label sets (operation, provider, requested and served model, token type, error
@@ -17,9 +19,9 @@
 //!   request is counted under the spec's `otel.metric.overflow` attribute).
 //!
 //! Both are POSTed as OTLP/HTTP protobuf (`/v1/traces`, `/v1/metrics`). Nothing waits on the
-//! collector: a full queue drops the request's span and observation and counts it
-//! ([`TelemetryStats::dropped`]); an export that fails is counted and dropped, never retried
-//! in a way that could grow memory.
+//! collector: a full queue drops the request's span (its metrics are already observed) and
+//! counts it ([`TelemetryStats::dropped`]); an export that fails is counted and dropped, never
+//! retried in a way that could grow memory.
 
 pub mod context;
 pub mod metrics;
@@ -118,7 +120,7 @@ pub struct RequestSpan {
 /// What the exporter did, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TelemetryStats {
-    /// Requests whose span and observation were dropped because the queue was full.
+    /// Requests whose span was dropped because the queue was full.
     pub dropped: u64,
     pub spans_exported: u64,
     /// Export requests (traces or metrics) that failed.
@@ -135,6 +137,10 @@ struct Counters {
 /// The telemetry handle the gateway holds when `telemetry` is configured.
 pub struct Telemetry {
     opts: TelemetryOptions,
+    /// The GenAI metrics, observed by the server for every request (it renders the same
+    /// aggregation on Prometheus `/metrics`) and exported from here: one aggregation, two
+    /// formats, and no second observation per request.
+    aggregates: Arc<std::sync::Mutex<metrics::Aggregates>>,
     tx: mpsc::Sender<Box<RequestSpan>>,
     rx: std::sync::Mutex<Option<mpsc::Receiver<Box<RequestSpan>>>>,
     counters: Counters,
@@ -174,11 +180,18 @@ impl Telemetry {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         Ok(Arc::new(Telemetry {
             opts,
+            aggregates: Arc::default(),
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
             counters: Counters::default(),
             started_unix_nanos: unix_nanos(),
         }))
+    }
+
+    /// The metrics this exporter sends: the caller observes every finished request into it
+    /// ([`metrics::Aggregates::observe_row`]).
+    pub fn aggregates(&self) -> &Arc<std::sync::Mutex<metrics::Aggregates>> {
+        &self.aggregates
     }
 
     pub fn sampling_ratio(&self) -> f64 {
@@ -209,7 +222,6 @@ impl Telemetry {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let mut agg = metrics::Aggregates::default();
         let mut spans: Vec<RequestSpan> = Vec::new();
         let mut scratch = otlp::Scratch::default();
         let mut drain = tokio::time::interval(DRAIN_EVERY);
@@ -224,7 +236,6 @@ impl Telemetry {
                     loop {
                         match rx.try_recv() {
                             Ok(s) => {
-                                agg.observe(&s);
                                 if s.context.sampled {
                                     spans.push(*s);
                                 }
@@ -241,13 +252,12 @@ impl Telemetry {
                     }
                 }
                 _ = flush.tick() => self.export_spans(&client, &mut spans, &mut scratch).await,
-                _ = report.tick() => self.export_metrics(&client, &agg).await,
+                _ = report.tick() => self.export_metrics(&client).await,
                 () = stop.cancelled() => break,
             }
         }
         // Last flush: what is queued, then the final metrics.
         while let Ok(s) = rx.try_recv() {
-            agg.observe(&s);
             if s.context.sampled {
                 spans.push(*s);
             }
@@ -255,7 +265,7 @@ impl Telemetry {
         while !spans.is_empty() {
             self.export_spans(&client, &mut spans, &mut scratch).await;
         }
-        self.export_metrics(&client, &agg).await;
+        self.export_metrics(&client).await;
     }
 
     async fn export_spans(
@@ -278,13 +288,19 @@ impl Telemetry {
         }
     }
 
-    async fn export_metrics(&self, client: &reqwest::Client, agg: &metrics::Aggregates) {
+    async fn export_metrics(&self, client: &reqwest::Client) {
+        // A copy, so requests observing never wait on the encoding.
+        let agg = self
+            .aggregates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if agg.is_empty() {
             return;
         }
         let req = otlp::metrics(
             &self.opts.service_name,
-            agg,
+            &agg,
             self.started_unix_nanos,
             unix_nanos(),
         );

@@ -140,8 +140,12 @@ async fn spans_and_metrics_reach_the_collector_in_otlp() {
     let t = Telemetry::new(opts(&url, 16)).unwrap();
     let stop = CancellationToken::new();
     let run = tokio::spawn(t.clone().run(client(), stop.clone()));
-    t.record(request(true));
-    t.record(request(false));
+    // What the server does with each finished request: observe it, then queue its span.
+    for sampled in [true, false] {
+        let r = request(sampled);
+        t.aggregates().lock().unwrap().observe(&r);
+        t.record(r);
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
     run.await.unwrap();

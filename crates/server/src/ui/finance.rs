@@ -61,9 +61,12 @@ async fn sections(gw: &Gateway, r: &Range) -> Result<String, tollgate_types::Api
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let showback = showback_value(gw, &q).await?;
-    let margins = margins_value(gw, &q).await?;
-    let anomalies = anomalies_value(gw, &q).await?;
+    // Independent reads, on blocking threads at once.
+    let (showback, margins, anomalies) = tokio::try_join!(
+        showback_value(gw, &q),
+        margins_value(gw, &q),
+        anomalies_value(gw, &q)
+    )?;
     let mut h = String::from("<h2>FOCUS export</h2><p class=\"downloads\">");
     for (label, version, dataset, format) in [
         ("FOCUS 1.2 CSV", "1.2", "cost", "csv"),
