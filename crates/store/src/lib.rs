@@ -73,6 +73,7 @@ pub use error::StoreError;
 pub use intents::Batch;
 pub use keys::StoredKey;
 pub use requests::{CACHE_NONE, MAX_PAGE_LIMIT, Page, RowFilter};
+pub use rollup::{DAY_MS, whole_days};
 pub use spend::{Dim, NONE_LABEL, SpendQuery, SpendRow};
 pub use stats::{PERCENTILES, TrafficStats};
 pub use tollgate_types::{LedgerRow, NanoUsd, Outcome, UNATTRIBUTED};

@@ -24,7 +24,7 @@ use crate::requests::{RowFilter, Where, sat_i64 as sat};
 use crate::{Store, StoreError};
 
 /// One UTC day.
-pub(crate) const DAY_MS: i64 = 86_400_000;
+pub const DAY_MS: i64 = 86_400_000;
 
 /// The columns an aggregate reads, in this order from either table: the dimensions under
 /// the ledger's names, then the sums. A ledger row is a group of one.
@@ -76,6 +76,18 @@ struct Key<'a> {
 /// The start of the UTC day holding `ms` (floor, so instants before 1970 land right).
 pub(crate) fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+/// The start of the first UTC day that begins at or after `ms`.
+fn day_ceil(ms: i64) -> i64 {
+    day_of(ms.saturating_add(DAY_MS - 1))
+}
+
+/// The whole UTC days inside `[from_ms, to_ms)`, as `[first day's start, end)`; `None` when
+/// the range holds no whole day. What the rollup can answer for a range.
+pub fn whole_days(from_ms: i64, to_ms: i64) -> Option<(i64, i64)> {
+    let (lo, hi) = (day_ceil(from_ms), day_of(to_ms));
+    (lo < hi).then_some((lo, hi))
 }
 
 /// Adds `rows` (just inserted into `requests` in `tx`) to the rollup. The batch is summed in
@@ -190,7 +202,7 @@ pub(crate) fn source(
     };
     let rollup_ok = !rows_only && f.key_id.is_none() && f.user.is_none() && f.status.is_none();
     // Whole days: [lo, hi). `None` is unbounded.
-    let lo = from.map(|t| day_of(t.saturating_add(DAY_MS - 1)));
+    let lo = from.map(day_ceil);
     let hi = to.map(day_of);
     let whole_days = rollup_ok && !matches!((lo, hi), (Some(l), Some(h)) if l >= h);
     let mut legs: Vec<(String, Vec<Value>)> = Vec::new();
@@ -268,6 +280,16 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_days_inside_ranges() {
+        assert_eq!(whole_days(0, DAY_MS), Some((0, DAY_MS)));
+        assert_eq!(whole_days(1, 2 * DAY_MS + 1), Some((DAY_MS, 2 * DAY_MS)));
+        assert_eq!(whole_days(1, 2 * DAY_MS - 1), None);
+        assert_eq!(whole_days(-DAY_MS - 1, 0), Some((-DAY_MS, 0)));
+        assert_eq!(whole_days(-DAY_MS + 1, 0), None);
+        assert_eq!(whole_days(-DAY_MS, 0), Some((-DAY_MS, 0)));
+    }
 
     #[test]
     fn days_floor_before_the_epoch() {

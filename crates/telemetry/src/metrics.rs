@@ -1,5 +1,6 @@
-//! The GenAI metrics, aggregated in the exporter task from every finished request (sampled or
-//! not): cumulative histograms with the semantic conventions' advised bucket boundaries, and
+//! The GenAI metrics, aggregated from every finished request (sampled or not; the server
+//! observes each row, and the exporter and Prometheus `/metrics` read the same aggregation):
+//! cumulative histograms with the semantic conventions' advised bucket boundaries, and
 //! Tollgate's cost counter in integer nano-USD.
 //!
 //! **Cardinality.** Labels are the operation, the provider kind, the requested and the served
@@ -10,7 +11,7 @@
 
 use tollgate_types::{LedgerRow, ProviderKind};
 
-use crate::{RequestSpan, genai_provider, operation};
+use crate::{genai_provider, operation};
 
 /// Label sets kept per metric before new ones go to the overflow series.
 pub const MAX_SERIES: usize = 2_000;
@@ -203,11 +204,6 @@ pub struct Aggregates {
 impl Aggregates {
     pub fn is_empty(&self) -> bool {
         self.duration.is_empty()
-    }
-
-    /// Adds one finished request.
-    pub fn observe(&mut self, s: &RequestSpan) {
-        self.observe_row(&s.row, s.provider_kind);
     }
 
     /// Adds one finished request's row; `provider_kind` is the kind of the provider that

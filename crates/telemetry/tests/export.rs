@@ -143,7 +143,10 @@ async fn spans_and_metrics_reach_the_collector_in_otlp() {
     // What the server does with each finished request: observe it, then queue its span.
     for sampled in [true, false] {
         let r = request(sampled);
-        t.aggregates().lock().unwrap().observe(&r);
+        t.aggregates()
+            .lock()
+            .unwrap()
+            .observe_row(&r.row, r.provider_kind);
         t.record(r);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -30,7 +30,7 @@ use tollgate_types::{ApiError, ErrorCode, NanoUsd};
 use crate::admin::reports::range;
 use crate::admin::{AdminResult, blocking, flush, rfc3339};
 use crate::gateway::Gateway;
-use crate::gateway::memo::DayMemo;
+use crate::gateway::memo::{DayMemo, Days};
 use crate::http::headers;
 
 /// Chunks in flight between the scan and the socket.
@@ -189,7 +189,8 @@ fn margins_summary(
     to_ms: i64,
     opts: &tollgate_finance::focus::Options,
 ) -> Result<Summary, String> {
-    let pieces = memo.pieces(store, 0, from_ms, to_ms, |a, b| {
+    let days = Days::read(store, from_ms, to_ms)?;
+    let pieces = memo.pieces(&days, 0, |a, b| {
         export(store, a, b, opts.clone(), std::io::sink(), true).map(|(s, _)| s)
     })?;
     let mut sum = Summary::default();
@@ -430,14 +431,12 @@ pub(crate) async fn find_anomalies(
     // pieces (`memo.rs`), so the weeks of history are read once, not on every call.
     let series = tokio::task::spawn_blocking(move || -> Result<Vec<Series>, String> {
         let store = &gw2.0.store;
+        let days = Days::read(store, history_from, to_ms)?;
         let mut out = Vec::new();
         for (slot, dims) in scopes.iter().enumerate() {
-            let pieces = gw2
-                .0
-                .anomaly_days
-                .pieces(store, slot, history_from, to_ms, |a, b| {
-                    hourly_spend(store, dims, a, b).map_err(|e| e.to_string())
-                })?;
+            let pieces = gw2.0.anomaly_days.pieces(&days, slot, |a, b| {
+                hourly_spend(store, dims, a, b).map_err(|e| e.to_string())
+            })?;
             let mut by_scope = Series::new();
             for piece in &pieces {
                 for (labels, hours) in piece.iter() {

@@ -11,11 +11,37 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tollgate_store::Store;
+use tollgate_store::{DAY_MS, Store};
 
-pub(crate) const DAY_MS: i64 = 86_400_000;
 /// Pieces remembered, over all slots; the oldest days go first.
 const CAPACITY: usize = 4_000;
+
+/// A range split at UTC days, with each whole day's row count: read once per request and
+/// shared by every memo lookup over that range.
+pub(crate) struct Days {
+    from_ms: i64,
+    to_ms: i64,
+    /// `[first whole day, end)`, when the range holds one.
+    whole: Option<(i64, i64)>,
+    /// (day start, rows) of the whole days that have rows, from the rollup.
+    counts: Vec<(i64, u64)>,
+}
+
+impl Days {
+    pub(crate) fn read(store: &Store, from_ms: i64, to_ms: i64) -> Result<Days, String> {
+        let whole = tollgate_store::whole_days(from_ms, to_ms);
+        let counts = match whole {
+            Some((lo, hi)) => store.rows_per_day(lo, hi).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        Ok(Days {
+            from_ms,
+            to_ms,
+            whole,
+            counts,
+        })
+    }
+}
 
 /// Remembered pieces by (day start, slot): each with the day's row count when computed.
 type Pieces<T> = BTreeMap<(i64, usize), (u64, Arc<T>)>;
@@ -29,34 +55,24 @@ impl<T> Default for DayMemo<T> {
 }
 
 impl<T> DayMemo<T> {
-    /// The pieces of `[from_ms, to_ms)` in time order: the partial days at its ends from
+    /// The pieces of `days`' range in time order: the partial days at its ends from
     /// `compute(start, end)`, and each whole day that has rows from the memo under `slot`
     /// while its row count is unchanged, else computed and remembered. (Counted before
     /// computing, so a row landing in between makes the count stale, never the piece.)
     pub(crate) fn pieces(
         &self,
-        store: &Store,
+        days: &Days,
         slot: usize,
-        from_ms: i64,
-        to_ms: i64,
         compute: impl Fn(i64, i64) -> Result<T, String>,
     ) -> Result<Vec<Arc<T>>, String> {
-        let lo = from_ms.div_euclid(DAY_MS) * DAY_MS
-            + if from_ms.rem_euclid(DAY_MS) == 0 {
-                0
-            } else {
-                DAY_MS
-            };
-        let hi = to_ms.div_euclid(DAY_MS) * DAY_MS;
-        if lo >= hi {
-            return Ok(vec![Arc::new(compute(from_ms, to_ms)?)]);
-        }
+        let Some((lo, hi)) = days.whole else {
+            return Ok(vec![Arc::new(compute(days.from_ms, days.to_ms)?)]);
+        };
         let mut out = Vec::new();
-        if from_ms < lo {
-            out.push(Arc::new(compute(from_ms, lo)?));
+        if days.from_ms < lo {
+            out.push(Arc::new(compute(days.from_ms, lo)?));
         }
-        let days = store.rows_per_day(lo, hi).map_err(|e| e.to_string())?;
-        for (day, rows) in days {
+        for &(day, rows) in &days.counts {
             let hit = self
                 .lock()
                 .get(&(day, slot))
@@ -76,8 +92,8 @@ impl<T> DayMemo<T> {
             };
             out.push(piece);
         }
-        if hi < to_ms {
-            out.push(Arc::new(compute(hi, to_ms)?));
+        if hi < days.to_ms {
+            out.push(Arc::new(compute(hi, days.to_ms)?));
         }
         Ok(out)
     }
